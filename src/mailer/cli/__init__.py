@@ -1,0 +1,59 @@
+"""The command line: the only place that prints, prompts or exits.
+
+Each command group lives in its own module and registers itself on `app`; `main` maps
+every MailerError to one clear message (with a hint) and an exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mailer.cli import common
+from mailer.errors import ConfigError, InputError, MailerError
+
+app = typer.Typer(
+    name="mailer",
+    help="Self-hosted mailing lists and event invitations: import, preview, send, unsubscribe.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.callback()(common.root_options)
+
+# Each command module adds its commands; this order is the order of `mailer --help`.
+from mailer.cli.config_cmd import register as register_config  # noqa: E402
+from mailer.cli.demo_cmd import register as register_demo  # noqa: E402
+from mailer.cli.subscribers_cmd import register as register_subscribers  # noqa: E402
+
+for register in (register_demo, register_subscribers, register_config):
+    register(app)
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MailerError as exc:
+        common.print_error(exc)
+        status = EXIT_USAGE if isinstance(exc, ConfigError | InputError) else EXIT_FAILURE
+        sys.exit(status)
+    except KeyboardInterrupt:
+        common.err_console.print("[yellow]Interrupted.[/yellow]")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            common.err_console.print("Aborted.")
+            sys.exit(1)
+        raise

@@ -1,0 +1,70 @@
+"""What every command shares: the consoles, settings loading, store opening, error printing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mailer.config import Settings, load_settings
+from mailer.errors import MailerError
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    """Options given before the command (`mailer --database-url ... send`)."""
+
+    overrides: dict[str, Any]
+
+    def __init__(self) -> None:
+        self.overrides = {}
+
+
+def root_options(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="Overrides MAILER_DATABASE_URL.", show_default=False),
+    ] = None,
+) -> None:
+    """Self-hosted mailing lists and event invitations."""
+    state = State()
+    if database_url is not None:
+        state.overrides["database_url"] = database_url
+    ctx.obj = state
+
+
+def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
+    """Load settings once for this command, with root options and `overrides` on top."""
+    state = ctx.find_root().obj
+    merged: dict[str, Any] = dict(state.overrides) if isinstance(state, State) else {}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return load_settings(**merged)
+
+
+def open_store(settings: Settings) -> Any:
+    """Open (and migrate) the store named by the settings."""
+    from mailer.store import Store
+
+    return Store.open(settings.database_url)
+
+
+def print_error(exc: MailerError) -> None:
+    err_console.print(
+        f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, soft_wrap=True
+    )
+    if exc.hint:
+        err_console.print(f"[dim]hint:[/dim] {escape(exc.hint)}", soft_wrap=True)
+
+
+def existing_file(path: Path, *, what: str) -> Path:
+    from mailer.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"{what} not found", path=path, hint="Check the path and try again.")
+    return path

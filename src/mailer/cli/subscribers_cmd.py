@@ -1,0 +1,162 @@
+"""`mailer subscribers ...` and `mailer lists`: the organiser's list management."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mailer.cli import common
+from mailer.models import UnsubscribeSource
+
+
+def register(app: typer.Typer) -> None:
+    subs = typer.Typer(help="Import, inspect and manage subscribers.", no_args_is_help=True)
+    app.add_typer(subs, name="subscribers")
+    app.command("lists")(show_lists)
+    subs.command("import")(import_command)
+    subs.command("list")(list_command)
+    subs.command("count")(count_command)
+    subs.command("export")(export_command)
+    subs.command("remove")(remove_command)
+    subs.command("unsubscribe")(unsubscribe_command)
+
+
+ListOption = Annotated[str, typer.Option("--list", "-l", help="The list's name.")]
+OptionalList = Annotated[
+    str | None, typer.Option("--list", "-l", help="Limit to this list.", show_default=False)
+]
+
+
+def show_lists(ctx: typer.Context) -> None:
+    """Show every list with its subscribed and unsubscribed counts."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        summaries = store.lists()
+    if not summaries:
+        common.console.print("No lists yet. Import one: mailer subscribers import FILE --list NAME")
+        return
+    table = Table("list", "subscribed", "unsubscribed", "created")
+    for summary in summaries:
+        table.add_row(
+            summary.name,
+            str(summary.subscribed),
+            str(summary.unsubscribed),
+            f"{summary.created_at:%Y-%m-%d %H:%M}",
+        )
+    common.console.print(table)
+
+
+def import_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV with a header row and an `email` column.")],
+    list_name: ListOption,
+    encoding: Annotated[str, typer.Option(help="The file's encoding.")] = "utf-8-sig",
+    check_dns: Annotated[
+        bool, typer.Option("--check-dns", help="Also check each domain accepts mail.")
+    ] = False,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write rejected rows (default: var/rejects/).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Import (or update) subscribers from a CSV file into a list, in one transaction."""
+    from mailer.importer import default_rejects_path, import_file
+
+    settings = common.settings_from(ctx)
+    common.existing_file(file, what="subscriber file")
+    target = rejects or default_rejects_path(file, settings.var_dir)
+    with common.open_store(settings) as store:
+        report = import_file(
+            store,
+            file,
+            list_name=list_name,
+            rejects_path=target,
+            encoding=encoding,
+            check_dns=check_dns,
+        )
+    counts = report.counts
+    common.console.print(
+        f"Imported {file} into list [bold]{list_name}[/bold]: "
+        f"{counts.imported} imported, {counts.updated} updated, {counts.unchanged} unchanged, "
+        f"{counts.duplicates} duplicates merged, {counts.suppressed} suppressed (skipped), "
+        f"{counts.invalid} invalid."
+    )
+    if report.first_invalid:
+        common.console.print("First invalid rows:")
+        for rejected in report.first_invalid:
+            common.console.print(f"  {file}:{rejected.line}: {rejected.reason}", markup=False)
+    if report.rejects_path is not None:
+        common.console.print(f"All {counts.invalid} rejected rows: {report.rejects_path}")
+
+
+def list_command(ctx: typer.Context, list_name: OptionalList = None) -> None:
+    """List subscribers (of one list) with their status."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        table = Table("email", "name", "status", "attributes")
+        for subscriber in store.iter_subscribers(list_name):
+            attributes = ", ".join(f"{k}={v}" for k, v in subscriber.attributes.items() if v)
+            table.add_row(subscriber.email, subscriber.name, subscriber.status.value, attributes)
+    common.console.print(table)
+
+
+def count_command(ctx: typer.Context, list_name: OptionalList = None) -> None:
+    """Print how many subscribers (of one list) can be mailed."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        common.console.print(str(store.count_subscribers(list_name)))
+
+
+def export_command(
+    ctx: typer.Context,
+    list_name: OptionalList = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Export subscribers as CSV (email, name, status, then every attribute)."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        subscribers = list(store.iter_subscribers(list_name))
+    attributes = sorted({key for s in subscribers for key in s.attributes})
+    handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+    try:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "name", "status", *attributes])
+        for s in subscribers:
+            writer.writerow(
+                [s.email, s.name, s.status.value, *(s.attributes.get(a, "") for a in attributes)]
+            )
+    finally:
+        if out:
+            handle.close()
+    if out:
+        common.err_console.print(f"Exported {len(subscribers)} subscribers to {out}")
+
+
+def remove_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    list_name: OptionalList = None,
+) -> None:
+    """Remove a subscriber from a list, or (without --list) erase them; suppressions stay."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        store.remove_subscriber(email, list_name)
+    where = f"list {list_name!r}" if list_name else "every list (data erased)"
+    common.console.print(f"Removed {email} from {where}.", markup=False)
+
+
+def unsubscribe_command(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    list_name: OptionalList = None,
+) -> None:
+    """Unsubscribe an address from one list, or (without --list) from every list, for good."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        changed = store.unsubscribe_email(email, list_name, source=UnsubscribeSource.ADMIN)
+    where = f"list {list_name!r}" if list_name else "every list"
+    verb = "Unsubscribed" if changed else "Already unsubscribed:"
+    common.console.print(f"{verb} {email} from {where}.", markup=False)

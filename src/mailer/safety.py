@@ -1,0 +1,40 @@
+"""Guards for text that may end up in a mail header.
+
+CPython 3.11.7 (on these machines) still lets an encoded newline in a header value add a
+header (CVE-2024-6923), and a bare CR or LF splits a header anywhere. So every value that
+can reach a header is checked here, at the edge, before it is stored or composed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailer.errors import UnsafeValueError
+
+# C0 controls except TAB, DEL, C1 controls, and the Unicode line/paragraph separators that
+# some mail software treats as line breaks.
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+MAX_FIELD_LENGTH = 1000
+"""Longest value accepted in any subscriber field; RFC 5322 caps a line at 998 octets."""
+
+
+def find_unsafe(value: str) -> str | None:
+    """Return a description of the first unsafe character in `value`, or None."""
+    match = _UNSAFE.search(value)
+    if match is None:
+        return None
+    return f"control character U+{ord(match.group()):04X} at position {match.start() + 1}"
+
+
+def ensure_header_safe(value: str, *, field: str, max_length: int = MAX_FIELD_LENGTH) -> str:
+    """Return `value` unchanged if it can safely reach a header; raise UnsafeValueError if not."""
+    problem = find_unsafe(value)
+    if problem is not None:
+        raise UnsafeValueError(f"{field}: {problem} is not allowed", field=field)
+    if len(value) > max_length:
+        raise UnsafeValueError(
+            f"{field}: {len(value)} characters is longer than the {max_length} allowed",
+            field=field,
+        )
+    return value

@@ -1,0 +1,41 @@
+"""All SQL lives in this package (SQLAlchemy Core). `Store` is the one object callers hold.
+
+Each concern is a mixin in its own module (lists and subscribers, imports, suppressions,
+campaigns and the ledger); `Store` combines them over one engine.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from mailer.store.database import create_store_engine, upgrade
+from mailer.store.imports import ImportCounts, ImportQueries
+from mailer.store.lists import ListQueries, ListSummary
+from mailer.store.suppressions import SuppressionQueries
+
+
+class Store(ListQueries, ImportQueries, SuppressionQueries):
+    """The database: lists, subscribers, suppressions, campaigns and their ledger."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        """Connect to `url` and, unless told not to, apply any pending migrations."""
+        engine = create_store_engine(url)
+        if migrate:
+            upgrade(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+__all__ = ["ImportCounts", "ListSummary", "Store"]

@@ -1,0 +1,104 @@
+"""The tables, as SQLAlchemy Core metadata. Migrations (mailer/migrations) create them.
+
+Times are stored as timezone-aware UTC. `email_key` is the case-folded address used for
+uniqueness; `email` is the normalised form that goes on the wire.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+# Predictable constraint names, so migrations can refer to them on every database.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+UtcDateTime = DateTime(timezone=True)
+
+lists = Table(
+    "lists",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("name", String(1000), nullable=False, default=""),
+    Column("attributes", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("smtputf8", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("counts", JSON),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "subscriber_id",
+        Id,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("status", String(20), nullable=False),
+    # Which import last touched the row: a second row for the same person in one file
+    # is recognised as a duplicate without holding every address of the file in memory.
+    Column("last_import_id", Id, ForeignKey("imports.id", ondelete="SET NULL")),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_memberships_subscriber", "subscriber_id"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email_key", String(320), nullable=False),
+    # NULL: suppressed from every list (bounce, complaint, global unsubscribe).
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE")),
+    Column("reason", String(20), nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("campaign_id", BigInteger),
+    Column("detail", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    # Set when the recipient themselves resubscribes; the row stays as the audit trail.
+    Column("lifted_at", UtcDateTime),
+    Index("ix_suppressions_email_key", "email_key"),
+)

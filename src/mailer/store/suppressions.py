@@ -1,0 +1,216 @@
+"""Unsubscribes, bounces and complaints: who must never be mailed again, and why."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from mailer.errors import NotFoundError
+from mailer.models import SubscriberStatus, SuppressionReason, UnsubscribeSource
+from mailer.store.base import StoreBase
+from mailer.store.database import utcnow
+from mailer.store.schema import memberships, subscribers, suppressions
+
+
+def active_suppression(
+    email_key: ColumnElement[str], list_id: ColumnElement[int] | int
+) -> ColumnElement[bool]:
+    """SQL: an unlifted suppression for this address, global or for this list, exists."""
+    return (
+        select(suppressions.c.id)
+        .where(
+            suppressions.c.email_key == email_key,
+            suppressions.c.lifted_at.is_(None),
+            or_(suppressions.c.list_id.is_(None), suppressions.c.list_id == list_id),
+        )
+        .exists()
+    )
+
+
+class SuppressionQueries(StoreBase):
+    def unsubscribe(
+        self,
+        subscriber_id: int,
+        list_id: int,
+        *,
+        source: UnsubscribeSource,
+        campaign_id: int | None = None,
+    ) -> bool:
+        """Take the subscriber off the list for good; True if they were on it until now.
+
+        Idempotent: a repeated one-click POST changes nothing and adds no second record.
+        """
+        with self.engine.begin() as connection:
+            return self._unsubscribe(connection, subscriber_id, list_id, source, campaign_id)
+
+    def _unsubscribe(
+        self,
+        connection: Connection,
+        subscriber_id: int,
+        list_id: int | None,
+        source: UnsubscribeSource,
+        campaign_id: int | None,
+    ) -> bool:
+        now = utcnow()
+        key = connection.execute(
+            select(subscribers.c.email_key).where(subscribers.c.id == subscriber_id)
+        ).scalar()
+        if key is None:
+            raise NotFoundError(f"no subscriber with id {subscriber_id}")
+        if list_id is None:
+            changed = connection.execute(
+                update(subscribers)
+                .where(
+                    subscribers.c.id == subscriber_id,
+                    subscribers.c.status == SubscriberStatus.SUBSCRIBED.value,
+                )
+                .values(status=SubscriberStatus.UNSUBSCRIBED.value, updated_at=now)
+            ).rowcount
+        else:
+            changed = connection.execute(
+                update(memberships)
+                .where(
+                    memberships.c.subscriber_id == subscriber_id,
+                    memberships.c.list_id == list_id,
+                    memberships.c.status == SubscriberStatus.SUBSCRIBED.value,
+                )
+                .values(status=SubscriberStatus.UNSUBSCRIBED.value, updated_at=now)
+            ).rowcount
+        already = connection.execute(
+            select(suppressions.c.id).where(
+                suppressions.c.email_key == key,
+                suppressions.c.lifted_at.is_(None),
+                suppressions.c.list_id.is_(None)
+                if list_id is None
+                else suppressions.c.list_id == list_id,
+            )
+        ).first()
+        if already is None:
+            connection.execute(
+                suppressions.insert().values(
+                    email_key=key,
+                    list_id=list_id,
+                    reason=SuppressionReason.UNSUBSCRIBED.value,
+                    source=source.value,
+                    campaign_id=campaign_id,
+                    created_at=now,
+                )
+            )
+        return bool(changed) or already is None
+
+    def unsubscribe_email(
+        self, email: str, list_name: str | None = None, *, source: UnsubscribeSource
+    ) -> bool:
+        """The CLI's `subscribers unsubscribe`: from one list, or (no list) from everything."""
+        subscriber = self.get_subscriber_id(email)
+        with self.engine.begin() as connection:
+            list_id = self._list_id(connection, list_name) if list_name is not None else None
+            return self._unsubscribe(connection, subscriber, list_id, source, None)
+
+    def get_subscriber_id(self, email: str) -> int:
+        from mailer.addresses import InvalidAddress, normalise
+
+        try:
+            key = normalise(email).key
+        except InvalidAddress:
+            key = email.strip().casefold()
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(subscribers.c.id).where(subscribers.c.email_key == key)
+            ).scalar()
+        if found is None:
+            raise NotFoundError(f"no subscriber {email!r}")
+        return int(found)
+
+    def resubscribe(self, subscriber_id: int, list_id: int) -> bool:
+        """Undo the recipient's own unsubscribe from this list (a mistaken click).
+
+        Only list-level unsubscribes are lifted: a bounce or complaint stays in force.
+        """
+        now = utcnow()
+        with self.engine.begin() as connection:
+            key = connection.execute(
+                select(subscribers.c.email_key).where(subscribers.c.id == subscriber_id)
+            ).scalar()
+            if key is None:
+                raise NotFoundError(f"no subscriber with id {subscriber_id}")
+            connection.execute(
+                update(suppressions)
+                .where(
+                    suppressions.c.email_key == key,
+                    suppressions.c.list_id == list_id,
+                    suppressions.c.reason == SuppressionReason.UNSUBSCRIBED.value,
+                    suppressions.c.lifted_at.is_(None),
+                )
+                .values(lifted_at=now)
+            )
+            changed = connection.execute(
+                update(memberships)
+                .where(
+                    memberships.c.subscriber_id == subscriber_id,
+                    memberships.c.list_id == list_id,
+                    memberships.c.status == SubscriberStatus.UNSUBSCRIBED.value,
+                )
+                .values(status=SubscriberStatus.SUBSCRIBED.value, updated_at=now)
+            ).rowcount
+            return bool(changed)
+
+    def suppress(
+        self,
+        connection: Connection,
+        *,
+        subscriber_id: int,
+        reason: SuppressionReason,
+        source: UnsubscribeSource,
+        campaign_id: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Suppress an address from every list (hard bounce, complaint), inside a transaction."""
+        now = utcnow()
+        key = connection.execute(
+            select(subscribers.c.email_key).where(subscribers.c.id == subscriber_id)
+        ).scalar_one()
+        status = (
+            SubscriberStatus.BOUNCED
+            if reason is SuppressionReason.BOUNCED
+            else SubscriberStatus.COMPLAINED
+            if reason is SuppressionReason.COMPLAINED
+            else SubscriberStatus.UNSUBSCRIBED
+        )
+        connection.execute(
+            update(subscribers)
+            .where(subscribers.c.id == subscriber_id)
+            .values(status=status.value, updated_at=now)
+        )
+        connection.execute(
+            suppressions.insert().values(
+                email_key=key,
+                list_id=None,
+                reason=reason.value,
+                source=source.value,
+                campaign_id=campaign_id,
+                detail=detail,
+                created_at=now,
+            )
+        )
+
+    def is_mailable(self, subscriber_id: int, list_id: int) -> bool:
+        """Subscribed globally and to the list, with no suppression in force."""
+        query = (
+            select(subscribers.c.id)
+            .join(
+                memberships,
+                and_(
+                    memberships.c.subscriber_id == subscribers.c.id,
+                    memberships.c.list_id == list_id,
+                ),
+            )
+            .where(
+                subscribers.c.id == subscriber_id,
+                subscribers.c.status == SubscriberStatus.SUBSCRIBED.value,
+                memberships.c.status == SubscriberStatus.SUBSCRIBED.value,
+                ~active_suppression(subscribers.c.email_key, list_id),
+            )
+        )
+        with self.engine.connect() as connection:
+            return connection.execute(query).first() is not None

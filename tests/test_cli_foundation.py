@@ -1,0 +1,106 @@
+"""The CLI as an organiser runs it: a real subprocess, real files, real exit statuses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    environment.update(env)
+    environment["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "mailer", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "subscribers.example.csv").write_bytes(
+        (REPO_ROOT / "subscribers.example.csv").read_bytes()
+    )
+    return tmp_path
+
+
+def test_import_report_and_reject_file(workdir: Path) -> None:
+    """The import prints every count, the first bad rows with lines, and the reject file."""
+    (workdir / "dirty.csv").write_text(
+        "email,name\nok@example.org,Ok\nnope,No\nok@EXAMPLE.org,Again\n", encoding="utf-8"
+    )
+    result = run(["subscribers", "import", "dirty.csv", "--list", "l"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "1 imported, 0 updated, 0 unchanged, 1 duplicates merged" in result.stdout
+    assert "1 invalid" in result.stdout
+    assert "dirty.csv:3: email: An email address must have an @-sign." in result.stdout
+    rejects = list((workdir / "var" / "rejects").glob("dirty-*.rejects.csv"))
+    assert len(rejects) == 1
+    assert "nope" in rejects[0].read_text(encoding="utf-8")
+
+
+def test_user_mistakes_exit_2_without_traceback(workdir: Path) -> None:
+    missing = run(["subscribers", "import", "missing.csv", "--list", "l"], workdir)
+    assert missing.returncode == 2
+    assert "missing.csv: subscriber file not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    bad_setting = run(["lists"], workdir, MAILER_CONCURRENCY="many")
+    assert bad_setting.returncode == 2
+    assert bad_setting.stderr.startswith(
+        "error: MAILER_CONCURRENCY: Input should be a valid integer"
+    )
+    assert "Traceback" not in bad_setting.stderr
+
+    (workdir / "latin1.csv").write_bytes("email,name\na@example.org,Jos\xe9\n".encode("latin-1"))
+    bad_bytes = run(["subscribers", "import", "latin1.csv", "--list", "l"], workdir)
+    assert bad_bytes.returncode == 2
+    assert "latin1.csv:2: not valid utf-8-sig text" in bad_bytes.stderr
+    assert "--encoding" in bad_bytes.stderr
+
+
+def test_config_show_masks_secrets(workdir: Path) -> None:
+    result = run(["config", "show"], workdir, MAILER_SMTP_PASSWORD="hunter2")
+    assert result.returncode == 0
+    assert "MAILER_SMTP_PASSWORD" in result.stdout
+    assert "hunter2" not in result.stdout
+
+
+def test_list_management_commands(workdir: Path) -> None:
+    """lists, count, unsubscribe, export and remove work on the imported example."""
+    assert (
+        run(["subscribers", "import", "subscribers.example.csv", "-l", "m"], workdir).returncode
+        == 0
+    )
+    assert run(["subscribers", "count", "-l", "m"], workdir).stdout.strip() == "12"
+    unsub = run(["subscribers", "unsubscribe", "ZOE.martin@example.org", "-l", "m"], workdir)
+    assert "Unsubscribed ZOE.martin@example.org" in unsub.stdout
+    assert run(["subscribers", "count", "-l", "m"], workdir).stdout.strip() == "11"
+    exported = run(["subscribers", "export", "-l", "m"], workdir).stdout.splitlines()
+    assert exported[0] == "email,name,status,branch,city"
+    assert "zoe.martin@example.org,Zoë Martin,unsubscribed,Central London,London" in exported
+    assert run(["subscribers", "remove", "tom.reid@example.org"], workdir).returncode == 0
+    lists = run(["lists"], workdir).stdout
+    assert "m" in lists
+    assert "10" in lists
+    gone = run(["subscribers", "remove", "tom.reid@example.org"], workdir)
+    assert gone.returncode == 1
+    assert "no subscriber" in gone.stderr
+
+
+def test_db_upgrade_is_idempotent(workdir: Path) -> None:
+    first = run(["db", "upgrade"], workdir)
+    second = run(["db", "upgrade"], workdir)
+    assert "upgraded to revision" in first.stdout
+    assert "already at revision" in second.stdout

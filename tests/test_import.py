@@ -1,0 +1,125 @@
+"""Importing lists: counts, merging, suppressions, atomicity; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from mailer.errors import SubscriberFileError
+from mailer.importer import import_file
+from mailer.models import SubscriberStatus, UnsubscribeSource
+from mailer.store import Store
+from mailer.store.schema import memberships, subscribers, suppressions
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "subscribers.example.csv"
+
+
+def run_import(store: Store, path: Path, tmp_path: Path, list_name: str = "members"):  # type: ignore[no-untyped-def]
+    return import_file(store, path, list_name=list_name, rejects_path=tmp_path / "rejects.csv")
+
+
+def table_count(store: Store, table) -> int:  # type: ignore[no-untyped-def]
+    with store.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_clean_import_then_reimport_is_unchanged(store: Store, tmp_path: Path) -> None:
+    """A second import of the same file adds nothing and reports every row unchanged."""
+    first = run_import(store, EXAMPLE, tmp_path)
+    assert first.counts.imported == 12
+    assert first.rejects_path is None
+    second = run_import(store, EXAMPLE, tmp_path)
+    assert (second.counts.imported, second.counts.unchanged) == (0, 12)
+    assert table_count(store, subscribers) == 12
+    assert store.count_subscribers("members") == 12
+    assert [s.name for s in store.lists()] == ["members"]
+
+
+def test_dirty_file_keeps_good_rows_and_reports_bad_ones(store: Store, tmp_path: Path) -> None:
+    """Bad rows never abort the good ones; every reject lands in the reject CSV with its line."""
+    path = tmp_path / "dirty.csv"
+    path.write_text(
+        "email,name,city\n"
+        "ana@example.org,Ana,Leeds\n"
+        "ANA@Example.org,Ana Lima,\n"  # duplicate, different case: merged
+        "broken@,Bob,York\n"
+        'carl@example.org,"Carl\r\nBcc: victim@example.org",Hull\n'
+        "dee@example.org,Dee,Bath\n",
+        encoding="utf-8",
+    )
+    report = run_import(store, path, tmp_path)
+    counts = report.counts
+    assert (counts.imported, counts.duplicates, counts.invalid) == (2, 1, 2)
+    assert [r.line for r in report.first_invalid] == [4, 5]
+    assert report.rejects_path is not None
+    with report.rejects_path.open(encoding="utf-8") as handle:
+        rejected = list(csv.DictReader(handle))
+    assert [r["line"] for r in rejected] == ["4", "5"]
+    assert rejected[0]["email"] == "broken@"
+    ana = store.get_subscriber("ana@example.org")
+    assert ana.name == "Ana Lima"  # the later non-empty value wins
+    assert ana.attributes == {"city": "Leeds"}  # an empty cell never erases
+    assert table_count(store, subscribers) == 2
+
+
+def test_duplicates_across_batches_are_merged(store: Store, tmp_path: Path) -> None:
+    """A repeated address far apart in a file (different batches) is still one subscriber."""
+    path = tmp_path / "big.csv"
+    lines = ["email,name"] + [f"user{i}@example.org,User {i}" for i in range(5000)]
+    lines.append("USER7@example.org,Seven")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    counts = run_import(store, path, tmp_path).counts
+    assert (counts.imported, counts.duplicates) == (5000, 1)
+    assert store.get_subscriber("user7@example.org").name == "Seven"
+    assert table_count(store, memberships) == 5000
+
+
+def test_suppression_survives_reimport(store: Store, tmp_path: Path) -> None:
+    """Someone who unsubscribed is not put back by importing the same list again."""
+    run_import(store, EXAMPLE, tmp_path)
+    store.unsubscribe_email("zoe.martin@example.org", "members", source=UnsubscribeSource.PAGE)
+    report = run_import(store, EXAMPLE, tmp_path)
+    assert report.counts.suppressed == 1
+    assert store.count_subscribers("members") == 11
+    store.remove_subscriber("zoe.martin@example.org")  # erased entirely...
+    again = run_import(store, EXAMPLE, tmp_path)
+    assert again.counts.suppressed == 1  # ...and still never re-added
+    assert store.count_subscribers("members") == 11
+
+
+def test_global_unsubscribe_blocks_every_list(store: Store, tmp_path: Path) -> None:
+    run_import(store, EXAMPLE, tmp_path)
+    store.unsubscribe_email("jose.garcia@example.com", source=UnsubscribeSource.ADMIN)
+    assert store.get_subscriber("jose.garcia@example.com").status is SubscriberStatus.UNSUBSCRIBED
+    report = run_import(store, EXAMPLE, tmp_path, list_name="other")
+    assert report.counts.suppressed == 1
+    assert table_count(store, suppressions) == 1
+
+
+def test_interrupted_import_changes_nothing(store: Store, tmp_path: Path) -> None:
+    """A file that turns out unreadable half-way leaves the store and reject file as before."""
+    path = tmp_path / "half.csv"
+    good = "".join(f"u{i}@example.org,U\n" for i in range(3000))
+    path.write_bytes(b"email,name\nbad,x\n" + good.encode() + b"late@example.org,Jos\xe9\n")
+    with pytest.raises(SubscriberFileError) as info:
+        run_import(store, path, tmp_path)
+    assert info.value.line == 3003
+    assert table_count(store, subscribers) == 0
+    assert store.lists() == []
+    assert not (tmp_path / "rejects.csv").exists()
+    assert not list(tmp_path.glob(".rejects*"))
+
+
+def test_resubscribe_lifts_only_the_list_unsubscribe(store: Store, tmp_path: Path) -> None:
+    run_import(store, EXAMPLE, tmp_path)
+    list_id = store.list_id("members")
+    subscriber_id = store.get_subscriber_id("priya.patel@example.org")
+    assert store.unsubscribe(subscriber_id, list_id, source=UnsubscribeSource.ONE_CLICK)
+    assert not store.unsubscribe(subscriber_id, list_id, source=UnsubscribeSource.ONE_CLICK)
+    assert not store.is_mailable(subscriber_id, list_id)
+    assert store.resubscribe(subscriber_id, list_id)
+    assert store.is_mailable(subscriber_id, list_id)
+    assert table_count(store, suppressions) == 1  # kept as the audit trail, lifted
