@@ -9,6 +9,7 @@ test (tests/test_addresses.py) checks this agrees with `validate_email` address 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,6 +23,9 @@ from email_validator.syntax import (
     validate_email_local_part,
 )
 from email_validator.types import ValidatedEmail
+
+# Characters that make splitting an address at "@" ambiguous (quotes, display names, comments).
+_NEEDS_FULL_SPLIT = re.compile(r'["<>()\\\[\]]')
 
 
 class InvalidAddress(ValueError):
@@ -43,10 +47,15 @@ def normalise(raw: str, *, check_dns: bool = False) -> Address:
     candidate = raw.strip()
     if check_dns:
         return _from_validated(_validate_fully(candidate, check_dns=True))
-    try:
-        display_name, _, local, quoted, domain = split_email(candidate)
-    except EmailNotValidError as exc:
-        raise InvalidAddress(str(exc)) from exc
+    if candidate.count("@") == 1 and not _NEEDS_FULL_SPLIT.search(candidate):
+        # The common case: no quoting, comments or display name, so the split is trivial.
+        local, _, domain = candidate.partition("@")
+        display_name, quoted = None, False
+    else:
+        try:
+            display_name, _, local, quoted, domain = split_email(candidate)
+        except EmailNotValidError as exc:
+            raise InvalidAddress(str(exc)) from exc
     if display_name is not None or quoted or domain.startswith("["):
         # Rare forms (display names, quoted local parts, IP literals): let the full
         # validator decide, at full cost, so its messages and rules apply unchanged.

@@ -31,6 +31,7 @@ class ParsedRow:
 
     line: int
     raw: dict[str, str]
+    """The row as read, column by column; filled for rejected rows (for the reject file)."""
     subscriber: Subscriber | None = None
     error: str | None = None
     smtputf8: bool = False
@@ -142,27 +143,30 @@ def _read_header(reader: Iterator[list[str]], path: Path) -> CsvHeader:
 
 
 def _parse_row(fields: list[str], header: CsvHeader, *, line: int, check_dns: bool) -> ParsedRow:
-    raw = dict(zip(header.columns, fields, strict=False))
-    if len(fields) != len(header.columns):
-        return ParsedRow(
-            line, raw, error=f"expected {len(header.columns)} fields, found {len(fields)}"
-        )
-    for column, value in raw.items():
-        if len(value) > MAX_FIELD_LENGTH:
-            return ParsedRow(
-                line, raw, error=f"{column}: longer than {MAX_FIELD_LENGTH} characters"
-            )
-        problem = find_unsafe(value)
-        if problem is not None:
-            return ParsedRow(line, raw, error=f"{column}: {problem}")
+    columns = header.columns
+
+    def reject(reason: str) -> ParsedRow:
+        return ParsedRow(line, dict(zip(columns, fields, strict=False)), error=reason)
+
+    if len(fields) != len(columns):
+        return reject(f"expected {len(columns)} fields, found {len(fields)}")
+    # One scan of the whole row on the hot path; the per-field search runs only on a hit.
+    # TAB is allowed in values, so joining with it cannot create or hide a finding.
+    if max(map(len, fields)) > MAX_FIELD_LENGTH or find_unsafe("\t".join(fields)) is not None:
+        for column, value in zip(columns, fields, strict=True):
+            if len(value) > MAX_FIELD_LENGTH:
+                return reject(f"{column}: longer than {MAX_FIELD_LENGTH} characters")
+            problem = find_unsafe(value)
+            if problem is not None:
+                return reject(f"{column}: {problem}")
     email = fields[header.email_index]
     if not email.strip():
-        return ParsedRow(line, raw, error="email: empty")
+        return reject("email: empty")
     try:
         address = normalise(email, check_dns=check_dns)
     except InvalidAddress as exc:
-        return ParsedRow(line, raw, error=f"email: {exc}")
+        return reject(f"email: {exc}")
     name = fields[header.name_index].strip() if header.name_index is not None else ""
     attributes = {key: fields[index].strip() for index, key in header.attribute_columns}
     subscriber = Subscriber(email=address.email, name=name, attributes=attributes)
-    return ParsedRow(line, raw, subscriber=subscriber, smtputf8=address.smtputf8)
+    return ParsedRow(line, {}, subscriber=subscriber, smtputf8=address.smtputf8)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from mailer.models import Subscriber, SubscriberStatus
 from mailer.store.base import StoreBase
@@ -157,10 +157,7 @@ class ImportQueries(StoreBase):
                         "email_key": key,
                         "name": name,
                         "attributes": attrs,
-                        "status": SubscriberStatus.SUBSCRIBED.value,
                         "smtputf8": int(utf8),
-                        "created_at": now,
-                        "updated_at": now,
                     }
                 )
                 counts.imported += 1
@@ -185,11 +182,24 @@ class ImportQueries(StoreBase):
                 else:
                     counts.unchanged += 1
         if new_subscribers:
-            inserted = connection.execute(
-                insert(subscribers).returning(subscribers.c.id, sort_by_parameter_order=True),
+            # A plain executemany, then one SELECT for the ids: RETURNING with ordered rows
+            # makes SQLAlchemy fall back to one INSERT per row on SQLite (3x slower here).
+            # Values shared by the whole batch are bound once, not once per row: per-row
+            # parameter processing is most of an import's cost.
+            connection.execute(
+                insert(subscribers).values(
+                    status=SubscriberStatus.SUBSCRIBED.value,
+                    created_at=func.current_timestamp(),
+                    updated_at=func.current_timestamp(),
+                ),
                 new_subscribers,
             )
-            new_members.extend(inserted.scalars())
+            new_keys = [row["email_key"] for row in new_subscribers]
+            new_members.extend(
+                connection.execute(
+                    select(subscribers.c.id).where(subscribers.c.email_key.in_(new_keys))
+                ).scalars()
+            )
         if changed_subscribers:
             connection.execute(
                 update(subscribers)
@@ -203,18 +213,15 @@ class ImportQueries(StoreBase):
             )
         if new_members:
             connection.execute(
-                insert(memberships),
-                [
-                    {
-                        "list_id": list_id,
-                        "subscriber_id": sid,
-                        "status": SubscriberStatus.SUBSCRIBED.value,
-                        "last_import_id": import_id,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for sid in new_members
-                ],
+                insert(memberships).values(
+                    list_id=list_id,
+                    subscriber_id=bindparam("b_subscriber"),
+                    status=SubscriberStatus.SUBSCRIBED.value,
+                    last_import_id=import_id,
+                    created_at=func.current_timestamp(),
+                    updated_at=func.current_timestamp(),
+                ),
+                [{"b_subscriber": sid} for sid in new_members],
             )
         if touched_members:
             connection.execute(
