@@ -23,11 +23,12 @@ app = typer.Typer(
 app.callback()(common.root_options)
 
 # Each command module adds its commands; this order is the order of `mailer --help`.
+from mailer.cli.catcher_cmd import register as register_catcher  # noqa: E402
 from mailer.cli.config_cmd import register as register_config  # noqa: E402
 from mailer.cli.demo_cmd import register as register_demo  # noqa: E402
 from mailer.cli.subscribers_cmd import register as register_subscribers  # noqa: E402
 
-for register in (register_demo, register_subscribers, register_config):
+for register in (register_demo, register_subscribers, register_config, register_catcher):
     register(app)
 
 EXIT_USAGE = 2

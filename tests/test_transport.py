@@ -1,0 +1,435 @@
+"""The SMTP transport against a real aiosmtpd server (tests/smtp_server.py), plus the fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailer.config import Settings, SmtpSecurity
+from mailer.errors import TransportError
+from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
+from mailer.transport import MemoryTransport, SmtpTransport, classify_reply
+from smtp_server import SmtpServerProcess, SmtpTestServer, TlsFiles
+
+SENDER = "invitations@mailer.test"
+BODY = b"From: invitations@mailer.test\r\nSubject: Hello\r\n\r\n.A line starting with a dot\r\n"
+
+
+def message(recipient: str = "ada@example.org", *, data: bytes = BODY) -> OutgoingMessage:
+    return OutgoingMessage(SENDER, recipient, f"<{recipient}>", data)
+
+
+def transport(server: SmtpTestServer, **options: Any) -> SmtpTransport:
+    options.setdefault("security", SmtpSecurity.NONE)
+    options.setdefault("timeout", 5.0)
+    return SmtpTransport(
+        host="127.0.0.1", port=server.port, local_hostname="client.test", **options
+    )
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[SmtpTestServer]:
+    async with SmtpTestServer() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return TlsFiles.create(tmp_path_factory.mktemp("tls"))
+
+
+async def test_every_message_is_delivered_with_its_exact_bytes(server: SmtpTestServer) -> None:
+    """Each send returns SENT with the server's code and text; the server holds the bytes."""
+    async with transport(server) as smtp:
+        outcomes = [await smtp.send(message(f"r{i}@example.org")) for i in range(5)]
+    assert [o.status for o in outcomes] == [DeliveryStatus.SENT] * 5
+    assert outcomes[0].code == 250
+    assert outcomes[0].reply == "2.0.0 Queued as 1"
+    assert server.recipients == [f"r{i}@example.org" for i in range(5)]
+    assert {m.mail_from for m in server.messages} == {SENDER}
+    assert all(m.data == BODY for m in server.messages)  # dot-stuffing undone exactly
+    assert server.connections_total == 1
+    assert server.commands["QUIT"] == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        ("450 4.2.1 Mailbox busy", DeliveryStatus.DEFERRED),
+        ("550 5.1.1 No such user", DeliveryStatus.BOUNCED),
+        ("550 No such user here", DeliveryStatus.BOUNCED),
+        ("550 5.7.1 Rejected by policy", DeliveryStatus.FAILED),
+    ],
+)
+async def test_a_refused_recipient_gets_its_outcome_and_the_session_survives(
+    server: SmtpTestServer, reply: str, status: DeliveryStatus
+) -> None:
+    """A RCPT refusal maps to its outcome, keeps code and text, is RSET, and the same
+    connection then carries the next message."""
+    server.rcpt_replies["no@example.org"] = reply
+    async with transport(server) as smtp:
+        refused = await smtp.send(message("no@example.org"))
+        accepted = await smtp.send(message("yes@example.org"))
+    assert refused == Outcome(status, int(reply[:3]), reply[4:])
+    assert accepted.status is DeliveryStatus.SENT
+    assert server.recipients == ["yes@example.org"]
+    assert server.commands["RSET"] == 1
+    assert server.connections_total == 1
+
+
+async def test_a_policy_rejection_is_failed_not_bounced(server: SmtpTestServer) -> None:
+    """5.7.1 in the reply text marks a policy rejection: FAILED, so the address is kept."""
+    server.end_reply = "554 5.7.1 Message rejected as spam"
+    async with transport(server) as smtp:
+        outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.FAILED
+    assert outcome.is_policy_rejection
+    assert server.commands["RSET"] == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "reply", "status"),
+    [
+        (250, "2.0.0 OK", DeliveryStatus.SENT),
+        (421, "4.7.0 Try again later", DeliveryStatus.DEFERRED),
+        (452, "4.3.1 Insufficient storage", DeliveryStatus.DEFERRED),
+        (550, "5.2.1 Mailbox disabled", DeliveryStatus.BOUNCED),
+        (554, "5.7.9 Message not accepted for policy reasons", DeliveryStatus.FAILED),
+        (552, "5.3.4 Message too big", DeliveryStatus.FAILED),
+        (554, "5.6.0 Content rejected", DeliveryStatus.FAILED),
+        (552, "5.2.2 Mailbox full", DeliveryStatus.BOUNCED),
+        (550, "Requested action not taken", DeliveryStatus.BOUNCED),
+    ],
+)
+def test_replies_are_classified_by_code_and_enhanced_status(
+    code: int, reply: str, status: DeliveryStatus
+) -> None:
+    """2xx sent, 4xx deferred, 5xx bounced, except message refusals (5.7, 5.6, 5.3.4)."""
+    assert classify_reply(code, reply) is status
+
+
+async def test_a_temporary_sender_refusal_is_deferred(server: SmtpTestServer) -> None:
+    """451 to MAIL FROM defers the message and the session is reset for the next one."""
+    server.mail_reply = "451 4.3.0 Try later"
+    async with transport(server) as smtp:
+        outcome = await smtp.send(message())
+        server.mail_reply = None
+        assert (await smtp.send(message())).status is DeliveryStatus.SENT
+    assert outcome == Outcome(DeliveryStatus.DEFERRED, 451, "4.3.0 Try later")
+    assert server.connections_total == 1
+
+
+async def test_a_permanent_sender_refusal_raises_because_it_hits_every_message(
+    server: SmtpTestServer,
+) -> None:
+    """5xx to MAIL FROM is a configuration problem: TransportError, no per-message verdict."""
+    server.mail_reply = "553 5.7.1 Sender not owned by user"
+    async with transport(server) as smtp:
+        with pytest.raises(TransportError) as caught:
+            await smtp.send(message())
+    assert caught.value.code == 553
+    assert caught.value.hint
+
+
+async def test_421_on_data_defers_and_the_next_send_reconnects(server: SmtpTestServer) -> None:
+    """421 to DATA closes the session: DEFERRED with 421, then a fresh connection works."""
+    server.data_reply = "421 4.3.2 System shutting down"
+    async with transport(server) as smtp:
+        outcome = await smtp.send(message())
+        server.data_reply = None
+        after = await smtp.send(message())
+    assert outcome == Outcome(DeliveryStatus.DEFERRED, 421, "4.3.2 System shutting down")
+    assert after.status is DeliveryStatus.SENT
+    assert server.connections_total == 2
+
+
+async def test_a_disconnect_mid_data_defers_and_a_later_send_reconnects(
+    server: SmtpTestServer,
+) -> None:
+    """The server hangs up while the body is still being sent: the final dot never left,
+    so the message is DEFERRED (no code), and the next send succeeds on a new connection."""
+    big = message(data=b"Subject: big\r\n\r\n" + b"x" * 998 * 8000)  # more than socket buffers
+    server.drop_mid_data = 1
+    async with transport(server) as smtp:
+        dropped = await smtp.send(big)
+        after = await smtp.send(message())
+    assert dropped.status is DeliveryStatus.DEFERRED
+    assert dropped.code is None
+    assert "during DATA" in dropped.reply
+    assert after.status is DeliveryStatus.SENT
+    assert len(server.messages) == 1
+    assert server.connections_total == 2
+
+
+async def test_a_disconnect_after_the_final_dot_is_unknown(server: SmtpTestServer) -> None:
+    """No reply to the final dot: the server may have the message (here it does), so the
+    outcome is UNKNOWN, not DEFERRED, and the engine's policy decides."""
+    server.drop_after_dot = 1
+    async with transport(server) as smtp:
+        outcome = await smtp.send(message())
+        after = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.UNKNOWN
+    assert outcome.code is None
+    assert after.status is DeliveryStatus.SENT
+    assert len(server.messages) == 2
+
+
+async def test_a_slow_server_times_out_and_defers(server: SmtpTestServer) -> None:
+    """No reply to RCPT within the timeout: DEFERRED (nothing was sent); the session is
+    dropped and the next send opens a new one."""
+    server.delays["RCPT"] = 2.0
+    async with transport(server, timeout=0.2) as smtp:
+        outcome = await smtp.send(message())
+        server.delays.clear()
+        after = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.DEFERRED
+    assert outcome.code is None
+    assert "timed out" in outcome.reply
+    assert after.status is DeliveryStatus.SENT
+    assert server.connections_total == 2
+
+
+async def test_a_timeout_waiting_for_the_reply_to_the_dot_is_unknown(
+    server: SmtpTestServer,
+) -> None:
+    """The whole message was sent but the reply never came in time: UNKNOWN."""
+    server.delays["END"] = 2.0
+    async with transport(server, timeout=0.2) as smtp:
+        outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.UNKNOWN
+
+
+async def test_an_unreachable_relay_defers_without_a_code() -> None:
+    """Connection refused: DEFERRED with code None (no server reply), so the engine's
+    breaker can tell a dead relay from a refusing one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    smtp = SmtpTransport(host="127.0.0.1", port=port, security=SmtpSecurity.NONE, timeout=2)
+    async with smtp:
+        outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.DEFERRED
+    assert outcome.code is None
+    assert "cannot connect" in outcome.reply
+
+
+async def test_a_connection_closed_while_idle_is_replaced_transparently(
+    server: SmtpTestServer,
+) -> None:
+    """Servers drop idle sessions; the next send reconnects and succeeds."""
+    async with transport(server) as smtp:
+        await smtp.send(message())
+        server.drop_connections()
+        await asyncio.sleep(0.05)
+        outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.SENT
+    assert len(server.messages) == 2
+    assert server.connections_total == 2
+
+
+async def test_the_pool_never_opens_more_than_its_size(server: SmtpTestServer) -> None:
+    """200 messages from 50 concurrent tasks over 4 connections: the server never sees
+    more than 4 at once, the 4 are reused throughout, and every message arrives."""
+    queue: asyncio.Queue[OutgoingMessage] = asyncio.Queue()
+    for i in range(200):
+        queue.put_nowait(message(f"r{i}@example.org"))
+    outcomes: list[Outcome] = []
+
+    async def worker(smtp: SmtpTransport) -> None:
+        while not queue.empty():
+            outcomes.append(await smtp.send(queue.get_nowait()))
+
+    async with transport(server, connections=4) as smtp:
+        await asyncio.gather(*(worker(smtp) for _ in range(50)))
+    assert len(outcomes) == 200
+    assert {o.status for o in outcomes} == {DeliveryStatus.SENT}
+    assert sorted(server.recipients) == sorted(f"r{i}@example.org" for i in range(200))
+    assert server.peak_connections == 4
+    assert server.connections_total == 4
+
+
+async def test_messages_per_connection_rotates_sessions(server: SmtpTestServer) -> None:
+    """With a cap of 3, ten messages use four sessions, each ended with QUIT."""
+    async with transport(server, messages_per_connection=3) as smtp:
+        for i in range(10):
+            await smtp.send(message(f"r{i}@example.org"))
+    assert server.connections_total == 4
+    assert server.peak_connections == 1
+    assert server.commands["QUIT"] == 4
+
+
+async def test_login_with_the_right_password_sends(tmp_path: Path) -> None:
+    """AUTH with good credentials: the server records the login and accepts the mail."""
+    async with (
+        SmtpTestServer(auth=("mailer", "s3cret")) as server,
+        transport(server, username="mailer", password="s3cret") as smtp,
+    ):
+        outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.SENT
+    assert server.logins == ["mailer"]
+
+
+async def test_a_rejected_login_raises_transport_error() -> None:
+    """535 to AUTH will not fix itself: TransportError(code=535) with a hint, nothing sent."""
+    async with (
+        SmtpTestServer(auth=("mailer", "s3cret")) as server,
+        transport(server, username="mailer", password="wrong") as smtp,
+    ):
+        with pytest.raises(TransportError) as caught:
+            await smtp.send(message())
+    assert caught.value.code == 535
+    assert "MAILER_SMTP_PASSWORD" in (caught.value.hint or "")
+    assert server.messages == []
+
+
+@pytest.mark.parametrize("where", ["MAIL", "RCPT"])
+async def test_a_relay_asking_for_a_login_raises_transport_error(where: str) -> None:
+    """530 (authentication required) at MAIL or RCPT is true of every message: it raises
+    TransportError(code=530) telling the organiser to configure a login."""
+    async with SmtpTestServer(auth=("mailer", "s3cret") if where == "MAIL" else None) as server:
+        server.rcpt_replies["ada@example.org"] = "530 5.7.0 Authentication required"
+        async with transport(server) as smtp:
+            with pytest.raises(TransportError) as caught:
+                await smtp.send(message())
+    assert caught.value.code == 530
+    assert "MAILER_SMTP_USERNAME" in (caught.value.hint or "")
+
+
+async def test_starttls_with_a_trusted_ca_and_auth(tls: TlsFiles) -> None:
+    """STARTTLS verified against the trustme CA (the server refuses mail without TLS),
+    then AUTH over the encrypted session."""
+    options: dict[str, Any] = {"tls": tls, "require_starttls": True, "auth": ("u", "p")}
+    async with SmtpTestServer(**options) as server:
+        smtp = transport(server, security=SmtpSecurity.STARTTLS, ca_file=tls.ca_file, username="u")
+        smtp_with_password = transport(
+            server,
+            security=SmtpSecurity.STARTTLS,
+            ca_file=tls.ca_file,
+            username="u",
+            password="p",
+        )
+        async with smtp, smtp_with_password:
+            with pytest.raises(TransportError):
+                await smtp.send(message())  # empty password: refused
+            outcome = await smtp_with_password.send(message())
+    assert outcome.status is DeliveryStatus.SENT
+    assert server.logins == ["u"]
+
+
+async def test_implicit_tls_with_a_trusted_ca(tls: TlsFiles) -> None:
+    """security=tls speaks TLS from the first byte and verifies the certificate."""
+    async with (
+        SmtpTestServer(tls=tls, implicit_tls=True) as server,
+        transport(server, security=SmtpSecurity.TLS, ca_file=tls.ca_file) as smtp,
+    ):
+        outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.SENT
+    assert len(server.messages) == 1
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "tls"])
+async def test_a_certificate_from_an_unknown_ca_is_refused(
+    tls: TlsFiles, tmp_path: Path, implicit: bool
+) -> None:
+    """A server certificate signed by a CA we do not trust: TransportError, nothing sent."""
+    other_ca = TlsFiles.create(tmp_path).ca_file
+    security = SmtpSecurity.TLS if implicit else SmtpSecurity.STARTTLS
+    async with (
+        SmtpTestServer(tls=tls, implicit_tls=implicit) as server,
+        transport(server, security=security, ca_file=other_ca) as smtp,
+    ):
+        with pytest.raises(TransportError, match="TLS") as caught:
+            await smtp.send(message())
+    assert "MAILER_SMTP_CA_FILE" in (caught.value.hint or "")
+    assert server.messages == []
+
+
+async def test_starttls_required_but_not_offered_raises(server: SmtpTestServer) -> None:
+    """Asking for STARTTLS from a server that does not offer it never falls back to plain."""
+    async with transport(server, security=SmtpSecurity.STARTTLS) as smtp:
+        with pytest.raises(TransportError):
+            await smtp.send(message())
+    assert server.messages == []
+
+
+async def test_an_internationalised_address_uses_smtputf8(server: SmtpTestServer) -> None:
+    """A non-ASCII local part goes out with SMTPUTF8 when the server offers it."""
+    async with transport(server) as smtp:
+        outcome = await smtp.send(message("zoë@example.org"))
+    assert outcome.status is DeliveryStatus.SENT
+    assert server.recipients == ["zoë@example.org"]
+
+
+async def test_a_closed_transport_refuses_to_send(server: SmtpTestServer) -> None:
+    """After aclose() (which QUITs idle sessions) send raises TransportError."""
+    smtp = transport(server)
+    await smtp.send(message())
+    await smtp.aclose()
+    assert server.commands["QUIT"] == 1
+    with pytest.raises(TransportError):
+        await smtp.send(message())
+
+
+def test_from_settings_maps_every_smtp_setting(tmp_path: Path, tls: TlsFiles) -> None:
+    """Settings fields reach the transport (password unwrapped from SecretStr)."""
+    settings = Settings(
+        smtp_host="relay.example.org",
+        smtp_port=587,
+        smtp_security=SmtpSecurity.STARTTLS,
+        smtp_username="u",
+        smtp_password="p",
+        smtp_ca_file=tls.ca_file,
+        concurrency=7,
+        messages_per_connection=50,
+    )
+    smtp = SmtpTransport.from_settings(settings)
+    assert (smtp.host, smtp.port, smtp.security) == ("relay.example.org", 587, "starttls")
+    assert (smtp.connections, smtp.messages_per_connection) == (7, 50)
+
+
+def test_the_harness_runs_in_a_thread_for_synchronous_callers() -> None:
+    """`with SmtpTestServer()` serves from a background thread while the caller blocks."""
+
+    async def send(port: int) -> Outcome:
+        smtp = SmtpTransport(host="127.0.0.1", port=port, security=SmtpSecurity.NONE)
+        async with smtp:
+            return await smtp.send(message())
+
+    with SmtpTestServer() as server:
+        outcome = asyncio.run(send(server.port))
+    assert outcome.status is DeliveryStatus.SENT
+    assert len(server.messages) == 1
+
+
+async def test_the_harness_runs_as_a_process_recording_to_files(tmp_path: Path) -> None:
+    """`python tests/smtp_server.py --port-file --record-dir` records each message to disk."""
+    with SmtpServerProcess(tmp_path / "received") as process:
+        smtp = SmtpTransport(host="127.0.0.1", port=process.port, security=SmtpSecurity.NONE)
+        async with smtp:
+            await smtp.send(message("one@example.org"))
+            await smtp.send(message("two@example.org"))
+        received = process.messages
+    assert [r.rcpt_tos for r in received] == [["one@example.org"], ["two@example.org"]]
+    assert received[0].data == BODY
+
+
+async def test_memory_transport_records_and_returns_the_outcomes_it_is_given() -> None:
+    """MemoryTransport records every message, answers per recipient, and can raise."""
+    bounce = Outcome(DeliveryStatus.BOUNCED, 550, "5.1.1 No such user")
+    fake = MemoryTransport(
+        {"gone@example.org": bounce, "down@example.org": TransportError("relay down")}
+    )
+    assert (await fake.send(message())).status is DeliveryStatus.SENT
+    assert await fake.send(message("gone@example.org")) == bounce
+    with pytest.raises(TransportError):
+        await fake.send(message("down@example.org"))
+    assert [m.recipient for m in fake.messages] == ["ada@example.org", "gone@example.org"]
+    assert [m.recipient for m in fake.sent] == ["ada@example.org"]
+    await fake.aclose()
+    with pytest.raises(TransportError):
+        await fake.send(message())
