@@ -26,9 +26,16 @@ app.callback()(common.root_options)
 from mailer.cli.catcher_cmd import register as register_catcher  # noqa: E402
 from mailer.cli.config_cmd import register as register_config  # noqa: E402
 from mailer.cli.demo_cmd import register as register_demo  # noqa: E402
+from mailer.cli.events_cmd import register as register_events  # noqa: E402
 from mailer.cli.subscribers_cmd import register as register_subscribers  # noqa: E402
 
-for register in (register_demo, register_subscribers, register_config, register_catcher):
+for register in (
+    register_demo,
+    register_subscribers,
+    register_events,
+    register_config,
+    register_catcher,
+):
     register(app)
 
 EXIT_USAGE = 2

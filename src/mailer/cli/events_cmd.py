@@ -1,0 +1,123 @@
+"""`mailer validate EVENT` and `mailer preview EVENT`: check and look at an invitation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from mailer.cli import common
+from mailer.errors import InputError, SubscriberFileError
+from mailer.models import Recipient
+
+DEFAULT_SUBSCRIBERS = Path("subscribers.example.csv")
+PREVIEW_TOKEN = "preview-token"  # noqa: S105 - a stand-in shown in previews, not a secret
+
+EventArgument = Annotated[
+    Path, typer.Argument(help="The event file, e.g. templates/events/london-public-meeting.md.")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_command)
+    app.command("preview")(preview_command)
+
+
+def validate_command(ctx: typer.Context, event: EventArgument) -> None:
+    """Check an event's front matter and every template it uses."""
+    from mailer.events import validate_event
+
+    settings = common.settings_from(ctx)
+    common.existing_file(event, what="event file")
+    problems = validate_event(event, templates_dir=settings.templates_dir)
+    for problem in problems:
+        common.err_console.print(f"{escape(str(problem))}", soft_wrap=True)
+        if problem.hint:
+            common.err_console.print(f"  [dim]hint:[/dim] {escape(problem.hint)}", soft_wrap=True)
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise InputError(f"{count} found", path=event, hint="Fix them and run validate again.")
+    common.console.print(f"{escape(str(event))}: OK")
+
+
+def preview_command(
+    ctx: typer.Context,
+    event: EventArgument,
+    subscriber: Annotated[
+        str | None,
+        typer.Option(
+            help="Preview for this subscriber's email (default: the first row).", show_default=False
+        ),
+    ] = None,
+    subscribers: Annotated[
+        Path, typer.Option(help="CSV to take the subscriber from.")
+    ] = DEFAULT_SUBSCRIBERS,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for the files (default: VAR_DIR/preview).", show_default=False
+        ),
+    ] = None,
+    list_name: Annotated[str, typer.Option("--list", help="List name shown in the footer.")] = (
+        "Preview"
+    ),
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the HTML in a web browser.")
+    ] = False,
+) -> None:
+    """Write the .html, .txt, .ics and full .eml one subscriber would receive."""
+    from mailer.compose import InvitationBuilder
+    from mailer.events import load_event
+
+    settings = common.settings_from(ctx)
+    common.existing_file(event, what="event file")
+    loaded = load_event(event)
+    sender = settings.sender_identity
+    builder = InvitationBuilder(
+        loaded,
+        sender=sender,
+        campaign_id=0,
+        list_name=list_name,
+        templates_dir=settings.templates_dir,
+    )
+    recipient = _pick_subscriber(subscribers, subscriber)
+    url = f"{sender.base_url}/u/{PREVIEW_TOKEN}"
+    rendered = builder.render(recipient, unsubscribe_url=url)
+    message = builder.build(recipient, unsubscribe_url=url)
+    directory = out if out is not None else settings.var_dir / "preview"
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = directory / loaded.slug
+    written = {
+        ".html": rendered.html.encode("utf-8"),
+        ".txt": rendered.text.encode("utf-8"),
+        ".ics": builder.ics,
+        ".eml": message.data,
+    }
+    common.console.print(f"Preview for {escape(recipient.name or recipient.email)}:")
+    for suffix, data in written.items():
+        path = stem.with_suffix(suffix)
+        path.write_bytes(data)
+        common.console.print(f"  {escape(str(path))}")
+    if open_browser:
+        import webbrowser
+
+        if not webbrowser.open(stem.with_suffix(".html").resolve().as_uri()):
+            common.err_console.print("No web browser available; open the .html file yourself.")
+
+
+def _pick_subscriber(path: Path, email: str | None) -> Recipient:
+    from mailer.subscribers import parse_csv
+
+    common.existing_file(path, what="subscriber file")
+    wanted = email.strip().lower() if email else None
+    for row in parse_csv(path):
+        found = row.subscriber
+        if found is None or (wanted is not None and found.email.lower() != wanted):
+            continue
+        return Recipient(
+            subscriber_id=row.line, email=found.email, name=found.name, attributes=found.attributes
+        )
+    what = f"no subscriber {email!r}" if email else "no valid subscriber"
+    raise SubscriberFileError(f"{what} in the file", path=path, hint="Pick another --subscriber.")

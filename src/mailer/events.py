@@ -1,0 +1,293 @@
+"""Event files: a YAML front matter block plus a Markdown body -> a validated `Event`.
+
+    ---
+    title: London Public Meeting
+    subject: "Invitation: London Public Meeting, 11 September"
+    timezone: Europe/London
+    starts_at: 2021-09-11T14:30
+    venue: Calthorpe Arms
+    address: 252 Grays Inn Rd, London, WC1X 8JR
+    organiser: {name: CWO, email: events@example.org}
+    ---
+    Dear {{ subscriber.first_name | default("comrade", true) }}, ...
+
+Every problem is reported with the file and the line it is on, because organisers fix
+these files by hand. `load_event` stops at the first problem; `validate_event` collects
+them all (front matter, then every template the event uses).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from mailer.errors import EventFileError, InputError, TemplateError
+from mailer.safety import find_unsafe
+
+DEFAULT_DURATION = timedelta(hours=2)
+FENCE = "---"
+_LOADER_FIELDS = frozenset({"description", "slug", "path", "body_line"})
+
+
+def _one_line(value: str) -> str:
+    # These values reach the Subject header, the .ics and the HTML: no control characters.
+    if (problem := find_unsafe(value)) is not None:
+        raise ValueError(f"{problem}; write it on one line")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+class Organiser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=200)
+    email: str
+
+    _name = field_validator("name")(_one_line)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        try:
+            return validate_email(value, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class Event(BaseModel):
+    """An event's front matter plus its Markdown body; times are aware, in `timezone`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(max_length=200)
+    subject: str = Field(max_length=400)
+    timezone: str
+    starts_at: datetime
+    ends_at: datetime | None = None
+    venue: str = Field(max_length=300)
+    address: str = Field(max_length=500)
+    map_url: str | None = None
+    url: str | None = None
+    organiser: Organiser
+    layout: str = "default"
+    # Filled in by load_event from the file itself, never from the front matter.
+    description: str = ""
+    slug: str = ""
+    path: Path = Path()
+    body_line: int = 1
+
+    _strings = field_validator("title", "subject", "venue", "address")(_one_line)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r} (use a name like Europe/London)"
+            ) from exc
+        return value
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _localise(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        zone_name = info.data.get("timezone")
+        if value is None or zone_name is None:
+            return value
+        zone = ZoneInfo(zone_name)
+        if value.tzinfo is not None:
+            return value.astimezone(zone)
+        local = value.replace(tzinfo=zone)
+        # A wall-clock time skipped when the clocks go forward does not exist; zoneinfo
+        # would silently shift it by an hour, so say so instead.
+        if local.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) != value:
+            raise ValueError(
+                f"{value:%Y-%m-%d %H:%M} does not exist in {zone_name} (clocks change)"
+            )
+        if (
+            info.field_name == "ends_at"
+            and (start := info.data.get("starts_at"))
+            and local <= start
+        ):
+            raise ValueError("must be after starts_at")
+        return local
+
+    @field_validator("map_url", "url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("https://", "http://")) or find_unsafe(value) or " " in value:
+            raise ValueError("must be a plain http(s):// URL")
+        return value
+
+    @field_validator("layout")
+    @classmethod
+    def _layout(cls, value: str) -> str:
+        # The layout name becomes a file name: no paths.
+        if not value or not value.replace("-", "").replace("_", "").isalnum():
+            raise ValueError("must be a plain name like 'default' (letters, digits, - and _)")
+        return value
+
+    @property
+    def ends(self) -> datetime:
+        """`ends_at`, or the default duration after the start."""
+        return self.ends_at if self.ends_at is not None else self.starts_at + DEFAULT_DURATION
+
+
+# -- reading the file -------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without implicit timestamps: pydantic parses ISO 8601 and time zones."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _split(path: Path, text: str) -> tuple[str, str, int]:
+    """(front matter, body, 1-based line of the body's first line)."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != FENCE:
+        raise EventFileError(
+            "an event file starts with a '---' line, then the front matter, then '---'",
+            path=path,
+            line=1,
+        )
+    for index, line in enumerate(lines[1:], start=1):
+        if line.strip() == FENCE:
+            return "".join(lines[1:index]), "".join(lines[index + 1 :]), index + 2
+    raise EventFileError("the front matter has no closing '---' line", path=path, line=1)
+
+
+def _key_lines(front: str) -> dict[tuple[str, ...], int]:
+    """Map each (nested) key to its 1-based line within the front matter."""
+    found: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                loc = (*prefix, str(key.value))
+                found[loc] = key.start_mark.line + 1
+                walk(value, loc)
+
+    root = yaml.compose(front, Loader=_Loader)
+    if root is not None:
+        walk(root, ())
+    return found
+
+
+def _parse(path: Path) -> tuple[Event | None, list[InputError]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [EventFileError(f"cannot read the event file: {exc}", path=path)]
+    try:
+        front, body, body_line = _split(path, text)
+        data: Any = yaml.load(front, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        lines = _key_lines(front)
+    except EventFileError as exc:
+        return None, [exc]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 1
+        return None, [
+            EventFileError(f"front matter is not valid YAML: {exc}", path=path, line=line)
+        ]
+    if not isinstance(data, dict):
+        return None, [
+            EventFileError("the front matter must be 'key: value' lines", path=path, line=2)
+        ]
+    errors: list[InputError] = [
+        EventFileError(f"{key}: not allowed in the front matter", path=path, line=lines[(key,)] + 1)
+        for key in sorted(_LOADER_FIELDS & data.keys())
+    ]
+    fields = {k: v for k, v in data.items() if k not in _LOADER_FIELDS}
+    fields.update(description=body, slug=path.stem, path=path, body_line=body_line)
+    try:
+        event = Event.model_validate(fields)
+    except ValidationError as exc:
+        for problem in exc.errors():
+            loc = tuple(str(part) for part in problem["loc"])
+            # Missing keys have no line of their own: point at their parent or the fence.
+            line = next((lines[loc[:n]] + 1 for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            errors.append(EventFileError(f"{'.'.join(loc)}: {message}", path=path, line=line))
+        return None, errors
+    return (event, errors) if errors else (event, [])
+
+
+def load_event(path: Path) -> Event:
+    """Read and validate one event file; raise EventFileError (file, line) at the first problem."""
+    event, errors = _parse(path)
+    if errors:
+        raise errors[0]
+    assert event is not None
+    return event
+
+
+def validate_event(path: Path, *, templates_dir: Path) -> list[InputError]:
+    """Every problem in the event file and the templates it uses, each with its file and line."""
+    event, errors = _parse(path)
+    if event is None or errors:
+        return errors
+    return _check_templates(event, templates_dir=templates_dir)
+
+
+def _check_templates(event: Event, *, templates_dir: Path) -> list[InputError]:
+    """Static checks of the subject, body and layouts, then a trial render if they pass."""
+    # render imports this module for the Event type, so its names are imported here.
+    from mailer.models import Recipient
+    from mailer.render import Blank, Renderer, read_template
+    from mailer.templating import make_environment, parse_checked
+
+    html_env = make_environment(html=True)
+    problems: list[InputError] = []
+    subject_line = _line_of_key(event.path, "subject")
+    problems += parse_checked(
+        html_env, event.subject, path=event.path, first_line=subject_line, extra=frozenset()
+    )
+    problems += parse_checked(
+        html_env, event.description, path=event.path, first_line=event.body_line, extra=frozenset()
+    )
+    for suffix in ("html.j2", "txt.j2"):
+        path = templates_dir / "layouts" / f"{event.layout}.{suffix}"
+        if not path.is_file():
+            problems.append(TemplateError(f"layout {event.layout!r} not found", path=path))
+            continue
+        problems += parse_checked(
+            html_env, read_template(path), path=path, first_line=1, extra=frozenset({"content"})
+        )
+    if problems:
+        return problems
+    try:
+        renderer = Renderer(
+            event,
+            templates_dir=templates_dir,
+            list_name="List",
+            calendar_url="https://example.org/",
+        )
+        sample = Recipient(0, "sample@example.org", "Sample Subscriber", Blank())
+        renderer.render(sample, unsubscribe_url="https://example.org/u/sample")
+    except TemplateError as exc:
+        return [exc]
+    return []
+
+
+def _line_of_key(path: Path, key: str) -> int:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 1
+    return next((n for n, line in enumerate(lines, 1) if line.startswith(f"{key}:")), 1)

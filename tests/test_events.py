@@ -1,0 +1,182 @@
+"""Event files: front matter validation with file and line, template checks, and the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mailer.cli import main
+from mailer.errors import EventFileError, TemplateError
+from mailer.events import load_event, validate_event
+from test_compose import EXAMPLE, TEMPLATES
+
+FRONT = """---
+title: Meeting
+subject: "Invitation"
+timezone: Europe/London
+starts_at: {start}
+venue: Calthorpe Arms
+address: 252 Grays Inn Rd, London
+organiser:
+  name: CWO
+  email: events@leftcom.example
+---
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "meeting.md") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_event_loads_with_a_dst_correct_start() -> None:
+    """The example is 14:30 London time in summer, i.e. BST (+01:00), and ends at 16:30."""
+    event = load_event(EXAMPLE)
+    assert event.slug == "london-public-meeting"
+    assert event.path == EXAMPLE
+    assert event.starts_at.utcoffset() == timedelta(hours=1)
+    assert event.starts_at.tzname() == "BST"
+    assert event.ends - event.starts_at == timedelta(hours=2)
+    assert "Dear {{ subscriber.first_name" in event.description
+    assert validate_event(EXAMPLE, templates_dir=TEMPLATES) == []
+
+
+def test_winter_event_is_gmt_and_ends_two_hours_later_by_default(tmp_path: Path) -> None:
+    """Without ends_at the event lasts two hours; in January London is on GMT."""
+    event = load_event(write(tmp_path, FRONT.format(start="2022-01-15T19:00") + "Hi\n"))
+    assert event.starts_at.tzname() == "GMT"
+    assert event.ends_at is None
+    assert event.ends.hour == 21
+
+
+@pytest.mark.parametrize(
+    ("start", "line", "words"),
+    [
+        ("2021-03-28T01:30", 5, "does not exist"),  # skipped by the spring clock change
+        ("2021-13-01T10:00", 5, "starts_at"),
+        ("next tuesday", 5, "starts_at"),
+    ],
+)
+def test_bad_dates_are_reported_on_their_line(
+    tmp_path: Path, start: str, line: int, words: str
+) -> None:
+    """A date that cannot be read, or does not exist in the zone, names the starts_at line."""
+    path = write(tmp_path, FRONT.format(start=start) + "Hi\n")
+    with pytest.raises(EventFileError) as caught:
+        load_event(path)
+    assert (caught.value.path, caught.value.line) == (path, line)
+    assert words in str(caught.value)
+
+
+def test_every_front_matter_problem_is_listed(tmp_path: Path) -> None:
+    """Missing, unknown and invalid fields are all reported, each with its line."""
+    text = FRONT.format(start="2021-09-11T14:30").replace("venue: Calthorpe Arms\n", "")
+    text = text.replace("  email: events@leftcom.example", "  email: not-an-address")
+    text = text.replace("timezone: Europe/London", "timezone: Europe/London\ncolour: red")
+    problems = validate_event(write(tmp_path, text + "Hi\n"), templates_dir=TEMPLATES)
+    found = {(str(p).split(": ", 2)[1], p.line) for p in problems}
+    assert ("colour", 5) in found
+    assert ("venue", 1) in found
+    assert ("organiser.email", 10) in found
+    assert all(isinstance(p, EventFileError) for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("no front matter\n", 1),
+        ("---\ntitle: x\n", 1),
+        ("---\ntitle: [unclosed\nvenue: x\n---\n", 3),
+        ("---\n- a list\n---\n", 2),
+    ],
+)
+def test_malformed_files_are_reported(tmp_path: Path, text: str, line: int) -> None:
+    """Missing fences, broken YAML and non-mapping front matter each get a line."""
+    with pytest.raises(EventFileError) as caught:
+        load_event(write(tmp_path, text))
+    assert caught.value.line == line
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "words"),
+    [
+        ("Hello\n\n{{ subscribr.name }}\n", 14, "'subscribr' is undefined"),
+        ("Hello {{ subscriber.nmae }}\n", 12, "subscriber.nmae"),
+        ("Hi\n{% if subscriber.name %}\nno end\n", 13, "syntax"),
+        ("{{ subscriber.name | safe }}\n", 12, "safe"),
+        ("{{ range(3) }}\n", 12, "'range' is undefined"),
+    ],
+)
+def test_template_problems_are_reported_with_the_event_file_line(
+    tmp_path: Path, body: str, line: int, words: str
+) -> None:
+    """Undefined names, unknown fields, syntax errors: the line is the event file's line."""
+    path = write(tmp_path, FRONT.format(start="2021-09-11T14:30") + body)
+    problems = validate_event(path, templates_dir=TEMPLATES)
+    assert problems, body
+    assert isinstance(problems[0], TemplateError)
+    assert (problems[0].path, problems[0].line) == (path, line)
+    assert words in str(problems[0])
+
+
+def test_missing_layout_is_reported(tmp_path: Path) -> None:
+    """An event naming a layout that does not exist points at the missing file."""
+    text = FRONT.format(start="2021-09-11T14:30").replace("---\nH", "H")
+    text = text.replace("venue:", "layout: fancy\nvenue:")
+    problems = validate_event(write(tmp_path, text + "Hi\n"), templates_dir=TEMPLATES)
+    assert [p.path for p in problems] == [
+        TEMPLATES / "layouts" / "fancy.html.j2",
+        TEMPLATES / "layouts" / "fancy.txt.j2",
+    ]
+
+
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with the templates and the example subscribers."""
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    shutil.copy(TEMPLATES.parent / "subscribers.example.csv", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for name in ("MAILER_TEMPLATES_DIR", "MAILER_VAR_DIR", "MAILER_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "templates" / "events" / "london-public-meeting.md"
+
+
+def run(argv: list[str]) -> int:
+    """The CLI's exit status (main exits even on success in Click's standalone mode)."""
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_cli_validate_exits_2_on_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mailer validate` prints each problem as file:line and exits with status 2."""
+    event = project(tmp_path, monkeypatch)
+    assert run(["validate", str(event)]) == 0
+    assert "OK" in capsys.readouterr().out
+    text = event.read_text(encoding="utf-8")
+    event.write_text(text + "{{ nope }}\n", encoding="utf-8")
+    line = len(text.splitlines()) + 1
+    assert run(["validate", str(event)]) == 2
+    assert f"{event}:{line}: 'nope' is undefined" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_cli_preview_writes_the_four_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mailer preview` writes .html/.txt/.ics/.eml for the first subscriber and prints paths."""
+    event = project(tmp_path, monkeypatch)
+    assert run(["preview", str(event), "--out", "out"]) == 0
+    printed = capsys.readouterr().out
+    for suffix in (".html", ".txt", ".ics", ".eml"):
+        path = Path("out") / f"london-public-meeting{suffix}"
+        assert str(path) in printed
+        assert path.stat().st_size > 200
+    assert "Dear Zoë" in (tmp_path / "out" / "london-public-meeting.txt").read_text("utf-8")
+    assert run(["preview", str(event), "--subscriber", "nobody@example.org"]) == 2
