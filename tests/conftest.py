@@ -79,3 +79,14 @@ def store(database_url: str) -> Iterator[Store]:
     opened = Store.open(database_url)
     yield opened
     opened.close()
+
+
+# The real SMTP test server (aiosmtpd on port 0) and its fixtures: see tests/smtp_server.py.
+from smtp_server import (  # noqa: E402
+    smtp_server,
+    smtp_server_process,
+    smtp_server_thread,
+    tls_files,
+)
+
+__all__ = ["smtp_server", "smtp_server_process", "smtp_server_thread", "tls_files"]

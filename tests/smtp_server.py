@@ -41,7 +41,9 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -341,7 +343,12 @@ class _Session(SMTP):
             await self.push("354 End data with <CR><LF>.<CR><LF>")
             await self._reader.readline()
             if self.transport is not None:
-                self.transport.close()
+                # Abort (RST), as a crashed or overloaded server does: the client can tell
+                # the body did not arrive, whatever its size.
+                sock = self.transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.transport.abort()
             await asyncio.Future()  # cancelled by aiosmtpd when the connection is lost
         await super().smtp_DATA(arg)
 

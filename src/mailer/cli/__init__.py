@@ -23,18 +23,26 @@ app = typer.Typer(
 app.callback()(common.root_options)
 
 # Each command module adds its commands; this order is the order of `mailer --help`.
+from mailer.cli.campaign_cmd import register as register_campaign  # noqa: E402
 from mailer.cli.catcher_cmd import register as register_catcher  # noqa: E402
 from mailer.cli.config_cmd import register as register_config  # noqa: E402
 from mailer.cli.demo_cmd import register as register_demo  # noqa: E402
 from mailer.cli.events_cmd import register as register_events  # noqa: E402
+from mailer.cli.schedule_cmd import register as register_schedule  # noqa: E402
+from mailer.cli.send_cmd import register as register_send  # noqa: E402
+from mailer.cli.serve_cmd import register as register_serve  # noqa: E402
 from mailer.cli.subscribers_cmd import register as register_subscribers  # noqa: E402
 
 for register in (
     register_demo,
     register_subscribers,
     register_events,
+    register_send,
+    register_schedule,
+    register_campaign,
     register_config,
     register_catcher,
+    register_serve,
 ):
     register(app)
 
@@ -43,25 +51,14 @@ EXIT_FAILURE = 1
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Click (inside Typer) handles its own usage errors and exit codes; anything mailer
+    raises on purpose is printed as one message with a hint, never a traceback.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except MailerError as exc:
         common.print_error(exc)
         status = EXIT_USAGE if isinstance(exc, ConfigError | InputError) else EXIT_FAILURE
         sys.exit(status)
-    except KeyboardInterrupt:
-        common.err_console.print("[yellow]Interrupted.[/yellow]")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            common.err_console.print("Aborted.")
-            sys.exit(1)
-        raise

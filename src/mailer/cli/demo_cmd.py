@@ -1,16 +1,27 @@
-"""`mailer demo`: the main job end to end on embedded defaults, with zero configuration."""
+"""`mailer demo`: the main job end to end on embedded defaults, with zero configuration.
+
+Imports subscribers.example.csv, then sends the London Public Meeting invitation through
+the real SMTP path (pool, rate limit, ledger, journal) to an embedded catcher on a
+loopback port, which writes every message it receives to var/outbox/ as an .eml file.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from mailer.cli import common
+from mailer.cli.send_cmd import print_result
+from mailer.config import Settings, SmtpSecurity
+from mailer.store import Store
+from mailer.tokens import TokenSigner
 
 EXAMPLE_LIST = Path("subscribers.example.csv")
 DEMO_LIST = "demo"
+DEMO_EVENT = Path("events") / "london-public-meeting.md"
 
 
 def register(app: typer.Typer) -> None:
@@ -18,11 +29,16 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(ctx: typer.Context) -> None:
-    """Import the example subscribers and show the list (the sender joins in a later step)."""
+    """Import the example list and send it the example invitation via a local catcher."""
     from mailer.importer import default_rejects_path, import_file
+    from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
     common.existing_file(EXAMPLE_LIST, what="example subscriber file")
+    event_path = settings.templates_dir / DEMO_EVENT
+    common.existing_file(event_path, what="example event")
+    # The demo keeps its own signing key under var/; real sends require MAILER_SECRET_KEY.
+    signer = load_signer(settings, generate_if_missing=True)
     with common.open_store(settings) as store:
         report = import_file(
             store,
@@ -32,10 +48,62 @@ def demo(ctx: typer.Context) -> None:
         )
         counts = report.counts
         common.console.print(
-            f"Imported {EXAMPLE_LIST} into list '{DEMO_LIST}': {counts.imported} new, "
-            f"{counts.unchanged + counts.updated} already there, {counts.invalid} invalid."
+            f"1. Imported {EXAMPLE_LIST} into list '{DEMO_LIST}': {counts.imported} new, "
+            f"{counts.unchanged + counts.updated} already there, {counts.suppressed} "
+            f"unsubscribed earlier (skipped), {counts.invalid} invalid."
         )
-        table = Table("email", "name", "status", title=f"List '{DEMO_LIST}'")
-        for subscriber in store.iter_subscribers(DEMO_LIST):
-            table.add_row(subscriber.email, subscriber.name, subscriber.status.value)
-    common.console.print(table)
+        asyncio.run(_send(settings, store, event_path, signer))
+
+
+async def _send(settings: Settings, store: Store, event_path: Path, signer: TokenSigner) -> None:
+    from mailer.campaigns import start_or_resume
+    from mailer.catcher import Catcher
+    from mailer.events import load_event
+    from mailer.runner import run_campaign
+    from mailer.smtp import SmtpTransport
+
+    outbox = settings.var_dir / "outbox"
+    async with Catcher(outbox, host="127.0.0.1", port=0) as catcher:
+        local = settings.model_copy(
+            update={
+                "smtp_host": "127.0.0.1",
+                "smtp_port": catcher.port,
+                "smtp_security": SmtpSecurity.NONE,
+                "smtp_username": None,
+                "smtp_password": None,
+            }
+        )
+        common.console.print(f"2. Embedded SMTP catcher listening on 127.0.0.1:{catcher.port}.")
+        event = load_event(event_path)
+        choice = start_or_resume(
+            store, event_path=event_path, event=event, list_name=DEMO_LIST, new=True
+        )
+        transport = SmtpTransport.from_settings(local)
+        try:
+            result = await run_campaign(
+                settings=local,
+                store=store,
+                transport=transport,
+                signer=signer,
+                campaign_id=choice.campaign.id,
+            )
+        finally:
+            await transport.aclose()
+    common.console.print("3. Sent:")
+    print_result(result)
+    received = sorted(outbox.glob("*.eml"))
+    if not received:
+        common.console.print("The catcher received nothing.")
+        raise typer.Exit(1)
+    sample = received[-1]
+    message = message_from_bytes(sample.read_bytes(), policy=policy.default)
+    link = str(message.get("List-Unsubscribe", "")).split(",")[0].strip(" <>")
+    common.console.print(
+        f"4. The catcher saved {catcher.received} messages in {outbox}/; one of them:"
+    )
+    common.console.print(f"   {sample}", markup=False)
+    common.console.print(f"   To: {message['To']}   Subject: {message['Subject']}", markup=False)
+    common.console.print(f"   Unsubscribe link: {link}", markup=False)
+    common.console.print(
+        "   Run `mailer serve` (default http://127.0.0.1:8000) and open the link to try it."
+    )

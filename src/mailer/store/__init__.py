@@ -8,13 +8,29 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from mailer.store.campaigns import (
+    CampaignQueries,
+    CampaignRecord,
+    DeliveryCounts,
+    SchedulingQueries,
+)
 from mailer.store.database import create_store_engine, upgrade
 from mailer.store.imports import ImportCounts, ImportQueries
+from mailer.store.ledger import LedgerQueries
 from mailer.store.lists import ListQueries, ListSummary
+from mailer.store.pages import PageQueries
 from mailer.store.suppressions import SuppressionQueries
 
 
-class Store(ListQueries, ImportQueries, SuppressionQueries):
+class Store(
+    ListQueries,
+    ImportQueries,
+    CampaignQueries,
+    SchedulingQueries,
+    LedgerQueries,
+    SuppressionQueries,
+    PageQueries,
+):
     """The database: lists, subscribers, suppressions, campaigns and their ledger."""
 
     def __init__(self, engine: Engine) -> None:
@@ -38,4 +54,4 @@ class Store(ListQueries, ImportQueries, SuppressionQueries):
         self.close()
 
 
-__all__ = ["ImportCounts", "ListSummary", "Store"]
+__all__ = ["CampaignRecord", "DeliveryCounts", "ImportCounts", "ListSummary", "Store"]

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 # Predictable constraint names, so migrations can refer to them on every database.
@@ -101,4 +102,45 @@ suppressions = Table(
     # Set when the recipient themselves resubscribes; the row stays as the audit trail.
     Column("lifted_at", UtcDateTime),
     Index("ix_suppressions_email_key", "email_key"),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_path", Text, nullable=False),
+    Column("event_slug", String(200), nullable=False),
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("scheduled_at", UtcDateTime),
+    Column("snapshot_at", UtcDateTime),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    # The worker holding the campaign, until the lease expires without a heartbeat.
+    Column("lease_owner", String(200)),
+    Column("lease_expires_at", UtcDateTime),
+    Column("last_error", Text),
+    Index("ix_campaigns_status", "status"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime),
+    Column("last_code", Integer),
+    Column("last_reply", Text),
+    Column("message_id", String(400)),
+    Column("sent_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
+    Index("ix_deliveries_campaign_status", "campaign_id", "status", "id"),
 )

@@ -1,0 +1,215 @@
+"""`mailer campaign ...`: inspect, resume, pause and cancel campaigns."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mailer.cli import common
+from mailer.cli.progress import describe
+from mailer.cli.schedule_cmd import reschedule
+from mailer.errors import CampaignError
+from mailer.models import CampaignStatus
+
+CampaignId = Annotated[int, typer.Argument(metavar="ID", help="The campaign's number.")]
+
+
+def register(app: typer.Typer) -> None:
+    campaign = typer.Typer(help="Inspect and control campaigns.", no_args_is_help=True)
+    app.add_typer(campaign, name="campaign")
+    campaign.command("list")(list_campaigns)
+    campaign.command("show")(show)
+    campaign.command("status")(show)
+    campaign.command("report")(report)
+    campaign.command("resume")(resume)
+    campaign.command("pause")(pause)
+    campaign.command("cancel")(cancel)
+    campaign.command("reschedule")(reschedule)
+
+
+def _when(value: object) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value else "-"
+
+
+def list_campaigns(ctx: typer.Context) -> None:
+    """Every campaign with its status and delivery counts."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        table = Table("id", "status", "subject", "list", "scheduled", "sent", "other", "total")
+        for campaign in store.campaigns():
+            counts = store.delivery_counts(campaign.id)
+            other = ", ".join(f"{n} {k}" for k, n in counts.as_dict().items() if n and k != "sent")
+            table.add_row(
+                str(campaign.id),
+                campaign.status.value,
+                campaign.subject,
+                campaign.list_name,
+                _when(campaign.scheduled_at),
+                str(counts.sent),
+                other or "-",
+                str(counts.total),
+            )
+    common.console.print(table)
+
+
+def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
+    """A campaign's state and live progress, read from the store."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        campaign = store.get_campaign(campaign_id)
+        counts = store.delivery_counts(campaign_id)
+        next_retry = store.next_retry_at(campaign_id)
+    lines = [
+        f"Campaign {campaign.id}: {campaign.subject}",
+        f"  event:      {campaign.event_path}",
+        f"  list:       {campaign.list_name}",
+        f"  status:     {campaign.status.value}",
+        f"  scheduled:  {_when(campaign.scheduled_at)}",
+        f"  started:    {_when(campaign.started_at)}",
+        f"  finished:   {_when(campaign.finished_at)}",
+        f"  progress:   {counts.done}/{counts.total} done: {describe(counts)}",
+    ]
+    if counts.queued or counts.sending:
+        lines.append(f"  waiting:    {counts.queued} queued, {counts.sending} in flight")
+    if next_retry:
+        lines.append(f"  next retry: {_when(next_retry)}")
+    if campaign.lease_owner:
+        lines.append(
+            f"  sender:     {campaign.lease_owner} (lease to {_when(campaign.lease_expires_at)})"
+        )
+    if campaign.last_error:
+        lines.append(f"  note:       {campaign.last_error}")
+    common.console.print("\n".join(lines), markup=False)
+
+
+def report(
+    ctx: typer.Context,
+    campaign_id: CampaignId,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Every recipient's outcome as CSV.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the CSV here.")] = None,
+) -> None:
+    """The outcome per recipient (CSV), or a summary with the failures."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        campaign = store.get_campaign(campaign_id)
+        rows = store.iter_report(campaign_id)
+        if as_csv or out:
+            handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+            try:
+                writer = csv.writer(handle)
+                writer.writerow(
+                    ["email", "status", "attempts", "code", "reply", "message_id", "sent_at"]
+                )
+                for row in rows:
+                    writer.writerow(
+                        [
+                            row.email,
+                            row.status.value,
+                            row.attempts,
+                            row.code or "",
+                            row.reply,
+                            row.message_id or "",
+                            row.sent_at.isoformat() if row.sent_at else "",
+                        ]
+                    )
+            finally:
+                if out:
+                    handle.close()
+            return
+        counts = store.delivery_counts(campaign_id)
+        common.console.print(
+            f"Campaign {campaign.id} ({campaign.subject}), {campaign.status.value}: "
+            f"{describe(counts)} of {counts.total}.",
+            markup=False,
+        )
+        problems = [r for r in rows if r.status.value in ("bounced", "failed", "unknown")]
+    if problems:
+        table = Table("email", "status", "code", "reply", title="Not delivered")
+        for row in problems[:200]:
+            table.add_row(row.email, row.status.value, str(row.code or ""), row.reply)
+        common.console.print(table)
+        policy = [r for r in problems if r.reply.lstrip().startswith("5.7.")]
+        if policy:
+            common.console.print(
+                f"[bold red]{len(policy)} policy rejection(s) (5.7.x)[/bold red]: the relay or "
+                "receivers refused the content or the sender (SPF/DKIM/DMARC?). These "
+                "addresses are not suppressed."
+            )
+
+
+def resume(
+    ctx: typer.Context,
+    campaign_id: CampaignId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    resend_unknown: Annotated[
+        bool, typer.Option("--resend-unknown", help="Resend unknown outcomes (same Message-ID).")
+    ] = False,
+) -> None:
+    """Send what a paused, interrupted or waiting campaign has not sent yet."""
+    from mailer.cli.send_cmd import exit_for, print_result, run_with_signals
+    from mailer.smtp import SmtpTransport
+
+    settings = common.settings_from(ctx)
+    with common.open_store(settings) as store:
+        campaign = store.get_campaign(campaign_id)
+        if campaign.status in (CampaignStatus.FINISHED, CampaignStatus.CANCELLED) and not (
+            resend_unknown and store.delivery_counts(campaign_id).unknown
+        ):
+            raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}")
+        store.set_campaign_status(
+            campaign_id,
+            CampaignStatus.SENDING,
+            only_from=[CampaignStatus.PAUSED, CampaignStatus.MISSED, CampaignStatus.FINISHED],
+        )
+        counts = store.delivery_counts(campaign_id)
+        if not yes and sys.stdin.isatty():
+            remaining = counts.queued + counts.deferred + counts.sending
+            if not typer.confirm(f"Resume campaign {campaign_id} ({remaining} to send)?"):
+                raise typer.Exit(0)
+        result = run_with_signals(
+            store,
+            settings,
+            campaign_id,
+            transport_factory=SmtpTransport.from_settings,
+            resend_unknown=resend_unknown,
+            total=counts.total,
+        )
+    print_result(result)
+    exit_for(result)
+
+
+def pause(ctx: typer.Context, campaign_id: CampaignId) -> None:
+    """Stop a campaign from being sent until `resume`; a running sender stops soon after."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        moved = store.set_campaign_status(
+            campaign_id,
+            CampaignStatus.PAUSED,
+            only_from=[CampaignStatus.SCHEDULED, CampaignStatus.SENDING],
+        )
+        campaign = store.get_campaign(campaign_id)
+    if not moved:
+        raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}; cannot pause")
+    common.console.print(f"Campaign {campaign_id} paused. `mailer campaign resume {campaign_id}`.")
+
+
+def cancel(ctx: typer.Context, campaign_id: CampaignId) -> None:
+    """Cancel a campaign for good; nothing more of it is sent."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        moved = store.set_campaign_status(
+            campaign_id,
+            CampaignStatus.CANCELLED,
+            only_from=[
+                CampaignStatus.SCHEDULED,
+                CampaignStatus.SENDING,
+                CampaignStatus.PAUSED,
+                CampaignStatus.MISSED,
+            ],
+        )
+        campaign = store.get_campaign(campaign_id)
+    if not moved:
+        raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}; cannot cancel")
+    common.console.print(f"Campaign {campaign_id} cancelled.")

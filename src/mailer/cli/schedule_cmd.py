@@ -1,0 +1,155 @@
+"""`mailer schedule`, `mailer campaign reschedule` and `mailer worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailer.cli import common
+from mailer.config import Settings
+from mailer.errors import CampaignError
+from mailer.models import CampaignStatus
+from mailer.store import Store
+from mailer.when import describe_time, parse_send_time
+
+At = Annotated[str, typer.Option("--at", help='Local send time, e.g. "2021-09-04 10:00".')]
+Tz = Annotated[
+    str | None, typer.Option("--tz", help="Time zone of --at (default MAILER_TIMEZONE).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("schedule")(schedule)
+    app.command("worker")(worker)
+
+
+def schedule(
+    ctx: typer.Context,
+    event_file: Annotated[Path, typer.Argument(metavar="EVENT", help="The event file (.md).")],
+    list_name: Annotated[str, typer.Option("--list", "-l", help="The list to send to.")],
+    at: At,
+    tz: Tz = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Schedule an invitation; a running `mailer worker` (or `mailer serve`) sends it then."""
+    from mailer.events import load_event
+    from mailer.tokens import load_signer
+
+    settings = common.settings_from(ctx)
+    zone = tz or settings.timezone
+    common.existing_file(event_file, what="event file")
+    event = load_event(event_file)
+    load_signer(settings)  # a send without a signing key would fail at its time: fail now
+    when = parse_send_time(at, zone)
+    with common.open_store(settings) as store:
+        list_id = store.list_id(list_name)
+        audience = store.count_subscribers(list_name)
+        question = (
+            f"Schedule '{event.subject}' to {audience} subscribers of '{list_name}' for "
+            f"{describe_time(when, zone)}?"
+        )
+        _confirm(question, yes)
+        campaign_id = store.create_campaign(
+            event_path=str(event_file.resolve()),
+            event_slug=event.slug,
+            list_id=list_id,
+            subject=event.subject,
+            status=CampaignStatus.SCHEDULED,
+            scheduled_at=when,
+        )
+    common.console.print(
+        f"Campaign {campaign_id} scheduled for {describe_time(when, zone)}.\n"
+        "A running `mailer worker` or `mailer serve` sends it then; "
+        f"`mailer campaign show {campaign_id}` follows it.",
+        markup=False,
+    )
+
+
+def reschedule(
+    ctx: typer.Context,
+    campaign_id: Annotated[int, typer.Argument(metavar="ID")],
+    at: At,
+    tz: Tz = None,
+) -> None:
+    """Move a scheduled (or missed) campaign to another time."""
+    settings = common.settings_from(ctx)
+    zone = tz or settings.timezone
+    when = parse_send_time(at, zone)
+    with common.open_store(settings) as store:
+        moved = store.set_campaign_status(
+            campaign_id,
+            CampaignStatus.SCHEDULED,
+            only_from=[CampaignStatus.SCHEDULED, CampaignStatus.MISSED],
+            scheduled_at=when,
+        )
+        if not moved:
+            status = store.get_campaign(campaign_id).status.value
+            raise CampaignError(
+                f"campaign {campaign_id} is {status}; only scheduled or missed ones move",
+                campaign_id=campaign_id,
+            )
+    common.console.print(
+        f"Campaign {campaign_id} rescheduled for {describe_time(when, zone)}.", markup=False
+    )
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CampaignError(
+            f"not confirmed: {question}", hint="Not a terminal: pass --yes to confirm."
+        )
+    if not typer.confirm(question, default=False):
+        raise typer.Exit(0)
+
+
+def worker(ctx: typer.Context) -> None:
+    """Run the scheduler and sender until SIGTERM / Ctrl-C (no web app)."""
+    settings = common.settings_from(ctx)
+    configure_logging()
+    with common.open_store(settings) as store:
+        asyncio.run(run_worker(settings, store))
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def run_worker(
+    settings: Settings, store: Store, *, stop: asyncio.Event | None = None
+) -> None:
+    """The scheduler loop with clean SIGINT/SIGTERM handling; used by `worker` and `serve`."""
+    from mailer.scheduler import Scheduler
+    from mailer.smtp import SmtpTransport
+    from mailer.tokens import load_signer
+
+    scheduler = Scheduler(
+        settings=settings,
+        store=store,
+        signer=load_signer(settings),
+        transport_factory=SmtpTransport.from_settings,
+    )
+    if stop is None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, scheduler.request_stop)
+    else:
+        asyncio.get_running_loop().create_task(_stop_when(stop, scheduler.request_stop))
+    await scheduler.run()
+
+
+async def _stop_when(event: asyncio.Event, callback: Callable[[], None]) -> None:
+    await event.wait()
+    callback()

@@ -1,0 +1,296 @@
+"""The campaign engine: ledger batches -> render/compose -> N connections -> rate -> record.
+
+Shape (after listmonk's manager, without its delivery semantics): recipients are fetched
+from the ledger in batches by id, re-checked and marked `sending` a few at a time just
+before they go, rendered just in time by N workers that share one rate limiter and one
+SMTP pool, and their outcomes are journalled at once and written to the ledger in
+batches. Nothing is skipped on a crash (the cursor is the ledger itself) and nothing is
+sent twice (see mailer.journal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from mailer.compose import InvitationBuilder
+from mailer.errors import MailerError, TransportError
+from mailer.journal import Journal
+from mailer.models import CampaignStatus, DeliveryStatus, Outcome, Recipient
+from mailer.outcomes import CircuitBreaker, RetryPolicy
+from mailer.ratelimit import RateLimiter
+from mailer.store import DeliveryCounts, Store
+from mailer.store.ledger import DueDelivery, RecordedOutcome
+from mailer.tokens import TokenSigner, unsubscribe_url
+from mailer.transport import Transport
+
+_FLUSH_EVERY = 0.5  # seconds between ledger writes while sending
+_FLUSH_SIZE = 500  # or sooner, once this many outcomes wait
+
+
+class StopReason(StrEnum):
+    FINISHED = "finished"  # every row is final
+    WAITING = "waiting"  # deferred rows fall due beyond the retry horizon
+    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM: in-flight messages finished and recorded
+    BREAKER = "breaker"  # most recent attempts failed: paused
+    LEASE_LOST = "lease-lost"  # another worker took the campaign over
+    HALTED = "halted"  # an organiser paused or cancelled it while it was sending
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    concurrency: int = 4
+    batch_size: int = 500
+    retry_horizon: float = 600.0
+    resend_unknown: bool = False
+    lease_seconds: float = 30.0
+
+
+@dataclass(slots=True)
+class Progress:
+    counts: DeliveryCounts
+    started: float = field(default_factory=time.monotonic)
+    sent_this_run: int = 0
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.sent_this_run / elapsed if elapsed > 0 else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Dispatcher:
+    """Sends one campaign until it is finished, waiting, interrupted or paused."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        transport: Transport,
+        limiter: RateLimiter,
+        builder: InvitationBuilder,
+        signer: TokenSigner,
+        base_url: str,
+        journal: Journal,
+        retry: RetryPolicy,
+        breaker: CircuitBreaker,
+        options: EngineOptions,
+        owner: str,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.limiter = limiter
+        self.builder = builder
+        self.signer = signer
+        self.base_url = base_url
+        self.journal = journal
+        self.retry = retry
+        self.breaker = breaker
+        self.options = options
+        self.owner = owner
+        self.on_progress = on_progress
+        self._stop = asyncio.Event()
+        self._pending: list[RecordedOutcome] = []
+        self._flush_lock = asyncio.Lock()
+        self.fatal: MailerError | None = None
+        self.lease_lost = False
+        self.halted_by_organiser = False
+        self._list_id = 0
+
+    def request_stop(self) -> None:
+        """Stop taking new recipients; messages already with the relay are finished."""
+        self._stop.set()
+
+    async def run(self, campaign_id: int, list_id: int) -> tuple[StopReason, Progress]:
+        self._list_id = list_id
+        progress = Progress(counts=await asyncio.to_thread(self.store.delivery_counts, campaign_id))
+        heartbeat = asyncio.create_task(self._heartbeat(campaign_id))
+        try:
+            reason = await self._passes(campaign_id, list_id, progress)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._flush(campaign_id, progress)
+        return reason, progress
+
+    async def _passes(self, campaign_id: int, list_id: int, progress: Progress) -> StopReason:
+        while True:
+            await self._one_pass(campaign_id, list_id, progress)
+            if self.fatal is not None or self.breaker.tripped:
+                return StopReason.BREAKER
+            if self.lease_lost:
+                return StopReason.LEASE_LOST
+            if self.halted_by_organiser:
+                return StopReason.HALTED
+            if self._stop.is_set():
+                return StopReason.INTERRUPTED
+            await self._flush(campaign_id, progress)
+            next_retry = await asyncio.to_thread(self.store.next_retry_at, campaign_id)
+            if next_retry is None:
+                return StopReason.FINISHED
+            wait = (next_retry - datetime.now(UTC)).total_seconds()
+            if wait > self.options.retry_horizon:
+                return StopReason.WAITING
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=wait)
+
+    async def _one_pass(self, campaign_id: int, list_id: int, progress: Progress) -> None:
+        """Every due row once, in id order; N workers drain a small queue fed just in time."""
+        queue: asyncio.Queue[DueDelivery | None] = asyncio.Queue(self.options.concurrency * 2)
+        workers = [
+            asyncio.create_task(self._worker(queue, campaign_id, progress))
+            for _ in range(self.options.concurrency)
+        ]
+        flusher = asyncio.create_task(self._flush_periodically(campaign_id, progress))
+        try:
+            await self._feed(queue, campaign_id, list_id, progress)
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+
+    def _halted(self) -> bool:
+        return (
+            self._stop.is_set() or self.breaker.tripped or self.fatal is not None or self.lease_lost
+        )
+
+    async def _feed(
+        self,
+        queue: asyncio.Queue[DueDelivery | None],
+        campaign_id: int,
+        list_id: int,
+        progress: Progress,
+    ) -> None:
+        after = 0
+        # Re-check and mark only what the workers will take within moments: a subscriber
+        # who unsubscribes now is skipped, and a crash leaves few rows `sending`.
+        chunk = max(1, self.options.concurrency)
+        while not self._halted():
+            batch = await asyncio.to_thread(
+                self.store.fetch_due,
+                campaign_id,
+                after_id=after,
+                limit=self.options.batch_size,
+                include_unknown=self.options.resend_unknown,
+            )
+            if not batch:
+                return
+            after = batch[-1].id
+            for start in range(0, len(batch), chunk):
+                if self._halted():
+                    return
+                part = batch[start : start + chunk]
+                to_send, skipped = await asyncio.to_thread(
+                    self.store.begin_sending, campaign_id, list_id, [d.id for d in part]
+                )
+                for delivery in part:
+                    if delivery.id in skipped:
+                        _move(progress.counts, delivery.status, DeliveryStatus.SKIPPED)
+                for delivery in part:
+                    if delivery.id in to_send:
+                        await queue.put(delivery)
+
+    async def _worker(
+        self, queue: asyncio.Queue[DueDelivery | None], campaign_id: int, progress: Progress
+    ) -> None:
+        while (delivery := await queue.get()) is not None:
+            if self._halted():
+                # Taken off the queue but never sent: give it back, untouched.
+                await asyncio.to_thread(
+                    self.store.set_delivery_status, [delivery.id], delivery.status
+                )
+                continue
+            await self.limiter.acquire()
+            outcome, message_id = await self._send_one(campaign_id, delivery)
+            recorded = self.retry.settle(
+                delivery, outcome, message_id=message_id, now=datetime.now(UTC)
+            )
+            self.journal.outcome(recorded)
+            self.breaker.record(outcome)
+            self._pending.append(recorded)
+            _move(progress.counts, delivery.status, recorded.status)
+            if recorded.status is DeliveryStatus.SENT:
+                progress.sent_this_run += 1
+            if len(self._pending) >= _FLUSH_SIZE:
+                await self._flush(campaign_id, progress)
+
+    async def _send_one(
+        self, campaign_id: int, delivery: DueDelivery
+    ) -> tuple[Outcome, str | None]:
+        token = self.signer.sign(
+            subscriber_id=delivery.subscriber_id,
+            list_id=self._list_id,
+            campaign_id=campaign_id,
+        )
+        recipient = Recipient(
+            subscriber_id=delivery.subscriber_id,
+            email=delivery.email,
+            name=delivery.name,
+            attributes=delivery.attributes,
+        )
+        try:
+            message = self.builder.build(
+                recipient, unsubscribe_url=unsubscribe_url(self.base_url, token)
+            )
+        except MailerError as exc:
+            return Outcome(DeliveryStatus.FAILED, None, f"could not build the message: {exc}"), None
+        try:
+            outcome = await self.transport.send(
+                message, on_body=lambda: self.journal.body_started(delivery.id)
+            )
+        except TransportError as exc:
+            # Bad credentials, TLS or a refused sender: no retry will fix it. Pause.
+            self.fatal = exc
+            self.request_stop()
+            outcome = Outcome(DeliveryStatus.DEFERRED, exc.code, str(exc))
+        return outcome, message.message_id
+
+    async def _flush(self, campaign_id: int, progress: Progress) -> None:
+        async with self._flush_lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            await asyncio.to_thread(self.store.record_outcomes, campaign_id, batch)
+        if self.on_progress is not None:
+            self.on_progress(progress)
+
+    async def _flush_periodically(self, campaign_id: int, progress: Progress) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_EVERY)
+            await self._flush(campaign_id, progress)
+            if self.on_progress is not None:
+                self.on_progress(progress)
+
+    async def _heartbeat(self, campaign_id: int) -> None:
+        lease = timedelta(seconds=self.options.lease_seconds)
+        while True:
+            await asyncio.sleep(self.options.lease_seconds / 3)
+            status = await asyncio.to_thread(
+                self.store.renew_lease, campaign_id, owner=self.owner, lease=lease
+            )
+            if status is None:
+                self.lease_lost = True
+            elif status is not CampaignStatus.SENDING:
+                self.halted_by_organiser = True
+            else:
+                continue
+            self.request_stop()
+            return
+
+
+def _move(counts: DeliveryCounts, before: DeliveryStatus, after: DeliveryStatus) -> None:
+    setattr(counts, before.value, getattr(counts, before.value) - 1)
+    setattr(counts, after.value, getattr(counts, after.value) + 1)

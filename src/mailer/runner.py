@@ -1,0 +1,240 @@
+"""Running a campaign from settings: claim it, settle a crash, snapshot, send, release.
+
+Used by `mailer send`, `mailer campaign resume`, `mailer demo` and the scheduler, so the
+sequence is written once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from mailer.compose import InvitationBuilder
+from mailer.config import Settings
+from mailer.dispatch import Dispatcher, EngineOptions, Progress, ProgressCallback, StopReason
+from mailer.errors import CampaignError
+from mailer.events import load_event
+from mailer.journal import Journal, journal_path
+from mailer.models import CampaignStatus, DeliveryStatus
+from mailer.outcomes import CircuitBreaker, RetryPolicy
+from mailer.ratelimit import RateLimiter
+from mailer.store import CampaignRecord, DeliveryCounts, Store
+from mailer.tokens import TokenSigner
+from mailer.transport import Transport
+
+
+def worker_identity() -> str:
+    """Who holds a lease: host and pid, so `campaign show` can say who is sending."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _is_dead_local_process(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine: only its lease expiry can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _claim(store: Store, campaign_id: int, owner: str, lease: timedelta) -> bool:
+    """Claim the campaign; a lease held by a process of this host that has died (kill -9)
+    is taken over at once instead of waiting for it to expire."""
+    if store.claim_campaign(campaign_id, owner=owner, lease=lease):
+        return True
+    holder = store.get_campaign(campaign_id).lease_owner
+    if holder and _is_dead_local_process(holder):
+        return store.claim_campaign(campaign_id, owner=owner, lease=lease, take_over_from=holder)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    applied: int
+    unknown: int
+    requeued: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    campaign: CampaignRecord
+    reason: StopReason
+    counts: DeliveryCounts
+    progress: Progress
+    recovery: RecoveryReport
+    message: str
+
+
+def recover_in_flight(store: Store, journal_file: Path, campaign_id: int) -> RecoveryReport:
+    """Settle rows a dead sender left `sending`, from its journal (see mailer.journal)."""
+    left = store.in_flight(campaign_id)
+    if not left:
+        return RecoveryReport(0, 0, 0)
+    state = Journal.read(journal_file)
+    outcomes = [state.outcomes[d] for d, _, _ in left if d in state.outcomes]
+    store.record_outcomes(campaign_id, outcomes)
+    settled = {o.delivery_id for o in outcomes}
+    if state.exists:
+        unknown = [d for d, _, _ in left if d not in settled and d in state.started]
+        requeue = [d for d, _, _ in left if d not in settled and d not in state.started]
+    else:  # sent from another machine: its journal is not here, so assume the worst
+        unknown, requeue = [d for d, _, _ in left], []
+    store.set_delivery_status(unknown, DeliveryStatus.UNKNOWN)
+    # Rows that never reached DATA go back to where they were: queued, or deferred and
+    # due now (attempts > 0).
+    first_try = [d for d, _, attempts in left if d in requeue and attempts == 0]
+    retry = [d for d, _, attempts in left if d in requeue and attempts > 0]
+    store.set_delivery_status(first_try, DeliveryStatus.QUEUED)
+    store.requeue_deferred(retry)
+    return RecoveryReport(len(outcomes), len(unknown), len(requeue))
+
+
+async def run_campaign(
+    *,
+    settings: Settings,
+    store: Store,
+    transport: Transport,
+    signer: TokenSigner,
+    campaign_id: int,
+    owner: str | None = None,
+    resend_unknown: bool = False,
+    interrupted_status: CampaignStatus = CampaignStatus.PAUSED,
+    on_progress: ProgressCallback | None = None,
+    stop_requests: list[Dispatcher] | None = None,
+) -> RunResult:
+    """Send `campaign_id` until finished, waiting for retries, interrupted or paused."""
+    owner = owner or worker_identity()
+    lease = timedelta(seconds=settings.lease_seconds)
+    campaign = store.get_campaign(campaign_id)
+    if not _claim(store, campaign_id, owner, lease):
+        current = store.get_campaign(campaign_id)
+        if current.lease_owner:
+            raise CampaignError(
+                f"campaign {campaign_id} is being sent by {current.lease_owner}",
+                campaign_id=campaign_id,
+                hint="Wait for it, or stop that process; a dead sender's lease expires "
+                f"after {settings.lease_seconds:.0f} s.",
+            )
+        raise CampaignError(
+            f"campaign {campaign_id} is {current.status.value} and cannot be sent",
+            campaign_id=campaign_id,
+        )
+    journal_file = journal_path(settings.var_dir, settings.database_url, campaign_id)
+    try:
+        recovery = recover_in_flight(store, journal_file, campaign_id)
+        journal = Journal(journal_file)
+        journal.reset()
+        store.snapshot_audience(campaign_id, campaign.list_id)
+        event = load_event(Path(campaign.event_path))
+        builder = InvitationBuilder(
+            event,
+            sender=settings.sender_identity,
+            campaign_id=campaign_id,
+            list_name=campaign.list_name,
+            templates_dir=settings.templates_dir,
+        )
+    except BaseException:
+        store.release_campaign(campaign_id, owner=owner, status=CampaignStatus.PAUSED)
+        raise
+    limiter = RateLimiter(
+        per_second=settings.rate_limit,
+        per_hour=settings.hourly_limit,
+        per_day=settings.daily_limit,
+    )
+    dispatcher = Dispatcher(
+        store=store,
+        transport=transport,
+        limiter=limiter,
+        builder=builder,
+        signer=signer,
+        base_url=settings.base_url,
+        journal=journal,
+        retry=RetryPolicy(first_delay=settings.retry_delay, max_attempts=settings.max_attempts),
+        breaker=CircuitBreaker(
+            window=settings.breaker_window, threshold=settings.breaker_threshold
+        ),
+        options=EngineOptions(
+            concurrency=settings.concurrency,
+            batch_size=settings.batch_size,
+            retry_horizon=settings.retry_horizon,
+            resend_unknown=resend_unknown,
+            lease_seconds=settings.lease_seconds,
+        ),
+        owner=owner,
+        on_progress=on_progress,
+    )
+    if stop_requests is not None:
+        stop_requests.append(dispatcher)
+    try:
+        reason, progress = await dispatcher.run(campaign_id, campaign.list_id)
+    except BaseException:
+        store.release_campaign(campaign_id, owner=owner, status=interrupted_status)
+        journal.close()
+        raise
+    counts = store.delivery_counts(campaign_id)
+    status, message = _final_state(dispatcher, reason, counts, campaign_id, store)
+    if reason is not StopReason.LEASE_LOST:
+        final: CampaignStatus | None = status
+        if reason is StopReason.INTERRUPTED:
+            final = interrupted_status
+        elif reason is StopReason.HALTED:
+            final = None  # keep the organiser's paused / cancelled
+        store.release_campaign(
+            campaign_id,
+            owner=owner,
+            status=final,
+            error=message if final is CampaignStatus.PAUSED else None,
+        )
+        if reason is StopReason.FINISHED:
+            journal.reset()
+    journal.close()
+    return RunResult(
+        campaign=store.get_campaign(campaign_id),
+        reason=reason,
+        counts=counts,
+        progress=progress,
+        recovery=recovery,
+        message=message,
+    )
+
+
+def _final_state(
+    dispatcher: Dispatcher,
+    reason: StopReason,
+    counts: DeliveryCounts,
+    campaign_id: int,
+    store: Store,
+) -> tuple[CampaignStatus, str]:
+    resume = f"mailer campaign resume {campaign_id}"
+    if reason is StopReason.BREAKER:
+        cause = str(dispatcher.fatal) if dispatcher.fatal else dispatcher.breaker.explain()
+        return CampaignStatus.PAUSED, f"paused: {cause}. Fix the relay, then `{resume}`."
+    if reason is StopReason.INTERRUPTED:
+        return CampaignStatus.PAUSED, f"stopped on request; `{resume}` sends the rest."
+    if reason is StopReason.LEASE_LOST:
+        return CampaignStatus.SENDING, "another worker took the campaign over (lease expired)."
+    if reason is StopReason.HALTED:
+        return CampaignStatus.PAUSED, "stopped: the campaign was paused or cancelled meanwhile."
+    if reason is StopReason.WAITING:
+        due = store.next_retry_at(campaign_id)
+        when = f"{due:%Y-%m-%d %H:%M:%S} UTC" if due else "later"
+        return (
+            CampaignStatus.SENDING,
+            f"{counts.deferred} deferred; next retry at {when} — a running `mailer worker` "
+            f"sends them, or `{resume}`.",
+        )
+    note = ""
+    if counts.unknown:
+        note = (
+            f" {counts.unknown} outcome(s) unknown (the process died with them at the relay);"
+            f" not resent to avoid duplicates — `{resume} --resend-unknown` resends them with"
+            " the same Message-ID."
+        )
+    return CampaignStatus.FINISHED, f"finished.{note}"

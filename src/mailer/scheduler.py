@@ -1,0 +1,158 @@
+"""The scheduler: due campaigns -> the engine, once, across any number of workers.
+
+Every few seconds a worker (1) marks scheduled campaigns older than the grace period as
+missed, then (2) asks the store for campaigns that are due: scheduled ones whose time has
+come, and sending ones with work due (retries, or a dead worker's rows) whose lease is free
+or expired. Each is claimed with one atomic UPDATE (see Store.claim_campaign), so two
+workers, in two processes or on two machines sharing PostgreSQL, never both send it.
+
+Logs are structured `key=value` lines: campaign, event, counts, rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from mailer.config import Settings
+from mailer.dispatch import Dispatcher, Progress
+from mailer.errors import CampaignError, MailerError
+from mailer.models import CampaignStatus
+from mailer.runner import run_campaign, worker_identity
+from mailer.store import Store
+from mailer.store.database import utcnow
+from mailer.tokens import TokenSigner
+from mailer.transport import Transport
+
+log = logging.getLogger("mailer.worker")
+
+_PROGRESS_EVERY = 5.0
+
+
+def _fields(**values: object) -> str:
+    return " ".join(f"{key}={value}" for key, value in values.items())
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        signer: TokenSigner,
+        transport_factory: Callable[[Settings], Transport],
+        owner: str | None = None,
+        max_campaigns: int = 4,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.signer = signer
+        self.transport_factory = transport_factory
+        self.owner = owner or worker_identity()
+        self.max_campaigns = max_campaigns
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._dispatchers: list[Dispatcher] = []
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Stop polling, let running campaigns finish their in-flight messages, release them."""
+        self._stopping.set()
+        for dispatcher in self._dispatchers:
+            dispatcher.request_stop()
+
+    async def run(self) -> None:
+        log.info(_fields(event="worker-started", worker=self.owner))
+        while not self._stopping.is_set():
+            try:
+                await self.poll_once()
+            except MailerError as exc:  # the database is down: say so, try again later
+                log.error(_fields(event="poll-failed", error=repr(str(exc))))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval)
+        if self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        log.info(_fields(event="worker-stopped", worker=self.owner))
+
+    async def poll_once(self) -> None:
+        grace = timedelta(seconds=self.settings.grace_period)
+        missed = await asyncio.to_thread(self.store.mark_missed, older_than=utcnow() - grace)
+        for campaign_id in missed:
+            log.warning(
+                _fields(campaign=campaign_id, event="missed", grace_seconds=grace.total_seconds())
+            )
+        due = await asyncio.to_thread(self.store.due_campaigns)
+        for campaign_id in due:
+            if campaign_id in self._running or len(self._running) >= self.max_campaigns:
+                continue
+            if self._stopping.is_set():
+                return
+            self._running[campaign_id] = asyncio.create_task(self._send(campaign_id))
+
+    def _forget(self, campaign_id: int) -> None:
+        self._running.pop(campaign_id, None)
+
+    async def _send(self, campaign_id: int) -> None:
+        try:
+            await self._send_campaign(campaign_id)
+        finally:
+            self._forget(campaign_id)
+
+    async def _send_campaign(self, campaign_id: int) -> None:
+        last_report = 0.0
+
+        def on_progress(progress: Progress) -> None:
+            nonlocal last_report
+            loop_time = asyncio.get_running_loop().time()
+            if loop_time - last_report >= _PROGRESS_EVERY:
+                last_report = loop_time
+                log.info(_fields(campaign=campaign_id, event="progress", **_counts(progress)))
+
+        transport = self.transport_factory(self.settings)
+        try:
+            result = await run_campaign(
+                settings=self.settings,
+                store=self.store,
+                transport=transport,
+                signer=self.signer,
+                campaign_id=campaign_id,
+                owner=self.owner,
+                # a worker that is shut down hands the campaign to the next worker
+                interrupted_status=CampaignStatus.SENDING,
+                on_progress=on_progress,
+                stop_requests=self._dispatchers,
+            )
+        except CampaignError as exc:  # another worker claimed it first: nothing to do
+            log.debug(_fields(campaign=campaign_id, event="not-claimed", reason=repr(str(exc))))
+            return
+        except MailerError as exc:
+            log.error(_fields(campaign=campaign_id, event="failed", error=repr(str(exc))))
+            return
+        finally:
+            await transport.aclose()
+        log.info(
+            _fields(
+                campaign=campaign_id,
+                event=result.reason.value,
+                status=result.campaign.status.value,
+                **_counts(result.progress),
+            )
+        )
+        if result.message and result.campaign.status is not CampaignStatus.FINISHED:
+            log.info(_fields(campaign=campaign_id, event="note", message=repr(result.message)))
+
+
+def _counts(progress: Progress) -> dict[str, object]:
+    counts = progress.counts
+    return {
+        "sent": counts.sent,
+        "deferred": counts.deferred,
+        "bounced": counts.bounced,
+        "failed": counts.failed,
+        "skipped": counts.skipped,
+        "unknown": counts.unknown,
+        "total": counts.total,
+        "rate": f"{progress.rate:.1f}/s",
+    }

@@ -1,0 +1,342 @@
+"""Campaigns: creation, leases (one sender at a time), status, listing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Row, func, insert, or_, select, update
+
+from mailer.errors import NotFoundError
+from mailer.models import CampaignStatus, DeliveryStatus
+from mailer.store.base import StoreBase
+from mailer.store.database import as_utc, utcnow
+from mailer.store.schema import campaigns, deliveries, lists
+
+UNFINISHED = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PAUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRecord:
+    id: int
+    event_path: str
+    event_slug: str
+    list_id: int
+    list_name: str
+    subject: str
+    status: CampaignStatus
+    scheduled_at: datetime | None
+    snapshot_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(slots=True)
+class DeliveryCounts:
+    queued: int = 0
+    sending: int = 0
+    sent: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unknown: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, status.value) for status in DeliveryStatus)
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.bounced + self.failed + self.skipped
+
+    def as_dict(self) -> dict[str, int]:
+        return {status.value: getattr(self, status.value) for status in DeliveryStatus}
+
+
+def _record(row: Row[tuple[object, ...]]) -> CampaignRecord:
+    m = row._mapping
+    return CampaignRecord(
+        id=int(m["id"]),
+        event_path=str(m["event_path"]),
+        event_slug=str(m["event_slug"]),
+        list_id=int(m["list_id"]),
+        list_name=str(m["list_name"]),
+        subject=str(m["subject"]),
+        status=CampaignStatus(m["status"]),
+        scheduled_at=as_utc(m["scheduled_at"]),
+        snapshot_at=as_utc(m["snapshot_at"]),
+        started_at=as_utc(m["started_at"]),
+        finished_at=as_utc(m["finished_at"]),
+        created_at=as_utc(m["created_at"]) or utcnow(),
+        lease_owner=m["lease_owner"],
+        lease_expires_at=as_utc(m["lease_expires_at"]),
+        last_error=m["last_error"],
+    )
+
+
+_CAMPAIGN_QUERY = select(campaigns, lists.c.name.label("list_name")).join(
+    lists, lists.c.id == campaigns.c.list_id
+)
+
+
+class CampaignQueries(StoreBase):
+    def create_campaign(
+        self,
+        *,
+        event_path: str,
+        event_slug: str,
+        list_id: int,
+        subject: str,
+        status: CampaignStatus,
+        scheduled_at: datetime | None = None,
+    ) -> int:
+        now = utcnow()
+        with self.engine.begin() as connection:
+            return int(
+                connection.execute(
+                    insert(campaigns)
+                    .values(
+                        event_path=event_path,
+                        event_slug=event_slug,
+                        list_id=list_id,
+                        subject=subject,
+                        status=status.value,
+                        scheduled_at=scheduled_at,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(campaigns.c.id)
+                ).scalar_one()
+            )
+
+    def get_campaign(self, campaign_id: int) -> CampaignRecord:
+        with self.engine.connect() as connection:
+            row = connection.execute(_CAMPAIGN_QUERY.where(campaigns.c.id == campaign_id)).first()
+        if row is None:
+            raise NotFoundError(
+                f"no campaign {campaign_id}", hint="`mailer campaign list` shows them all."
+            )
+        return _record(row)
+
+    def find_unfinished_campaign(self, event_slug: str, list_id: int) -> CampaignRecord | None:
+        """The newest campaign of this event to this list that has not finished."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                _CAMPAIGN_QUERY.where(
+                    campaigns.c.event_slug == event_slug,
+                    campaigns.c.list_id == list_id,
+                    campaigns.c.status.in_([s.value for s in UNFINISHED]),
+                )
+                .order_by(campaigns.c.id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else _record(row)
+
+    def campaigns(self, statuses: Iterable[CampaignStatus] | None = None) -> list[CampaignRecord]:
+        query = _CAMPAIGN_QUERY.order_by(campaigns.c.id)
+        if statuses is not None:
+            query = query.where(campaigns.c.status.in_([s.value for s in statuses]))
+        with self.engine.connect() as connection:
+            return [_record(row) for row in connection.execute(query)]
+
+    def delivery_counts(self, campaign_id: int) -> DeliveryCounts:
+        counts = DeliveryCounts()
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(deliveries.c.status, func.count())
+                .where(deliveries.c.campaign_id == campaign_id)
+                .group_by(deliveries.c.status)
+            )
+            for status, count in rows:
+                setattr(counts, DeliveryStatus(status).value, int(count))
+        return counts
+
+    def set_campaign_status(
+        self,
+        campaign_id: int,
+        status: CampaignStatus,
+        *,
+        only_from: Iterable[CampaignStatus] | None = None,
+        error: str | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> bool:
+        """Move a campaign to `status` (if it is in one of `only_from`); True if it moved."""
+        now = utcnow()
+        values: dict[str, object] = {"status": status.value, "updated_at": now}
+        if error is not None:
+            values["last_error"] = error
+        if scheduled_at is not None:
+            values["scheduled_at"] = scheduled_at
+        if status in (CampaignStatus.FINISHED, CampaignStatus.CANCELLED):
+            values.update(finished_at=now, lease_owner=None, lease_expires_at=None)
+        query = update(campaigns).where(campaigns.c.id == campaign_id).values(**values)
+        if only_from is not None:
+            query = query.where(campaigns.c.status.in_([s.value for s in only_from]))
+        with self.engine.begin() as connection:
+            return bool(connection.execute(query).rowcount)
+
+    # -- leases: at most one sender per campaign, across processes and machines ----------
+
+    def claim_campaign(
+        self,
+        campaign_id: int,
+        *,
+        owner: str,
+        lease: timedelta,
+        allowed: Iterable[CampaignStatus] = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING),
+        take_over_from: str | None = None,
+    ) -> bool:
+        """Atomically take the campaign for `owner` unless another live sender holds it.
+
+        One UPDATE with the whole condition in its WHERE clause: on SQLite and PostgreSQL
+        alike, two workers racing for it see exactly one success.
+        """
+        now = utcnow()
+        query = (
+            update(campaigns)
+            .where(
+                campaigns.c.id == campaign_id,
+                campaigns.c.status.in_([s.value for s in allowed]),
+                # a scheduled campaign only once it is due (it may have been rescheduled)
+                or_(
+                    campaigns.c.status != CampaignStatus.SCHEDULED.value,
+                    campaigns.c.scheduled_at <= now,
+                ),
+                or_(
+                    campaigns.c.lease_owner.is_(None),
+                    campaigns.c.lease_owner == owner,
+                    campaigns.c.lease_expires_at < now,
+                    # a sender known to be dead (same host, process gone)
+                    campaigns.c.lease_owner == (take_over_from or owner),
+                ),
+            )
+            .values(
+                status=CampaignStatus.SENDING.value,
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                started_at=func.coalesce(campaigns.c.started_at, now),
+                updated_at=now,
+                last_error=None,
+            )
+        )
+        with self.engine.begin() as connection:
+            return bool(connection.execute(query).rowcount)
+
+    def renew_lease(
+        self, campaign_id: int, *, owner: str, lease: timedelta
+    ) -> CampaignStatus | None:
+        """Heartbeat. Returns the campaign's status (an organiser may have paused or
+        cancelled it meanwhile), or None if the lease was lost to another worker."""
+        now = utcnow()
+        with self.engine.begin() as connection:
+            held = connection.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id, campaigns.c.lease_owner == owner)
+                .values(lease_expires_at=now + lease)
+            ).rowcount
+            if not held:
+                return None
+            status = connection.execute(
+                select(campaigns.c.status).where(campaigns.c.id == campaign_id)
+            ).scalar_one()
+        return CampaignStatus(status)
+
+    def release_campaign(
+        self,
+        campaign_id: int,
+        *,
+        owner: str,
+        status: CampaignStatus | None,
+        error: str | None = None,
+    ) -> None:
+        """Give the lease up, moving to `status` (None: keep what an organiser set)."""
+        now = utcnow()
+        values: dict[str, object] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "last_error": error,
+        }
+        if status is not None:
+            values["status"] = status.value
+        if status is CampaignStatus.FINISHED:
+            values["finished_at"] = now
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id, campaigns.c.lease_owner == owner)
+                .values(**values)
+            )
+
+
+class SchedulingQueries(StoreBase):
+    """What the scheduler asks: which campaigns are due, which were missed."""
+
+    def mark_missed(self, *, older_than: datetime) -> list[int]:
+        """Scheduled campaigns whose time passed more than the grace period ago -> missed."""
+        now = utcnow()
+        with self.engine.begin() as connection:
+            ids = list(
+                connection.execute(
+                    select(campaigns.c.id).where(
+                        campaigns.c.status == CampaignStatus.SCHEDULED.value,
+                        campaigns.c.scheduled_at < older_than,
+                    )
+                ).scalars()
+            )
+            if ids:
+                connection.execute(
+                    update(campaigns)
+                    .where(
+                        campaigns.c.id.in_(ids),
+                        campaigns.c.status == CampaignStatus.SCHEDULED.value,
+                    )
+                    .values(
+                        status=CampaignStatus.MISSED.value,
+                        updated_at=now,
+                        last_error="missed: no worker was running when it was due; "
+                        "resume or cancel it",
+                    )
+                )
+        return [int(i) for i in ids]
+
+    def due_campaigns(self) -> list[int]:
+        """Campaigns a worker should take now: scheduled and due, or sending with work due
+        and nobody holding them (a dead worker's lease has expired)."""
+        now = utcnow()
+        free = or_(campaigns.c.lease_owner.is_(None), campaigns.c.lease_expires_at < now)
+        work_due = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.campaign_id == campaigns.c.id,
+                or_(
+                    deliveries.c.status.in_(
+                        [DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value]
+                    ),
+                    (deliveries.c.status == DeliveryStatus.DEFERRED.value)
+                    & (deliveries.c.next_attempt_at <= now),
+                ),
+            )
+            .exists()
+        )
+        query = (
+            select(campaigns.c.id)
+            .where(
+                free,
+                or_(
+                    (campaigns.c.status == CampaignStatus.SCHEDULED.value)
+                    & (campaigns.c.scheduled_at <= now),
+                    (campaigns.c.status == CampaignStatus.SENDING.value)
+                    & (campaigns.c.snapshot_at.is_(None) | work_due),
+                ),
+            )
+            .order_by(campaigns.c.scheduled_at, campaigns.c.id)
+        )
+        with self.engine.connect() as connection:
+            return [int(i) for i in connection.execute(query).scalars()]

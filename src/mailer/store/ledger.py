@@ -1,0 +1,321 @@
+"""The delivery ledger: one row per (campaign, subscriber), the record of who got what.
+
+A row is `sent` only after the relay accepted the message. Rows are marked `sending` in the
+store before their messages go out, so a crash leaves evidence; together with the local
+journal (mailer.journal) a resume knows which of them may have been delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, insert, literal, or_, select, update
+
+from mailer.models import (
+    DeliveryStatus,
+    SubscriberStatus,
+    SuppressionReason,
+    UnsubscribeSource,
+)
+from mailer.store.base import StoreBase
+from mailer.store.database import as_utc, utcnow
+from mailer.store.schema import campaigns, deliveries, memberships, subscribers
+from mailer.store.suppressions import SuppressionQueries, active_suppression
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attributes: Mapping[str, str]
+    attempts: int
+    status: DeliveryStatus = DeliveryStatus.QUEUED
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOutcome:
+    delivery_id: int
+    subscriber_id: int
+    status: DeliveryStatus
+    attempts: int
+    code: int | None = None
+    reply: str = ""
+    message_id: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    email: str
+    status: DeliveryStatus
+    attempts: int
+    code: int | None
+    reply: str
+    message_id: str | None
+    sent_at: datetime | None
+    updated_at: datetime | None
+
+
+_RETRYABLE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+
+
+def _mailable(list_id: int) -> Any:
+    """SQL condition: subscribed globally and to the list, no suppression in force."""
+    return and_(
+        subscribers.c.status == SubscriberStatus.SUBSCRIBED.value,
+        memberships.c.status == SubscriberStatus.SUBSCRIBED.value,
+        ~active_suppression(subscribers.c.email_key, list_id),
+    )
+
+
+class LedgerQueries(SuppressionQueries, StoreBase):
+    def snapshot_audience(self, campaign_id: int, list_id: int) -> int | None:
+        """Freeze the audience into the ledger once; None if it was already taken."""
+        now = utcnow()
+        with self.engine.begin() as connection:
+            first = connection.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id, campaigns.c.snapshot_at.is_(None))
+                .values(snapshot_at=now, updated_at=now)
+            ).rowcount
+            if not first:
+                return None
+            audience = (
+                select(
+                    literal(campaign_id),
+                    subscribers.c.id,
+                    subscribers.c.email,
+                    literal(DeliveryStatus.QUEUED.value),
+                    literal(0),
+                    literal(now, deliveries.c.updated_at.type),
+                )
+                .join(
+                    memberships,
+                    and_(
+                        memberships.c.subscriber_id == subscribers.c.id,
+                        memberships.c.list_id == list_id,
+                    ),
+                )
+                .where(_mailable(list_id))
+            )
+            result = connection.execute(
+                insert(deliveries).from_select(
+                    ["campaign_id", "subscriber_id", "email", "status", "attempts", "updated_at"],
+                    audience,
+                )
+            )
+            return int(result.rowcount)
+
+    def fetch_due(
+        self,
+        campaign_id: int,
+        *,
+        after_id: int,
+        limit: int,
+        include_unknown: bool = False,
+    ) -> list[DueDelivery]:
+        """The next `limit` rows due for sending, by id after `after_id` (keyset pagination)."""
+        now = utcnow()
+        due = or_(
+            deliveries.c.status == DeliveryStatus.QUEUED.value,
+            and_(
+                deliveries.c.status == DeliveryStatus.DEFERRED.value,
+                deliveries.c.next_attempt_at <= now,
+            ),
+            *([deliveries.c.status == DeliveryStatus.UNKNOWN.value] if include_unknown else []),
+        )
+        query = (
+            select(
+                deliveries.c.id,
+                deliveries.c.subscriber_id,
+                deliveries.c.email,
+                deliveries.c.attempts,
+                deliveries.c.status,
+                subscribers.c.name,
+                subscribers.c.attributes,
+            )
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .where(deliveries.c.campaign_id == campaign_id, deliveries.c.id > after_id, due)
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [
+                DueDelivery(
+                    id=row.id,
+                    subscriber_id=row.subscriber_id,
+                    email=row.email,
+                    name=row.name,
+                    attributes=row.attributes or {},
+                    attempts=row.attempts,
+                    status=DeliveryStatus(row.status),
+                )
+                for row in connection.execute(query)
+            ]
+
+    def begin_sending(
+        self, campaign_id: int, list_id: int, ids: list[int]
+    ) -> tuple[set[int], set[int]]:
+        """Just before sending: skip rows whose subscriber left since the snapshot, mark the
+        rest `sending`. Returns (to send, skipped) delivery ids, in one transaction."""
+        if not ids:
+            return set(), set()
+        now = utcnow()
+        with self.engine.begin() as connection:
+            mailable = set(
+                connection.execute(
+                    select(deliveries.c.id)
+                    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                    .join(
+                        memberships,
+                        and_(
+                            memberships.c.subscriber_id == subscribers.c.id,
+                            memberships.c.list_id == list_id,
+                        ),
+                    )
+                    .where(deliveries.c.id.in_(ids), _mailable(list_id))
+                ).scalars()
+            )
+            skipped = set(ids) - mailable
+            if skipped:
+                connection.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(skipped))
+                    .values(status=DeliveryStatus.SKIPPED.value, updated_at=now)
+                )
+            if mailable:
+                connection.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(mailable))
+                    .values(status=DeliveryStatus.SENDING.value, updated_at=now)
+                )
+        return mailable, skipped
+
+    def record_outcomes(self, campaign_id: int, outcomes: Iterable[RecordedOutcome]) -> None:
+        """Write a batch of outcomes in one transaction; hard bounces also suppress."""
+        rows = list(outcomes)
+        if not rows:
+            return
+        now = utcnow()
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    attempts=bindparam("b_attempts"),
+                    last_code=bindparam("b_code"),
+                    last_reply=bindparam("b_reply"),
+                    message_id=func.coalesce(bindparam("b_message_id"), deliveries.c.message_id),
+                    next_attempt_at=bindparam("b_next"),
+                    sent_at=bindparam("b_sent_at"),
+                    updated_at=now,
+                ),
+                [
+                    {
+                        "b_id": o.delivery_id,
+                        "b_status": o.status.value,
+                        "b_attempts": o.attempts,
+                        "b_code": o.code,
+                        "b_reply": o.reply[:2000],
+                        "b_message_id": o.message_id,
+                        "b_next": o.next_attempt_at,
+                        "b_sent_at": now if o.status is DeliveryStatus.SENT else None,
+                    }
+                    for o in rows
+                ],
+            )
+            for outcome in rows:
+                if outcome.status is DeliveryStatus.BOUNCED:
+                    self._suppress_bounce(connection, outcome, campaign_id)
+
+    def _suppress_bounce(
+        self, connection: Connection, outcome: RecordedOutcome, campaign_id: int
+    ) -> None:
+        self.suppress(
+            connection,
+            subscriber_id=outcome.subscriber_id,
+            reason=SuppressionReason.BOUNCED,
+            source=UnsubscribeSource.BOUNCE,
+            campaign_id=campaign_id,
+            detail=f"{outcome.code} {outcome.reply}"[:500],
+        )
+
+    def in_flight(self, campaign_id: int) -> list[tuple[int, int, int]]:
+        """Rows left `sending` (by a sender that died): (delivery id, subscriber id, attempts)."""
+        with self.engine.connect() as connection:
+            return [
+                (row.id, row.subscriber_id, row.attempts)
+                for row in connection.execute(
+                    select(
+                        deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.attempts
+                    ).where(
+                        deliveries.c.campaign_id == campaign_id,
+                        deliveries.c.status == DeliveryStatus.SENDING.value,
+                    )
+                )
+            ]
+
+    def set_delivery_status(self, ids: Iterable[int], status: DeliveryStatus) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .values(status=status.value, updated_at=utcnow())
+            )
+
+    def requeue_deferred(self, ids: Iterable[int]) -> None:
+        """Deferred rows that never reached the relay on their last try: due again now."""
+        ids = list(ids)
+        if not ids:
+            return
+        now = utcnow()
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .values(status=DeliveryStatus.DEFERRED.value, next_attempt_at=now, updated_at=now)
+            )
+
+    def next_retry_at(self, campaign_id: int) -> datetime | None:
+        with self.engine.connect() as connection:
+            value = connection.execute(
+                select(func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status == DeliveryStatus.DEFERRED.value,
+                )
+            ).scalar()
+        return as_utc(value)
+
+    def iter_report(self, campaign_id: int) -> Iterator[ReportRow]:
+        after = 0
+        while True:
+            with self.engine.connect() as connection:
+                rows = connection.execute(
+                    select(deliveries)
+                    .where(deliveries.c.campaign_id == campaign_id, deliveries.c.id > after)
+                    .order_by(deliveries.c.id)
+                    .limit(1000)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield ReportRow(
+                    email=row.email,
+                    status=DeliveryStatus(row.status),
+                    attempts=row.attempts,
+                    code=row.last_code,
+                    reply=row.last_reply or "",
+                    message_id=row.message_id,
+                    sent_at=as_utc(row.sent_at),
+                    updated_at=as_utc(row.updated_at),
+                )
+            after = rows[-1].id

@@ -1,0 +1,238 @@
+"""Unsubscribe tokens: short, opaque, unforgeable, and valid for as long as old mail exists.
+
+A token is URL-safe base64 (no padding) of
+
+    version (1 byte) | subscriber_id | list_id | campaign_id + 1   (unsigned LEB128 varints)
+    | the first 16 bytes of HMAC-SHA256(key, DOMAIN | the bytes before)
+
+Typical tokens are 30-32 characters. The email address is never in it, so the URL leaks
+nothing when a mail scanner or a forwarded message exposes it. There is no expiry on
+purpose: RFC 8058 one-click must keep working for mail read months later. A 128-bit tag
+keeps forgery out of reach (2^-128 per guess) while keeping the URL short.
+
+Key rotation: tokens are signed with the current key and verified against it and then
+every fallback key, each compare in constant time (hmac.compare_digest), so mail sent
+before a rotation keeps working as long as the old key stays in the fallback list.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.config import Settings
+from mailer.errors import ConfigError, TokenError
+
+VERSION = 1
+TAG_BYTES = 16
+MIN_KEY_BYTES = 16
+SECRET_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+# Domain separation: the same secret may one day sign other things (e.g. preference links);
+# a tag made for one purpose must never verify for another.
+_DOMAIN = b"mailer/unsubscribe\x00"
+# Longest well-formed token: 1 + 3 varints of at most 10 bytes + tag -> 47 bytes -> 63 chars.
+_MAX_TOKEN_CHARS = 64
+_MAX_ID = 2**63 - 1  # BIGINT ids in the store
+
+
+@dataclass(frozen=True)
+class UnsubscribeClaims:
+    """What a valid token says: who, from which list, and (for the report) which campaign."""
+
+    subscriber_id: int
+    list_id: int
+    campaign_id: int | None
+
+
+class TokenSigner:
+    """Signs with `key`; verifies with `key` and then each of `fallbacks` (old keys)."""
+
+    def __init__(self, key: bytes, *, fallbacks: Sequence[bytes] = ()) -> None:
+        if not key:
+            raise ValueError("the signing key must not be empty")
+        self._keys = (key, *(k for k in fallbacks if k))
+
+    def sign(self, *, subscriber_id: int, list_id: int, campaign_id: int | None = None) -> str:
+        for name, value in (("subscriber_id", subscriber_id), ("list_id", list_id)):
+            if not 0 <= value <= _MAX_ID:
+                raise ValueError(f"{name} out of range: {value}")
+        if campaign_id is not None and not 0 <= campaign_id < _MAX_ID:
+            raise ValueError(f"campaign_id out of range: {campaign_id}")
+        payload = bytes([VERSION]) + b"".join(
+            _varint(n)
+            for n in (subscriber_id, list_id, 0 if campaign_id is None else campaign_id + 1)
+        )
+        raw = payload + _tag(self._keys[0], payload)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def verify(self, token: str) -> UnsubscribeClaims:
+        """The claims of a token we signed (with any key we hold); TokenError otherwise.
+
+        The error never says which check failed: a caller probing tokens learns nothing.
+        """
+        raw = _decode(token)
+        if len(raw) < 1 + 3 + TAG_BYTES or raw[0] != VERSION:
+            raise TokenError("this link is not valid")
+        payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+        # Check every key even after a match, so timing does not reveal which key signed.
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(_tag(key, payload), tag)
+        if not matched:
+            raise TokenError("this link is not valid")
+        numbers = _read_varints(payload, 1)
+        if numbers is None or len(numbers) != 3:
+            # Only reachable with a key-holder's mistake, but never trust the layout blindly.
+            raise TokenError("this link is not valid")
+        subscriber_id, list_id, campaign = numbers
+        return UnsubscribeClaims(
+            subscriber_id=subscriber_id,
+            list_id=list_id,
+            campaign_id=None if campaign == 0 else campaign - 1,
+        )
+
+
+def unsubscribe_url(base_url: str, token: str) -> str:
+    """The link for List-Unsubscribe and the message footers."""
+    return f"{base_url}/u/{token}"
+
+
+def load_signer(settings: Settings, *, generate_if_missing: bool = False) -> TokenSigner:
+    """The signer for these settings.
+
+    The key is MAILER_SECRET_KEY; without it, the key the demo keeps in
+    `var_dir/secret_key`. `generate_if_missing` (the demo only) creates that file once,
+    mode 0600. Anything else without a key is a ConfigError: a server that invented a
+    key at startup would break every link already sent the next time it restarted.
+    """
+    fallbacks = [
+        _key_bytes(k.get_secret_value(), "MAILER_SECRET_KEY_FALLBACKS")
+        for k in settings.secret_key_fallbacks
+    ]
+    if settings.secret_key is not None and settings.secret_key.get_secret_value():
+        return TokenSigner(
+            _key_bytes(settings.secret_key.get_secret_value(), "MAILER_SECRET_KEY"),
+            fallbacks=fallbacks,
+        )
+    path = settings.var_dir / SECRET_FILE
+    secret = _read_secret_file(path)
+    if secret is None and generate_if_missing:
+        secret = _create_secret_file(path)
+    if secret is None:
+        raise ConfigError(
+            "MAILER_SECRET_KEY is not set: unsubscribe links cannot be signed or checked",
+            setting="MAILER_SECRET_KEY",
+            hint="Set MAILER_SECRET_KEY to a long random value, e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, and keep it.",
+        )
+    return TokenSigner(_key_bytes(secret, str(path)), fallbacks=fallbacks)
+
+
+# -- internals ------------------------------------------------------------------------------
+
+
+def _tag(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, _DOMAIN + payload, hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _read_varints(data: bytes, start: int) -> list[int] | None:
+    """Decode canonical varints from data[start:]; None if malformed or non-canonical."""
+    numbers: list[int] = []
+    value = shift = 0
+    for index in range(start, len(data)):
+        byte = data[index]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte & 0x80:
+            if shift >= 63:
+                return None
+            continue
+        if byte == 0 and shift > 7:  # a trailing zero group: same number, other bytes
+            return None
+        numbers.append(value)
+        value = shift = 0
+    return numbers if shift == 0 else None
+
+
+def _decode(token: str) -> bytes:
+    if not 0 < len(token) <= _MAX_TOKEN_CHARS or not token.isascii():
+        raise TokenError("this link is not valid")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise TokenError("this link is not valid") from exc
+    # One token, one spelling: reject stray characters and unused trailing bits, which
+    # b64decode would otherwise silently drop or ignore.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+        raise TokenError("this link is not valid")
+    return raw
+
+
+def _key_bytes(secret: str, source: str) -> bytes:
+    key = secret.strip().encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"{source}: the secret key must be at least {MIN_KEY_BYTES} characters",
+            setting=source if source.startswith("MAILER_") else "MAILER_SECRET_KEY",
+            hint="Use a long random value: `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`.",
+        )
+    return key
+
+
+def _read_secret_file(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the secret key file {path}: {exc.strerror}",
+            setting="MAILER_SECRET_KEY",
+        ) from exc
+    return text or None
+
+
+def _create_secret_file(path: Path) -> str:
+    """Create `path` holding a new random key, mode 0600, unless it already exists.
+
+    The key is written to a private temporary file and then hard-linked into place, which
+    fails if the name exists: two demo processes starting together agree on one key, and
+    no reader ever sees a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        # FileExistsError: another process won the race; use its key.
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    secret = _read_secret_file(path)
+    if secret is None:
+        raise ConfigError(f"{path} exists but is empty", setting="MAILER_SECRET_KEY")
+    return secret

@@ -1,0 +1,66 @@
+"""create_app: the routes and the middleware order, with every limit a parameter.
+
+Middleware, outermost first (each sees what the next one answers):
+
+    SecurityHeaders   every response gets the headers, including 413 and 429
+    AccessLog         one redacted line per request
+    RateLimit         POST budget per client, checked before the body is read
+    RequestBodyLimit  16 KiB: a one-click body is 26 bytes, the page's form is empty
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.routing import Route
+
+from mailer.config import Settings
+from mailer.store import Store
+from mailer.tokens import TokenSigner
+from mailer.web.limits import MAX_BODY_BYTES, POST_BURST, POST_RATE_PER_MINUTE
+from mailer.web.pages import Pages
+from mailer.web.ratelimit import ClientRateLimiter, RateLimitMiddleware
+from mailer.web.rendering import STYLESHEET, PageRenderer, web_templates_dir
+from mailer.web.security import AccessLogMiddleware, SecurityHeadersMiddleware
+
+
+def create_app(
+    *,
+    store: Store,
+    signer: TokenSigner,
+    settings: Settings,
+    post_rate_per_minute: float | None = POST_RATE_PER_MINUTE,
+    post_burst: int = POST_BURST,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_rate_clients: int = 10_000,
+    templates_dir: Path | None = None,
+) -> Starlette:
+    """The unsubscribe app. `post_rate_per_minute=None` turns the POST limit off."""
+    renderer = PageRenderer(
+        templates_dir or web_templates_dir(settings.templates_dir),
+        organisation=settings.from_name,
+    )
+    pages = Pages(store=store, signer=signer, renderer=renderer)
+    routes = [
+        Route("/u/{token}", pages.show, methods=["GET"]),
+        Route("/u/{token}", pages.unsubscribe, methods=["POST"]),
+        Route("/u/{token}/resubscribe", pages.resubscribe, methods=["POST"]),
+        Route("/healthz", pages.healthz, methods=["GET"]),
+        Route(f"/static/{STYLESHEET}", pages.stylesheet, methods=["GET"]),
+    ]
+    middleware = [Middleware(SecurityHeadersMiddleware), Middleware(AccessLogMiddleware)]
+    if post_rate_per_minute is not None:
+        limiter = ClientRateLimiter(
+            per_minute=post_rate_per_minute, burst=post_burst, max_clients=max_rate_clients
+        )
+        middleware.append(Middleware(RateLimitMiddleware, limiter=limiter, pages=renderer))
+    middleware.append(Middleware(RequestBodyLimitMiddleware, max_body_size=max_body_bytes))
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: pages.http_error, Exception: pages.server_error},
+    )

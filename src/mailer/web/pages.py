@@ -1,0 +1,222 @@
+"""The handlers: thin glue between a verified token, the store and a rendered page.
+
+GET never changes anything (mail scanners and link previewers fetch every URL in a
+message); POST acts, whatever its body, and answers 200 with a page, never a redirect,
+as RFC 8058 asks of one-click unsubscribe. Every token failure and every token naming a
+subscriber or list that no longer exists gets the same 404, so the app reveals nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from mailer.errors import NotFoundError, StoreError, TokenError
+from mailer.models import UnsubscribeSource
+from mailer.store import Store
+from mailer.store.pages import PageRecipient
+from mailer.tokens import TokenSigner, UnsubscribeClaims
+from mailer.web.rendering import PageRenderer, mask_email
+from mailer.web.security import SECURITY_HEADERS
+
+logger = logging.getLogger("mailer.web")
+
+ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
+_ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
+
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class Pages:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        signer: TokenSigner,
+        renderer: PageRenderer,
+        database_concurrency: int = 4,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.renderer = renderer
+        # The store is synchronous; at most this many requests use it at once, fewer than
+        # SQLAlchemy's pool (5). Without the cap, 40 threads fight over 5 pooled connections
+        # and overflow connections are opened and closed per request.
+        self._database = anyio.CapacityLimiter(database_concurrency)
+
+    async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await anyio.to_thread.run_sync(
+            functools.partial(call, *args, **kwargs), limiter=self._database
+        )
+
+    # -- routes -------------------------------------------------------------------------
+
+    async def show(self, request: Request) -> Response:
+        """GET /u/{token}: who, which list, and the button. Changes nothing."""
+        claims = self._claims(request)
+        recipient = None if claims is None else await self._db(self._lookup, claims)
+        if recipient is None:
+            return self.renderer.invalid_link(root_path=_root(request))
+        return self._render(request, "unsubscribe.html.j2", recipient)
+
+    async def unsubscribe(self, request: Request) -> Response:
+        """POST /u/{token}: off the list now; idempotent; 200 with a confirmation."""
+        claims = self._claims(request)
+        if claims is None:
+            return self.renderer.invalid_link(root_path=_root(request))
+        source = await _source_of(request)
+        recipient = await self._db(self._unsubscribe, claims, source)
+        if recipient is None:
+            return self.renderer.invalid_link(root_path=_root(request))
+        logger.info(
+            "unsubscribed subscriber %d from list %d (%s)",
+            claims.subscriber_id,
+            claims.list_id,
+            source.value,
+        )
+        return self._render(request, "unsubscribed.html.j2", recipient)
+
+    async def resubscribe(self, request: Request) -> Response:
+        """POST /u/{token}/resubscribe: undo a mistaken click (the person's own unsubscribe
+        only; a bounce or complaint stays in force)."""
+        claims = self._claims(request)
+        if claims is None:
+            return self.renderer.invalid_link(root_path=_root(request))
+        await request.body()  # drain it, so the body limit applies here too
+        recipient = await self._db(self._resubscribe, claims)
+        if recipient is None:
+            return self.renderer.invalid_link(root_path=_root(request))
+        logger.info("resubscribed subscriber %d to list %d", claims.subscriber_id, claims.list_id)
+        return self._render(request, "resubscribed.html.j2", recipient)
+
+    async def healthz(self, _request: Request) -> Response:
+        """200 "ok" when the database answers; 503 otherwise (for the load balancer)."""
+        try:
+            await self._db(self.store.ping)
+        except (SQLAlchemyError, StoreError):
+            logger.exception("health check: the database does not answer")
+            return PlainTextResponse("database unavailable", status_code=503)
+        return PlainTextResponse("ok")
+
+    async def stylesheet(self, _request: Request) -> Response:
+        return Response(
+            self.renderer.stylesheet,
+            media_type="text/css",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
+    # -- error pages --------------------------------------------------------------------
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        """404 (unknown path), 405, 413 (body too large) as pages with the usual headers."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        if status == 404:
+            return self.renderer.invalid_link(root_path=_root(request))
+        titles = {405: "Method not allowed", 413: "Request too large"}
+        return self.renderer.message(
+            status_code=status,
+            title=titles.get(status, "Request refused"),
+            text="This address only accepts the forms on its own pages.",
+            root_path=_root(request),
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        """Anything unexpected (the database down, mostly): 503, try again later.
+
+        This runs outside the middleware stack, so it adds the security headers itself.
+        """
+        logger.error("request failed: %s", type(exc).__name__, exc_info=exc)
+        response = self.renderer.message(
+            status_code=503,
+            title="Please try again in a few minutes",
+            text="We could not handle your request just now. Please try the link again later.",
+            root_path=_root(request),
+            headers={"Retry-After": "60"},
+        )
+        for name, value in SECURITY_HEADERS:
+            response.headers[name.decode("ascii")] = value.decode("ascii")
+        return response
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _claims(self, request: Request) -> UnsubscribeClaims | None:
+        try:
+            return self.signer.verify(str(request.path_params["token"]))
+        except TokenError:
+            return None
+
+    # The store work of one request runs in one worker thread (one hop from the loop).
+
+    def _lookup(self, claims: UnsubscribeClaims) -> PageRecipient | None:
+        return self.store.page_recipient(claims.subscriber_id, claims.list_id)
+
+    def _unsubscribe(
+        self, claims: UnsubscribeClaims, source: UnsubscribeSource
+    ) -> PageRecipient | None:
+        # Look up first: a token naming a deleted list must get the 404, not a failed insert.
+        recipient = self._lookup(claims)
+        if recipient is None:
+            return None
+        try:
+            self.store.unsubscribe(
+                claims.subscriber_id,
+                claims.list_id,
+                source=source,
+                campaign_id=claims.campaign_id,
+            )
+        except NotFoundError:  # erased between the two queries
+            return None
+        return recipient
+
+    def _resubscribe(self, claims: UnsubscribeClaims) -> PageRecipient | None:
+        recipient = self._lookup(claims)
+        if recipient is None:
+            return None
+        try:
+            self.store.resubscribe(claims.subscriber_id, claims.list_id)
+        except NotFoundError:
+            return None
+        return recipient
+
+    def _render(self, request: Request, template: str, recipient: PageRecipient) -> Response:
+        return self.renderer.page(
+            template,
+            root_path=_root(request),
+            token=str(request.path_params["token"]),
+            list_name=recipient.list_name,
+            masked_email=mask_email(recipient.email),
+            unsubscribed=recipient.unsubscribed,
+        )
+
+
+async def _source_of(request: Request) -> UnsubscribeSource:
+    """one-click when the body carries RFC 8058's `List-Unsubscribe=One-Click` (form
+    encoded or multipart), else page. Any body unsubscribes; only the record differs."""
+    body = await request.body()
+    if body.strip() == _ONE_CLICK_BODY:
+        return UnsubscribeSource.ONE_CLICK
+    try:
+        form = await request.form(max_files=0, max_fields=20, max_part_size=len(body) + 1)
+    except HTTPException:  # malformed multipart: still an unsubscribe, from somewhere
+        return UnsubscribeSource.PAGE
+    try:
+        value = form.get(ONE_CLICK_FIELD)
+    finally:
+        await form.close()
+    return UnsubscribeSource.ONE_CLICK if value == ONE_CLICK_VALUE else UnsubscribeSource.PAGE
+
+
+def _root(request: Request) -> str:
+    """The path prefix the app is mounted under (uvicorn --root-path), for links and forms."""
+    return str(request.scope.get("root_path", "")).rstrip("/")

@@ -1,0 +1,73 @@
+"""Helpers for campaign tests: settings pointing at a test SMTP server, a seeded list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mailer.config import Settings, load_settings
+from mailer.importer import import_file
+from mailer.runner import RunResult, run_campaign
+from mailer.smtp import SmtpTransport
+from mailer.store import Store
+from mailer.tokens import load_signer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EVENT = REPO_ROOT / "templates" / "events" / "london-public-meeting.md"
+SECRET = "test-secret-key-0123456789abcdef0123456789"
+
+
+def make_settings(tmp_path: Path, port: int, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'mailer.db'}",
+        "var_dir": tmp_path / "var",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_timeout": 5.0,
+        "secret_key": SECRET,
+        "templates_dir": REPO_ROOT / "templates",
+        "from_address": "invitations@cwo.example.org",
+        "from_name": "Communist Workers' Organisation",
+        "base_url": "https://mailer.example.org",
+        "rate_limit": 1000.0,
+        "concurrency": 4,
+        "retry_delay": 0.2,
+        "retry_horizon": 30.0,
+        "lease_seconds": 3.0,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+def seed_list(store: Store, tmp_path: Path, count: int, *, list_name: str = "members") -> list[str]:
+    """Import `count` subscribers; returns their addresses in file order."""
+    addresses = [f"person{i:05d}@example.org" for i in range(count)]
+    path = tmp_path / f"{list_name}.csv"
+    lines = ["email,name,city"] + [f"{a},Person {i},London" for i, a in enumerate(addresses)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    import_file(store, path, list_name=list_name, rejects_path=tmp_path / "rejects.csv")
+    return addresses
+
+
+def new_campaign(store: Store, *, list_name: str = "members") -> int:
+    from mailer.campaigns import start_or_resume
+    from mailer.events import load_event
+
+    event = load_event(EVENT)
+    choice = start_or_resume(store, event_path=EVENT, event=event, list_name=list_name, new=True)
+    return choice.campaign.id
+
+
+async def send(settings: Settings, store: Store, campaign_id: int, **kwargs: Any) -> RunResult:
+    transport = SmtpTransport.from_settings(settings)
+    try:
+        return await run_campaign(
+            settings=settings,
+            store=store,
+            transport=transport,
+            signer=load_signer(settings),
+            campaign_id=campaign_id,
+            **kwargs,
+        )
+    finally:
+        await transport.aclose()

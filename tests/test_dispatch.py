@@ -1,0 +1,238 @@
+"""The campaign engine against a real aiosmtpd server: what the server received, what the
+ledger holds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from sqlalchemy import select
+
+from campaign_support import make_settings, new_campaign, seed_list, send
+from mailer.dispatch import StopReason
+from mailer.models import CampaignStatus, DeliveryStatus, SubscriberStatus, UnsubscribeSource
+from mailer.store import Store
+from mailer.store.schema import deliveries, suppressions
+from smtp_server import SmtpTestServer
+
+
+def ledger(store: Store, campaign_id: int) -> dict[str, tuple[str, int]]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(deliveries.c.email, deliveries.c.status, deliveries.c.attempts).where(
+                deliveries.c.campaign_id == campaign_id
+            )
+        )
+        return {row.email: (row.status, row.attempts) for row in rows}
+
+
+async def test_every_recipient_delivered_once_over_few_connections(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """200 recipients, 3 connections: each gets one well-formed message; the ledger says sent."""
+    addresses = seed_list(sqlite_store, tmp_path, 200)
+    settings = make_settings(tmp_path, smtp_server.port, concurrency=3)
+    campaign_id = new_campaign(sqlite_store)
+    result = await send(settings, sqlite_store, campaign_id)
+    assert result.reason is StopReason.FINISHED
+    assert result.campaign.status is CampaignStatus.FINISHED
+    assert sorted(smtp_server.recipients) == sorted(addresses)
+    assert smtp_server.peak_connections <= 3
+    assert smtp_server.connections_total <= 3
+    assert set(ledger(sqlite_store, campaign_id).values()) == {("sent", 1)}
+    message = message_from_bytes(smtp_server.messages[0].data, policy=policy.default)
+    assert message["List-Unsubscribe"].startswith("<https://mailer.example.org/u/")
+    ids = {m.data.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0] for m in smtp_server.messages}
+    assert len(ids) == 200
+
+
+async def test_temporary_failure_is_deferred_then_delivered(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """A 450 defers the row with a retry time; the next run after it delivers it, once."""
+    seed_list(sqlite_store, tmp_path, 5)
+    smtp_server.rcpt_replies["person00002@example.org"] = "450 4.2.1 Mailbox busy"
+    settings = make_settings(tmp_path, smtp_server.port, retry_horizon=0, retry_delay=0.3)
+    campaign_id = new_campaign(sqlite_store)
+    first = await send(settings, sqlite_store, campaign_id)
+    assert first.reason is StopReason.WAITING
+    assert first.counts.deferred == 1
+    assert ledger(sqlite_store, campaign_id)["person00002@example.org"] == ("deferred", 1)
+    assert sqlite_store.next_retry_at(campaign_id) is not None
+    smtp_server.reset_faults()
+    await asyncio.sleep(0.35)
+    second = await send(settings, sqlite_store, campaign_id)
+    assert second.reason is StopReason.FINISHED
+    assert ledger(sqlite_store, campaign_id)["person00002@example.org"] == ("sent", 2)
+    assert smtp_server.recipients.count("person00002@example.org") == 1
+    assert len(smtp_server.recipients) == 5
+
+
+async def test_retries_within_the_horizon_happen_in_the_same_run(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """A connection dropped mid-DATA is retried on a fresh connection and delivered."""
+    seed_list(sqlite_store, tmp_path, 6)
+    smtp_server.drop_mid_data = 1
+    settings = make_settings(tmp_path, smtp_server.port, concurrency=1, retry_delay=0.1)
+    campaign_id = new_campaign(sqlite_store)
+    result = await send(settings, sqlite_store, campaign_id)
+    assert result.reason is StopReason.FINISHED
+    assert sorted(set(smtp_server.recipients)) == sorted(smtp_server.recipients)
+    assert len(smtp_server.recipients) == 6
+    attempts = sorted(a for _, a in ledger(sqlite_store, campaign_id).values())
+    assert attempts == [1, 1, 1, 1, 1, 2]
+
+
+async def test_slow_server_times_out_and_is_retried(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """No reply to MAIL within the timeout: deferred, then delivered once the server is back."""
+    seed_list(sqlite_store, tmp_path, 2)
+    smtp_server.delays["MAIL"] = 1.5
+    settings = make_settings(
+        tmp_path, smtp_server.port, smtp_timeout=0.3, retry_delay=0.1, retry_horizon=0
+    )
+    campaign_id = new_campaign(sqlite_store)
+    first = await send(settings, sqlite_store, campaign_id)
+    assert first.counts.deferred == 2
+    smtp_server.reset_faults()
+    await asyncio.sleep(0.15)
+    second = await send(settings, sqlite_store, campaign_id)
+    assert second.reason is StopReason.FINISHED
+    assert sorted(smtp_server.recipients) == ["person00000@example.org", "person00001@example.org"]
+
+
+async def test_hard_bounce_suppresses_and_policy_rejection_does_not(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """550 5.1.1 -> bounced + suppressed for every later campaign; 550 5.7.1 -> failed only."""
+    seed_list(sqlite_store, tmp_path, 4)
+    smtp_server.rcpt_replies["person00001@example.org"] = "550 5.1.1 No such user"
+    smtp_server.rcpt_replies["person00002@example.org"] = "550 5.7.1 Rejected by policy"
+    settings = make_settings(tmp_path, smtp_server.port)
+    campaign_id = new_campaign(sqlite_store)
+    result = await send(settings, sqlite_store, campaign_id)
+    assert (result.counts.sent, result.counts.bounced, result.counts.failed) == (2, 1, 1)
+    bounced = sqlite_store.get_subscriber("person00001@example.org")
+    assert bounced.status is SubscriberStatus.BOUNCED
+    assert (
+        sqlite_store.get_subscriber("person00002@example.org").status is SubscriberStatus.SUBSCRIBED
+    )
+    with sqlite_store.engine.connect() as connection:
+        reasons = connection.execute(select(suppressions.c.reason, suppressions.c.source)).all()
+    assert reasons == [("bounced", "bounce")]
+    smtp_server.reset_faults()
+    again = await send(settings, sqlite_store, new_campaign(sqlite_store))
+    assert again.counts.total == 3  # the bounced address is not in the next snapshot
+
+
+async def test_unsubscribe_after_snapshot_is_skipped(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """Someone who leaves after the audience was frozen is skipped, not mailed."""
+    seed_list(sqlite_store, tmp_path, 5)
+    campaign_id = new_campaign(sqlite_store)
+    list_id = sqlite_store.list_id("members")
+    assert sqlite_store.snapshot_audience(campaign_id, list_id) == 5
+    leaver = sqlite_store.get_subscriber_id("person00003@example.org")
+    sqlite_store.unsubscribe(leaver, list_id, source=UnsubscribeSource.ONE_CLICK)
+    result = await send(make_settings(tmp_path, smtp_server.port), sqlite_store, campaign_id)
+    assert (result.counts.sent, result.counts.skipped) == (4, 1)
+    assert "person00003@example.org" not in smtp_server.recipients
+    assert ledger(sqlite_store, campaign_id)["person00003@example.org"] == ("skipped", 0)
+
+
+async def test_rate_limit_spaces_the_messages(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """At 20/s, 30 messages take at least 29/20 s, however many connections there are."""
+    seed_list(sqlite_store, tmp_path, 30)
+    settings = make_settings(tmp_path, smtp_server.port, rate_limit=20.0, concurrency=8)
+    started = time.monotonic()
+    result = await send(settings, sqlite_store, new_campaign(sqlite_store))
+    elapsed = time.monotonic() - started
+    assert result.counts.sent == 30
+    assert elapsed >= 29 / 20 * 0.98
+
+
+async def test_breaker_pauses_when_the_relay_refuses_everything(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """Every MAIL answered 421: the campaign pauses with a clear reason, most rows untouched."""
+    seed_list(sqlite_store, tmp_path, 100)
+    smtp_server.mail_reply = "451 4.3.0 Temporary local problem"
+    settings = make_settings(tmp_path, smtp_server.port, breaker_window=10, concurrency=2)
+    campaign_id = new_campaign(sqlite_store)
+    result = await send(settings, sqlite_store, campaign_id)
+    assert result.reason is StopReason.BREAKER
+    assert result.campaign.status is CampaignStatus.PAUSED
+    assert "of the last 10 attempts failed" in result.message
+    assert "mailer campaign resume" in result.message
+    assert result.counts.queued >= 80
+    assert result.counts.sending == 0
+    smtp_server.reset_faults()
+    sqlite_store.set_campaign_status(
+        campaign_id, CampaignStatus.SENDING, only_from=[CampaignStatus.PAUSED]
+    )
+    await asyncio.sleep(0.25)
+    resumed = await send(settings, sqlite_store, campaign_id)
+    assert resumed.reason is StopReason.FINISHED
+    assert len(smtp_server.recipients) == 100
+    assert len(set(smtp_server.recipients)) == 100
+
+
+async def test_starttls_and_auth_from_settings(
+    sqlite_store: Store, tls_files: object, tmp_path: Path
+) -> None:
+    """STARTTLS with certificate checks against a trustme CA, then AUTH, then delivery."""
+    from smtp_server import TlsFiles
+
+    assert isinstance(tls_files, TlsFiles)
+    seed_list(sqlite_store, tmp_path, 3)
+    async with SmtpTestServer(tls=tls_files, require_starttls=True, auth=("org", "pw")) as server:
+        settings = make_settings(
+            tmp_path,
+            server.port,
+            smtp_security="starttls",
+            smtp_ca_file=tls_files.ca_file,
+            smtp_username="org",
+            smtp_password="pw",
+        )
+        result = await send(settings, sqlite_store, new_campaign(sqlite_store))
+    assert result.counts.sent == 3
+    assert server.logins
+    assert set(server.logins) == {"org"}  # every connection logged in, as org
+    assert len(server.logins) == server.connections_total
+    assert len(server.messages) == 3
+
+
+async def test_bad_credentials_pause_instead_of_failing_everyone(
+    sqlite_store: Store, tls_files: object, tmp_path: Path
+) -> None:
+    from smtp_server import TlsFiles
+
+    assert isinstance(tls_files, TlsFiles)
+    seed_list(sqlite_store, tmp_path, 20)
+    async with SmtpTestServer(tls=tls_files, require_starttls=True, auth=("org", "pw")) as server:
+        settings = make_settings(
+            tmp_path,
+            server.port,
+            smtp_security="starttls",
+            smtp_ca_file=tls_files.ca_file,
+            smtp_username="org",
+            smtp_password="wrong",
+        )
+        campaign_id = new_campaign(sqlite_store)
+        result = await send(settings, sqlite_store, campaign_id)
+    assert result.reason is StopReason.BREAKER
+    assert result.campaign.status is CampaignStatus.PAUSED
+    counts = sqlite_store.delivery_counts(campaign_id)
+    assert counts.failed == 0
+    assert counts.sent == 0
+    assert counts.queued + counts.deferred == 20
+    assert not server.messages
+    statuses = {status for status, _ in ledger(sqlite_store, campaign_id).values()}
+    assert DeliveryStatus.SENDING.value not in statuses

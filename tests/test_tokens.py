@@ -1,0 +1,190 @@
+"""Unsubscribe tokens: round trip, forgery and tampering refused, key rotation, key loading."""
+
+from __future__ import annotations
+
+import base64
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from mailer.config import Settings
+from mailer.errors import ConfigError, TokenError
+from mailer.tokens import (
+    TokenSigner,
+    UnsubscribeClaims,
+    load_signer,
+    unsubscribe_url,
+)
+
+KEY = b"k" * 32
+OLD_KEY = b"o" * 32
+ids = st.integers(min_value=0, max_value=2**63 - 1)
+
+
+@given(subscriber_id=ids, list_id=ids, campaign_id=st.none() | st.integers(0, 2**63 - 2))
+def test_round_trip_for_any_ids(subscriber_id: int, list_id: int, campaign_id: int | None) -> None:
+    """verify(sign(claims)) gives the claims back, and the token is URL-safe and unpadded."""
+    signer = TokenSigner(KEY)
+    token = signer.sign(subscriber_id=subscriber_id, list_id=list_id, campaign_id=campaign_id)
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert signer.verify(token) == UnsubscribeClaims(subscriber_id, list_id, campaign_id)
+
+
+def test_typical_token_is_short() -> None:
+    """A realistic token (a million subscribers, some campaigns) is at most 32 characters."""
+    token = TokenSigner(KEY).sign(subscriber_id=1_234_567, list_id=12, campaign_id=3_456)
+    assert len(token) <= 32
+
+
+def test_campaign_none_and_zero_are_different_claims() -> None:
+    signer = TokenSigner(KEY)
+    none = signer.sign(subscriber_id=1, list_id=1)
+    zero = signer.sign(subscriber_id=1, list_id=1, campaign_id=0)
+    assert none != zero
+    assert signer.verify(none).campaign_id is None
+    assert signer.verify(zero).campaign_id == 0
+
+
+@given(data=st.data())
+def test_any_changed_character_is_refused(data: st.DataObject) -> None:
+    """Changing any one character of a token makes it invalid."""
+    token = TokenSigner(KEY).sign(subscriber_id=42, list_id=7, campaign_id=9)
+    index = data.draw(st.integers(0, len(token) - 1))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    replacement = data.draw(st.sampled_from(alphabet).filter(lambda c: c != token[index]))
+    tampered = token[:index] + replacement + token[index + 1 :]
+    with pytest.raises(TokenError):
+        TokenSigner(KEY).verify(tampered)
+
+
+def test_truncated_extended_and_garbage_tokens_are_refused() -> None:
+    token = TokenSigner(KEY).sign(subscriber_id=42, list_id=7)
+    for bad in (token[:-1], token[:-4], token[:10], token + "A", token + "==", "", "x" * 500):
+        with pytest.raises(TokenError):
+            TokenSigner(KEY).verify(bad)
+    for bad in ("not a token!", "é" * 20, token.replace(token[3], "/", 1)):
+        with pytest.raises(TokenError):
+            TokenSigner(KEY).verify(bad)
+
+
+def test_same_bytes_with_other_trailing_bits_are_refused() -> None:
+    """Base64 decoders ignore unused trailing bits; we accept only the one canonical spelling."""
+    token = TokenSigner(KEY).sign(subscriber_id=42, list_id=7, campaign_id=1)
+    assert len(token) % 4 != 0  # there are spare bits to flip
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    variants = [token[:-1] + alphabet[last ^ bit] for bit in (1, 2, 4, 8)]
+    same_bytes = [
+        v
+        for v in variants
+        if base64.urlsafe_b64decode(v + "=" * (-len(v) % 4))
+        == base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    ]
+    assert same_bytes, "the test needs a variant decoding to the same bytes"
+    for variant in same_bytes:
+        with pytest.raises(TokenError):
+            TokenSigner(KEY).verify(variant)
+
+
+def test_token_from_another_key_is_refused() -> None:
+    token = TokenSigner(OLD_KEY).sign(subscriber_id=42, list_id=7)
+    with pytest.raises(TokenError):
+        TokenSigner(KEY).verify(token)
+
+
+def test_rotated_key_still_verifies_old_tokens_and_signs_with_the_new_one() -> None:
+    """After rotation, mail already sent keeps working; new mail uses the new key only."""
+    old_token = TokenSigner(OLD_KEY).sign(subscriber_id=42, list_id=7, campaign_id=3)
+    rotated = TokenSigner(KEY, fallbacks=[OLD_KEY])
+    assert rotated.verify(old_token) == UnsubscribeClaims(42, 7, 3)
+    new_token = rotated.sign(subscriber_id=42, list_id=7, campaign_id=3)
+    assert TokenSigner(KEY).verify(new_token) == UnsubscribeClaims(42, 7, 3)
+    with pytest.raises(TokenError):
+        TokenSigner(OLD_KEY).verify(new_token)
+
+
+def test_token_holds_no_address_and_error_says_nothing_specific() -> None:
+    signer = TokenSigner(KEY)
+    token = signer.sign(subscriber_id=42, list_id=7)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert b"@" not in raw
+    messages = set()
+    for bad in (token[:-1], TokenSigner(OLD_KEY).sign(subscriber_id=42, list_id=7), "AAAA"):
+        with pytest.raises(TokenError) as caught:
+            signer.verify(bad)
+        messages.add(str(caught.value))
+    assert messages == {"this link is not valid"}
+
+
+def test_unsubscribe_url() -> None:
+    assert unsubscribe_url("https://lists.example.org", "abc") == "https://lists.example.org/u/abc"
+
+
+# -- load_signer ----------------------------------------------------------------------------
+
+
+def settings_for(tmp_path: Path, **values: object) -> Settings:
+    return Settings(var_dir=tmp_path / "var", **values)  # type: ignore[arg-type]
+
+
+def test_missing_key_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_signer(settings_for(tmp_path))
+    assert caught.value.setting == "MAILER_SECRET_KEY"
+    assert "MAILER_SECRET_KEY" in str(caught.value)
+    assert not (tmp_path / "var" / "secret_key").exists()
+
+
+def test_configured_key_and_fallbacks_are_used(tmp_path: Path) -> None:
+    old = TokenSigner(b"the-old-key-0123456789").sign(subscriber_id=1, list_id=2)
+    settings = settings_for(
+        tmp_path,
+        secret_key=SecretStr("the-new-key-0123456789"),
+        secret_key_fallbacks=[SecretStr("the-old-key-0123456789")],
+    )
+    signer = load_signer(settings)
+    assert signer.verify(old) == UnsubscribeClaims(1, 2, None)
+    new = signer.sign(subscriber_id=1, list_id=2)
+    assert TokenSigner(b"the-new-key-0123456789").verify(new) == UnsubscribeClaims(1, 2, None)
+
+
+def test_short_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_signer(settings_for(tmp_path, secret_key=SecretStr("short")))
+    assert caught.value.setting == "MAILER_SECRET_KEY"
+
+
+def test_demo_generates_a_private_key_once_and_reuses_it(tmp_path: Path) -> None:
+    """generate_if_missing creates var/secret_key (0600) once; later loads reuse it."""
+    settings = settings_for(tmp_path)
+    first = load_signer(settings, generate_if_missing=True)
+    path = tmp_path / "var" / "secret_key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    content = path.read_text()
+    token = first.sign(subscriber_id=5, list_id=6)
+    again = load_signer(settings, generate_if_missing=True)
+    assert path.read_text() == content
+    assert again.verify(token) == UnsubscribeClaims(5, 6, None)
+    # `mailer serve` after the demo: the demo's key is found without generating.
+    assert load_signer(settings).verify(token) == UnsubscribeClaims(5, 6, None)
+    assert [p.name for p in path.parent.iterdir()] == ["secret_key"]  # no temporary left
+
+
+def test_configured_key_wins_over_the_demo_file(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    load_signer(settings, generate_if_missing=True)
+    configured = settings_for(tmp_path, secret_key=SecretStr("configured-key-0123456789"))
+    token = load_signer(configured).sign(subscriber_id=1, list_id=1)
+    assert TokenSigner(b"configured-key-0123456789").verify(token).subscriber_id == 1
+
+
+def test_unreadable_key_file_is_a_config_error(tmp_path: Path) -> None:
+    """A key file that cannot be read stops startup; no new key silently replaces it."""
+    (tmp_path / "var" / "secret_key").mkdir(parents=True)  # unreadable as a file, even by root
+    with pytest.raises(ConfigError) as caught:
+        load_signer(settings_for(tmp_path), generate_if_missing=True)
+    assert caught.value.setting == "MAILER_SECRET_KEY"

@@ -1,0 +1,510 @@
+"""The unsubscribe web app, in process (httpx over ASGI), against real SQLite and PostgreSQL.
+
+Every store-touching test checks what the store holds afterwards: membership status,
+suppression rows (source, campaign), and is_mailable, which the sender re-checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import create_engine, select
+
+from mailer.config import Settings
+from mailer.models import Subscriber, SubscriberStatus, UnsubscribeSource
+from mailer.store import Store
+from mailer.store.imports import ImportRow
+from mailer.store.schema import memberships, suppressions
+from mailer.tokens import TokenSigner
+from mailer.web import create_app
+from mailer.web.ratelimit import ClientRateLimiter
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KEY = b"test-key-for-the-web-app-0123456789"
+OLD_KEY = b"an-older-key-kept-as-fallback-0123"
+ORGANISATION = "Leeds Tenants Union"
+ONE_CLICK = "List-Unsubscribe=One-Click"
+INVALID = "This link is not valid"
+
+
+def make_settings() -> Settings:
+    return Settings(
+        from_name=ORGANISATION,
+        secret_key=SecretStr(KEY.decode()),
+        templates_dir=REPO_ROOT / "templates",
+        base_url="https://lists.example.org",
+    )
+
+
+def seed(store: Store, count: int, list_name: str = "members") -> list[int]:
+    """`count` subscribers on `list_name`; their ids in import order."""
+    rows = (
+        ImportRow(Subscriber(email=f"person{i}@example.org", name=f"Person {i}"))
+        for i in range(count)
+    )
+    store.import_subscribers(list_name, rows, source="test")
+    return [store.get_subscriber_id(f"person{i}@example.org") for i in range(count)]
+
+
+def suppression_rows(store: Store) -> list[Any]:
+    with store.engine.connect() as connection:
+        return list(connection.execute(select(suppressions).order_by(suppressions.c.id)))
+
+
+def membership_status(store: Store, subscriber_id: int, list_id: int) -> str:
+    with store.engine.connect() as connection:
+        return str(
+            connection.execute(
+                select(memberships.c.status).where(
+                    memberships.c.subscriber_id == subscriber_id,
+                    memberships.c.list_id == list_id,
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.fixture
+def signer() -> TokenSigner:
+    return TokenSigner(KEY, fallbacks=[OLD_KEY])
+
+
+def client_for(store: Store, signer: TokenSigner, **options: Any) -> httpx.AsyncClient:
+    app = create_app(store=store, signer=signer, settings=make_settings(), **options)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://lists.example.org"
+    )
+
+
+@pytest.fixture
+async def client(store: Store, signer: TokenSigner) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(store, signer) as opened:
+        yield opened
+
+
+# -- GET ------------------------------------------------------------------------------------
+
+
+async def test_get_shows_the_page_and_changes_nothing(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """GET names the organisation and list, masks the address, offers a POST form; no effect."""
+    (zoe,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=zoe, list_id=list_id, campaign_id=4)
+    for _ in range(3):  # a mail scanner may fetch the link several times
+        response = await client.get(f"/u/{token}")
+        assert response.status_code == 200
+    page = response.text
+    assert ORGANISATION in page
+    assert "members" in page
+    assert "p***@example.org" in page
+    assert "person0@example.org" not in page
+    assert f'<form method="post" action="/u/{token}">' in page
+    assert '<html lang="en">' in page
+    assert store.is_mailable(zoe, list_id)
+    assert suppression_rows(store) == []
+    assert membership_status(store, zoe, list_id) == SubscriberStatus.SUBSCRIBED
+
+
+async def test_page_escapes_the_list_name(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    (zoe,) = seed(store, 1, list_name="<b>Tenants</b> & friends")
+    token = signer.sign(subscriber_id=zoe, list_id=store.list_id("<b>Tenants</b> & friends"))
+    page = (await client.get(f"/u/{token}")).text
+    assert "&lt;b&gt;Tenants&lt;/b&gt; &amp; friends" in page
+    assert "<b>Tenants</b>" not in page
+
+
+# -- POST -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+async def test_one_click_post_unsubscribes_at_once(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient, encoding: str
+) -> None:
+    """RFC 8058 POST (either encoding): 200, no redirect, no cookie; recorded as one-click."""
+    ana, bob = seed(store, 2)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=ana, list_id=list_id, campaign_id=17)
+    if encoding == "urlencoded":
+        response = await client.post(
+            f"/u/{token}",
+            content=ONE_CLICK,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    else:
+        response = await client.post(f"/u/{token}", files={"List-Unsubscribe": (None, "One-Click")})
+        assert response.request.headers["content-type"].startswith("multipart/form-data")
+    assert response.status_code == 200
+    assert "location" not in response.headers
+    assert "set-cookie" not in response.headers
+    assert "You are unsubscribed" in response.text
+    assert not store.is_mailable(ana, list_id)
+    assert store.is_mailable(bob, list_id)
+    assert membership_status(store, ana, list_id) == SubscriberStatus.UNSUBSCRIBED
+    (row,) = suppression_rows(store)
+    assert (row.list_id, row.source, row.campaign_id) == (list_id, "one-click", 17)
+    assert row.created_at is not None
+    assert row.lifted_at is None
+
+
+async def test_page_form_post_is_recorded_as_page(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """The page's own form (an empty form body) unsubscribes with source=page."""
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=ana, list_id=list_id)
+    response = await client.post(
+        f"/u/{token}", content=b"", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 200
+    (row,) = suppression_rows(store)
+    assert (row.source, row.campaign_id) == (UnsubscribeSource.PAGE, None)
+    assert not store.is_mailable(ana, list_id)
+
+
+async def test_repeat_post_is_idempotent(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """A second (or tenth) POST answers 200 again and adds no second record."""
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=ana, list_id=list_id, campaign_id=2)
+    statuses = [(await client.post(f"/u/{token}", content=ONE_CLICK)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert len(suppression_rows(store)) == 1
+    page = (await client.get(f"/u/{token}")).text
+    assert "You are not subscribed to members" in page
+    assert "Subscribe again" in page
+
+
+async def test_resubscribe_undoes_a_mistaken_click(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """Resubscribe restores the membership and lifts (keeps) the suppression row."""
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=ana, list_id=list_id, campaign_id=5)
+    confirmation = await client.post(f"/u/{token}")
+    assert f'action="/u/{token}/resubscribe"' in confirmation.text
+    response = await client.post(f"/u/{token}/resubscribe")
+    assert response.status_code == 200
+    assert "You are subscribed again" in response.text
+    assert store.is_mailable(ana, list_id)
+    assert membership_status(store, ana, list_id) == SubscriberStatus.SUBSCRIBED
+    (row,) = suppression_rows(store)
+    assert row.lifted_at is not None
+    # And they can leave again: a new record, the old one kept as history.
+    assert (await client.post(f"/u/{token}", content=ONE_CLICK)).status_code == 200
+    assert not store.is_mailable(ana, list_id)
+    assert [r.lifted_at is None for r in suppression_rows(store)] == [False, True]
+
+
+async def test_unsubscribe_is_per_list(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    (ana,) = seed(store, 1, list_name="members")
+    seed(store, 1, list_name="newsletter")
+    members, newsletter = store.list_id("members"), store.list_id("newsletter")
+    token = signer.sign(subscriber_id=ana, list_id=members)
+    assert (await client.post(f"/u/{token}", content=ONE_CLICK)).status_code == 200
+    assert not store.is_mailable(ana, members)
+    assert store.is_mailable(ana, newsletter)
+
+
+# -- invalid tokens ---------------------------------------------------------------------------
+
+
+async def test_bad_tokens_get_the_same_404_and_change_nothing(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """Tampered, truncated, other-key, garbage: one identical 404 page, nothing changed."""
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    good = signer.sign(subscriber_id=ana, list_id=list_id)
+    flipped = good[:5] + ("A" if good[5] != "A" else "B") + good[6:]
+    bad_tokens = [
+        flipped,
+        good[:-2],
+        TokenSigner(b"someone-elses-key-0123456789").sign(subscriber_id=ana, list_id=list_id),
+        signer.sign(subscriber_id=ana + 1000, list_id=list_id),  # valid, no such subscriber
+        signer.sign(subscriber_id=ana, list_id=list_id + 1000),  # valid, no such list
+        "garbage",
+    ]
+    bodies = set()
+    for token in bad_tokens:
+        for method in ("GET", "POST"):
+            response = await client.request(method, f"/u/{token}", content=ONE_CLICK)
+            assert response.status_code == 404, (method, token)
+            assert INVALID in response.text
+            bodies.add(response.text)
+        resubscribe = await client.post(f"/u/{token}/resubscribe")
+        assert resubscribe.status_code == 404
+        bodies.add(resubscribe.text)
+    assert len(bodies) == 1  # nothing distinguishes "forged" from "no such person"
+    assert (await client.get("/u/")).status_code == 404
+    assert store.is_mailable(ana, list_id)
+    assert suppression_rows(store) == []
+
+
+async def test_erased_subscriber_gets_the_invalid_page(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    (ana,) = seed(store, 1)
+    token = signer.sign(subscriber_id=ana, list_id=store.list_id("members"))
+    store.remove_subscriber("person0@example.org")
+    for method in ("GET", "POST"):
+        response = await client.request(method, f"/u/{token}", content=ONE_CLICK)
+        assert response.status_code == 404
+        assert INVALID in response.text
+
+
+async def test_token_signed_with_a_rotated_key_still_works(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """Mail sent before a key rotation: its link still unsubscribes (old key as fallback)."""
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    old_token = TokenSigner(OLD_KEY).sign(subscriber_id=ana, list_id=list_id, campaign_id=1)
+    assert (await client.get(f"/u/{old_token}")).status_code == 200
+    assert (await client.post(f"/u/{old_token}", content=ONE_CLICK)).status_code == 200
+    assert not store.is_mailable(ana, list_id)
+    # Without the fallback, the same link is just invalid.
+    async with client_for(store, TokenSigner(KEY)) as strict:
+        assert (await strict.get(f"/u/{old_token}")).status_code == 404
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+async def test_200_concurrent_posts_are_all_recorded(store: Store, signer: TokenSigner) -> None:
+    """200 simultaneous one-click POSTs for different subscribers: 200 rows, none lost."""
+    ids = seed(store, 200)
+    list_id = store.list_id("members")
+    async with client_for(store, signer, post_rate_per_minute=None) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    f"/u/{signer.sign(subscriber_id=i, list_id=list_id, campaign_id=3)}",
+                    content=ONE_CLICK,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+                for i in ids
+            )
+        )
+    assert [r.status_code for r in responses] == [200] * 200
+    rows = suppression_rows(store)
+    assert len(rows) == 200
+    assert {r.source for r in rows} == {"one-click"}
+    assert store.count_subscribers("members") == 0
+    assert all(membership_status(store, i, list_id) == "unsubscribed" for i in ids[::37])
+
+
+# -- hardening ------------------------------------------------------------------------------
+
+
+async def test_security_headers_on_every_kind_of_response(
+    store: Store, signer: TokenSigner
+) -> None:
+    (ana,) = seed(store, 1)
+    token = signer.sign(subscriber_id=ana, list_id=store.list_id("members"))
+    async with client_for(store, signer, post_burst=1, post_rate_per_minute=1) as client:
+        responses = [
+            await client.get(f"/u/{token}"),
+            await client.get("/u/nonsense"),
+            await client.get("/static/style.css"),
+            await client.put(f"/u/{token}"),
+            await client.post(f"/u/{token}", content=ONE_CLICK),
+            await client.post(f"/u/{token}", content=ONE_CLICK),  # 429
+            await client.get("/healthz"),
+        ]
+    assert [r.status_code for r in responses] == [200, 404, 200, 405, 200, 429, 200]
+    for response in responses:
+        headers = response.headers
+        csp = headers["content-security-policy"]
+        for directive in (
+            "default-src 'none'",
+            "style-src 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ):
+            assert directive in csp
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+    assert responses[0].headers["cache-control"] == "no-store"
+    assert responses[2].headers["content-type"].startswith("text/css")
+
+
+async def test_oversized_body_is_refused_with_413(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=ana, list_id=list_id)
+    response = await client.post(f"/u/{token}", content=b"x" * (16 * 1024 + 1))
+    assert response.status_code == 413
+    assert response.headers["x-frame-options"] == "DENY"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(20):
+            yield b"y" * 1024
+
+    assert (await client.post(f"/u/{token}", content=chunks())).status_code == 413
+    assert store.is_mailable(ana, list_id)
+    assert (await client.post(f"/u/{token}", content=b"z" * 16 * 1024)).status_code == 200
+
+
+async def test_post_rate_limit_answers_429_with_retry_after(
+    store: Store, signer: TokenSigner
+) -> None:
+    """Past its burst, a client gets 429 + Retry-After and nothing happens; others are fine."""
+    ids = seed(store, 4)
+    list_id = store.list_id("members")
+    tokens = [signer.sign(subscriber_id=i, list_id=list_id) for i in ids]
+    app = create_app(
+        store=store, signer=signer, settings=make_settings(), post_rate_per_minute=6, post_burst=2
+    )
+    noisy = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("192.0.2.1", 1)))
+    quiet = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("192.0.2.2", 1)))
+    async with noisy, quiet:
+        statuses = [(await noisy.post(f"http://t/u/{t}")).status_code for t in tokens[:3]]
+        assert statuses == [200, 200, 429]
+        refused = await noisy.post(f"http://t/u/{tokens[2]}")
+        assert 1 <= int(refused.headers["retry-after"]) <= 10
+        assert (await noisy.get(f"http://t/u/{tokens[2]}")).status_code == 200  # GET not limited
+        assert (await quiet.post(f"http://t/u/{tokens[3]}")).status_code == 200
+    assert [store.is_mailable(i, list_id) for i in ids] == [False, False, True, False]
+
+
+def test_rate_limiter_refills_and_stays_bounded() -> None:
+    now = [0.0]
+    limiter = ClientRateLimiter(per_minute=60, burst=2, max_clients=3, clock=lambda: now[0])
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, pytest.approx(1.0)]
+    now[0] += 1.0
+    assert limiter.take("a") == 0.0
+    for client in "bcdef":
+        limiter.take(client)
+    assert len(limiter._buckets) == 3  # the least recently seen are forgotten
+
+
+async def test_tokens_never_reach_the_logs(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    (ana,) = seed(store, 1)
+    token = signer.sign(subscriber_id=ana, list_id=store.list_id("members"))
+    with caplog.at_level(logging.DEBUG):
+        await client.get(f"/u/{token}")
+        await client.post(f"/u/{token}?token={token}", content=ONE_CLICK)
+        await client.post(f"/u/{token}/resubscribe")
+        await client.get(f"/u/{token}x")
+    # The app's records only: httpx (the test's client) logs the URLs it requested.
+    server_log = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+    )
+    assert "POST /u/<redacted> 200" in server_log
+    assert "POST /u/<redacted>/resubscribe 200" in server_log
+    assert "GET /u/<redacted> 404" in server_log
+    assert token not in server_log
+
+
+async def test_healthz_checks_the_database(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    response = await client.get("/healthz")
+    assert (response.status_code, response.text) == (200, "ok")
+    broken = Store(create_engine(f"sqlite:///{tmp_path}/missing-dir/none.db"))
+    async with client_for(broken, signer) as unhealthy:
+        assert (await unhealthy.get("/healthz")).status_code == 503
+    broken.close()
+
+
+async def test_database_failure_is_a_503_page_with_headers(
+    signer: TokenSigner, tmp_path: Path
+) -> None:
+    """If the database is down, the person sees "try again", not a stack trace."""
+    broken = Store(create_engine(f"sqlite:///{tmp_path}/missing-dir/none.db"))
+    token = signer.sign(subscriber_id=1, list_id=1)
+    app = create_app(store=broken, signer=signer, settings=make_settings())
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post(f"/u/{token}", content=ONE_CLICK)
+    broken.close()
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "60"
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "try the link again later" in response.text
+
+
+# -- `mailer serve` -------------------------------------------------------------------------
+
+
+def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env["MAILER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'mailer.db'}"
+    env.update(extra)
+    return env
+
+
+def test_serve_without_a_secret_key_refuses_to_start(tmp_path: Path) -> None:
+    """Outside the demo, no key is a startup error naming MAILER_SECRET_KEY (exit 2)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mailer", "serve", "--port", "0"],
+        cwd=tmp_path,
+        env=serve_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "MAILER_SECRET_KEY" in done.stderr
+    assert not (tmp_path / "var" / "secret_key").exists()
+
+
+def test_serve_answers_on_its_port_and_logs_no_token(tmp_path: Path, sqlite_url: str) -> None:
+    """`mailer serve --port 0 --port-file F` serves the app; its log redacts every token."""
+    store = Store.open(sqlite_url)
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = TokenSigner(KEY).sign(subscriber_id=ana, list_id=list_id)
+    port_file = tmp_path / "port"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "serve", "--port", "0", "--port-file", str(port_file)],
+        cwd=tmp_path,
+        env=serve_env(tmp_path, MAILER_SECRET_KEY=KEY.decode(), MAILER_DATABASE_URL=sqlite_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists():
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{int(port_file.read_text())}"
+        with httpx.Client(base_url=base) as client:
+            assert client.get("/healthz").text == "ok"
+            assert client.get(f"/u/{token}").status_code == 200
+            assert client.post(f"/u/{token}", content=ONE_CLICK).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+    assert not store.is_mailable(ana, list_id)
+    store.close()
+    log = output.decode()
+    assert "POST /u/<redacted> 200" in log
+    assert token not in log
