@@ -236,3 +236,23 @@ async def test_bad_credentials_pause_instead_of_failing_everyone(
     assert not server.messages
     statuses = {status for status, _ in ledger(sqlite_store, campaign_id).values()}
     assert DeliveryStatus.SENDING.value not in statuses
+
+
+async def test_daily_cap_counts_earlier_sends_and_stops_instead_of_sleeping(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """A cap of 5 a day, 3 already sent today by another campaign: 2 more go, then the run
+    stops with the time sending may go on, leaving the rest queued for a worker."""
+    seed_list(sqlite_store, tmp_path, 3, list_name="first")
+    seed_list(sqlite_store, tmp_path, 8, list_name="second")
+    settings = make_settings(tmp_path, smtp_server.port, daily_limit=5, concurrency=1)
+    await send(settings, sqlite_store, new_campaign(sqlite_store, list_name="first"))
+    second = new_campaign(sqlite_store, list_name="second")
+    result = await send(settings, sqlite_store, second)
+    assert result.reason is StopReason.CAPPED
+    assert "the daily cap is reached; sending can go on at" in result.message
+    assert result.campaign.status is CampaignStatus.SENDING
+    assert result.campaign.lease_owner is None
+    counts = sqlite_store.delivery_counts(second)
+    assert (counts.sent, counts.queued, counts.sending) == (2, 6, 0)
+    assert len(smtp_server.messages) == 5

@@ -23,12 +23,13 @@ from mailer.errors import MailerError, TransportError
 from mailer.journal import Journal
 from mailer.models import CampaignStatus, DeliveryStatus, Outcome, Recipient
 from mailer.outcomes import CircuitBreaker, RetryPolicy
-from mailer.ratelimit import RateLimiter
+from mailer.ratelimit import Limit, RateLimiter
 from mailer.store import DeliveryCounts, Store
 from mailer.store.ledger import DueDelivery, RecordedOutcome
 from mailer.tokens import TokenSigner, unsubscribe_url
 from mailer.transport import Transport
 
+_CAPS = (Limit.HOURLY, Limit.DAILY)
 _FLUSH_EVERY = 0.5  # seconds between ledger writes while sending
 _FLUSH_SIZE = 500  # or sooner, once this many outcomes wait
 
@@ -40,6 +41,7 @@ class StopReason(StrEnum):
     BREAKER = "breaker"  # most recent attempts failed: paused
     LEASE_LOST = "lease-lost"  # another worker took the campaign over
     HALTED = "halted"  # an organiser paused or cancelled it while it was sending
+    CAPPED = "capped"  # the hourly or daily cap is reached for longer than the horizon
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,8 @@ class Dispatcher:
         self.fatal: MailerError | None = None
         self.lease_lost = False
         self.halted_by_organiser = False
+        self.capped_until: datetime | None = None
+        self.capped_by: Limit | None = None
         self._list_id = 0
 
     def request_stop(self) -> None:
@@ -131,6 +135,8 @@ class Dispatcher:
                 return StopReason.LEASE_LOST
             if self.halted_by_organiser:
                 return StopReason.HALTED
+            if self.capped_until is not None:
+                return StopReason.CAPPED
             if self._stop.is_set():
                 return StopReason.INTERRUPTED
             await self._flush(campaign_id, progress)
@@ -207,6 +213,12 @@ class Dispatcher:
         self, queue: asyncio.Queue[DueDelivery | None], campaign_id: int, progress: Progress
     ) -> None:
         while (delivery := await queue.get()) is not None:
+            wait = self.limiter.next_wait()
+            if wait.limit in _CAPS and wait.seconds > self.options.retry_horizon:
+                # Hours until the cap allows more: stop rather than hold the lease asleep.
+                self.capped_until = datetime.now(UTC) + timedelta(seconds=wait.seconds)
+                self.capped_by = wait.limit
+                self.request_stop()
             if self._halted():
                 # Taken off the queue but never sent: give it back, untouched.
                 await asyncio.to_thread(

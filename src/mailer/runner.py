@@ -72,6 +72,19 @@ class RunResult:
     message: str
 
 
+def make_limiter(settings: Settings, store: Store) -> RateLimiter:
+    """The relay's limits. Hourly and daily caps count what was already sent (by any
+    campaign) in the last day, so a restart cannot double the day's volume."""
+    limiter = RateLimiter(
+        per_second=settings.rate_limit,
+        per_hour=settings.hourly_limit,
+        per_day=settings.daily_limit,
+    )
+    if settings.hourly_limit or settings.daily_limit:
+        limiter.preload(store.recent_send_ages(within=timedelta(days=1)))
+    return limiter
+
+
 def recover_in_flight(store: Store, journal_file: Path, campaign_id: int) -> RecoveryReport:
     """Settle rows a dead sender left `sending`, from its journal (see mailer.journal)."""
     left = store.in_flight(campaign_id)
@@ -108,6 +121,7 @@ async def run_campaign(
     interrupted_status: CampaignStatus = CampaignStatus.PAUSED,
     on_progress: ProgressCallback | None = None,
     stop_requests: list[Dispatcher] | None = None,
+    limiter: RateLimiter | None = None,
 ) -> RunResult:
     """Send `campaign_id` until finished, waiting for retries, interrupted or paused."""
     owner = owner or worker_identity()
@@ -143,11 +157,7 @@ async def run_campaign(
     except BaseException:
         store.release_campaign(campaign_id, owner=owner, status=CampaignStatus.PAUSED)
         raise
-    limiter = RateLimiter(
-        per_second=settings.rate_limit,
-        per_hour=settings.hourly_limit,
-        per_day=settings.daily_limit,
-    )
+    limiter = limiter or make_limiter(settings, store)
     dispatcher = Dispatcher(
         store=store,
         transport=transport,
@@ -222,6 +232,15 @@ def _final_state(
         return CampaignStatus.SENDING, "another worker took the campaign over (lease expired)."
     if reason is StopReason.HALTED:
         return CampaignStatus.PAUSED, "stopped: the campaign was paused or cancelled meanwhile."
+    if reason is StopReason.CAPPED:
+        until = dispatcher.capped_until
+        which = dispatcher.capped_by.value if dispatcher.capped_by else "sending"
+        when = f"{until:%Y-%m-%d %H:%M} UTC" if until else "later"
+        return (
+            CampaignStatus.SENDING,
+            f"the {which} cap is reached; sending can go on at {when} — a running "
+            f"`mailer worker` continues then, or `{resume}`.",
+        )
     if reason is StopReason.WAITING:
         due = store.next_retry_at(campaign_id)
         when = f"{due:%Y-%m-%d %H:%M:%S} UTC" if due else "later"
@@ -237,4 +256,4 @@ def _final_state(
             f" not resent to avoid duplicates — `{resume} --resend-unknown` resends them with"
             " the same Message-ID."
         )
-    return CampaignStatus.FINISHED, f"finished.{note}"
+    return CampaignStatus.FINISHED, f"every recipient has a final outcome.{note}"

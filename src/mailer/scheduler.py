@@ -21,7 +21,8 @@ from mailer.config import Settings
 from mailer.dispatch import Dispatcher, Progress
 from mailer.errors import CampaignError, MailerError
 from mailer.models import CampaignStatus
-from mailer.runner import run_campaign, worker_identity
+from mailer.ratelimit import Limit
+from mailer.runner import make_limiter, run_campaign, worker_identity
 from mailer.store import Store
 from mailer.store.database import utcnow
 from mailer.tokens import TokenSigner
@@ -56,6 +57,8 @@ class Scheduler:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._dispatchers: list[Dispatcher] = []
         self._stopping = asyncio.Event()
+        # One limiter for every campaign this worker sends: the relay's limit is global.
+        self._limiter = make_limiter(settings, store)
 
     def request_stop(self) -> None:
         """Stop polling, let running campaigns finish their in-flight messages, release them."""
@@ -83,6 +86,9 @@ class Scheduler:
             log.warning(
                 _fields(campaign=campaign_id, event="missed", grace_seconds=grace.total_seconds())
             )
+        wait = self._limiter.next_wait()
+        if wait.limit in (Limit.HOURLY, Limit.DAILY) and wait.seconds > self.settings.poll_interval:
+            return  # the relay's cap is reached: nothing may be sent before it frees up
         due = await asyncio.to_thread(self.store.due_campaigns)
         for campaign_id in due:
             if campaign_id in self._running or len(self._running) >= self.max_campaigns:
@@ -123,6 +129,7 @@ class Scheduler:
                 interrupted_status=CampaignStatus.SENDING,
                 on_progress=on_progress,
                 stop_requests=self._dispatchers,
+                limiter=self._limiter,
             )
         except CampaignError as exc:  # another worker claimed it first: nothing to do
             log.debug(_fields(campaign=campaign_id, event="not-claimed", reason=repr(str(exc))))

@@ -252,7 +252,7 @@ def print_result(result: RunResult) -> None:
         f"{progress.sent_this_run} sent in this run at {progress.rate:.1f}/s.",
         markup=False,
     )
-    common.console.print(f"Status: {campaign.status.value}: {result.message}", markup=False)
+    common.console.print(f"Status: {campaign.status.value} — {result.message}", markup=False)
     common.console.print(f"Report: mailer campaign report {campaign.id} [--csv]", markup=False)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, literal, or_, select, update
@@ -284,6 +284,18 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                 .where(deliveries.c.id.in_(ids))
                 .values(status=DeliveryStatus.DEFERRED.value, next_attempt_at=now, updated_at=now)
             )
+
+    def recent_send_ages(self, *, within: timedelta) -> list[float]:
+        """Seconds since each message accepted by the relay in the last `within`."""
+        now = utcnow()
+        with self.engine.connect() as connection:
+            times = connection.execute(
+                select(deliveries.c.sent_at).where(
+                    deliveries.c.status == DeliveryStatus.SENT.value,
+                    deliveries.c.sent_at >= now - within,
+                )
+            ).scalars()
+            return [(now - stamp).total_seconds() for t in times if (stamp := as_utc(t))]
 
     def next_retry_at(self, campaign_id: int) -> datetime | None:
         with self.engine.connect() as connection:

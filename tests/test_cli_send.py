@@ -1,0 +1,117 @@
+"""`mailer send` as an organiser runs it: safe by default, dry run, test send, report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from campaign_support import EVENT, REPO_ROOT, SECRET
+from smtp_server import SmtpTestServer
+
+
+def run(tmp_path: Path, port: int, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(
+        MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'm.db'}",
+        MAILER_VAR_DIR=str(tmp_path / "var"),
+        MAILER_SMTP_PORT=str(port),
+        MAILER_SECRET_KEY=SECRET,
+        MAILER_TEMPLATES_DIR=str(REPO_ROOT / "templates"),
+        MAILER_RATE_LIMIT="500",
+        COLUMNS="200",
+    )
+    env.update(extra)
+    return subprocess.run(
+        [sys.executable, "-m", "mailer", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def imported(tmp_path: Path, smtp_server_thread: SmtpTestServer) -> SmtpTestServer:
+    example = REPO_ROOT / "subscribers.example.csv"
+    result = run(
+        tmp_path,
+        smtp_server_thread.port,
+        "subscribers",
+        "import",
+        str(example),
+        "--list",
+        "members",
+    )
+    assert result.returncode == 0, result.stderr
+    return smtp_server_thread
+
+
+def test_dry_run_renders_everything_and_sends_nothing(
+    tmp_path: Path, imported: SmtpTestServer
+) -> None:
+    result = run(tmp_path, imported.port, "send", str(EVENT), "--list", "members", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "Dry run: 12 messages rendered and composed" in result.stdout
+    assert "Nothing was sent." in result.stdout
+    assert imported.messages == []
+    listing = run(tmp_path, imported.port, "campaign", "list")
+    assert "Invitation" not in listing.stdout  # no campaign, no ledger rows
+
+
+def test_test_send_goes_to_one_address_and_is_not_recorded(
+    tmp_path: Path, imported: SmtpTestServer
+) -> None:
+    result = run(
+        tmp_path,
+        imported.port,
+        "send",
+        str(EVENT),
+        "--list",
+        "members",
+        "--test-to",
+        "organiser@example.org",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Test message to organiser@example.org: sent" in result.stdout
+    assert [m.rcpt_tos for m in imported.messages] == [["organiser@example.org"]]
+    assert b"Subject: [TEST] " in imported.messages[0].data
+    assert "Invitation" not in run(tmp_path, imported.port, "campaign", "list").stdout
+
+
+def test_real_send_needs_confirmation(tmp_path: Path, imported: SmtpTestServer) -> None:
+    """Without a terminal to ask in, a send without --yes is refused and sends nothing."""
+    result = run(tmp_path, imported.port, "send", str(EVENT), "--list", "members")
+    assert result.returncode == 1
+    assert "not confirmed" in result.stderr
+    assert "--yes" in result.stderr
+    assert imported.messages == []
+
+
+def test_send_prints_progress_summary_and_csv_report(
+    tmp_path: Path, imported: SmtpTestServer
+) -> None:
+    imported.rcpt_replies["tom.reid@example.org"] = "550 5.1.1 No such user"
+    result = run(tmp_path, imported.port, "send", str(EVENT), "--list", "members", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "11 sent, 0 deferred, 1 bounced, 0 failed, 0 skipped of 12" in result.stdout
+    assert "Status: finished" in result.stdout
+    report = run(tmp_path, imported.port, "campaign", "report", "1", "--csv")
+    rows = list(csv.DictReader(io.StringIO(report.stdout)))
+    assert len(rows) == 12
+    bounced = [r for r in rows if r["status"] == "bounced"]
+    assert [(r["email"], r["code"]) for r in bounced] == [("tom.reid@example.org", "550")]
+    summary = run(tmp_path, imported.port, "campaign", "report", "1").stdout
+    assert "tom.reid@example.org" in summary
+    again = run(tmp_path, imported.port, "send", str(EVENT), "--list", "members", "--yes")
+    assert "Resuming" not in again.stdout  # finished campaigns are not resumed...
+    assert "0 bounced" in again.stdout  # ...a new one skips the bounced address
+    assert "11 sent" in again.stdout
