@@ -7,12 +7,13 @@ Counts: `imported` (new to the list), `updated` (on the list, details changed), 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Insert, bindparam, func, insert, select, update
 
 from mailer.models import Subscriber, SubscriberStatus
 from mailer.store.base import StoreBase
@@ -182,17 +183,21 @@ class ImportQueries(StoreBase):
                 else:
                     counts.unchanged += 1
         if new_subscribers:
-            # A plain executemany, then one SELECT for the ids: RETURNING with ordered rows
-            # makes SQLAlchemy fall back to one INSERT per row on SQLite (3x slower here).
-            # Values shared by the whole batch are bound once, not once per row: per-row
-            # parameter processing is most of an import's cost.
-            connection.execute(
+            # Plain executemany, then one SELECT for the ids: RETURNING with ordered rows
+            # makes SQLAlchemy fall back to one INSERT per row on SQLite.
+            _executemany(
+                connection,
                 insert(subscribers).values(
+                    email=bindparam("email"),
+                    email_key=bindparam("email_key"),
+                    name=bindparam("name"),
+                    attributes=bindparam("attributes"),
+                    smtputf8=bindparam("smtputf8"),
                     status=SubscriberStatus.SUBSCRIBED.value,
                     created_at=func.current_timestamp(),
                     updated_at=func.current_timestamp(),
                 ),
-                new_subscribers,
+                [{**row, "attributes": json.dumps(row["attributes"])} for row in new_subscribers],
             )
             new_keys = [row["email_key"] for row in new_subscribers]
             new_members.extend(
@@ -212,7 +217,8 @@ class ImportQueries(StoreBase):
                 changed_subscribers,
             )
         if new_members:
-            connection.execute(
+            _executemany(
+                connection,
                 insert(memberships).values(
                     list_id=list_id,
                     subscriber_id=bindparam("b_subscriber"),
@@ -232,6 +238,25 @@ class ImportQueries(StoreBase):
                 )
                 .values(last_import_id=import_id)
             )
+
+
+def _executemany(connection: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
+    """Run `statement` once per row through the driver's own executemany.
+
+    SQLAlchemy's per-row parameter processing costs about as much as SQLite's insert itself;
+    on a million-row import that is the difference between ~20k and ~30k rows/s. The
+    statement is still compiled by SQLAlchemy for this dialect, and every value here is a
+    plain str/int (JSON already serialised), so the driver needs no type processing.
+    Values the statement fixes for the whole batch are taken from the compiled parameters.
+    """
+    compiled = statement.compile(dialect=connection.dialect)
+    fixed = compiled.params
+    order = compiled.positiontup
+    if order is not None:  # qmark / numeric paramstyles (SQLite)
+        params: list[Any] = [tuple(row[n] if n in row else fixed[n] for n in order) for row in rows]
+    else:  # named paramstyles (psycopg)
+        params = [{**fixed, **row} for row in rows]
+    connection.exec_driver_sql(str(compiled), params)
 
 
 def _as_subscriber(email: str, name: str, attrs: dict[str, Any]) -> Subscriber:
