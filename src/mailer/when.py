@@ -30,16 +30,18 @@ def parse_send_time(text: str, timezone: str, *, now: datetime | None = None) ->
         local = naive.astimezone(zone)
     else:
         early, late = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
+        # A skipped time does not survive the round trip through UTC (01:30 comes back as
+        # 02:30); check that first, since fold=0/1 also differ inside a gap.
+        if early.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+            raise InputError(
+                f"--at: {naive:%Y-%m-%d %H:%M} does not exist in {timezone} (clocks go forward)",
+                hint="Pick a time outside the skipped hour.",
+            )
         if early.utcoffset() != late.utcoffset():
             raise InputError(
                 f"--at: {naive:%Y-%m-%d %H:%M} happens twice in {timezone} (clocks go back); "
                 f"it is either {early.astimezone(UTC):%H:%M} or {late.astimezone(UTC):%H:%M} UTC",
                 hint="Pick a time outside the repeated hour, or give an offset (+01:00).",
-            )
-        if early.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
-            raise InputError(
-                f"--at: {naive:%Y-%m-%d %H:%M} does not exist in {timezone} (clocks go forward)",
-                hint="Pick a time outside the skipped hour.",
             )
         local = early
     instant = local.astimezone(UTC)
