@@ -94,6 +94,8 @@ def test_real_send_needs_confirmation(tmp_path: Path, imported: SmtpTestServer) 
     assert "not confirmed" in result.stderr
     assert "--yes" in result.stderr
     assert imported.messages == []
+    # Nothing was written either: a campaign row would be work for a running worker.
+    assert "Invitation" not in run(tmp_path, imported.port, "campaign", "list").stdout
 
 
 def test_send_prints_progress_summary_and_csv_report(

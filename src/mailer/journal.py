@@ -7,9 +7,14 @@ one unbuffered `write()` per event lands in the OS page cache at once, which sur
 death of the process (not of the machine; the ledger's `unknown` state covers that).
 
 Lines (JSON): {"b": id} when a message's body starts to go to the relay; after that the
-relay may have it. {"o": id, ...} with the outcome. On resume, rows left `sending` are
-settled from it: an outcome is applied, a started body becomes `unknown`, anything else
-never left and is queued again.
+relay may have it. {"o": id, ...} with the outcome. Only the LAST line about a row counts
+(a row deferred once and retried has an old outcome followed by a new "b"). On resume, rows
+left `sending` are settled from it: an outcome is applied, a started body becomes
+`unknown`, anything else never left and is queued again.
+
+Each sender (host:pid) has its own file, and a resume reads only the file of the sender
+that held the campaign: a journal on this host says nothing about rows another machine,
+or another process, had in flight. Without that sender's file every such row is `unknown`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +38,14 @@ class JournalState:
     outcomes: dict[int, RecordedOutcome] = field(default_factory=dict)
 
 
-def journal_path(var_dir: Path, database_url: str, campaign_id: int) -> Path:
-    """One file per (database, campaign), so two stores never share a journal."""
+def journal_path(var_dir: Path, database_url: str, campaign_id: int, owner: str) -> Path:
+    """One file per (database, campaign, sender): stores and senders never share one."""
     from sqlalchemy.engine import make_url
 
     identity = make_url(database_url).render_as_string(hide_password=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
-    return var_dir / "journal" / f"{digest}-campaign-{campaign_id}.jsonl"
+    sender = re.sub(r"[^A-Za-z0-9_.-]", "_", owner)
+    return var_dir / "journal" / f"{digest}-campaign-{campaign_id}-{sender}.jsonl"
 
 
 class Journal:
@@ -63,12 +70,11 @@ class Journal:
         }
         os.write(self._fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
 
-    def reset(self) -> None:
-        """Forget everything: called once the ledger holds all the journal knew."""
-        os.ftruncate(self._fd, 0)
-
-    def close(self) -> None:
+    def close(self, *, remove: bool = False) -> None:
+        """Close; `remove` once the ledger holds everything the journal knew."""
         os.close(self._fd)
+        if remove:
+            self.path.unlink(missing_ok=True)
 
     @staticmethod
     def read(path: Path) -> JournalState:
@@ -84,8 +90,11 @@ class Journal:
                 except json.JSONDecodeError:
                     continue  # a torn last line from a crash mid-write: that event never happened
                 if "b" in record:
-                    state.started.add(int(record["b"]))
+                    delivery_id = int(record["b"])
+                    state.started.add(delivery_id)
+                    state.outcomes.pop(delivery_id, None)  # an older attempt's outcome
                 elif "o" in record:
+                    state.started.discard(int(record["o"]))
                     next_at = record.get("n")
                     state.outcomes[int(record["o"])] = RecordedOutcome(
                         delivery_id=int(record["o"]),

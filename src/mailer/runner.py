@@ -85,20 +85,24 @@ def make_limiter(settings: Settings, store: Store) -> RateLimiter:
     return limiter
 
 
-def recover_in_flight(store: Store, journal_file: Path, campaign_id: int) -> RecoveryReport:
-    """Settle rows a dead sender left `sending`, from its journal (see mailer.journal)."""
+def recover_in_flight(store: Store, journal_file: Path | None, campaign_id: int) -> RecoveryReport:
+    """Settle rows a dead sender left `sending`, from its journal (see mailer.journal).
+
+    `journal_file` is the journal of the sender that held the campaign; None (or a file
+    that is not on this machine) means nothing is known about its rows in flight.
+    """
     left = store.in_flight(campaign_id)
     if not left:
         return RecoveryReport(0, 0, 0)
-    state = Journal.read(journal_file)
+    state = Journal.read(journal_file) if journal_file is not None else None
+    if state is None or not state.exists:  # assume the worst: the relay may have them all
+        store.set_delivery_status([d for d, _, _ in left], DeliveryStatus.UNKNOWN)
+        return RecoveryReport(0, len(left), 0)
     outcomes = [state.outcomes[d] for d, _, _ in left if d in state.outcomes]
     store.record_outcomes(campaign_id, outcomes)
     settled = {o.delivery_id for o in outcomes}
-    if state.exists:
-        unknown = [d for d, _, _ in left if d not in settled and d in state.started]
-        requeue = [d for d, _, _ in left if d not in settled and d not in state.started]
-    else:  # sent from another machine: its journal is not here, so assume the worst
-        unknown, requeue = [d for d, _, _ in left], []
+    unknown = [d for d, _, _ in left if d not in settled and d in state.started]
+    requeue = [d for d, _, _ in left if d not in settled and d not in state.started]
     store.set_delivery_status(unknown, DeliveryStatus.UNKNOWN)
     # Rows that never reached DATA go back to where they were: queued, or deferred and
     # due now (attempts > 0).
@@ -127,6 +131,7 @@ async def run_campaign(
     owner = owner or worker_identity()
     lease = timedelta(seconds=settings.lease_seconds)
     campaign = store.get_campaign(campaign_id)
+    previous_owner = campaign.lease_owner  # whose rows may be in flight, if any
     if not _claim(store, campaign_id, owner, lease):
         current = store.get_campaign(campaign_id)
         if current.lease_owner:
@@ -140,11 +145,18 @@ async def run_campaign(
             f"campaign {campaign_id} is {current.status.value} and cannot be sent",
             campaign_id=campaign_id,
         )
-    journal_file = journal_path(settings.var_dir, settings.database_url, campaign_id)
+
+    def journal_of(sender: str) -> Path:
+        return journal_path(settings.var_dir, settings.database_url, campaign_id, sender)
+
     try:
-        recovery = recover_in_flight(store, journal_file, campaign_id)
-        journal = Journal(journal_file)
-        journal.reset()
+        previous_journal = journal_of(previous_owner) if previous_owner else None
+        recovery = recover_in_flight(store, previous_journal, campaign_id)
+        # The ledger now holds all the old journals knew; ours starts empty.
+        if previous_journal is not None:
+            previous_journal.unlink(missing_ok=True)
+        journal_of(owner).unlink(missing_ok=True)
+        journal = Journal(journal_of(owner))
         store.snapshot_audience(campaign_id, campaign.list_id)
         event = load_event(Path(campaign.event_path))
         builder = InvitationBuilder(
@@ -154,8 +166,10 @@ async def run_campaign(
             list_name=campaign.list_name,
             templates_dir=settings.templates_dir,
         )
-    except BaseException:
-        store.release_campaign(campaign_id, owner=owner, status=CampaignStatus.PAUSED)
+    except BaseException as exc:
+        store.release_campaign(
+            campaign_id, owner=owner, status=CampaignStatus.PAUSED, error=f"paused: {exc}"
+        )
         raise
     limiter = limiter or make_limiter(settings, store)
     dispatcher = Dispatcher(
@@ -185,7 +199,8 @@ async def run_campaign(
     try:
         reason, progress = await dispatcher.run(campaign_id, campaign.list_id)
     except BaseException:
-        store.release_campaign(campaign_id, owner=owner, status=interrupted_status)
+        # Keep the lease and the journal: whoever claims next (after the lease expires, or
+        # at once if this process is gone) settles the rows in flight from the journal.
         journal.close()
         raise
     counts = store.delivery_counts(campaign_id)
@@ -202,9 +217,8 @@ async def run_campaign(
             status=final,
             error=message if final is CampaignStatus.PAUSED else None,
         )
-        if reason is StopReason.FINISHED:
-            journal.reset()
-    journal.close()
+    settled = reason is not StopReason.LEASE_LOST and not store.in_flight(campaign_id)
+    journal.close(remove=settled)
     return RunResult(
         campaign=store.get_campaign(campaign_id),
         reason=reason,

@@ -160,16 +160,22 @@ def resume(
             resend_unknown and store.delivery_counts(campaign_id).unknown
         ):
             raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}")
+        counts = store.delivery_counts(campaign_id)
+        if not yes:
+            remaining = counts.queued + counts.deferred + counts.sending
+            question = f"Resume campaign {campaign_id} ({remaining} to send)?"
+            if not sys.stdin.isatty():
+                raise CampaignError(
+                    f"not confirmed: {question}", hint="Not a terminal: pass --yes to confirm."
+                )
+            if not typer.confirm(question):
+                raise typer.Exit(0)
+        # Only now (confirmed) make it sendable again: a running worker would pick it up.
         store.set_campaign_status(
             campaign_id,
             CampaignStatus.SENDING,
             only_from=[CampaignStatus.PAUSED, CampaignStatus.MISSED, CampaignStatus.FINISHED],
         )
-        counts = store.delivery_counts(campaign_id)
-        if not yes and sys.stdin.isatty():
-            remaining = counts.queued + counts.deferred + counts.sending
-            if not typer.confirm(f"Resume campaign {campaign_id} ({remaining} to send)?"):
-                raise typer.Exit(0)
         result = run_with_signals(
             store,
             settings,

@@ -88,20 +88,25 @@ def send(
             if outcome.status.value != "sent":
                 raise typer.Exit(EXIT_PAUSED)
             return
-        choice = start_or_resume(
-            store, event_path=event_file, event=event, list_name=list_name, new=new
+        # Ask before writing anything: a campaign row is work a running worker would pick up.
+        pending = (
+            None if new else store.find_unfinished_campaign(event.slug, store.list_id(list_name))
         )
-        campaign = choice.campaign
-        if choice.resumed:
-            counts = store.delivery_counts(campaign.id)
+        if pending is not None:
+            counts = store.delivery_counts(pending.id)
             common.console.print(
-                f"Resuming unfinished campaign {campaign.id} ({campaign.status.value}; "
+                f"Resuming unfinished campaign {pending.id} ({pending.status.value}; "
                 f"{describe(counts)}). Pass --new to start another.",
                 markup=False,
             )
         audience = store.count_subscribers(list_name)
         if not yes:
-            _confirm(settings, audience, list_name, event.subject, campaign.id, choice.resumed)
+            label = f"campaign {pending.id}" if pending else "a new campaign"
+            _confirm(settings, audience, list_name, event.subject, label, pending is not None)
+        choice = start_or_resume(
+            store, event_path=event_file, event=event, list_name=list_name, new=new
+        )
+        campaign = choice.campaign
         result = run_with_signals(
             store,
             settings,
@@ -115,11 +120,11 @@ def send(
 
 
 def _confirm(
-    settings: Settings, audience: int, list_name: str, subject: str, campaign_id: int, resumed: bool
+    settings: Settings, audience: int, list_name: str, subject: str, label: str, resumed: bool
 ) -> None:
     what = "Resume" if resumed else "Send"
     question = (
-        f"{what} campaign {campaign_id}: '{subject}' to {audience} subscribers of "
+        f"{what} {label}: '{subject}' to {audience} subscribers of "
         f"'{list_name}' via {settings.smtp_host}:{settings.smtp_port}?"
     )
     if not sys.stdin.isatty():
@@ -127,11 +132,10 @@ def _confirm(
 
         raise CampaignError(
             f"not confirmed: {question}",
-            campaign_id=campaign_id,
             hint="Not a terminal, so nobody can be asked: pass --yes to send.",
         )
     if not typer.confirm(question, default=False):
-        common.console.print("Not sent. The campaign stays as it was.")
+        common.console.print("Not sent; nothing was changed.")
         raise typer.Exit(0)
 
 
