@@ -79,3 +79,28 @@ def test_a_torn_last_line_is_ignored(sqlite_store: Store, tmp_path: Path) -> Non
         handle.write(f'{{"b":{second}')  # killed mid-write
     report = recover_in_flight(sqlite_store, path, campaign_id)
     assert (report.unknown, report.requeued) == (1, 1)
+
+
+def test_a_sender_that_lost_its_lease_takes_and_writes_nothing(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """Fencing: once another worker holds the campaign, the old sender can neither mark
+    rows `sending` nor overwrite the ledger with its outcomes."""
+    from datetime import timedelta
+
+    seed_list(sqlite_store, tmp_path, 4)
+    campaign_id = new_campaign(sqlite_store)
+    list_id = sqlite_store.list_id("members")
+    lease = timedelta(seconds=30)
+    assert sqlite_store.claim_campaign(campaign_id, owner="host:1", lease=lease)
+    sqlite_store.snapshot_audience(campaign_id, list_id)
+    first, second, *_ = [r.id for r in sqlite_store.fetch_due(campaign_id, after_id=0, limit=4)]
+    assert sqlite_store.begin_sending(campaign_id, list_id, [first], owner="host:1") is not None
+    assert sqlite_store.claim_campaign(
+        campaign_id, owner="host:2", lease=lease, take_over_from="host:1"
+    )
+    assert sqlite_store.begin_sending(campaign_id, list_id, [second], owner="host:1") is None
+    sqlite_store.record_outcomes(campaign_id, [outcome(first, DeliveryStatus.SENT)], owner="host:1")
+    statuses = {r.email: r.status for r in sqlite_store.iter_report(campaign_id)}
+    assert list(statuses.values()).count(DeliveryStatus.SENDING) == 1
+    assert DeliveryStatus.SENT not in statuses.values()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from mailer.store import DeliveryCounts, Store
 from mailer.store.ledger import DueDelivery, RecordedOutcome
 from mailer.tokens import TokenSigner, unsubscribe_url
 from mailer.transport import Transport
+
+log = logging.getLogger("mailer.worker")
 
 _CAPS = (Limit.HOURLY, Limit.DAILY)
 _FLUSH_EVERY = 0.5  # seconds between ledger writes while sending
@@ -199,9 +202,18 @@ class Dispatcher:
                 if self._halted():
                     return
                 part = batch[start : start + chunk]
-                to_send, skipped = await asyncio.to_thread(
-                    self.store.begin_sending, campaign_id, list_id, [d.id for d in part]
+                marked = await asyncio.to_thread(
+                    self.store.begin_sending,
+                    campaign_id,
+                    list_id,
+                    [d.id for d in part],
+                    owner=self.owner,
                 )
+                if marked is None:  # the lease is someone else's now: take nothing more
+                    self.lease_lost = True
+                    self.request_stop()
+                    return
+                to_send, skipped = marked
                 for delivery in part:
                     if delivery.id in skipped:
                         _move(progress.counts, delivery.status, DeliveryStatus.SKIPPED)
@@ -220,12 +232,12 @@ class Dispatcher:
                 self.capped_by = wait.limit
                 self.request_stop()
             if self._halted():
-                # Taken off the queue but never sent: give it back, untouched.
-                await asyncio.to_thread(
-                    self.store.set_delivery_status, [delivery.id], delivery.status
-                )
+                await self._give_back(delivery)
                 continue
             await self.limiter.acquire()
+            if self._halted():  # the wait may have been long; a stop may have come meanwhile
+                await self._give_back(delivery)
+                continue
             outcome, message_id = await self._send_one(campaign_id, delivery)
             recorded = self.retry.settle(
                 delivery, outcome, message_id=message_id, now=datetime.now(UTC)
@@ -238,6 +250,15 @@ class Dispatcher:
                 progress.sent_this_run += 1
             if len(self._pending) >= _FLUSH_SIZE:
                 await self._flush(campaign_id, progress)
+
+    async def _give_back(self, delivery: DueDelivery) -> None:
+        """Taken off the queue but never sent: back to its previous state, untouched."""
+        await asyncio.to_thread(
+            self.store.set_delivery_status,
+            [delivery.id],
+            delivery.status,
+            only_from=DeliveryStatus.SENDING,
+        )
 
     async def _send_one(
         self, campaign_id: int, delivery: DueDelivery
@@ -275,7 +296,9 @@ class Dispatcher:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
-            await asyncio.to_thread(self.store.record_outcomes, campaign_id, batch)
+            await asyncio.to_thread(
+                self.store.record_outcomes, campaign_id, batch, owner=self.owner
+            )
         if self.on_progress is not None:
             self.on_progress(progress)
 
@@ -287,17 +310,31 @@ class Dispatcher:
                 self.on_progress(progress)
 
     async def _heartbeat(self, campaign_id: int) -> None:
+        """Renew the lease; stop sending long before it could expire unrenewed.
+
+        A renewal that fails (database locked or unreachable) is retried; if none has
+        succeeded for half the lease, the lease is treated as lost: another worker may take
+        the campaign once it expires, and two senders must never overlap.
+        """
         lease = timedelta(seconds=self.options.lease_seconds)
+        last_renewed = time.monotonic()
         while True:
-            await asyncio.sleep(self.options.lease_seconds / 3)
-            status = await asyncio.to_thread(
-                self.store.renew_lease, campaign_id, owner=self.owner, lease=lease
-            )
+            await asyncio.sleep(self.options.lease_seconds / 6)
+            try:
+                status = await asyncio.to_thread(
+                    self.store.renew_lease, campaign_id, owner=self.owner, lease=lease
+                )
+            except Exception as exc:
+                if time.monotonic() - last_renewed < self.options.lease_seconds / 2:
+                    log.warning("campaign=%d event=renew-failed error=%r", campaign_id, str(exc))
+                    continue
+                status = None
             if status is None:
                 self.lease_lost = True
             elif status is not CampaignStatus.SENDING:
                 self.halted_by_organiser = True
             else:
+                last_renewed = time.monotonic()
                 continue
             self.request_stop()
             return

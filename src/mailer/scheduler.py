@@ -86,6 +86,10 @@ class Scheduler:
             log.warning(
                 _fields(campaign=campaign_id, event="missed", grace_seconds=grace.total_seconds())
             )
+        if not self._running and (self.settings.hourly_limit or self.settings.daily_limit):
+            # Idle: recount the caps from the ledger, which other senders (`mailer send`,
+            # other workers) may have added to since.
+            self._limiter = await asyncio.to_thread(make_limiter, self.settings, self.store)
         wait = self._limiter.next_wait()
         if wait.limit in (Limit.HOURLY, Limit.DAILY) and wait.seconds > self.settings.poll_interval:
             return  # the relay's cap is reached: nothing may be sent before it frees up
@@ -103,6 +107,8 @@ class Scheduler:
     async def _send(self, campaign_id: int) -> None:
         try:
             await self._send_campaign(campaign_id)
+        except Exception:  # a bug or a lost database must not vanish with the task
+            log.exception(_fields(campaign=campaign_id, event="crashed"))
         finally:
             self._forget(campaign_id)
 

@@ -61,7 +61,8 @@ class ReportRow:
     updated_at: datetime | None
 
 
-_RETRYABLE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+# States a row can be taken from for sending (unknown only with --resend-unknown).
+_DUE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, DeliveryStatus.UNKNOWN)
 
 
 def _mailable(list_id: int) -> Any:
@@ -159,14 +160,28 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             ]
 
     def begin_sending(
-        self, campaign_id: int, list_id: int, ids: list[int]
-    ) -> tuple[set[int], set[int]]:
+        self, campaign_id: int, list_id: int, ids: list[int], *, owner: str | None = None
+    ) -> tuple[set[int], set[int]] | None:
         """Just before sending: skip rows whose subscriber left since the snapshot, mark the
-        rest `sending`. Returns (to send, skipped) delivery ids, in one transaction."""
+        rest `sending`. Returns (to send, skipped) delivery ids, in one transaction.
+
+        With `owner`, nothing is marked unless `owner` still holds the campaign's lease
+        (None is returned): a sender that lost its lease must not take rows another worker
+        now sends. Only rows still due are marked, so no row is ever taken twice.
+        """
         if not ids:
             return set(), set()
         now = utcnow()
         with self.engine.begin() as connection:
+            if owner is not None:
+                holder = connection.execute(
+                    select(campaigns.c.lease_owner)
+                    .where(campaigns.c.id == campaign_id)
+                    .with_for_update()
+                ).scalar()
+                if holder != owner:
+                    return None
+            due = deliveries.c.status.in_([s.value for s in _DUE])
             mailable = set(
                 connection.execute(
                     select(deliveries.c.id)
@@ -178,10 +193,15 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                             memberships.c.list_id == list_id,
                         ),
                     )
-                    .where(deliveries.c.id.in_(ids), _mailable(list_id))
+                    .where(deliveries.c.id.in_(ids), due, _mailable(list_id))
                 ).scalars()
             )
-            skipped = set(ids) - mailable
+            still_due = set(
+                connection.execute(
+                    select(deliveries.c.id).where(deliveries.c.id.in_(ids), due)
+                ).scalars()
+            )
+            skipped = still_due - mailable
             if skipped:
                 connection.execute(
                     update(deliveries)
@@ -191,21 +211,39 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             if mailable:
                 connection.execute(
                     update(deliveries)
-                    .where(deliveries.c.id.in_(mailable))
+                    .where(deliveries.c.id.in_(mailable), due)
                     .values(status=DeliveryStatus.SENDING.value, updated_at=now)
                 )
         return mailable, skipped
 
-    def record_outcomes(self, campaign_id: int, outcomes: Iterable[RecordedOutcome]) -> None:
-        """Write a batch of outcomes in one transaction; hard bounces also suppress."""
+    def record_outcomes(
+        self,
+        campaign_id: int,
+        outcomes: Iterable[RecordedOutcome],
+        *,
+        owner: str | None = None,
+    ) -> None:
+        """Write a batch of outcomes in one transaction; hard bounces also suppress.
+
+        With `owner`, only rows still `sending` under that owner's lease are written: a
+        sender that lost its lease cannot overwrite what the new holder records.
+        """
         rows = list(outcomes)
         if not rows:
             return
         now = utcnow()
+        fence = []
+        if owner is not None:
+            fence = [
+                deliveries.c.status == DeliveryStatus.SENDING.value,
+                select(campaigns.c.id)
+                .where(campaigns.c.id == campaign_id, campaigns.c.lease_owner == owner)
+                .exists(),
+            ]
         with self.engine.begin() as connection:
             connection.execute(
                 update(deliveries)
-                .where(deliveries.c.id == bindparam("b_id"))
+                .where(deliveries.c.id == bindparam("b_id"), *fence)
                 .values(
                     status=bindparam("b_status"),
                     attempts=bindparam("b_attempts"),
@@ -261,14 +299,17 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                 )
             ]
 
-    def set_delivery_status(self, ids: Iterable[int], status: DeliveryStatus) -> None:
+    def set_delivery_status(
+        self, ids: Iterable[int], status: DeliveryStatus, *, only_from: DeliveryStatus | None = None
+    ) -> None:
         ids = list(ids)
         if not ids:
             return
+        condition = [deliveries.c.status == only_from.value] if only_from is not None else []
         with self.engine.begin() as connection:
             connection.execute(
                 update(deliveries)
-                .where(deliveries.c.id.in_(ids))
+                .where(deliveries.c.id.in_(ids), *condition)
                 .values(status=status.value, updated_at=utcnow())
             )
 
