@@ -123,3 +123,39 @@ def test_resubscribe_lifts_only_the_list_unsubscribe(store: Store, tmp_path: Pat
     assert store.resubscribe(subscriber_id, list_id)
     assert store.is_mailable(subscriber_id, list_id)
     assert table_count(store, suppressions) == 1  # kept as the audit trail, lifted
+
+
+def test_recipient_cannot_undo_an_unsubscribe_the_organiser_made(
+    store: Store, tmp_path: Path
+) -> None:
+    """A removal on request (admin) is not lifted by the 'subscribe again' button."""
+    run_import(store, EXAMPLE, tmp_path)
+    list_id = store.list_id("members")
+    subscriber_id = store.get_subscriber_id("kwame.mensah@example.net")
+    store.unsubscribe_email("kwame.mensah@example.net", "members", source=UnsubscribeSource.ADMIN)
+    assert not store.resubscribe(subscriber_id, list_id)
+    assert not store.is_mailable(subscriber_id, list_id)
+
+
+def test_the_database_holds_one_suppression_in_force_per_reason(
+    store: Store, tmp_path: Path
+) -> None:
+    """The unique index behind idempotent unsubscribes: a second identical suppression is
+    not recorded, a different reason is, and a lifted one no longer counts."""
+    from mailer.store.database import utcnow
+    from mailer.store.suppressions import _insert_suppression
+
+    row = {
+        "email_key": "x@example.org",
+        "list_id": None,
+        "reason": "unsubscribed",
+        "source": "one-click",
+        "created_at": utcnow(),
+    }
+    with store.engine.begin() as connection:
+        assert _insert_suppression(connection, **row)
+        assert not _insert_suppression(connection, **row)
+        assert _insert_suppression(connection, **{**row, "reason": "bounced"})
+        connection.execute(suppressions.update().values(lifted_at=utcnow()))
+        assert _insert_suppression(connection, **row)
+    assert table_count(store, suppressions) == 3

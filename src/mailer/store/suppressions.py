@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.elements import ColumnElement
 
 from mailer.errors import NotFoundError
@@ -25,6 +26,35 @@ def active_suppression(
         )
         .exists()
     )
+
+
+def _insert_suppression(connection: Connection, **values: object) -> bool:
+    """Insert unless the same suppression is already in force (a concurrent request won);
+    True if this call recorded it. Relies on the uq_suppressions_active index."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        statement: ReturningInsert[tuple[int]] = (
+            postgresql.insert(suppressions)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(suppressions.c.id)
+        )
+    else:
+        from sqlalchemy.dialects import sqlite
+
+        statement = (
+            sqlite.insert(suppressions)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(suppressions.c.id)
+        )
+    # RETURNING, not rowcount: with psycopg an INSERT that did nothing still reported 1.
+    return connection.execute(statement).first() is not None
+
+
+# Unsubscribes the recipient made themselves, which they may also undo themselves.
+_SELF_SERVICE = (UnsubscribeSource.ONE_CLICK.value, UnsubscribeSource.PAGE.value)
 
 
 class SuppressionQueries(StoreBase):
@@ -85,18 +115,16 @@ class SuppressionQueries(StoreBase):
                 else suppressions.c.list_id == list_id,
             )
         ).first()
-        if already is None:
-            connection.execute(
-                suppressions.insert().values(
-                    email_key=key,
-                    list_id=list_id,
-                    reason=SuppressionReason.UNSUBSCRIBED.value,
-                    source=source.value,
-                    campaign_id=campaign_id,
-                    created_at=now,
-                )
-            )
-        return bool(changed) or already is None
+        recorded = already is None and _insert_suppression(
+            connection,
+            email_key=key,
+            list_id=list_id,
+            reason=SuppressionReason.UNSUBSCRIBED.value,
+            source=source.value,
+            campaign_id=campaign_id,
+            created_at=now,
+        )
+        return bool(changed) or recorded
 
     def unsubscribe_email(
         self, email: str, list_name: str | None = None, *, source: UnsubscribeSource
@@ -125,7 +153,9 @@ class SuppressionQueries(StoreBase):
     def resubscribe(self, subscriber_id: int, list_id: int) -> bool:
         """Undo the recipient's own unsubscribe from this list (a mistaken click).
 
-        Only list-level unsubscribes are lifted: a bounce or complaint stays in force.
+        Only the recipient's own list-level unsubscribes (one-click or the page) are lifted:
+        a bounce, a complaint, or a removal the organiser made on request stays in force,
+        whoever holds an old message with the link.
         """
         now = utcnow()
         with self.engine.begin() as connection:
@@ -140,10 +170,20 @@ class SuppressionQueries(StoreBase):
                     suppressions.c.email_key == key,
                     suppressions.c.list_id == list_id,
                     suppressions.c.reason == SuppressionReason.UNSUBSCRIBED.value,
+                    suppressions.c.source.in_(_SELF_SERVICE),
                     suppressions.c.lifted_at.is_(None),
                 )
                 .values(lifted_at=now)
             )
+            still_suppressed = connection.execute(
+                select(suppressions.c.id).where(
+                    suppressions.c.email_key == key,
+                    suppressions.c.lifted_at.is_(None),
+                    or_(suppressions.c.list_id.is_(None), suppressions.c.list_id == list_id),
+                )
+            ).first()
+            if still_suppressed is not None:
+                return False
             changed = connection.execute(
                 update(memberships)
                 .where(
@@ -182,16 +222,15 @@ class SuppressionQueries(StoreBase):
             .where(subscribers.c.id == subscriber_id)
             .values(status=status.value, updated_at=now)
         )
-        connection.execute(
-            suppressions.insert().values(
-                email_key=key,
-                list_id=None,
-                reason=reason.value,
-                source=source.value,
-                campaign_id=campaign_id,
-                detail=detail,
-                created_at=now,
-            )
+        _insert_suppression(
+            connection,
+            email_key=key,
+            list_id=None,
+            reason=reason.value,
+            source=source.value,
+            campaign_id=campaign_id,
+            detail=detail,
+            created_at=now,
         )
 
     def is_mailable(self, subscriber_id: int, list_id: int) -> bool:
