@@ -118,8 +118,6 @@ def test_scheduled_campaign_goes_out_when_due_and_not_before(
     assert "Campaign 1 scheduled for" in out
     due = datetime.fromisoformat(when).replace(tzinfo=UTC)
     with worker(env, tmp_path, tmp_path / "worker.log"):
-        time.sleep(1.5)
-        assert received(smtp_server_process) == Counter(), "sent before it was due"
         wait_until(lambda: len(received(smtp_server_process)) == 20, 20, "the send")
         first_arrival = min(p.stat().st_mtime for p in smtp_server_process.record_dir.glob("*.eml"))
         assert first_arrival >= due.timestamp()
@@ -178,7 +176,15 @@ def test_worker_killed_mid_campaign_and_restarted_sends_each_once(tmp_path: Path
             first.wait(timeout=10)
         assert len(received(server)) < 300
         with worker(env, tmp_path, tmp_path / "second.log"):
-            wait_until(lambda: len(received(server)) >= 300, 60, "the second worker")
+            # Finished, whatever the outcome of the few messages in flight at the kill
+            # (`unknown` rows are not resent; the assertions below count the server).
+            store = Store.open(env["MAILER_DATABASE_URL"])
+            wait_until(
+                lambda: store.get_campaign(1).status is CampaignStatus.FINISHED,
+                60,
+                "the second worker to finish",
+            )
+            store.close()
             time.sleep(0.5)
         counts = received(server)
     assert set(counts) == set(addresses)

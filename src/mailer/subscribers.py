@@ -22,6 +22,8 @@ from mailer.models import Subscriber
 from mailer.safety import MAX_FIELD_LENGTH, find_unsafe
 
 _READ_SIZE = 1 << 16
+EXTRA_FIELDS = "(fields beyond the header)"
+"""Reject-file column holding, tab-separated, the fields a row has beyond the header."""
 _ATTRIBUTE_NAME = re.compile(r"[^0-9a-z_]+")
 
 
@@ -146,7 +148,11 @@ def _parse_row(fields: list[str], header: CsvHeader, *, line: int, check_dns: bo
     columns = header.columns
 
     def reject(reason: str) -> ParsedRow:
-        return ParsedRow(line, dict(zip(columns, fields, strict=False)), error=reason)
+        # Every header column (empty when the row is short), and what a long row has
+        # beyond them kept whole, so the reject file loses nothing the organiser typed.
+        raw = {column: fields[i] if i < len(fields) else "" for i, column in enumerate(columns)}
+        raw[EXTRA_FIELDS] = "\t".join(fields[len(columns) :])
+        return ParsedRow(line, raw, error=reason)
 
     if len(fields) != len(columns):
         return reject(f"expected {len(columns)} fields, found {len(fields)}")
