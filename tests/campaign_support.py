@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +74,39 @@ async def send(settings: Settings, store: Store, campaign_id: int, **kwargs: Any
         )
     finally:
         await transport.aclose()
+
+
+def cli_environment(tmp_path: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a `mailer` child process: this machine's, without any MAILER_
+    variable of the developer's, plus a store and var dir in tmp_path and `settings`
+    (MAILER_ names) on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(
+        MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'mailer.db'}",
+        MAILER_VAR_DIR=str(tmp_path / "var"),
+        MAILER_SMTP_PORT=str(port),
+        MAILER_SECRET_KEY=SECRET,
+        MAILER_TEMPLATES_DIR=str(REPO_ROOT / "templates"),
+        MAILER_FROM_ADDRESS="invitations@cwo.example.org",
+        COLUMNS="200",  # Rich wraps at 80 columns without a terminal
+    )
+    env.update(settings)
+    return env
+
+
+def mailer_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mailer", *args]
+
+
+def run_mailer(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `mailer ARGS` to completion with no terminal on stdin; the caller checks."""
+    return subprocess.run(
+        mailer_command(*args),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )

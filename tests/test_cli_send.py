@@ -4,39 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, REPO_ROOT, SECRET
+from campaign_support import EVENT, REPO_ROOT, cli_environment, run_mailer
 from smtp_server import SmtpTestServer
 
 
-def run(tmp_path: Path, port: int, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(
-        MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'm.db'}",
-        MAILER_VAR_DIR=str(tmp_path / "var"),
-        MAILER_SMTP_PORT=str(port),
-        MAILER_SECRET_KEY=SECRET,
-        MAILER_TEMPLATES_DIR=str(REPO_ROOT / "templates"),
-        MAILER_RATE_LIMIT="500",
-        COLUMNS="200",
-    )
-    env.update(extra)
-    return subprocess.run(
-        [sys.executable, "-m", "mailer", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+def run(tmp_path: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = cli_environment(tmp_path, port, MAILER_RATE_LIMIT="500")
+    return run_mailer(env, tmp_path, *args)
 
 
 @pytest.fixture

@@ -6,17 +6,15 @@ its own process (so it outlives the killed sender).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, REPO_ROOT, SECRET
+from campaign_support import EVENT, cli_environment, mailer_command
 from smtp_server import SmtpServerProcess
 
 pytestmark = pytest.mark.slow
@@ -24,26 +22,10 @@ pytestmark = pytest.mark.slow
 RECIPIENTS = 400
 
 
-def environment(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(
-        MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'mailer.db'}",
-        MAILER_VAR_DIR=str(tmp_path / "var"),
-        MAILER_SMTP_PORT=str(port),
-        MAILER_SECRET_KEY=SECRET,
-        MAILER_TEMPLATES_DIR=str(REPO_ROOT / "templates"),
-        MAILER_FROM_ADDRESS="invitations@cwo.example.org",
-        MAILER_RATE_LIMIT="150",
-        MAILER_CONCURRENCY="4",
-        MAILER_RETRY_DELAY="0.2",
-        COLUMNS="200",
+def environment(tmp_path: Path, port: int) -> dict[str, str]:
+    return cli_environment(
+        tmp_path, port, MAILER_RATE_LIMIT="150", MAILER_CONCURRENCY="4", MAILER_RETRY_DELAY="0.2"
     )
-    env.update(extra)
-    return env
-
-
-def mailer(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mailer", *args]
 
 
 def seed(tmp_path: Path, env: dict[str, str]) -> list[str]:
@@ -51,7 +33,7 @@ def seed(tmp_path: Path, env: dict[str, str]) -> list[str]:
     csv_path = tmp_path / "members.csv"
     csv_path.write_text("email,name\n" + "".join(f"{a},M {a[6:10]}\n" for a in addresses))
     subprocess.run(
-        mailer("subscribers", "import", str(csv_path), "--list", "members"),
+        mailer_command("subscribers", "import", str(csv_path), "--list", "members"),
         cwd=tmp_path,
         env=env,
         check=True,
@@ -75,7 +57,7 @@ def test_kill_9_mid_campaign_then_resume_delivers_each_exactly_once(tmp_path: Pa
     with SmtpServerProcess(tmp_path / "received") as server:
         env = environment(tmp_path, server.port)
         addresses = seed(tmp_path, env)
-        command = mailer("send", str(EVENT), "--list", "members", "--yes")
+        command = mailer_command("send", str(EVENT), "--list", "members", "--yes")
         child = subprocess.Popen(
             command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -94,7 +76,7 @@ def test_kill_9_mid_campaign_then_resume_delivers_each_exactly_once(tmp_path: Pa
     assert set(counts) == set(addresses)
     assert [a for a, n in counts.items() if n != 1] == []
     report = subprocess.run(
-        mailer("campaign", "report", "1", "--csv"),
+        mailer_command("campaign", "report", "1", "--csv"),
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -114,7 +96,7 @@ def test_sigterm_finishes_in_flight_and_says_how_to_resume(tmp_path: Path) -> No
         env = environment(tmp_path, server.port)
         addresses = seed(tmp_path, env)
         child = subprocess.Popen(
-            mailer("send", str(EVENT), "--list", "members", "--yes"),
+            mailer_command("send", str(EVENT), "--list", "members", "--yes"),
             cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,
@@ -128,7 +110,7 @@ def test_sigterm_finishes_in_flight_and_says_how_to_resume(tmp_path: Path) -> No
         assert "finishing the messages in flight" in err
         assert "mailer campaign resume 1" in out
         status = subprocess.run(
-            mailer("campaign", "show", "1"),
+            mailer_command("campaign", "show", "1"),
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -138,7 +120,7 @@ def test_sigterm_finishes_in_flight_and_says_how_to_resume(tmp_path: Path) -> No
         assert "status:     paused" in status
         assert "0 in flight" in status or "in flight" not in status
         resumed = subprocess.run(
-            mailer("campaign", "resume", "1", "--yes"),
+            mailer_command("campaign", "resume", "1", "--yes"),
             cwd=tmp_path,
             env=env,
             capture_output=True,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, REPO_ROOT, SECRET
+from campaign_support import EVENT, cli_environment, mailer_command, run_mailer
 from mailer.models import CampaignStatus
 from mailer.store import Store
 from smtp_server import SmtpServerProcess
@@ -24,33 +22,17 @@ pytestmark = pytest.mark.slow
 
 
 def environment(database_url: str, tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(
-        MAILER_DATABASE_URL=database_url,
-        MAILER_VAR_DIR=str(tmp_path / "var"),
-        MAILER_SMTP_PORT=str(port),
-        MAILER_SECRET_KEY=SECRET,
-        MAILER_TEMPLATES_DIR=str(REPO_ROOT / "templates"),
-        MAILER_FROM_ADDRESS="invitations@cwo.example.org",
-        MAILER_RATE_LIMIT="500",
-        MAILER_POLL_INTERVAL="0.2",
-        MAILER_LEASE_SECONDS="3",
-        COLUMNS="200",
-    )
-    env.update(extra)
-    return env
+    settings = {
+        "MAILER_DATABASE_URL": database_url,
+        "MAILER_RATE_LIMIT": "500",
+        "MAILER_POLL_INTERVAL": "0.2",
+        "MAILER_LEASE_SECONDS": "3",
+    }
+    return cli_environment(tmp_path, port, **{**settings, **extra})
 
 
 def mailer(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "mailer", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_mailer(env, cwd, *args)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -59,7 +41,7 @@ def mailer(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedPr
 def worker(env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mailer", "worker"],
+            mailer_command("worker"),
             cwd=cwd,
             env=env,
             stdout=handle,

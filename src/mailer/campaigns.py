@@ -17,6 +17,19 @@ from mailer.tokens import TokenSigner, unsubscribe_url
 from mailer.transport import Transport
 
 
+def invitation_builder(
+    settings: Settings, event: Event, *, campaign_id: int, list_name: str
+) -> InvitationBuilder:
+    """The campaign's compiled templates, with the sender from the settings."""
+    return InvitationBuilder(
+        event,
+        sender=settings.sender_identity,
+        campaign_id=campaign_id,
+        list_name=list_name,
+        templates_dir=settings.templates_dir,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CampaignChoice:
     campaign: CampaignRecord
@@ -68,13 +81,7 @@ def dry_run(
     """Render and compose every message exactly as a send would, and send nothing."""
     event = load_event(event_path)
     list_id = store.list_id(list_name)
-    builder = InvitationBuilder(
-        event,
-        sender=settings.sender_identity,
-        campaign_id=0,
-        list_name=list_name,
-        templates_dir=settings.templates_dir,
-    )
+    builder = invitation_builder(settings, event, campaign_id=0, list_name=list_name)
     started = time.perf_counter()
     count, size, failures = 0, 0, []
     for subscriber in store.iter_subscribers(list_name, only_subscribed=True):
@@ -121,13 +128,7 @@ async def send_test(
     sample = next(iter(store.iter_subscribers(list_name, only_subscribed=True)), None)
     if sample is None or sample.id is None:
         raise CampaignError(f"list {list_name!r} has no subscribed members to personalise for")
-    builder = InvitationBuilder(
-        event,
-        sender=settings.sender_identity,
-        campaign_id=0,
-        list_name=list_name,
-        templates_dir=settings.templates_dir,
-    )
+    builder = invitation_builder(settings, event, campaign_id=0, list_name=list_name)
     token = signer.sign(subscriber_id=sample.id, list_id=list_id)
     recipient = Recipient(sample.id, address, sample.name, sample.attributes)
     message = builder.build(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from mailer.compose import InvitationBuilder
+from mailer.campaigns import invitation_builder
 from mailer.config import Settings
 from mailer.dispatch import Dispatcher, EngineOptions, Progress, ProgressCallback, StopReason
 from mailer.errors import CampaignError
@@ -159,12 +159,8 @@ async def run_campaign(
         journal = Journal(journal_of(owner))
         store.snapshot_audience(campaign_id, campaign.list_id)
         event = load_event(Path(campaign.event_path))
-        builder = InvitationBuilder(
-            event,
-            sender=settings.sender_identity,
-            campaign_id=campaign_id,
-            list_name=campaign.list_name,
-            templates_dir=settings.templates_dir,
+        builder = invitation_builder(
+            settings, event, campaign_id=campaign_id, list_name=campaign.list_name
         )
     except BaseException as exc:
         store.release_campaign(
