@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailer.config import Settings, SmtpSecurity
 from mailer.errors import TransportError
@@ -433,3 +435,19 @@ async def test_memory_transport_records_and_returns_the_outcomes_it_is_given() -
     await fake.aclose()
     with pytest.raises(TransportError):
         await fake.send(message())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"x."]), max_size=30))
+def test_dot_stuffing_fast_path_matches_the_general_one(parts: list[bytes]) -> None:
+    """Whatever the body, the DATA payload is CRLF-only, dot-stuffed and ends in CRLF.CRLF,
+    exactly as the general (regex) form gives it."""
+    import re
+
+    from mailer.smtp import _dot_stuff
+
+    data = b"".join(parts)
+    body = re.sub(rb"\r\n|\n|\r", b"\r\n", data)
+    body = body if body.endswith(b"\r\n") else body + b"\r\n"
+    expected = re.sub(rb"(?m)^\.", b"..", body) + b".\r\n"
+    assert _dot_stuff(data) == expected

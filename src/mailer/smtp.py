@@ -305,6 +305,18 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 def _dot_stuff(data: bytes) -> bytes:
     """The DATA payload: CRLF line endings, leading dots doubled (RFC 5321 4.5.2), the dot."""
+    crlf = data.count(b"\r\n")
+    if (
+        data.count(b"\n") == crlf
+        and data.count(b"\r") == crlf
+        and b"\n." not in data
+        and not data.startswith(b".")
+        and data.endswith(b"\r\n")
+    ):
+        # What our composer produces: already CRLF, no line starting with a dot. Three
+        # C-speed scans instead of two regex substitutions: ~145 us a message here, the
+        # largest per-message cost left in the sender (bench/bench_send.py profile).
+        return data + b".\r\n"
     body = _LINE_ENDINGS.sub(b"\r\n", data)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
