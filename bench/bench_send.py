@@ -404,13 +404,15 @@ def main() -> None:
     for kind in SINKS:
         raw = statistics.median(rates[kind, "raw"])
         e2e = statistics.median(rates[kind, "e2e"])
-        ratio, target = e2e / raw, TARGETS[kind]
-        verdict = "ok" if ratio >= target else "MISSED"
-        # Each run's own ratio too: its raw and e2e ran back to back, under the same load.
+        # The verdict uses each run's own ratio (its raw and e2e ran back to back, under the
+        # same load), then their median: on this noisy 2-core machine the load drifts more
+        # between runs than within one.
         paired = [e / r for e, r in zip(rates[kind, "e2e"], rates[kind, "raw"], strict=True)]
+        ratio, target = statistics.median(paired), TARGETS[kind]
+        verdict = "ok" if ratio >= target else "MISSED"
         shown = " ".join(f"{x:.2f}" for x in paired)
         print(f"{kind:10}{raw:12,.0f}{e2e:12,.0f}{ratio:8.2f}{target:>8}  {shown}  {verdict}")
-    print(f"(medians of {args.runs} runs; {load()})")
+    print(f"(rates: medians of {args.runs} runs; ratio: median of the per-run ratios; {load()})")
 
     if not args.skip_million:
         dry_run_million(args.million)
