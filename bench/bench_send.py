@@ -263,8 +263,7 @@ def child_e2e(port: int, count: int, profile_out: str | None = None) -> None:
     """Import `count` subscribers (untimed), then time `run_campaign` to the sink."""
     from mailer.campaigns import start_or_resume
     from mailer.events import load_event
-    from mailer.runner import run_campaign
-    from mailer.smtp import SmtpTransport
+    from mailer.runner import send_campaign_via_smtp
     from mailer.tokens import load_signer
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -277,18 +276,10 @@ def child_e2e(port: int, count: int, profile_out: str | None = None) -> None:
         signer = load_signer(settings)
 
         async def send() -> tuple[Any, float, float]:
-            transport = SmtpTransport.from_settings(settings)
             started = time.perf_counter()
-            try:
-                result = await run_campaign(
-                    settings=settings,
-                    store=store,
-                    transport=transport,
-                    signer=signer,
-                    campaign_id=choice.campaign.id,
-                )
-            finally:
-                await transport.aclose()
+            result = await send_campaign_via_smtp(
+                settings=settings, store=store, signer=signer, campaign_id=choice.campaign.id
+            )
             elapsed = time.perf_counter() - started
             # Progress starts when the dispatcher does: after claim and audience snapshot.
             dispatch = time.monotonic() - result.progress.started

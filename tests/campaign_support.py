@@ -10,8 +10,7 @@ from typing import Any
 
 from mailer.config import Settings, load_settings
 from mailer.importer import import_file
-from mailer.runner import RunResult, run_campaign
-from mailer.smtp import SmtpTransport
+from mailer.runner import RunResult, send_campaign_via_smtp
 from mailer.store import Store
 from mailer.tokens import load_signer
 
@@ -62,18 +61,13 @@ def new_campaign(store: Store, *, list_name: str = "members") -> int:
 
 
 async def send(settings: Settings, store: Store, campaign_id: int, **kwargs: Any) -> RunResult:
-    transport = SmtpTransport.from_settings(settings)
-    try:
-        return await run_campaign(
-            settings=settings,
-            store=store,
-            transport=transport,
-            signer=load_signer(settings),
-            campaign_id=campaign_id,
-            **kwargs,
-        )
-    finally:
-        await transport.aclose()
+    return await send_campaign_via_smtp(
+        settings=settings,
+        store=store,
+        signer=load_signer(settings),
+        campaign_id=campaign_id,
+        **kwargs,
+    )
 
 
 def cli_environment(tmp_path: Path, port: int, **settings: str) -> dict[str, str]:

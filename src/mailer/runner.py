@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from mailer.campaigns import invitation_builder
 from mailer.config import Settings
@@ -111,6 +112,26 @@ def recover_in_flight(store: Store, journal_file: Path | None, campaign_id: int)
     store.set_delivery_status(first_try, DeliveryStatus.QUEUED)
     store.requeue_deferred(retry)
     return RecoveryReport(len(outcomes), len(unknown), len(requeue))
+
+
+async def send_campaign_via_smtp(
+    *, settings: Settings, store: Store, signer: TokenSigner, campaign_id: int, **options: Any
+) -> RunResult:
+    """`run_campaign` through a fresh SMTP pool for the settings' relay, closed afterwards."""
+    from mailer.smtp import SmtpTransport
+
+    transport = SmtpTransport.from_settings(settings)
+    try:
+        return await run_campaign(
+            settings=settings,
+            store=store,
+            transport=transport,
+            signer=signer,
+            campaign_id=campaign_id,
+            **options,
+        )
+    finally:
+        await transport.aclose()
 
 
 async def run_campaign(

@@ -59,8 +59,7 @@ async def _send(settings: Settings, store: Store, event_path: Path, signer: Toke
     from mailer.campaigns import start_or_resume
     from mailer.catcher import Catcher
     from mailer.events import load_event
-    from mailer.runner import run_campaign
-    from mailer.smtp import SmtpTransport
+    from mailer.runner import send_campaign_via_smtp
 
     outbox = settings.var_dir / "outbox"
     async with Catcher(outbox, host="127.0.0.1", port=0) as catcher:
@@ -78,17 +77,9 @@ async def _send(settings: Settings, store: Store, event_path: Path, signer: Toke
         choice = start_or_resume(
             store, event_path=event_path, event=event, list_name=DEMO_LIST, new=True
         )
-        transport = SmtpTransport.from_settings(local)
-        try:
-            result = await run_campaign(
-                settings=local,
-                store=store,
-                transport=transport,
-                signer=signer,
-                campaign_id=choice.campaign.id,
-            )
-        finally:
-            await transport.aclose()
+        result = await send_campaign_via_smtp(
+            settings=local, store=store, signer=signer, campaign_id=choice.campaign.id
+        )
     common.console.print("3. Sent:")
     print_result(result)
     received = sorted(outbox.glob("*.eml"))
