@@ -256,3 +256,31 @@ async def test_daily_cap_counts_earlier_sends_and_stops_instead_of_sleeping(
     counts = sqlite_store.delivery_counts(second)
     assert (counts.sent, counts.queued, counts.sending) == (2, 6, 0)
     assert len(smtp_server.messages) == 5
+
+
+async def test_pause_while_sending_stops_the_sender_and_resume_finishes(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """`campaign pause` during a send: the sender notices at its next heartbeat, finishes
+    what is in flight, releases the campaign as paused; resuming sends only the rest."""
+    addresses = seed_list(sqlite_store, tmp_path, 60)
+    settings = make_settings(tmp_path, smtp_server.port, rate_limit=40.0, lease_seconds=1.2)
+    campaign_id = new_campaign(sqlite_store)
+    sending = asyncio.create_task(send(settings, sqlite_store, campaign_id))
+    while len(smtp_server.messages) < 10:  # noqa: ASYNC110 - the recording is a plain list
+        await asyncio.sleep(0.02)
+    assert sqlite_store.set_campaign_status(
+        campaign_id, CampaignStatus.PAUSED, only_from=[CampaignStatus.SENDING]
+    )
+    result = await sending
+    assert result.reason is StopReason.HALTED
+    assert result.campaign.status is CampaignStatus.PAUSED
+    assert result.campaign.lease_owner is None
+    assert 10 <= len(smtp_server.messages) < 60
+    assert sqlite_store.delivery_counts(campaign_id).sending == 0
+    sqlite_store.set_campaign_status(
+        campaign_id, CampaignStatus.SENDING, only_from=[CampaignStatus.PAUSED]
+    )
+    resumed = await send(settings, sqlite_store, campaign_id)
+    assert resumed.reason is StopReason.FINISHED
+    assert sorted(smtp_server.recipients) == sorted(addresses)
