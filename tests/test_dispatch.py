@@ -284,3 +284,24 @@ async def test_pause_while_sending_stops_the_sender_and_resume_finishes(
     resumed = await send(settings, sqlite_store, campaign_id)
     assert resumed.reason is StopReason.FINISHED
     assert sorted(smtp_server.recipients) == sorted(addresses)
+
+
+async def test_sending_the_same_event_again_resumes_a_paused_campaign(
+    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """After Ctrl-C (paused), the very same `mailer send` goes on with that campaign."""
+    from campaign_support import EVENT
+    from mailer.campaigns import start_or_resume
+    from mailer.events import load_event
+
+    seed_list(sqlite_store, tmp_path, 3)
+    campaign_id = new_campaign(sqlite_store)
+    sqlite_store.set_campaign_status(campaign_id, CampaignStatus.PAUSED)
+    choice = start_or_resume(
+        sqlite_store, event_path=EVENT, event=load_event(EVENT), list_name="members"
+    )
+    assert choice.resumed
+    assert choice.campaign.id == campaign_id
+    result = await send(make_settings(tmp_path, smtp_server.port), sqlite_store, campaign_id)
+    assert result.reason is StopReason.FINISHED
+    assert len(smtp_server.messages) == 3

@@ -14,7 +14,12 @@ from mailer.store.base import StoreBase
 from mailer.store.database import as_utc, utcnow
 from mailer.store.schema import campaigns, deliveries, lists
 
-UNFINISHED = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PAUSED)
+UNFINISHED = (
+    CampaignStatus.SCHEDULED,
+    CampaignStatus.SENDING,
+    CampaignStatus.PAUSED,
+    CampaignStatus.MISSED,
+)
 
 
 @dataclass(frozen=True, slots=True)
