@@ -86,3 +86,19 @@ def test_secret_value_in_error_is_not_echoed(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert "not-json" not in str(info.value)
+
+
+def test_a_password_is_never_sent_in_clear_off_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAILER_SMTP_HOST", "smtp.example.org")
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", "hunter2")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.setting == "MAILER_SMTP_SECURITY"
+    assert "in clear to smtp.example.org" in str(info.value)
+    monkeypatch.setenv("MAILER_SMTP_SECURITY", "starttls")
+    assert load_settings().smtp_security is SmtpSecurity.STARTTLS
+    monkeypatch.setenv("MAILER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("MAILER_SMTP_SECURITY", "none")
+    assert load_settings().smtp_host == "127.0.0.1"  # a local relay is fine

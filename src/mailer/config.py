@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -112,6 +112,20 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
+    @field_validator("smtp_security")
+    @classmethod
+    def _no_password_in_clear(cls, value: SmtpSecurity, info: ValidationInfo) -> SmtpSecurity:
+        # A password sent without TLS can be read by anyone on the path; only the local
+        # machine is exempt (a relay or catcher on loopback). Fields are validated in
+        # order, so host and password are already in info.data.
+        host = info.data.get("smtp_host", "")
+        loopback = host in ("127.0.0.1", "::1", "localhost")
+        if value is SmtpSecurity.NONE and info.data.get("smtp_password") and not loopback:
+            raise ValueError(
+                f"none would send the SMTP password in clear to {host}; use starttls or tls"
+            )
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -178,7 +192,7 @@ def load_settings(**overrides: Any) -> Settings:
         message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
         given = first.get("input")
         shown = "" if "secret" in setting.lower() or "password" in setting.lower() else given
-        detail = f" (got {shown!r})" if isinstance(shown, str | int | float) else ""
+        detail = f" (got {str(shown)!r})" if isinstance(shown, str | int | float) else ""
         raise ConfigError(
             f"{setting}: {message}{detail}",
             setting=setting,
