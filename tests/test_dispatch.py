@@ -13,9 +13,10 @@ from sqlalchemy import select
 from campaign_support import make_settings, new_campaign, seed_list, send
 from mailer.dispatch import StopReason
 from mailer.models import CampaignStatus, DeliveryStatus, SubscriberStatus, UnsubscribeSource
+from mailer.runner import RunResult
 from mailer.store import Store
 from mailer.store.schema import deliveries, suppressions
-from smtp_server import SmtpTestServer
+from smtp_server import SmtpTestServer, TlsFiles
 
 
 def ledger(store: Store, campaign_id: int) -> dict[str, tuple[str, int]]:
@@ -184,14 +185,10 @@ async def test_breaker_pauses_when_the_relay_refuses_everything(
     assert len(set(smtp_server.recipients)) == 100
 
 
-async def test_starttls_and_auth_from_settings(
-    sqlite_store: Store, tls_files: object, tmp_path: Path
-) -> None:
-    """STARTTLS with certificate checks against a trustme CA, then AUTH, then delivery."""
-    from smtp_server import TlsFiles
-
-    assert isinstance(tls_files, TlsFiles)
-    seed_list(sqlite_store, tmp_path, 3)
+async def send_over_starttls(
+    store: Store, tls_files: TlsFiles, tmp_path: Path, *, password: str
+) -> tuple[SmtpTestServer, int, RunResult]:
+    """A campaign to a server that requires STARTTLS (trustme CA) and AUTH as org/pw."""
     async with SmtpTestServer(tls=tls_files, require_starttls=True, auth=("org", "pw")) as server:
         settings = make_settings(
             tmp_path,
@@ -199,9 +196,19 @@ async def test_starttls_and_auth_from_settings(
             smtp_security="starttls",
             smtp_ca_file=tls_files.ca_file,
             smtp_username="org",
-            smtp_password="pw",
+            smtp_password=password,
         )
-        result = await send(settings, sqlite_store, new_campaign(sqlite_store))
+        campaign_id = new_campaign(store)
+        result = await send(settings, store, campaign_id)
+    return server, campaign_id, result
+
+
+async def test_starttls_and_auth_from_settings(
+    sqlite_store: Store, tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    """STARTTLS with certificate checks against a trustme CA, then AUTH, then delivery."""
+    seed_list(sqlite_store, tmp_path, 3)
+    server, _, result = await send_over_starttls(sqlite_store, tls_files, tmp_path, password="pw")
     assert result.counts.sent == 3
     assert server.logins
     assert set(server.logins) == {"org"}  # every connection logged in, as org
@@ -210,23 +217,13 @@ async def test_starttls_and_auth_from_settings(
 
 
 async def test_bad_credentials_pause_instead_of_failing_everyone(
-    sqlite_store: Store, tls_files: object, tmp_path: Path
+    sqlite_store: Store, tls_files: TlsFiles, tmp_path: Path
 ) -> None:
-    from smtp_server import TlsFiles
-
-    assert isinstance(tls_files, TlsFiles)
+    """A 535 at login pauses the campaign at once: no recipient is marked failed."""
     seed_list(sqlite_store, tmp_path, 20)
-    async with SmtpTestServer(tls=tls_files, require_starttls=True, auth=("org", "pw")) as server:
-        settings = make_settings(
-            tmp_path,
-            server.port,
-            smtp_security="starttls",
-            smtp_ca_file=tls_files.ca_file,
-            smtp_username="org",
-            smtp_password="wrong",
-        )
-        campaign_id = new_campaign(sqlite_store)
-        result = await send(settings, sqlite_store, campaign_id)
+    server, campaign_id, result = await send_over_starttls(
+        sqlite_store, tls_files, tmp_path, password="wrong"
+    )
     assert result.reason is StopReason.BREAKER
     assert result.campaign.status is CampaignStatus.PAUSED
     counts = sqlite_store.delivery_counts(campaign_id)

@@ -151,7 +151,6 @@ def resume(
 ) -> None:
     """Send what a paused, interrupted or waiting campaign has not sent yet."""
     from mailer.cli.send_cmd import exit_for, print_result, run_with_signals
-    from mailer.smtp import SmtpTransport
 
     settings = common.settings_from(ctx)
     with common.open_store(settings) as store:
@@ -180,7 +179,6 @@ def resume(
             store,
             settings,
             campaign_id,
-            transport_factory=SmtpTransport.from_settings,
             resend_unknown=resend_unknown,
             total=counts.total,
         )

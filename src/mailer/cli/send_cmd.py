@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -15,11 +14,10 @@ from mailer.cli import common
 from mailer.cli.progress import ProgressDisplay, describe
 from mailer.config import Settings
 from mailer.dispatch import Dispatcher, StopReason
-from mailer.models import CampaignStatus, Outcome
-from mailer.runner import RunResult, run_campaign
+from mailer.models import Outcome
+from mailer.runner import RunResult, send_campaign_via_smtp
 from mailer.store import Store
 from mailer.tokens import TokenSigner
-from mailer.transport import Transport
 
 EXIT_PAUSED = 1
 EXIT_INTERRUPTED = 130
@@ -56,7 +54,6 @@ def send(
     from mailer.campaigns import dry_run as run_dry
     from mailer.campaigns import start_or_resume
     from mailer.events import load_event
-    from mailer.smtp import SmtpTransport
     from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
@@ -111,7 +108,6 @@ def send(
             store,
             settings,
             campaign.id,
-            transport_factory=SmtpTransport.from_settings,
             resend_unknown=resend_unknown,
             total=audience,
         )
@@ -170,39 +166,23 @@ def run_with_signals(
     settings: Settings,
     campaign_id: int,
     *,
-    transport_factory: Callable[[Settings], Transport],
     resend_unknown: bool = False,
     total: int,
-    interrupted_status: CampaignStatus = CampaignStatus.PAUSED,
 ) -> RunResult:
-    """Run the campaign with a progress display; SIGINT/SIGTERM stop it cleanly."""
+    """Run the campaign with a progress display; SIGINT/SIGTERM stop it cleanly (paused)."""
     from mailer.tokens import load_signer
 
-    signer = load_signer(settings, generate_if_missing=False)
-    return asyncio.run(
-        _run(
-            store,
-            settings,
-            campaign_id,
-            transport_factory=transport_factory,
-            signer=signer,
-            resend_unknown=resend_unknown,
-            total=total,
-            interrupted_status=interrupted_status,
-        )
-    )
+    signer = load_signer(settings)
+    return asyncio.run(_run(store, settings, campaign_id, signer, resend_unknown, total))
 
 
 async def _run(
     store: Store,
     settings: Settings,
     campaign_id: int,
-    *,
-    transport_factory: Callable[[Settings], Transport],
     signer: TokenSigner,
     resend_unknown: bool,
     total: int,
-    interrupted_status: CampaignStatus,
 ) -> RunResult:
     dispatchers: list[Dispatcher] = []
     loop = asyncio.get_running_loop()
@@ -219,22 +199,18 @@ async def _run(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig.name)
-    transport = transport_factory(settings)
     try:
         with ProgressDisplay(total, label=f"campaign {campaign_id}") as display:
-            return await run_campaign(
+            return await send_campaign_via_smtp(
                 settings=settings,
                 store=store,
-                transport=transport,
                 signer=signer,
                 campaign_id=campaign_id,
                 resend_unknown=resend_unknown,
-                interrupted_status=interrupted_status,
                 on_progress=display.update,
                 stop_requests=dispatchers,
             )
     finally:
-        await transport.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
