@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
@@ -45,6 +46,34 @@ async def test_sequential_acquires_are_spaced_exactly() -> None:
     for _ in range(101):
         await bucket.acquire()
     assert clock.now == pytest.approx(10.0, abs=1e-9)
+
+
+async def test_a_stalled_process_does_not_catch_up_in_a_burst() -> None:
+    """20 tasks at 100/s; the event loop stalls for 0.5 s once. Afterwards grants stay at
+    least one interval apart: the 50 missed grants are not sent all at once."""
+    clock = FakeClock()
+    stalled = False
+
+    async def sleep(seconds: float) -> None:
+        nonlocal stalled
+        await clock.sleep(seconds)
+        if not stalled and clock.now > 1.0:
+            stalled = True
+            clock.now += 0.5
+        await asyncio.sleep(0)  # let the other tasks run, as a real sleep would
+
+    bucket = RateLimiter(per_second=100, clock=clock, sleep=sleep)
+    grants: list[float] = []
+
+    async def worker() -> None:
+        while len(grants) < 300:
+            await bucket.acquire()
+            grants.append(clock.now)
+
+    await asyncio.gather(*(worker() for _ in range(20)))
+    assert stalled
+    gaps = [later - earlier for earlier, later in itertools.pairwise(grants)]
+    assert min(gaps) >= 0.01 - 1e-9
 
 
 async def test_late_wakeups_do_not_slow_the_long_run_rate() -> None:

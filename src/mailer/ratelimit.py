@@ -10,10 +10,10 @@ measured on the same monotonic clock: they cannot be gamed by a burst either sid
 midnight, and they need no time zone. They only live as long as the process; a restarted
 engine calls `preload()` with the ages of messages it already sent (from the ledger).
 
-Waiters are served in the order they called `acquire()`: each call books the next free
-slot, then sleeps until it. A cancelled waiter's slot is not given back (a later grant
-cannot be moved earlier without re-booking every waiter); that errs on the side of
-sending slower, never faster.
+Waiters take turns in the order they called `acquire()` and book a grant when it is
+granted. A wake-up slightly late keeps the virtual schedule; one more than an interval late
+(the process was stalled) books the grant at its real time, so a stall is never followed by
+a burst of the grants it delayed. A cancelled waiter books nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+_JITTER = 0.02
 HOUR = 3600.0
 DAY = 86400.0
 
@@ -78,6 +79,10 @@ class RateLimiter:
         self._interval = 1.0 / per_second
         self._tolerance = (burst - 1) * self._interval
         self._tat = -math.inf  # theoretical arrival time of the next conforming grant
+        self._turn = asyncio.Lock()
+        # Lateness up to this is ordinary timer jitter (about a millisecond here), made up
+        # on the schedule; beyond it the process was stalled and the debt is dropped.
+        self._stall = max(self._interval, _JITTER)
         # Only the last `cap` grant times matter: the next grant must come a window
         # after the oldest of them. maxlen drops older ones for free.
         self._hour: deque[float] | None = deque(maxlen=per_hour) if per_hour else None
@@ -86,12 +91,22 @@ class RateLimiter:
     # -- public API -------------------------------------------------------------------
 
     async def acquire(self) -> None:
-        """Wait until one more message may be sent, and book it."""
-        now = self._clock()
-        at, _ = self._earliest(now)
-        self._book(at)
-        if at > now:
-            await self._sleep(at - now)
+        """Wait until one more message may be sent, and book it.
+
+        Waiters take turns (FIFO): each books its grant when it is granted. A wake-up a
+        little late keeps the theoretical schedule, so the long-run rate stays exact; one
+        later than a whole interval means the process was stalled, and the grant is booked
+        when it really happened, so the waiters behind it do not all leave at once. (At
+        rates above 50/s "a whole interval" is at least 20 ms: timer jitter alone exceeds
+        a 1 ms interval.)
+        """
+        async with self._turn:
+            now = self._clock()
+            at, _ = self._earliest(now)
+            if at > now:
+                await self._sleep(at - now)
+            granted = self._clock()
+            self._book(at if granted - at <= self._stall else granted)
 
     def try_acquire(self) -> bool:
         """Book one message if it may be sent right now; never waits."""
