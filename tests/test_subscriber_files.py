@@ -103,3 +103,14 @@ def test_unknown_encoding_is_a_clear_error(tmp_path: Path) -> None:
     path = write(tmp_path, b"email\n")
     with pytest.raises(SubscriberFileError, match="unknown encoding 'klingon'"):
         list(parse_csv(path, encoding="klingon"))
+
+
+def test_non_ascii_mailbox_names_are_refused_with_the_reason(tmp_path: Path) -> None:
+    """An IDN domain is converted; a non-ASCII local part (SMTPUTF8 only) is refused."""
+    path = write(tmp_path, "email\nanna@bücher.de\njosé@example.org\n".encode())
+    first, second = list(parse_csv(path))
+    assert first.subscriber is not None
+    assert first.subscriber.email == "anna@xn--bcher-kva.de"
+    assert second.subscriber is None
+    assert second.error is not None
+    assert "need SMTPUTF8" in second.error

@@ -172,6 +172,13 @@ def _parse_row(fields: list[str], header: CsvHeader, *, line: int, check_dns: bo
         address = normalise(email, check_dns=check_dns)
     except InvalidAddress as exc:
         return reject(f"email: {exc}")
+    if address.smtputf8:
+        # Such an address can only be delivered over SMTPUTF8 (RFC 6531), which the
+        # composer does not produce yet: refuse it here, with the reason, rather than
+        # importing someone every send would fail.
+        return reject(
+            "email: non-ASCII characters before the @ need SMTPUTF8, which mailer does not send yet"
+        )
     name = fields[header.name_index].strip() if header.name_index is not None else ""
     attributes = {key: fields[index].strip() for index, key in header.attribute_columns}
     subscriber = Subscriber(email=address.email, name=name, attributes=attributes)
