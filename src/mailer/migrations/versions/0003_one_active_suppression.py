@@ -22,6 +22,17 @@ ACTIVE = sa.text("lifted_at IS NULL")
 
 
 def upgrade() -> None:
+    # A store that already recorded the same suppression twice keeps the first in force
+    # and marks the copies lifted at once (they stay as history), so the index can exist.
+    op.execute(
+        """
+        UPDATE suppressions SET lifted_at = created_at
+        WHERE lifted_at IS NULL AND id NOT IN (
+            SELECT min(id) FROM suppressions WHERE lifted_at IS NULL
+            GROUP BY email_key, coalesce(list_id, 0), reason
+        )
+        """
+    )
     op.create_index(
         "uq_suppressions_active",
         "suppressions",
