@@ -8,10 +8,12 @@ import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from campaign_support import make_settings, new_campaign, seed_list, send
 from mailer.dispatch import StopReason
+from mailer.errors import CampaignError
 from mailer.models import CampaignStatus, DeliveryStatus, SubscriberStatus, UnsubscribeSource
 from mailer.runner import RunResult
 from mailer.store import Store
@@ -299,6 +301,10 @@ async def test_sending_the_same_event_again_resumes_a_paused_campaign(
     )
     assert choice.resumed
     assert choice.campaign.id == campaign_id
-    result = await send(make_settings(tmp_path, smtp_server.port), sqlite_store, campaign_id)
+    settings = make_settings(tmp_path, smtp_server.port)
+    with pytest.raises(CampaignError, match="is paused"):  # a worker may not take it
+        await send(settings, sqlite_store, campaign_id)
+    assert sqlite_store.get_campaign(campaign_id).status is CampaignStatus.PAUSED
+    result = await send(settings, sqlite_store, campaign_id, resume=True)
     assert result.reason is StopReason.FINISHED
     assert len(smtp_server.messages) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from campaign_support import new_campaign, seed_list
@@ -16,11 +17,13 @@ def in_flight_campaign(store: Store, tmp_path: Path, count: int) -> tuple[int, l
     seed_list(store, tmp_path, count)
     campaign_id = new_campaign(store)
     list_id = store.list_id("members")
+    assert store.claim_campaign(campaign_id, owner="host:1", lease=timedelta(seconds=30))
     store.snapshot_audience(campaign_id, list_id)
     rows = store.fetch_due(campaign_id, after_id=0, limit=count)
     ids = [row.id for row in rows]
-    to_send, _ = store.begin_sending(campaign_id, list_id, ids)
-    assert to_send == set(ids)
+    marked = store.begin_sending(campaign_id, list_id, ids, owner="host:1")
+    assert marked is not None
+    assert marked[0] == set(ids)
     return campaign_id, ids
 
 
@@ -86,8 +89,6 @@ def test_a_sender_that_lost_its_lease_takes_and_writes_nothing(
 ) -> None:
     """Fencing: once another worker holds the campaign, the old sender can neither mark
     rows `sending` nor overwrite the ledger with its outcomes."""
-    from datetime import timedelta
-
     seed_list(sqlite_store, tmp_path, 4)
     campaign_id = new_campaign(sqlite_store)
     list_id = sqlite_store.list_id("members")

@@ -55,13 +55,8 @@ def start_or_resume(
                     campaign_id=existing.id,
                     hint=f"Cancel it (`mailer campaign cancel {existing.id}`) or pass --new.",
                 )
-            # The organiser asked for it again: a paused (or missed) campaign may go on.
-            store.set_campaign_status(
-                existing.id,
-                CampaignStatus.SENDING,
-                only_from=[CampaignStatus.PAUSED, CampaignStatus.MISSED],
-            )
-            return CampaignChoice(store.get_campaign(existing.id), resumed=True)
+            # A paused or missed campaign goes on when the run claims it (resume=True).
+            return CampaignChoice(existing, resumed=True)
     campaign_id = store.create_campaign(
         event_path=str(event_path.resolve()),
         event_slug=event.slug,

@@ -111,6 +111,7 @@ class Dispatcher:
         self.capped_until: datetime | None = None
         self.capped_by: Limit | None = None
         self._list_id = 0
+        self._campaign_id = 0
 
     def request_stop(self) -> None:
         """Stop taking new recipients; messages already with the relay are finished."""
@@ -118,6 +119,7 @@ class Dispatcher:
 
     async def run(self, campaign_id: int, list_id: int) -> tuple[StopReason, Progress]:
         self._list_id = list_id
+        self._campaign_id = campaign_id
         progress = Progress(counts=await asyncio.to_thread(self.store.delivery_counts, campaign_id))
         heartbeat = asyncio.create_task(self._heartbeat(campaign_id))
         try:
@@ -234,8 +236,7 @@ class Dispatcher:
             if self._halted():
                 await self._give_back(delivery)
                 continue
-            await self.limiter.acquire()
-            if self._halted():  # the wait may have been long; a stop may have come meanwhile
+            if not await self._wait_for_turn():
                 await self._give_back(delivery)
                 continue
             outcome, message_id = await self._send_one(campaign_id, delivery)
@@ -251,6 +252,25 @@ class Dispatcher:
             if len(self._pending) >= _FLUSH_SIZE:
                 await self._flush(campaign_id, progress)
 
+    async def _wait_for_turn(self) -> bool:
+        """Wait for the rate limiter; False if a stop came first (nothing is booked then).
+
+        The wait can last minutes (a cap nearly reached, many workers queued), so it races
+        the stop request; when a grant is free now, no race is set up at all."""
+        if self.limiter.ready():
+            await self.limiter.acquire()
+            return not self._halted()
+        grant = asyncio.ensure_future(self.limiter.acquire())
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({grant, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not grant.done():
+            grant.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await grant
+            return False
+        return not self._halted()
+
     async def _give_back(self, delivery: DueDelivery) -> None:
         """Taken off the queue but never sent: back to its previous state, untouched."""
         await asyncio.to_thread(
@@ -258,6 +278,8 @@ class Dispatcher:
             [delivery.id],
             delivery.status,
             only_from=DeliveryStatus.SENDING,
+            owner=self.owner,  # never undo a row a new lease holder has taken meanwhile
+            campaign_id=self._campaign_id,
         )
 
     async def _send_one(
@@ -331,13 +353,15 @@ class Dispatcher:
                 status = None
             if status is None:
                 self.lease_lost = True
-            elif status is not CampaignStatus.SENDING:
+                self.request_stop()
+                return
+            last_renewed = time.monotonic()
+            if status is not CampaignStatus.SENDING and not self.halted_by_organiser:
+                # Paused or cancelled: stop taking recipients, but keep the lease renewed
+                # until the messages in flight are recorded (run() cancels this task), so
+                # nobody can take the campaign over while this sender still drains.
                 self.halted_by_organiser = True
-            else:
-                last_renewed = time.monotonic()
-                continue
-            self.request_stop()
-            return
+                self.request_stop()
 
 
 def _move(counts: DeliveryCounts, before: DeliveryStatus, after: DeliveryStatus) -> None:

@@ -108,6 +108,10 @@ class RateLimiter:
             granted = self._clock()
             self._book(at if granted - at <= self._stall else granted)
 
+    def ready(self) -> bool:
+        """True if an `acquire()` made now would be granted without waiting."""
+        return not self._turn.locked() and self._earliest(self._clock())[0] <= self._clock()
+
     def try_acquire(self) -> bool:
         """Book one message if it may be sent right now; never waits."""
         now = self._clock()

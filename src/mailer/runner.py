@@ -45,14 +45,22 @@ def _is_dead_local_process(owner: str) -> bool:
     return False
 
 
-def _claim(store: Store, campaign_id: int, owner: str, lease: timedelta) -> bool:
+def _claim(
+    store: Store,
+    campaign_id: int,
+    owner: str,
+    lease: timedelta,
+    allowed: tuple[CampaignStatus, ...],
+) -> bool:
     """Claim the campaign; a lease held by a process of this host that has died (kill -9)
     is taken over at once instead of waiting for it to expire."""
-    if store.claim_campaign(campaign_id, owner=owner, lease=lease):
+    if store.claim_campaign(campaign_id, owner=owner, lease=lease, allowed=allowed):
         return True
     holder = store.get_campaign(campaign_id).lease_owner
     if holder and _is_dead_local_process(holder):
-        return store.claim_campaign(campaign_id, owner=owner, lease=lease, take_over_from=holder)
+        return store.claim_campaign(
+            campaign_id, owner=owner, lease=lease, allowed=allowed, take_over_from=holder
+        )
     return False
 
 
@@ -147,13 +155,22 @@ async def run_campaign(
     on_progress: ProgressCallback | None = None,
     stop_requests: list[Dispatcher] | None = None,
     limiter: RateLimiter | None = None,
+    resume: bool = False,
 ) -> RunResult:
-    """Send `campaign_id` until finished, waiting for retries, interrupted or paused."""
+    """Send `campaign_id` until finished, waiting for retries, interrupted or paused.
+
+    `resume`: the organiser asked for this campaign by hand, so a paused, missed or
+    finished one (for --resend-unknown) may go on; a worker never passes it."""
     owner = owner or worker_identity()
     lease = timedelta(seconds=settings.lease_seconds)
     campaign = store.get_campaign(campaign_id)
     previous_owner = campaign.lease_owner  # whose rows may be in flight, if any
-    if not _claim(store, campaign_id, owner, lease):
+    # Claiming is what moves a paused, missed (or, to resend unknowns, finished) campaign
+    # back to sending, atomically: if the claim fails nothing has changed.
+    allowed: tuple[CampaignStatus, ...] = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING)
+    if resume:
+        allowed += (CampaignStatus.PAUSED, CampaignStatus.MISSED, CampaignStatus.FINISHED)
+    if not _claim(store, campaign_id, owner, lease, allowed):
         current = store.get_campaign(campaign_id)
         if current.lease_owner:
             raise CampaignError(

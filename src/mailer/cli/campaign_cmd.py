@@ -169,18 +169,13 @@ def resume(
                 )
             if not typer.confirm(question):
                 raise typer.Exit(0)
-        # Only now (confirmed) make it sendable again: a running worker would pick it up.
-        store.set_campaign_status(
-            campaign_id,
-            CampaignStatus.SENDING,
-            only_from=[CampaignStatus.PAUSED, CampaignStatus.MISSED, CampaignStatus.FINISHED],
-        )
         result = run_with_signals(
             store,
             settings,
             campaign_id,
             resend_unknown=resend_unknown,
             total=counts.total,
+            resume=True,
         )
     print_result(result)
     exit_for(result)

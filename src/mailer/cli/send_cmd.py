@@ -110,6 +110,7 @@ def send(
             campaign.id,
             resend_unknown=resend_unknown,
             total=audience,
+            resume=choice.resumed,
         )
     print_result(result)
     exit_for(result)
@@ -168,12 +169,15 @@ def run_with_signals(
     *,
     resend_unknown: bool = False,
     total: int,
+    resume: bool = False,
 ) -> RunResult:
     """Run the campaign with a progress display; SIGINT/SIGTERM stop it cleanly (paused)."""
     from mailer.tokens import load_signer
 
     signer = load_signer(settings)
-    return asyncio.run(_run(store, settings, campaign_id, signer, resend_unknown, total))
+    return asyncio.run(
+        _run(store, settings, campaign_id, signer, resend_unknown, total, resume=resume)
+    )
 
 
 async def _run(
@@ -183,6 +187,8 @@ async def _run(
     signer: TokenSigner,
     resend_unknown: bool,
     total: int,
+    *,
+    resume: bool,
 ) -> RunResult:
     dispatchers: list[Dispatcher] = []
     loop = asyncio.get_running_loop()
@@ -209,6 +215,7 @@ async def _run(
                 resend_unknown=resend_unknown,
                 on_progress=display.update,
                 stop_requests=dispatchers,
+                resume=resume,
             )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -179,7 +179,9 @@ class CampaignQueries(StoreBase):
         if scheduled_at is not None:
             values["scheduled_at"] = scheduled_at
         if status in (CampaignStatus.FINISHED, CampaignStatus.CANCELLED):
-            values.update(finished_at=now, lease_owner=None, lease_expires_at=None)
+            # The lease stays with a sender that may still be draining: it notices at its
+            # next heartbeat, records what is in flight, then releases the campaign.
+            values["finished_at"] = now
         query = update(campaigns).where(campaigns.c.id == campaign_id).values(**values)
         if only_from is not None:
             query = query.where(campaigns.c.status.in_([s.value for s in only_from]))

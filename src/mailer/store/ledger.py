@@ -86,35 +86,46 @@ def _mailable(list_id: int | ColumnElement[int]) -> Any:
     )
 
 
-# begin_sending runs once per `concurrency` messages, and building its four statements
-# with SQLAlchemy cost ~1.3 ms a call here (~80 µs a message at concurrency 16, the
-# largest store cost of a send; SQLite itself took <10% of it). Built once, with the ids
-# as an expanding parameter, a call costs ~0.5 ms (bench/bench_send.py, issue 4).
+# begin_sending runs once per `concurrency` messages; building its statements with
+# SQLAlchemy each time cost ~1.3 ms a call (~80 µs a message at concurrency 16). Built once,
+# with the ids as an expanding parameter, they cost a fraction of that (bench_send.py).
+#
+# The UPDATEs themselves decide, with RETURNING: a row is taken only if it is still due,
+# the caller still holds the lease and (for `sending`) the subscriber is still mailable.
+# A SELECT first and an UPDATE after would not be atomic on SQLite, where pysqlite only
+# opens the transaction at the first write.
 _IDS: BindParameter[list[int]] = bindparam("b_ids", expanding=True)
 _LIST: BindParameter[int] = bindparam("b_list")
 _STILL_DUE_ROW = deliveries.c.status.in_([s.value for s in _DUE])
-_LEASE_HOLDER = (
-    select(campaigns.c.lease_owner)
-    .where(campaigns.c.id == bindparam("b_campaign"))
-    .with_for_update()
+_HOLDS_LEASE = (
+    select(campaigns.c.id)
+    .where(
+        campaigns.c.id == bindparam("b_campaign"), campaigns.c.lease_owner == bindparam("b_owner")
+    )
+    .exists()
 )
-_MAILABLE_IDS = (
-    select(deliveries.c.id)
-    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+_STILL_MAILABLE = (
+    select(subscribers.c.id)
     .join(
         memberships,
         and_(memberships.c.subscriber_id == subscribers.c.id, memberships.c.list_id == _LIST),
     )
-    .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, _mailable(_LIST))
+    .where(subscribers.c.id == deliveries.c.subscriber_id, _mailable(_LIST))
+    .exists()
 )
-_STILL_DUE_IDS = select(deliveries.c.id).where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW)
-# Only rows still due are marked (skipped ones too: they were due a moment ago, in this
-# same transaction, so the extra condition changes nothing but keeps one statement).
-_MARK = (
+_TAKE = (
     update(deliveries)
-    .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW)
-    .values(status=bindparam("b_status"), updated_at=bindparam("b_now"))
+    .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, _HOLDS_LEASE, _STILL_MAILABLE)
+    .values(status=DeliveryStatus.SENDING.value, updated_at=bindparam("b_now"))
+    .returning(deliveries.c.id)
 )
+_SKIP = (
+    update(deliveries)
+    .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, _HOLDS_LEASE, ~_STILL_MAILABLE)
+    .values(status=DeliveryStatus.SKIPPED.value, updated_at=bindparam("b_now"))
+    .returning(deliveries.c.id)
+)
+_LEASE_HOLDER = select(campaigns.c.lease_owner).where(campaigns.c.id == bindparam("b_campaign"))
 
 
 class LedgerQueries(SuppressionQueries, StoreBase):
@@ -203,37 +214,31 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             ]
 
     def begin_sending(
-        self, campaign_id: int, list_id: int, ids: list[int], *, owner: str | None = None
+        self, campaign_id: int, list_id: int, ids: list[int], *, owner: str
     ) -> tuple[set[int], set[int]] | None:
         """Just before sending: skip rows whose subscriber left since the snapshot, mark the
         rest `sending`. Returns (to send, skipped) delivery ids, in one transaction.
 
-        With `owner`, nothing is marked unless `owner` still holds the campaign's lease
-        (None is returned): a sender that lost its lease must not take rows another worker
-        now sends. Only rows still due are marked, so no row is ever taken twice.
+        Nothing is taken unless `owner` holds the campaign's lease (then None is
+        returned), and only rows still due are taken, so no row is ever sent by two.
         """
         if not ids:
             return set(), set()
-        now = utcnow()
+        params = {
+            "b_ids": ids,
+            "b_list": list_id,
+            "b_campaign": campaign_id,
+            "b_owner": owner,
+            "b_now": utcnow(),
+        }
         with self.engine.begin() as connection:
-            if owner is not None:
-                holder = connection.execute(_LEASE_HOLDER, {"b_campaign": campaign_id}).scalar()
+            taken = set(connection.execute(_TAKE, params).scalars())
+            skipped = set(connection.execute(_SKIP, params).scalars())
+            if not taken and not skipped:
+                holder = connection.execute(_LEASE_HOLDER, params).scalar()
                 if holder != owner:
                     return None
-            mailable = set(
-                connection.execute(_MAILABLE_IDS, {"b_ids": ids, "b_list": list_id}).scalars()
-            )
-            still_due = set(connection.execute(_STILL_DUE_IDS, {"b_ids": ids}).scalars())
-            skipped = still_due - mailable
-            for marked, status in (
-                (skipped, DeliveryStatus.SKIPPED),
-                (mailable, DeliveryStatus.SENDING),
-            ):
-                if marked:
-                    connection.execute(
-                        _MARK, {"b_ids": sorted(marked), "b_status": status.value, "b_now": now}
-                    )
-        return mailable, skipped
+        return taken, skipped
 
     def record_outcomes(
         self,
@@ -319,12 +324,26 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             ]
 
     def set_delivery_status(
-        self, ids: Iterable[int], status: DeliveryStatus, *, only_from: DeliveryStatus | None = None
+        self,
+        ids: Iterable[int],
+        status: DeliveryStatus,
+        *,
+        only_from: DeliveryStatus | None = None,
+        owner: str | None = None,
+        campaign_id: int | None = None,
     ) -> None:
+        """Move rows to `status` (only those in `only_from`; with `owner`, only while that
+        sender still holds `campaign_id`'s lease)."""
         ids = list(ids)
         if not ids:
             return
         condition = [deliveries.c.status == only_from.value] if only_from is not None else []
+        if owner is not None:
+            condition.append(
+                select(campaigns.c.id)
+                .where(campaigns.c.id == campaign_id, campaigns.c.lease_owner == owner)
+                .exists()
+            )
         with self.engine.begin() as connection:
             connection.execute(
                 update(deliveries)

@@ -164,26 +164,26 @@ class SuppressionQueries(StoreBase):
             ).scalar()
             if key is None:
                 raise NotFoundError(f"no subscriber with id {subscriber_id}")
-            connection.execute(
-                update(suppressions)
-                .where(
-                    suppressions.c.email_key == key,
-                    suppressions.c.list_id == list_id,
-                    suppressions.c.reason == SuppressionReason.UNSUBSCRIBED.value,
-                    suppressions.c.source.in_(_SELF_SERVICE),
-                    suppressions.c.lifted_at.is_(None),
-                )
-                .values(lifted_at=now)
+            own_unsubscribe = and_(
+                suppressions.c.list_id == list_id,
+                suppressions.c.reason == SuppressionReason.UNSUBSCRIBED.value,
+                suppressions.c.source.in_(_SELF_SERVICE),
             )
-            still_suppressed = connection.execute(
+            in_force = (suppressions.c.email_key == key) & suppressions.c.lifted_at.is_(None)
+            # Anything else in force (a bounce, a complaint, a removal on request) wins:
+            # then nothing is lifted at all.
+            other = connection.execute(
                 select(suppressions.c.id).where(
-                    suppressions.c.email_key == key,
-                    suppressions.c.lifted_at.is_(None),
+                    in_force,
                     or_(suppressions.c.list_id.is_(None), suppressions.c.list_id == list_id),
+                    ~own_unsubscribe,
                 )
             ).first()
-            if still_suppressed is not None:
+            if other is not None:
                 return False
+            connection.execute(
+                update(suppressions).where(in_force, own_unsubscribe).values(lifted_at=now)
+            )
             changed = connection.execute(
                 update(memberships)
                 .where(
