@@ -308,3 +308,25 @@ async def test_sending_the_same_event_again_resumes_a_paused_campaign(
     result = await send(settings, sqlite_store, campaign_id, resume=True)
     assert result.reason is StopReason.FINISHED
     assert len(smtp_server.messages) == 3
+
+
+def test_a_campaign_being_started_is_not_due_for_a_worker(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """`mailer send` creates its campaign already leased to itself: a running worker
+    cannot take it in the moment between creation and the sender's claim."""
+    from campaign_support import EVENT
+    from mailer.campaigns import start_or_resume
+    from mailer.events import load_event
+
+    seed_list(sqlite_store, tmp_path, 2)
+    event = load_event(EVENT)
+    held = start_or_resume(
+        sqlite_store, event_path=EVENT, event=event, list_name="members", owner="host:7"
+    )
+    assert held.campaign.lease_owner == "host:7"
+    assert sqlite_store.due_campaigns() == []
+    unheld = start_or_resume(
+        sqlite_store, event_path=EVENT, event=event, list_name="members", new=True
+    )
+    assert sqlite_store.due_campaigns() == [unheld.campaign.id]

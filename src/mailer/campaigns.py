@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from mailer.compose import InvitationBuilder
@@ -37,9 +38,17 @@ class CampaignChoice:
 
 
 def start_or_resume(
-    store: Store, *, event_path: Path, event: Event, list_name: str, new: bool = False
+    store: Store,
+    *,
+    event_path: Path,
+    event: Event,
+    list_name: str,
+    new: bool = False,
+    owner: str | None = None,
 ) -> CampaignChoice:
     """The unfinished campaign of this event to this list, or (none, or --new) a new one.
+
+    `owner`: the sender about to run it; a new campaign is created already leased to it.
 
     Running the very same `mailer send` again after a crash resumes instead of starting
     a second campaign that would mail everyone again.
@@ -63,6 +72,8 @@ def start_or_resume(
         list_id=list_id,
         subject=event.subject,
         status=CampaignStatus.SENDING,
+        lease_owner=owner,
+        lease=timedelta(seconds=60),
     )
     return CampaignChoice(store.get_campaign(campaign_id), resumed=False)
 

@@ -15,7 +15,7 @@ from mailer.cli.progress import ProgressDisplay, describe
 from mailer.config import Settings
 from mailer.dispatch import Dispatcher, StopReason
 from mailer.models import Outcome
-from mailer.runner import RunResult, send_campaign_via_smtp
+from mailer.runner import RunResult, send_campaign_via_smtp, worker_identity
 from mailer.store import Store
 from mailer.tokens import TokenSigner
 
@@ -101,7 +101,12 @@ def send(
             label = f"campaign {pending.id}" if pending else "a new campaign"
             _confirm(settings, audience, list_name, event.subject, label, pending is not None)
         choice = start_or_resume(
-            store, event_path=event_file, event=event, list_name=list_name, new=new
+            store,
+            event_path=event_file,
+            event=event,
+            list_name=list_name,
+            new=new,
+            owner=worker_identity(),
         )
         campaign = choice.campaign
         result = run_with_signals(

@@ -100,7 +100,11 @@ class CampaignQueries(StoreBase):
         subject: str,
         status: CampaignStatus,
         scheduled_at: datetime | None = None,
+        lease_owner: str | None = None,
+        lease: timedelta | None = None,
     ) -> int:
+        """A new campaign; with `lease_owner`, held by that sender from the start, so a
+        running worker cannot take it between its creation and the creator's claim."""
         now = utcnow()
         with self.engine.begin() as connection:
             return int(
@@ -115,6 +119,8 @@ class CampaignQueries(StoreBase):
                         scheduled_at=scheduled_at,
                         created_at=now,
                         updated_at=now,
+                        lease_owner=lease_owner,
+                        lease_expires_at=now + lease if lease_owner and lease else None,
                     )
                     .returning(campaigns.c.id)
                 ).scalar_one()
