@@ -45,7 +45,7 @@ def generate(path: Path, rows: int) -> None:
 
 
 def child(csv_path: str, db_path: str) -> None:
-    from mailer.importer import import_file
+    from mailer.audience.importer import import_file
     from mailer.store import Store
 
     store = Store.open(f"sqlite:///{db_path}")

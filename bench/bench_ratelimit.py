@@ -14,7 +14,7 @@ import bisect
 import sys
 import time
 
-from mailer.ratelimit import RateLimiter
+from mailer.sending.ratelimit import RateLimiter
 
 
 async def measure(seconds: float, rate: float) -> tuple[float, int, int]:

@@ -16,9 +16,9 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
-from mailer.compose import InvitationBuilder
-from mailer.events import load_event
-from mailer.invite import CONTENT_TYPE
+from mailer.message.calendar import CONTENT_TYPE
+from mailer.message.compose import InvitationBuilder
+from mailer.message.event import load_event
 from mailer.models import Recipient, SenderIdentity
 
 ROOT = Path(__file__).resolve().parent.parent

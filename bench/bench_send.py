@@ -195,7 +195,7 @@ def _write_csv(path: Path, count: int) -> None:
 
 
 def _import(tmp: Path, count: int) -> Any:
-    from mailer.importer import import_file
+    from mailer.audience.importer import import_file
     from mailer.store import Store
 
     store = Store.open(f"sqlite:///{tmp / 'mailer.db'}")
@@ -209,8 +209,8 @@ def _import(tmp: Path, count: int) -> Any:
 
 def sample_message() -> bytes:
     """One real invitation's bytes, as the end-to-end run would send them."""
-    from mailer.compose import InvitationBuilder
-    from mailer.events import load_event
+    from mailer.message.compose import InvitationBuilder
+    from mailer.message.event import load_event
     from mailer.models import Recipient
     from mailer.tokens import TokenSigner, unsubscribe_url
 
@@ -261,9 +261,9 @@ def child_raw(port: int, count: int) -> None:
 
 def child_e2e(port: int, count: int, profile_out: str | None = None) -> None:
     """Import `count` subscribers (untimed), then time `run_campaign` to the sink."""
-    from mailer.campaigns import start_or_resume
-    from mailer.events import load_event
-    from mailer.runner import send_campaign_via_smtp
+    from mailer.campaigns.actions import start_or_resume
+    from mailer.message.event import load_event
+    from mailer.sending.run import send_campaign_via_smtp
     from mailer.tokens import load_signer
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -308,7 +308,7 @@ def child_import_million(db_dir: str, count: int) -> None:
 
 
 def child_dry_run(db_dir: str) -> None:
-    from mailer.campaigns import dry_run
+    from mailer.campaigns.actions import dry_run
     from mailer.store import Store
     from mailer.tokens import load_signer
 

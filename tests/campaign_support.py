@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mailer.audience.importer import import_file
 from mailer.config import Settings, load_settings
-from mailer.importer import import_file
-from mailer.runner import RunResult, send_campaign_via_smtp
+from mailer.sending.run import RunResult, send_campaign_via_smtp
 from mailer.store import Store
 from mailer.tokens import load_signer
 
@@ -52,8 +52,8 @@ def seed_list(store: Store, tmp_path: Path, count: int, *, list_name: str = "mem
 
 
 def new_campaign(store: Store, *, list_name: str = "members") -> int:
-    from mailer.campaigns import start_or_resume
-    from mailer.events import load_event
+    from mailer.campaigns.actions import start_or_resume
+    from mailer.message.event import load_event
 
     event = load_event(EVENT)
     choice = start_or_resume(store, event_path=EVENT, event=event, list_name=list_name, new=True)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mailer.catcher import Catcher
 from mailer.config import SmtpSecurity
+from mailer.delivery.catcher import Catcher
+from mailer.delivery.smtp import SmtpTransport
 from mailer.models import DeliveryStatus, OutgoingMessage
-from mailer.transport import SmtpTransport
 
 BODY = b"From: a@mailer.test\r\nTo: b@example.org\r\nSubject: Hi\r\n\r\n.leading dot\r\nbye\r\n"
 

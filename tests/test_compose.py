@@ -12,9 +12,9 @@ from pathlib import Path
 import icalendar
 import pytest
 
-from mailer.compose import InvitationBuilder
 from mailer.errors import UnsafeValueError
-from mailer.events import load_event
+from mailer.message.compose import InvitationBuilder
+from mailer.message.event import load_event
 from mailer.models import OutgoingMessage, Recipient, SenderIdentity
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from campaign_support import make_settings, new_campaign, seed_list, send
-from mailer.dispatch import StopReason
 from mailer.errors import CampaignError
 from mailer.models import CampaignStatus, DeliveryStatus, SubscriberStatus, UnsubscribeSource
-from mailer.runner import RunResult
+from mailer.sending.engine import StopReason
+from mailer.sending.run import RunResult
 from mailer.store import Store
 from mailer.store.schema import deliveries, suppressions
 from smtp_server import SmtpTestServer, TlsFiles
@@ -290,8 +290,8 @@ async def test_sending_the_same_event_again_resumes_a_paused_campaign(
 ) -> None:
     """After Ctrl-C (paused), the very same `mailer send` goes on with that campaign."""
     from campaign_support import EVENT
-    from mailer.campaigns import start_or_resume
-    from mailer.events import load_event
+    from mailer.campaigns.actions import start_or_resume
+    from mailer.message.event import load_event
 
     seed_list(sqlite_store, tmp_path, 3)
     campaign_id = new_campaign(sqlite_store)
@@ -316,8 +316,8 @@ def test_a_campaign_being_started_is_not_due_for_a_worker(
     """`mailer send` creates its campaign already leased to itself: a running worker
     cannot take it in the moment between creation and the sender's claim."""
     from campaign_support import EVENT
-    from mailer.campaigns import start_or_resume
-    from mailer.events import load_event
+    from mailer.campaigns.actions import start_or_resume
+    from mailer.message.event import load_event
 
     seed_list(sqlite_store, tmp_path, 2)
     event = load_event(EVENT)

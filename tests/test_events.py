@@ -10,7 +10,8 @@ import pytest
 
 from mailer.cli import main
 from mailer.errors import EventFileError, TemplateError
-from mailer.events import load_event, validate_event
+from mailer.message.event import load_event
+from mailer.message.lint import validate_event
 from test_compose import EXAMPLE, TEMPLATES
 
 FRONT = """---
@@ -124,14 +125,18 @@ def test_template_problems_are_reported_with_the_event_file_line(
 
 
 def test_missing_layout_is_reported(tmp_path: Path) -> None:
-    """An event naming a layout that does not exist points at the missing file."""
+    """An event naming a layout that does not exist points at its `layout:` line and
+    names the layouts there are."""
     text = FRONT.format(start="2021-09-11T14:30").replace("---\nH", "H")
     text = text.replace("venue:", "layout: fancy\nvenue:")
-    problems = validate_event(write(tmp_path, text + "Hi\n"), templates_dir=TEMPLATES)
-    assert [p.path for p in problems] == [
-        TEMPLATES / "layouts" / "fancy.html.j2",
-        TEMPLATES / "layouts" / "fancy.txt.j2",
-    ]
+    path = write(tmp_path, text + "Hi\n")
+    problems = validate_event(path, templates_dir=TEMPLATES)
+    assert len(problems) == 1
+    line = next(
+        n for n, t in enumerate(path.read_text().splitlines(), 1) if t.startswith("layout:")
+    )
+    assert (problems[0].path, problems[0].line) == (path, line)
+    assert "'fancy' not found (layouts: default)" in str(problems[0])
 
 
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

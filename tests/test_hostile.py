@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.compose import InvitationBuilder
 from mailer.errors import UnsafeValueError
+from mailer.message.compose import InvitationBuilder
 from mailer.models import Recipient
 from mailer.safety import MAX_FIELD_LENGTH, find_unsafe
 from test_compose import (

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from mailer.audience.importer import import_file
 from mailer.errors import SubscriberFileError
-from mailer.importer import import_file
 from mailer.models import SubscriberStatus, UnsubscribeSource
 from mailer.store import Store
 from mailer.store.schema import memberships, subscribers, suppressions
@@ -142,7 +142,7 @@ def test_the_database_holds_one_suppression_in_force_per_reason(
 ) -> None:
     """The unique index behind idempotent unsubscribes: a second identical suppression is
     not recorded, a different reason is, and a lifted one no longer counts."""
-    from mailer.store.database import utcnow
+    from mailer.clock import utcnow
     from mailer.store.suppressions import _insert_suppression
 
     row = {

@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import icalendar
 
-from mailer.events import load_event
-from mailer.invite import build_ics, event_uid, google_calendar_url
+from mailer.message.calendar import build_ics, event_uid, google_calendar_url
+from mailer.message.event import load_event
 from test_compose import EXAMPLE, make_builder
 
 

@@ -6,11 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from campaign_support import new_campaign, seed_list
-from mailer.journal import Journal
-from mailer.models import DeliveryStatus
-from mailer.runner import recover_in_flight
+from mailer.models import DeliveryStatus, RecordedOutcome
+from mailer.sending.journal import Journal
+from mailer.sending.recovery import recover_in_flight
 from mailer.store import Store
-from mailer.store.ledger import RecordedOutcome
 
 
 def in_flight_campaign(store: Store, tmp_path: Path, count: int) -> tuple[int, list[int]]:

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from campaign_support import EVENT, make_settings, new_campaign, seed_list
-from mailer.campaigns import start_or_resume
+from mailer.campaigns.actions import start_or_resume
 from mailer.config import Settings
 from mailer.errors import CampaignError
-from mailer.events import load_event
+from mailer.message.event import load_event
 from mailer.models import CampaignStatus, DeliveryStatus, Outcome, OutgoingMessage
-from mailer.runner import RunResult, run_campaign
+from mailer.sending.run import RunResult, run_campaign
 from mailer.store import Store
 from mailer.tokens import load_signer
 

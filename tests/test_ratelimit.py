@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer.ratelimit import DAY, HOUR, Limit, RateLimiter, Wait
+from mailer.sending.ratelimit import DAY, HOUR, Limit, RateLimiter, Wait
 
 
 class FakeClock:

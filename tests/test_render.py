@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer.compose import InvitationBuilder
 from mailer.errors import TemplateError
-from mailer.invite import format_when
+from mailer.message.compose import InvitationBuilder
+from mailer.message.dates import format_when
+from mailer.message.render import markdown_text
 from mailer.models import Recipient
-from mailer.render import markdown_text
 from test_compose import FRONT_FOR_TESTS, SENDER, TEMPLATES, ZOE, make_builder
 
 LONDON = ZoneInfo("Europe/London")

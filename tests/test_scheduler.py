@@ -199,7 +199,7 @@ def test_campaign_past_its_grace_period_is_marked_missed(
     env = environment(database, tmp_path, smtp_server_process.port, MAILER_GRACE_PERIOD="60")
     seed(env, tmp_path, 3)
     store = Store.open(database)
-    from mailer.events import load_event
+    from mailer.message.event import load_event
 
     event = load_event(EVENT)
     list_id = store.list_id("members")

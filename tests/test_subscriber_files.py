@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from mailer.audience.csv_file import parse_csv
 from mailer.errors import SubscriberFileError
-from mailer.subscribers import parse_csv
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "subscribers.example.csv"
 

@@ -13,9 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailer.config import Settings, SmtpSecurity
+from mailer.delivery.memory import MemoryTransport
+from mailer.delivery.replies import classify_reply
+from mailer.delivery.smtp import SmtpTransport
 from mailer.errors import TransportError
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
-from mailer.transport import MemoryTransport, SmtpTransport, classify_reply
 from smtp_server import SmtpServerProcess, SmtpTestServer, TlsFiles
 
 SENDER = "invitations@mailer.test"
@@ -444,7 +446,7 @@ def test_dot_stuffing_fast_path_matches_the_general_one(parts: list[bytes]) -> N
     exactly as the general (regex) form gives it."""
     import re
 
-    from mailer.smtp import _dot_stuff
+    from mailer.delivery.smtp import _dot_stuff
 
     data = b"".join(parts)
     body = re.sub(rb"\r\n|\n|\r", b"\r\n", data)

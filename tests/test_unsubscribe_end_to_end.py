@@ -10,8 +10,8 @@ import httpx
 from sqlalchemy import select
 
 from campaign_support import EVENT, make_settings, seed_list, send
-from mailer.campaigns import start_or_resume
-from mailer.events import load_event
+from mailer.campaigns.actions import start_or_resume
+from mailer.message.event import load_event
 from mailer.store import Store
 from mailer.store.schema import suppressions
 from mailer.tokens import load_signer

@@ -29,7 +29,7 @@ from mailer.store.imports import ImportRow
 from mailer.store.schema import memberships, suppressions
 from mailer.tokens import TokenSigner
 from mailer.web import create_app
-from mailer.web.ratelimit import ClientRateLimiter
+from mailer.web.throttle import ClientRateLimiter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = b"test-key-for-the-web-app-0123456789"

@@ -23,9 +23,9 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from mailer.compose import InvitationBuilder
 from mailer.config import Settings
-from mailer.events import load_event
+from mailer.message.compose import InvitationBuilder
+from mailer.message.event import load_event
 from mailer.models import Recipient, Subscriber
 from mailer.store import Store
 from mailer.store.imports import ImportRow

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from mailer.campaigns.when import describe_time, parse_send_time
 from mailer.errors import InputError
-from mailer.when import describe_time, parse_send_time
 
 BEFORE_2021 = datetime(2021, 1, 1, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 
@@ -138,3 +138,114 @@ class Suppression:
     source: UnsubscribeSource
     at: datetime
     campaign_id: int | None = None
+
+
+# -- campaigns, the ledger and what the store reports ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRecord:
+    id: int
+    event_path: str
+    event_slug: str
+    list_id: int
+    list_name: str
+    subject: str
+    status: CampaignStatus
+    scheduled_at: datetime | None
+    snapshot_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(slots=True)
+class DeliveryCounts:
+    queued: int = 0
+    sending: int = 0
+    sent: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unknown: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, status.value) for status in DeliveryStatus)
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.bounced + self.failed + self.skipped
+
+    def as_dict(self) -> dict[str, int]:
+        return {status.value: getattr(self, status.value) for status in DeliveryStatus}
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attributes: Mapping[str, str]
+    attempts: int
+    status: DeliveryStatus = DeliveryStatus.QUEUED
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOutcome:
+    delivery_id: int
+    subscriber_id: int
+    status: DeliveryStatus
+    attempts: int
+    code: int | None = None
+    reply: str = ""
+    message_id: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    email: str
+    status: DeliveryStatus
+    attempts: int
+    code: int | None
+    reply: str
+    message_id: str | None
+    sent_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(slots=True)
+class ImportCounts:
+    imported: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    invalid: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ListSummary:
+    name: str
+    subscribed: int
+    unsubscribed: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecipient:
+    """The person a token names, as the unsubscribe page shows them."""
+
+    email: str
+    list_name: str
+    unsubscribed: bool
+    """True when they have left this list (membership or an unlifted list suppression)."""

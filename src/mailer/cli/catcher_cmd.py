@@ -35,7 +35,7 @@ def catcher(
 
 
 async def _serve(directory: Path, *, host: str, port: int, quiet: bool) -> int:
-    from mailer.catcher import Catcher
+    from mailer.delivery.catcher import Catcher
 
     def announce(path: Path) -> None:
         common.console.print(f"saved {escape(str(path))}")

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
 def demo(ctx: typer.Context) -> None:
     """Import the example list and send it the example invitation via a local catcher."""
-    from mailer.importer import default_rejects_path, import_file
+    from mailer.audience.importer import default_rejects_path, import_file
     from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
@@ -56,10 +56,10 @@ def demo(ctx: typer.Context) -> None:
 
 
 async def _send(settings: Settings, store: Store, event_path: Path, signer: TokenSigner) -> None:
-    from mailer.campaigns import start_or_resume
-    from mailer.catcher import Catcher
-    from mailer.events import load_event
-    from mailer.runner import send_campaign_via_smtp
+    from mailer.campaigns.actions import start_or_resume
+    from mailer.delivery.catcher import Catcher
+    from mailer.message.event import load_event
+    from mailer.sending.run import send_campaign_via_smtp
 
     outbox = settings.var_dir / "outbox"
     async with Catcher(outbox, host="127.0.0.1", port=0) as catcher:

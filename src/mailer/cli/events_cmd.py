@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
 def validate_command(ctx: typer.Context, event: EventArgument) -> None:
     """Check an event's front matter and every template it uses."""
-    from mailer.events import validate_event
+    from mailer.message.lint import validate_event
 
     settings = common.settings_from(ctx)
     common.existing_file(event, what="event file")
@@ -68,8 +68,8 @@ def preview_command(
     ] = False,
 ) -> None:
     """Write the .html, .txt, .ics and full .eml one subscriber would receive."""
-    from mailer.compose import InvitationBuilder
-    from mailer.events import load_event
+    from mailer.message.compose import InvitationBuilder
+    from mailer.message.event import load_event
 
     settings = common.settings_from(ctx)
     common.existing_file(event, what="event file")
@@ -108,7 +108,7 @@ def preview_command(
 
 
 def _pick_subscriber(path: Path, email: str | None) -> Recipient:
-    from mailer.subscribers import parse_csv
+    from mailer.audience.csv_file import parse_csv
 
     common.existing_file(path, what="subscriber file")
     wanted = email.strip().lower() if email else None

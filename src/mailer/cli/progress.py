@@ -8,8 +8,8 @@ from types import TracebackType
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from mailer.cli import common
-from mailer.dispatch import Progress as SendProgress
-from mailer.store import DeliveryCounts
+from mailer.models import DeliveryCounts
+from mailer.sending.engine import Progress as SendProgress
 
 PLAIN_EVERY = 5.0
 

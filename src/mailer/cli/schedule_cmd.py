@@ -12,12 +12,12 @@ from typing import Annotated
 
 import typer
 
+from mailer.campaigns.when import describe_time, parse_send_time
 from mailer.cli import common
 from mailer.config import Settings
 from mailer.errors import CampaignError
 from mailer.models import CampaignStatus
 from mailer.store import Store
-from mailer.when import describe_time, parse_send_time
 
 At = Annotated[str, typer.Option("--at", help='Local send time, e.g. "2021-09-04 10:00".')]
 Tz = Annotated[
@@ -39,7 +39,7 @@ def schedule(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Schedule an invitation; a running `mailer worker` (or `mailer serve`) sends it then."""
-    from mailer.events import load_event
+    from mailer.message.event import load_event
     from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
@@ -132,8 +132,8 @@ async def run_worker(
     settings: Settings, store: Store, *, stop: asyncio.Event | None = None
 ) -> None:
     """The scheduler loop with clean SIGINT/SIGTERM handling; used by `worker` and `serve`."""
-    from mailer.scheduler import Scheduler
-    from mailer.smtp import SmtpTransport
+    from mailer.campaigns.scheduler import Scheduler
+    from mailer.delivery.smtp import SmtpTransport
     from mailer.tokens import load_signer
 
     scheduler = Scheduler(

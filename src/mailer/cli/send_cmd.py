@@ -13,9 +13,9 @@ import typer
 from mailer.cli import common
 from mailer.cli.progress import ProgressDisplay, describe
 from mailer.config import Settings
-from mailer.dispatch import Dispatcher, StopReason
 from mailer.models import Outcome
-from mailer.runner import RunResult, send_campaign_via_smtp, worker_identity
+from mailer.sending.engine import Dispatcher, StopReason
+from mailer.sending.run import RunResult, send_campaign_via_smtp, worker_identity
 from mailer.store import Store
 from mailer.tokens import TokenSigner
 
@@ -51,9 +51,9 @@ def send(
     ] = False,
 ) -> None:
     """Send an event invitation to a list; run it again after a crash to resume."""
-    from mailer.campaigns import dry_run as run_dry
-    from mailer.campaigns import start_or_resume
-    from mailer.events import load_event
+    from mailer.campaigns.actions import dry_run as run_dry
+    from mailer.campaigns.actions import start_or_resume
+    from mailer.message.event import load_event
     from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
@@ -149,8 +149,8 @@ async def _send_test(
     to: str,
     signer: TokenSigner,
 ) -> Outcome:
-    from mailer.campaigns import send_test
-    from mailer.smtp import SmtpTransport
+    from mailer.campaigns.actions import send_test
+    from mailer.delivery.smtp import SmtpTransport
 
     transport = SmtpTransport.from_settings(settings)
     try:

@@ -66,7 +66,7 @@ def import_command(
     ] = None,
 ) -> None:
     """Import (or update) subscribers from a CSV file into a list, in one transaction."""
-    from mailer.importer import default_rejects_path, import_file
+    from mailer.audience.importer import default_rejects_path, import_file
 
     settings = common.settings_from(ctx)
     common.existing_file(file, what="subscriber file")

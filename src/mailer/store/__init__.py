@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from mailer.store.campaigns import (
-    CampaignQueries,
-    CampaignRecord,
-    DeliveryCounts,
-    SchedulingQueries,
-)
+from mailer.store.campaigns import CampaignQueries, SchedulingQueries
 from mailer.store.database import create_store_engine, upgrade
-from mailer.store.imports import ImportCounts, ImportQueries
+from mailer.store.imports import ImportQueries
 from mailer.store.ledger import LedgerQueries
-from mailer.store.lists import ListQueries, ListSummary
-from mailer.store.pages import PageQueries
+from mailer.store.lists import ListQueries
+from mailer.store.recipient_pages import PageQueries
 from mailer.store.suppressions import SuppressionQueries
 
 
@@ -54,4 +49,4 @@ class Store(
         self.close()
 
 
-__all__ = ["CampaignRecord", "DeliveryCounts", "ImportCounts", "ListSummary", "Store"]
+__all__ = ["Store"]

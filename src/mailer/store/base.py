@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Engine, insert, select
 
+from mailer.clock import utcnow
 from mailer.errors import NotFoundError
-from mailer.store.database import utcnow
 from mailer.store.schema import lists
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Row, func, insert, or_, select, update
 
+from mailer.clock import as_utc, utcnow
 from mailer.errors import NotFoundError
-from mailer.models import CampaignStatus, DeliveryStatus
+from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts, DeliveryStatus
 from mailer.store.base import StoreBase
-from mailer.store.database import as_utc, utcnow
 from mailer.store.schema import campaigns, deliveries, lists
 
 UNFINISHED = (
@@ -20,48 +19,6 @@ UNFINISHED = (
     CampaignStatus.PAUSED,
     CampaignStatus.MISSED,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class CampaignRecord:
-    id: int
-    event_path: str
-    event_slug: str
-    list_id: int
-    list_name: str
-    subject: str
-    status: CampaignStatus
-    scheduled_at: datetime | None
-    snapshot_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    created_at: datetime
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    last_error: str | None
-
-
-@dataclass(slots=True)
-class DeliveryCounts:
-    queued: int = 0
-    sending: int = 0
-    sent: int = 0
-    deferred: int = 0
-    bounced: int = 0
-    failed: int = 0
-    skipped: int = 0
-    unknown: int = 0
-
-    @property
-    def total(self) -> int:
-        return sum(getattr(self, status.value) for status in DeliveryStatus)
-
-    @property
-    def done(self) -> int:
-        return self.sent + self.bounced + self.failed + self.skipped
-
-    def as_dict(self) -> dict[str, int]:
-        return {status.value: getattr(self, status.value) for status in DeliveryStatus}
 
 
 def _record(row: Row[tuple[object, ...]]) -> CampaignRecord:

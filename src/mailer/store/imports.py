@@ -10,31 +10,18 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, Insert, bindparam, func, insert, select, update
 
-from mailer.models import Subscriber, SubscriberStatus
+from mailer.clock import utcnow
+from mailer.models import ImportCounts, Subscriber, SubscriberStatus
 from mailer.store.base import StoreBase
-from mailer.store.database import utcnow
 from mailer.store.schema import imports, memberships, subscribers, suppressions
 
 _BATCH = 2000
-
-
-@dataclass(slots=True)
-class ImportCounts:
-    imported: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    duplicates: int = 0
-    suppressed: int = 0
-    invalid: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

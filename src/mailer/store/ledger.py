@@ -2,13 +2,12 @@
 
 A row is `sent` only after the relay accepted the message. Rows are marked `sending` in the
 store before their messages go out, so a crash leaves evidence; together with the local
-journal (mailer.journal) a resume knows which of them may have been delivered.
+journal (mailer.sending.journal) a resume knows which of them may have been delivered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,52 +25,19 @@ from sqlalchemy import (
     update,
 )
 
+from mailer.clock import as_utc, utcnow
 from mailer.models import (
     DeliveryStatus,
+    DueDelivery,
+    RecordedOutcome,
+    ReportRow,
     SubscriberStatus,
     SuppressionReason,
     UnsubscribeSource,
 )
 from mailer.store.base import StoreBase
-from mailer.store.database import as_utc, utcnow
 from mailer.store.schema import campaigns, deliveries, memberships, subscribers
 from mailer.store.suppressions import SuppressionQueries, active_suppression
-
-
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    id: int
-    subscriber_id: int
-    email: str
-    name: str
-    attributes: Mapping[str, str]
-    attempts: int
-    status: DeliveryStatus = DeliveryStatus.QUEUED
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedOutcome:
-    delivery_id: int
-    subscriber_id: int
-    status: DeliveryStatus
-    attempts: int
-    code: int | None = None
-    reply: str = ""
-    message_id: str | None = None
-    next_attempt_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRow:
-    email: str
-    status: DeliveryStatus
-    attempts: int
-    code: int | None
-    reply: str
-    message_id: str | None
-    sent_at: datetime | None
-    updated_at: datetime | None
-
 
 # States a row can be taken from for sending (unknown only with --resend-unknown).
 _DUE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, DeliveryStatus.UNKNOWN)

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 
 from sqlalchemy import and_, case, delete, func, select
 
+from mailer.clock import as_utc
 from mailer.errors import NotFoundError
-from mailer.models import Subscriber, SubscriberStatus
+from mailer.models import ListSummary, Subscriber, SubscriberStatus
 from mailer.store.base import StoreBase
-from mailer.store.database import as_utc
 from mailer.store.schema import lists, memberships, subscribers
 
 _EXPORT_BATCH = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class ListSummary:
-    name: str
-    subscribed: int
-    unsubscribed: int
-    created_at: datetime
 
 
 def subscriber_from_row(row: object) -> Subscriber:

@@ -6,10 +6,10 @@ from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.sql.dml import ReturningInsert
 from sqlalchemy.sql.elements import ColumnElement
 
+from mailer.clock import utcnow
 from mailer.errors import NotFoundError
 from mailer.models import SubscriberStatus, SuppressionReason, UnsubscribeSource
 from mailer.store.base import StoreBase
-from mailer.store.database import utcnow
 from mailer.store.schema import memberships, subscribers, suppressions
 
 

@@ -2,7 +2,7 @@
 
 app.py        create_app: routes, middleware order, limits
 pages.py      the handlers: GET/POST /u/{token}, resubscribe, /healthz
-rendering.py  Jinja2 pages from templates/web/, the stylesheet, address masking
+rendering.py  Jinja2 pages from assets/web/, the stylesheet, address masking
 security.py   security headers and the redacted access log
 ratelimit.py  per-client token bucket on POST
 limits.py     default limits (importable without Starlette)

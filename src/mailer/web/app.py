@@ -23,9 +23,9 @@ from mailer.store import Store
 from mailer.tokens import TokenSigner
 from mailer.web.limits import MAX_BODY_BYTES, POST_BURST, POST_RATE_PER_MINUTE
 from mailer.web.pages import Pages
-from mailer.web.ratelimit import ClientRateLimiter, RateLimitMiddleware
 from mailer.web.rendering import STYLESHEET, PageRenderer, web_templates_dir
 from mailer.web.security import AccessLogMiddleware, SecurityHeadersMiddleware
+from mailer.web.throttle import ClientRateLimiter, RateLimitMiddleware
 
 
 def create_app(

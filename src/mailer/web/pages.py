@@ -20,9 +20,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from mailer.errors import NotFoundError, StoreError, TokenError
-from mailer.models import UnsubscribeSource
+from mailer.models import PageRecipient, UnsubscribeSource
 from mailer.store import Store
-from mailer.store.pages import PageRecipient
 from mailer.tokens import TokenSigner, UnsubscribeClaims
 from mailer.web.rendering import PageRenderer, mask_email
 from mailer.web.security import SECURITY_HEADERS

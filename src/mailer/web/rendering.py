@@ -1,4 +1,4 @@
-"""The pages' HTML: Jinja2 templates from templates/web/, one stylesheet, masked addresses.
+"""The pages' HTML: Jinja2 templates from assets/web/, one stylesheet, masked addresses.
 
 Pages are plain HTML forms with no script, so they work in any browser, with JavaScript
 off, and under a Content-Security-Policy of default-src 'none'.
@@ -13,10 +13,11 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.responses import HTMLResponse, Response
 
+from mailer.assets import BUILTIN_WEB
+
 STYLESHEET = "style.css"
-# The source checkout's templates/web, used when MAILER_TEMPLATES_DIR names a folder with
-# only the organiser's own event templates in it.
-BUILTIN_TEMPLATES = Path(__file__).resolve().parents[3] / "templates" / "web"
+# The pages shipped in the package, used unless MAILER_TEMPLATES_DIR has a web/ of its own.
+BUILTIN_TEMPLATES = BUILTIN_WEB
 
 
 def mask_email(email: str) -> str:

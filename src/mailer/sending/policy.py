@@ -6,8 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mailer.models import DeliveryStatus, Outcome
-from mailer.store.ledger import DueDelivery, RecordedOutcome
+from mailer.models import DeliveryStatus, DueDelivery, Outcome, RecordedOutcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,16 +17,16 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+from mailer.clock import utcnow
 from mailer.config import Settings
-from mailer.dispatch import Dispatcher, Progress
+from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, MailerError
 from mailer.models import CampaignStatus
-from mailer.ratelimit import Limit
-from mailer.runner import make_limiter, run_campaign, worker_identity
+from mailer.sending.engine import Dispatcher, Progress
+from mailer.sending.ratelimit import Limit
+from mailer.sending.run import make_limiter, run_campaign, worker_identity
 from mailer.store import Store
-from mailer.store.database import utcnow
 from mailer.tokens import TokenSigner
-from mailer.transport import Transport
 
 log = logging.getLogger("mailer.worker")
 

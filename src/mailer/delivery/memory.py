@@ -1,50 +1,12 @@
-"""The seam between the campaign engine and the wire: `send(message) -> Outcome`.
-
-`SmtpTransport` keeps a pool of at most `connections` SMTP sessions (aiosmtplib sends one
-message at a time per session, so the pool size *is* the concurrency). `MemoryTransport`
-records messages for dry runs and tests.
-
-Transport failures come in two kinds (the full table is in `mailer.smtp_replies`):
-
-- per message, `send()` returns an Outcome: SENT, DEFERRED (retry later), BOUNCED (hard
-  bounce), FAILED (policy/content refusal, do not suppress), UNKNOWN (the connection was
-  lost after the final dot: the message may have been delivered). DEFERRED with
-  `code=None` means the server never answered (network, timeout, cannot connect).
-- per session, `send()` raises TransportError when retrying cannot help (TLS certificate
-  or handshake failure, AUTH rejected with 5xx, STARTTLS/AUTH not offered, MAIL FROM
-  refused with 5xx): the engine should pause the campaign and show the error's hint.
-"""
+"""A transport that records messages instead of sending them: dry runs and tests."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeAlias
+from typing import TypeAlias
 
 from mailer.errors import TransportError
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
-from mailer.smtp import SmtpTransport
-from mailer.smtp_replies import classify_reply
-
-__all__ = [
-    "MemoryTransport",
-    "SmtpTransport",
-    "Transport",
-    "classify_reply",
-]
-
-
-class Transport(Protocol):
-    """What the engine needs from a sender."""
-
-    async def send(
-        self, message: OutgoingMessage, *, on_body: Callable[[], None] | None = None
-    ) -> Outcome:
-        """Deliver one message. `on_body` is called just before the message body goes to
-        the relay: from then on the relay may have it (the engine journals that moment)."""
-        ...
-
-    async def aclose(self) -> None: ...
-
 
 OutcomeSource: TypeAlias = (
     Mapping[str, Outcome | BaseException] | Callable[[OutgoingMessage], Outcome]

@@ -26,9 +26,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailer.models import DeliveryStatus
-from mailer.store.database import as_utc
-from mailer.store.ledger import RecordedOutcome
+from mailer.clock import as_utc
+from mailer.models import DeliveryStatus, RecordedOutcome
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ import re
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import css_inline
 import jinja2
@@ -23,12 +23,11 @@ import nh3
 from markdown_it.token import Token
 
 from mailer.errors import TemplateError
-from mailer.invite import clock, day, format_when
+from mailer.message.dates import clock, day, format_when
+from mailer.message.event import Event
+from mailer.message.layouts import find_layout
+from mailer.message.templating import Placeholders, make_environment, misplaced_tag, render_error
 from mailer.models import Recipient, RenderedMessage
-from mailer.templating import Placeholders, make_environment, misplaced_tag, render_error
-
-if TYPE_CHECKING:
-    from mailer.events import Event
 
 _CONTENT = re.compile(r"\{\{[-+]?\s*content\s*[-+]?\}\}")
 _URL_SCHEMES = {"http", "https", "mailto", "tel"}
@@ -231,13 +230,12 @@ class Renderer:
             "calendar_url": calendar_url,
             "list_name": list_name,
         }
-        layouts = templates_dir / "layouts"
-        html_layout = read_template(layouts / f"{event.layout}.html.j2")
-        text_layout = read_template(layouts / f"{event.layout}.txt.j2")
-        css_path = layouts / f"{event.layout}.css"
-        css = read_template(css_path) if css_path.is_file() else None
-        self._html = self._compile_html(html_layout, css, layouts / f"{event.layout}.html.j2")
-        self._text, body_text = self._compile_text(text_layout, layouts / f"{event.layout}.txt.j2")
+        layout = find_layout(event.layout, event_path=event.path, templates_dir=templates_dir)
+        html_layout = read_template(layout.html)
+        text_layout = read_template(layout.text)
+        css = read_template(layout.css) if layout.css is not None else None
+        self._html = self._compile_html(html_layout, css, layout.html)
+        self._text, body_text = self._compile_text(text_layout, layout.text)
         self._subject = (
             self._compile(self._text_env, event.subject) if "{" in event.subject else None
         )

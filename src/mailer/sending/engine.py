@@ -5,7 +5,7 @@ from the ledger in batches by id, re-checked and marked `sending` a few at a tim
 before they go, rendered just in time by N workers that share one rate limiter and one
 SMTP pool, and their outcomes are journalled at once and written to the ledger in
 batches. Nothing is skipped on a crash (the cursor is the ledger itself) and nothing is
-sent twice (see mailer.journal).
+sent twice (see mailer.sending.journal).
 """
 
 from __future__ import annotations
@@ -19,16 +19,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from mailer.compose import InvitationBuilder
+from mailer.delivery.base import Transport
 from mailer.errors import MailerError, TransportError
-from mailer.journal import Journal
-from mailer.models import CampaignStatus, DeliveryStatus, Outcome, Recipient
-from mailer.outcomes import CircuitBreaker, RetryPolicy
-from mailer.ratelimit import Limit, RateLimiter
-from mailer.store import DeliveryCounts, Store
-from mailer.store.ledger import DueDelivery, RecordedOutcome
+from mailer.message.compose import InvitationBuilder
+from mailer.models import (
+    CampaignStatus,
+    DeliveryCounts,
+    DeliveryStatus,
+    DueDelivery,
+    Outcome,
+    Recipient,
+    RecordedOutcome,
+)
+from mailer.sending.journal import Journal
+from mailer.sending.policy import CircuitBreaker, RetryPolicy
+from mailer.sending.ports import Ledger
+from mailer.sending.ratelimit import Limit, RateLimiter
 from mailer.tokens import TokenSigner, unsubscribe_url
-from mailer.transport import Transport
 
 log = logging.getLogger("mailer.worker")
 
@@ -77,7 +84,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        store: Store,
+        store: Ledger,
         transport: Transport,
         limiter: RateLimiter,
         builder: InvitationBuilder,

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from mailer.store import ImportCounts, Store
+from mailer.audience.csv_file import ParsedRow, parse_csv
+from mailer.models import ImportCounts
+from mailer.store import Store
 from mailer.store.imports import ImportRow
-from mailer.subscribers import ParsedRow, parse_csv
 
 SHOWN_INVALID = 10
 

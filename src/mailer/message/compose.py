@@ -27,11 +27,11 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from mailer.errors import UnsafeValueError
-from mailer.events import Event
-from mailer.invite import CONTENT_TYPE as ICS_CONTENT_TYPE
-from mailer.invite import build_ics, google_calendar_url
+from mailer.message.calendar import CONTENT_TYPE as ICS_CONTENT_TYPE
+from mailer.message.calendar import build_ics, google_calendar_url
+from mailer.message.event import Event
+from mailer.message.render import Renderer
 from mailer.models import OutgoingMessage, Recipient, RenderedMessage, SenderIdentity
-from mailer.render import Renderer
 from mailer.safety import ensure_header_safe, find_unsafe
 
 MAX_LINE = 998

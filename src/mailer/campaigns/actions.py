@@ -8,27 +8,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from mailer.compose import InvitationBuilder
 from mailer.config import Settings
+from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, MailerError
-from mailer.events import Event, load_event
-from mailer.models import CampaignStatus, Outcome, Recipient
-from mailer.store import CampaignRecord, Store
+from mailer.message.event import Event, load_event
+from mailer.models import CampaignRecord, CampaignStatus, Outcome, Recipient
+from mailer.sending.run import invitation_builder
+from mailer.store import Store
 from mailer.tokens import TokenSigner, unsubscribe_url
-from mailer.transport import Transport
-
-
-def invitation_builder(
-    settings: Settings, event: Event, *, campaign_id: int, list_name: str
-) -> InvitationBuilder:
-    """The campaign's compiled templates, with the sender from the settings."""
-    return InvitationBuilder(
-        event,
-        sender=settings.sender_identity,
-        campaign_id=campaign_id,
-        list_name=list_name,
-        templates_dir=settings.templates_dir,
-    )
 
 
 @dataclass(frozen=True, slots=True)

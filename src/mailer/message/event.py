@@ -12,8 +12,8 @@
     Dear {{ subscriber.first_name | default("comrade", true) }}, ...
 
 Every problem is reported with the file and the line it is on, because organisers fix
-these files by hand. `load_event` stops at the first problem; `validate_event` collects
-them all (front matter, then every template the event uses).
+these files by hand. `load_event` stops at the first problem; `parse_event` returns them
+all (the template checks live in mailer.message.lint).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import yaml
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from mailer.errors import EventFileError, InputError, TemplateError
+from mailer.errors import EventFileError, InputError
 from mailer.safety import find_unsafe
 
 DEFAULT_DURATION = timedelta(hours=2)
@@ -188,7 +188,7 @@ def _key_lines(front: str) -> dict[tuple[str, ...], int]:
     return found
 
 
-def _parse(path: Path) -> tuple[Event | None, list[InputError]]:
+def parse_event(path: Path) -> tuple[Event | None, list[InputError]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -230,64 +230,8 @@ def _parse(path: Path) -> tuple[Event | None, list[InputError]]:
 
 def load_event(path: Path) -> Event:
     """Read and validate one event file; raise EventFileError (file, line) at the first problem."""
-    event, errors = _parse(path)
+    event, errors = parse_event(path)
     if errors:
         raise errors[0]
     assert event is not None
     return event
-
-
-def validate_event(path: Path, *, templates_dir: Path) -> list[InputError]:
-    """Every problem in the event file and the templates it uses, each with its file and line."""
-    event, errors = _parse(path)
-    if event is None or errors:
-        return errors
-    return _check_templates(event, templates_dir=templates_dir)
-
-
-def _check_templates(event: Event, *, templates_dir: Path) -> list[InputError]:
-    """Static checks of the subject, body and layouts, then a trial render if they pass."""
-    # render imports this module for the Event type, so its names are imported here.
-    from mailer.models import Recipient
-    from mailer.render import Blank, Renderer, read_template
-    from mailer.templating import make_environment, parse_checked
-
-    html_env = make_environment(html=True)
-    problems: list[InputError] = []
-    subject_line = _line_of_key(event.path, "subject")
-    problems += parse_checked(
-        html_env, event.subject, path=event.path, first_line=subject_line, extra=frozenset()
-    )
-    problems += parse_checked(
-        html_env, event.description, path=event.path, first_line=event.body_line, extra=frozenset()
-    )
-    for suffix in ("html.j2", "txt.j2"):
-        path = templates_dir / "layouts" / f"{event.layout}.{suffix}"
-        if not path.is_file():
-            problems.append(TemplateError(f"layout {event.layout!r} not found", path=path))
-            continue
-        problems += parse_checked(
-            html_env, read_template(path), path=path, first_line=1, extra=frozenset({"content"})
-        )
-    if problems:
-        return problems
-    try:
-        renderer = Renderer(
-            event,
-            templates_dir=templates_dir,
-            list_name="List",
-            calendar_url="https://example.org/",
-        )
-        sample = Recipient(0, "sample@example.org", "Sample Subscriber", Blank())
-        renderer.render(sample, unsubscribe_url="https://example.org/u/sample")
-    except TemplateError as exc:
-        return [exc]
-    return []
-
-
-def _line_of_key(path: Path, key: str) -> int:
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return 1
-    return next((n for n, line in enumerate(lines, 1) if line.startswith(f"{key}:")), 1)

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import and_, select, text
 
-from mailer.models import SubscriberStatus
+from mailer.models import PageRecipient, SubscriberStatus
 from mailer.store.base import StoreBase
 from mailer.store.schema import lists, memberships, subscribers, suppressions
-
-
-@dataclass(frozen=True, slots=True)
-class PageRecipient:
-    """The person a token names, as the unsubscribe page shows them."""
-
-    email: str
-    list_name: str
-    unsubscribed: bool
-    """True when they have left this list (membership or an unlifted list suppression)."""
 
 
 class PageQueries(StoreBase):

@@ -8,36 +8,16 @@ the same for every recipient, so it is built once per campaign.
 from __future__ import annotations
 
 import hashlib
-from calendar import day_name, month_name
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import icalendar
 
-if TYPE_CHECKING:
-    from mailer.events import Event
+from mailer.message.event import Event
 
 PRODID = "-//mailer//Event invitations//EN"
 CONTENT_TYPE = 'text/calendar; charset="utf-8"; method=PUBLISH'
 _GOOGLE = "https://calendar.google.com/calendar/render"
-
-
-def clock(moment: datetime) -> str:
-    """'2:30pm', '2pm', '12pm' (noon): how invitations usually write times."""
-    hour = moment.hour % 12 or 12
-    suffix = "am" if moment.hour < 12 else "pm"
-    return f"{hour}{suffix}" if moment.minute == 0 else f"{hour}:{moment.minute:02d}{suffix}"
-
-
-def day(moment: datetime) -> str:
-    """'Saturday 11 September 2021' (the C locale's names: Python never calls setlocale)."""
-    return f"{day_name[moment.weekday()]} {moment.day} {month_name[moment.month]} {moment.year}"
-
-
-def format_when(moment: datetime) -> str:
-    """'Saturday 11 September 2021, 2:30pm BST' in the moment's own zone."""
-    return f"{day(moment)}, {clock(moment)} {moment.tzname()}"
 
 
 def event_uid(event: Event, *, domain: str) -> str:

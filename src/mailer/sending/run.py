@@ -13,18 +13,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from mailer.campaigns import invitation_builder
 from mailer.config import Settings
-from mailer.dispatch import Dispatcher, EngineOptions, Progress, ProgressCallback, StopReason
+from mailer.delivery.base import Transport
 from mailer.errors import CampaignError
-from mailer.events import load_event
-from mailer.journal import Journal, journal_path
-from mailer.models import CampaignStatus, DeliveryStatus
-from mailer.outcomes import CircuitBreaker, RetryPolicy
-from mailer.ratelimit import RateLimiter
-from mailer.store import CampaignRecord, DeliveryCounts, Store
+from mailer.message.compose import InvitationBuilder
+from mailer.message.event import Event, load_event
+from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
+from mailer.sending.engine import Dispatcher, EngineOptions, Progress, ProgressCallback, StopReason
+from mailer.sending.journal import Journal, journal_path
+from mailer.sending.policy import CircuitBreaker, RetryPolicy
+from mailer.sending.ports import CampaignLedger
+from mailer.sending.ratelimit import RateLimiter
+from mailer.sending.recovery import RecoveryReport, recover_in_flight
 from mailer.tokens import TokenSigner
-from mailer.transport import Transport
 
 
 def worker_identity() -> str:
@@ -46,7 +47,7 @@ def _is_dead_local_process(owner: str) -> bool:
 
 
 def _claim(
-    store: Store,
+    store: CampaignLedger,
     campaign_id: int,
     owner: str,
     lease: timedelta,
@@ -65,13 +66,6 @@ def _claim(
 
 
 @dataclass(frozen=True, slots=True)
-class RecoveryReport:
-    applied: int
-    unknown: int
-    requeued: int
-
-
-@dataclass(frozen=True, slots=True)
 class RunResult:
     campaign: CampaignRecord
     reason: StopReason
@@ -81,7 +75,20 @@ class RunResult:
     message: str
 
 
-def make_limiter(settings: Settings, store: Store) -> RateLimiter:
+def invitation_builder(
+    settings: Settings, event: Event, *, campaign_id: int, list_name: str
+) -> InvitationBuilder:
+    """The campaign's compiled templates, with the sender from the settings."""
+    return InvitationBuilder(
+        event,
+        sender=settings.sender_identity,
+        campaign_id=campaign_id,
+        list_name=list_name,
+        templates_dir=settings.templates_dir,
+    )
+
+
+def make_limiter(settings: Settings, store: CampaignLedger) -> RateLimiter:
     """The relay's limits. Hourly and daily caps count what was already sent (by any
     campaign) in the last day, so a restart cannot double the day's volume."""
     limiter = RateLimiter(
@@ -94,39 +101,16 @@ def make_limiter(settings: Settings, store: Store) -> RateLimiter:
     return limiter
 
 
-def recover_in_flight(store: Store, journal_file: Path | None, campaign_id: int) -> RecoveryReport:
-    """Settle rows a dead sender left `sending`, from its journal (see mailer.journal).
-
-    `journal_file` is the journal of the sender that held the campaign; None (or a file
-    that is not on this machine) means nothing is known about its rows in flight.
-    """
-    left = store.in_flight(campaign_id)
-    if not left:
-        return RecoveryReport(0, 0, 0)
-    state = Journal.read(journal_file) if journal_file is not None else None
-    if state is None or not state.exists:  # assume the worst: the relay may have them all
-        store.set_delivery_status([d for d, _, _ in left], DeliveryStatus.UNKNOWN)
-        return RecoveryReport(0, len(left), 0)
-    outcomes = [state.outcomes[d] for d, _, _ in left if d in state.outcomes]
-    store.record_outcomes(campaign_id, outcomes)
-    settled = {o.delivery_id for o in outcomes}
-    unknown = [d for d, _, _ in left if d not in settled and d in state.started]
-    requeue = [d for d, _, _ in left if d not in settled and d not in state.started]
-    store.set_delivery_status(unknown, DeliveryStatus.UNKNOWN)
-    # Rows that never reached DATA go back to where they were: queued, or deferred and
-    # due now (attempts > 0).
-    first_try = [d for d, _, attempts in left if d in requeue and attempts == 0]
-    retry = [d for d, _, attempts in left if d in requeue and attempts > 0]
-    store.set_delivery_status(first_try, DeliveryStatus.QUEUED)
-    store.requeue_deferred(retry)
-    return RecoveryReport(len(outcomes), len(unknown), len(requeue))
-
-
 async def send_campaign_via_smtp(
-    *, settings: Settings, store: Store, signer: TokenSigner, campaign_id: int, **options: Any
+    *,
+    settings: Settings,
+    store: CampaignLedger,
+    signer: TokenSigner,
+    campaign_id: int,
+    **options: Any,
 ) -> RunResult:
     """`run_campaign` through a fresh SMTP pool for the settings' relay, closed afterwards."""
-    from mailer.smtp import SmtpTransport
+    from mailer.delivery.smtp import SmtpTransport
 
     transport = SmtpTransport.from_settings(settings)
     try:
@@ -145,7 +129,7 @@ async def send_campaign_via_smtp(
 async def run_campaign(
     *,
     settings: Settings,
-    store: Store,
+    store: CampaignLedger,
     transport: Transport,
     signer: TokenSigner,
     campaign_id: int,
@@ -268,7 +252,7 @@ def _final_state(
     reason: StopReason,
     counts: DeliveryCounts,
     campaign_id: int,
-    store: Store,
+    store: CampaignLedger,
 ) -> tuple[CampaignStatus, str]:
     resume = f"mailer campaign resume {campaign_id}"
     if reason is StopReason.BREAKER:

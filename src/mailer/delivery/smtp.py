@@ -19,9 +19,7 @@ import aiosmtplib
 from aiosmtplib import SMTPStatus
 
 from mailer.config import Settings, SmtpSecurity
-from mailer.errors import TransportError
-from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
-from mailer.smtp_replies import (
+from mailer.delivery.replies import (
     AUTH_REQUIRED,
     SessionDeferred,
     classify_reply,
@@ -30,6 +28,8 @@ from mailer.smtp_replies import (
     session_failure,
     tls_context,
 )
+from mailer.errors import TransportError
+from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
 
 __all__ = ["SmtpTransport"]
 

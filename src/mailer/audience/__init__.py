@@ -1,0 +1,1 @@
+"""Who is mailed: subscriber CSV files read, validated and imported into lists."""

@@ -1,0 +1,1 @@
+"""The wire: the Transport protocol, the SMTP pool, what replies mean, memory and catcher."""

@@ -1,0 +1,93 @@
+"""What the sending engine needs from storage, as protocols: the engine never imports `store`.
+
+`Ledger` is all one campaign run touches while it sends; `CampaignLedger` adds what the
+session around a run needs (claiming, crash recovery, release). `mailer.store.Store`
+implements both; tests may hand the engine anything that does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from mailer.models import (
+    CampaignRecord,
+    CampaignStatus,
+    DeliveryCounts,
+    DeliveryStatus,
+    DueDelivery,
+    RecordedOutcome,
+)
+
+
+class Ledger(Protocol):
+    """One campaign's rows: take them in order, mark them, record what the relay said."""
+
+    def fetch_due(
+        self, campaign_id: int, *, after_id: int, limit: int, include_unknown: bool = False
+    ) -> list[DueDelivery]: ...
+
+    def begin_sending(
+        self, campaign_id: int, list_id: int, ids: list[int], *, owner: str
+    ) -> tuple[set[int], set[int]] | None:
+        """(to send, skipped) among `ids`, now `sending` under `owner`'s lease; None if the
+        lease is no longer `owner`'s."""
+        ...
+
+    def record_outcomes(
+        self, campaign_id: int, outcomes: Iterable[RecordedOutcome], *, owner: str | None = None
+    ) -> None: ...
+
+    def set_delivery_status(
+        self,
+        ids: Iterable[int],
+        status: DeliveryStatus,
+        *,
+        only_from: DeliveryStatus | None = None,
+        owner: str | None = None,
+        campaign_id: int | None = None,
+    ) -> None: ...
+
+    def delivery_counts(self, campaign_id: int) -> DeliveryCounts: ...
+
+    def next_retry_at(self, campaign_id: int) -> datetime | None: ...
+
+    def renew_lease(
+        self, campaign_id: int, *, owner: str, lease: timedelta
+    ) -> CampaignStatus | None:
+        """The campaign's status if `owner` still holds it (lease extended), else None."""
+        ...
+
+
+class CampaignLedger(Ledger, Protocol):
+    """The session around a run: claim, settle a dead sender's rows, snapshot, release."""
+
+    def get_campaign(self, campaign_id: int) -> CampaignRecord: ...
+
+    def claim_campaign(
+        self,
+        campaign_id: int,
+        *,
+        owner: str,
+        lease: timedelta,
+        allowed: Iterable[CampaignStatus] = ...,
+        take_over_from: str | None = None,
+    ) -> bool: ...
+
+    def release_campaign(
+        self,
+        campaign_id: int,
+        *,
+        owner: str,
+        status: CampaignStatus | None,
+        error: str | None = None,
+    ) -> None: ...
+
+    def snapshot_audience(self, campaign_id: int, list_id: int) -> int | None: ...
+
+    def in_flight(self, campaign_id: int) -> list[tuple[int, int, int]]: ...
+
+    def requeue_deferred(self, ids: Iterable[int]) -> None: ...
+
+    def recent_send_ages(self, *, within: timedelta) -> list[float]: ...
