@@ -5,13 +5,14 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from mailer.cli import common
+from mailer.cli import check_cmd, common
 
 
 def register(app: typer.Typer) -> None:
     config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
     db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
     app.add_typer(config_app, name="config")
+    check_cmd.register(config_app)  # `mailer config check`
     app.add_typer(db_app, name="db")
 
     @config_app.command("show")
