@@ -22,6 +22,7 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -511,13 +512,17 @@ def check_dns(
         ("DMARC", lambda: _check_dmarc(resolver, domain)),
         ("DKIM", lambda: _check_dkim(resolver, domain, dkim_selector)),
     ]
-    findings = []
-    for check, run in checks:
+
+    def run_one(check: str, run: Callable[[], Finding]) -> Finding:
         try:
-            findings.append(run())
+            return run()
         except _LookupFailed as exc:
-            findings.append(_fail(check, f"{exc}.", "Check this machine's DNS, or --dns-server."))
-    return findings
+            return _fail(check, f"{exc}.", "Check this machine's DNS, or --dns-server.")
+
+    # At the same time: with an unreachable name server each lookup waits its whole lifetime.
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        futures = [pool.submit(run_one, check, run) for check, run in checks]
+        return [future.result() for future in futures]
 
 
 def _shorten(text: str, limit: int = 90) -> str:
