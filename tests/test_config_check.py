@@ -263,6 +263,28 @@ async def test_relay_where_nothing_listens_is_one_clear_line(closed_port: int) -
     )
 
 
+async def test_relay_that_never_greets() -> None:
+    """A port that accepts but stays silent (an implicit-TLS port, a firewall) waits `wait`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()  # the kernel completes the handshake; nobody ever speaks
+        port = int(sock.getsockname()[1])
+        found = await check_relay(relay_settings(port), wait=0.5, local_hostname="me")
+    assert found.line.startswith(f"FAIL  relay: no answer from 127.0.0.1:{port} within 0.5s")
+    assert "an implicit-TLS port (465) needs tls" in found.line
+
+
+async def test_relay_tls_against_a_plain_port(
+    smtp_server: SmtpTestServer, tls_files: TlsFiles
+) -> None:
+    settings = relay_settings(
+        smtp_server.port, smtp_security=SmtpSecurity.TLS, smtp_ca_file=tls_files.ca_file
+    )
+    found = await check_relay(settings, wait=10, local_hostname="me")
+    assert found.line.startswith(f"FAIL  relay: TLS with 127.0.0.1:{smtp_server.port} failed:")
+    assert "MAILER_SMTP_SECURITY (starttls for port 587, tls for 465)" in found.line
+
+
 def outward_address() -> str | None:
     """This machine's address on its default route (no packet is sent), if it has one."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -266,6 +266,10 @@ _HINT_SECURITY = (
 )
 _HINT_ADDRESS = "Check MAILER_SMTP_HOST and MAILER_SMTP_PORT (is the relay running?)."
 _HINT_LOGIN = "Check MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD."
+_HINT_CONNECT_TIMEOUT = (
+    "Check MAILER_SMTP_HOST and MAILER_SMTP_PORT (a firewall?), and MAILER_SMTP_SECURITY: "
+    "an implicit-TLS port (465) needs tls."
+)
 
 
 def _relay_failure(
@@ -282,7 +286,9 @@ def _relay_failure(
             _HINT_LOGIN,
         )
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
-        hint = _HINT_SECURITY if step == "connect" else _HINT_ADDRESS
+        # Silence from the start: a firewall dropping packets, or a TLS port (465) waiting
+        # for a handshake while we wait for its greeting.
+        hint = _HINT_CONNECT_TIMEOUT if step == "connect" else None
         return _fail("relay", f"no answer from {where} within {wait:g}s ({step}).", hint)
     if isinstance(exc, aiosmtplib.SMTPConnectError) or (
         isinstance(exc, OSError) and step == "connect"
