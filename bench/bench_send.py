@@ -261,7 +261,7 @@ def child_raw(port: int, count: int) -> None:
 
 def child_e2e(port: int, count: int, profile_out: str | None = None) -> None:
     """Import `count` subscribers (untimed), then time `run_campaign` to the sink."""
-    from mailer.campaigns.actions import start_or_resume
+    from mailer.campaigns.lifecycle import start_or_resume
     from mailer.message.event import load_event
     from mailer.sending.run import send_campaign_via_smtp
     from mailer.tokens import load_signer
@@ -308,7 +308,7 @@ def child_import_million(db_dir: str, count: int) -> None:
 
 
 def child_dry_run(db_dir: str) -> None:
-    from mailer.campaigns.actions import dry_run
+    from mailer.campaigns.trial import dry_run
     from mailer.store import Store
     from mailer.tokens import load_signer
 

@@ -52,7 +52,7 @@ def seed_list(store: Store, tmp_path: Path, count: int, *, list_name: str = "mem
 
 
 def new_campaign(store: Store, *, list_name: str = "members") -> int:
-    from mailer.campaigns.actions import start_or_resume
+    from mailer.campaigns.lifecycle import start_or_resume
     from mailer.message.event import load_event
 
     event = load_event(EVENT)

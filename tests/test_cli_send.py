@@ -92,7 +92,17 @@ def test_send_prints_progress_summary_and_csv_report(
     assert [(r["email"], r["code"]) for r in bounced] == [("tom.reid@example.org", "550")]
     summary = run(tmp_path, imported.port, "campaign", "report", "1").stdout
     assert "tom.reid@example.org" in summary
+    received = len(imported.messages)
     again = run(tmp_path, imported.port, "send", str(EVENT), "--list", "members", "--yes")
-    assert "Resuming" not in again.stdout  # finished campaigns are not resumed...
-    assert "0 bounced" in again.stdout  # ...a new one skips the bounced address
-    assert "11 sent" in again.stdout
+    # The same command after the campaign finished mails nobody a second time.
+    assert again.returncode == 1
+    assert "already went to 'members': campaign 1" in again.stderr
+    assert "reached 11" in again.stderr
+    assert "mailer campaign report 1" in again.stderr
+    assert len(imported.messages) == received
+    args = ("send", str(EVENT), "--list", "members", "--yes", "--new")
+    new = run(tmp_path, imported.port, *args)
+    assert "already went to 'members': campaign 1" in new.stderr  # said, even with --yes
+    assert "0 bounced" in new.stdout  # the new campaign skips the bounced address
+    assert "11 sent" in new.stdout
+    assert len(imported.messages) == received + 11

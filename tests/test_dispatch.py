@@ -290,7 +290,7 @@ async def test_sending_the_same_event_again_resumes_a_paused_campaign(
 ) -> None:
     """After Ctrl-C (paused), the very same `mailer send` goes on with that campaign."""
     from campaign_support import EVENT
-    from mailer.campaigns.actions import start_or_resume
+    from mailer.campaigns.lifecycle import start_or_resume
     from mailer.message.event import load_event
 
     seed_list(sqlite_store, tmp_path, 3)
@@ -316,7 +316,7 @@ def test_a_campaign_being_started_is_not_due_for_a_worker(
     """`mailer send` creates its campaign already leased to itself: a running worker
     cannot take it in the moment between creation and the sender's claim."""
     from campaign_support import EVENT
-    from mailer.campaigns.actions import start_or_resume
+    from mailer.campaigns.lifecycle import start_or_resume
     from mailer.message.event import load_event
 
     seed_list(sqlite_store, tmp_path, 2)

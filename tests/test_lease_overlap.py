@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from campaign_support import EVENT, make_settings, new_campaign, seed_list
-from mailer.campaigns.actions import start_or_resume
+from mailer.campaigns.lifecycle import start_or_resume
 from mailer.config import Settings
 from mailer.errors import CampaignError
 from mailer.message.event import load_event

@@ -103,6 +103,8 @@ def test_scheduled_campaign_goes_out_when_due_and_not_before(
         wait_until(lambda: len(received(smtp_server_process)) == 20, 20, "the send")
         first_arrival = min(p.stat().st_mtime for p in smtp_server_process.record_dir.glob("*.eml"))
         assert first_arrival >= due.timestamp()
+        # All 20 are at the server; the worker records them before it may be stopped.
+        wait_until(lambda: "event=finished" in (tmp_path / "worker.log").read_text(), 20, "log")
     assert set(received(smtp_server_process)) == set(addresses)
     log = (tmp_path / "worker.log").read_text()
     assert "campaign=1 event=finished status=finished sent=20" in log
@@ -121,7 +123,7 @@ def test_cancelled_and_rescheduled_campaigns(
     mailer(
         env, tmp_path, "schedule", str(EVENT), "-l", "late", "--at", at(3600), "--tz", "UTC", "-y"
     )
-    mailer(env, tmp_path, "campaign", "cancel", "1")
+    mailer(env, tmp_path, "campaign", "cancel", "1", "--yes")
     moved = mailer(env, tmp_path, "campaign", "reschedule", "2", "--at", at(3), "--tz", "UTC")
     assert "Campaign 2 rescheduled for" in moved.stdout
     with worker(env, tmp_path, tmp_path / "worker.log"):

@@ -22,7 +22,7 @@ from mailer.config import Settings
 from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, MailerError
 from mailer.models import CampaignStatus
-from mailer.sending.engine import Dispatcher, Progress
+from mailer.sending.engine import Progress
 from mailer.sending.ratelimit import Limit
 from mailer.sending.run import make_limiter, run_campaign, worker_identity
 from mailer.store import Store
@@ -55,7 +55,6 @@ class Scheduler:
         self.owner = owner or worker_identity()
         self.max_campaigns = max_campaigns
         self._running: dict[int, asyncio.Task[None]] = {}
-        self._dispatchers: list[Dispatcher] = []
         self._stopping = asyncio.Event()
         # One limiter for every campaign this worker sends: the relay's limit is global.
         self._limiter = make_limiter(settings, store)
@@ -63,8 +62,6 @@ class Scheduler:
     def request_stop(self) -> None:
         """Stop polling, let running campaigns finish their in-flight messages, release them."""
         self._stopping.set()
-        for dispatcher in self._dispatchers:
-            dispatcher.request_stop()
 
     async def run(self) -> None:
         log.info(_fields(event="worker-started", worker=self.owner))
@@ -134,7 +131,7 @@ class Scheduler:
                 # a worker that is shut down hands the campaign to the next worker
                 interrupted_status=CampaignStatus.SENDING,
                 on_progress=on_progress,
-                stop_requests=self._dispatchers,
+                stop_requested=self._stopping,
                 limiter=self._limiter,
             )
         except CampaignError as exc:  # another worker claimed it first: nothing to do

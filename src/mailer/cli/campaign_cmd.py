@@ -1,4 +1,4 @@
-"""`mailer campaign ...`: inspect, resume, pause and cancel campaigns."""
+"""`mailer campaign ...`: inspect, resume, send now, pause and cancel campaigns."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mailer.campaigns import lifecycle
 from mailer.cli import common
 from mailer.cli.progress import describe
 from mailer.cli.schedule_cmd import reschedule
-from mailer.errors import CampaignError
-from mailer.models import CampaignStatus
 
 CampaignId = Annotated[int, typer.Argument(metavar="ID", help="The campaign's number.")]
 
@@ -27,6 +26,7 @@ def register(app: typer.Typer) -> None:
     campaign.command("status")(show)
     campaign.command("report")(report)
     campaign.command("resume")(resume)
+    campaign.command("send-now")(send_now)
     campaign.command("pause")(pause)
     campaign.command("cancel")(cancel)
     campaign.command("reschedule")(reschedule)
@@ -43,6 +43,7 @@ def list_campaigns(ctx: typer.Context) -> None:
         for campaign in store.campaigns():
             counts = store.delivery_counts(campaign.id)
             other = ", ".join(f"{n} {k}" for k, n in counts.as_dict().items() if n and k != "sent")
+            total = lifecycle.audience(store, campaign)
             table.add_row(
                 str(campaign.id),
                 campaign.status.value,
@@ -51,7 +52,7 @@ def list_campaigns(ctx: typer.Context) -> None:
                 _when(campaign.scheduled_at),
                 str(counts.sent),
                 other or "-",
-                str(counts.total),
+                str(total),
             )
     common.console.print(table)
 
@@ -62,6 +63,7 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
         campaign = store.get_campaign(campaign_id)
         counts = store.delivery_counts(campaign_id)
         next_retry = store.next_retry_at(campaign_id)
+        total = lifecycle.audience(store, campaign)
     lines = [
         f"Campaign {campaign.id}: {campaign.subject}",
         f"  event:      {campaign.event_path}",
@@ -70,8 +72,10 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
         f"  scheduled:  {_when(campaign.scheduled_at)}",
         f"  started:    {_when(campaign.started_at)}",
         f"  finished:   {_when(campaign.finished_at)}",
-        f"  progress:   {counts.done}/{counts.total} done: {describe(counts)}",
+        f"  progress:   {counts.done}/{total} done: {describe(counts)}",
     ]
+    if campaign.snapshot_at is None:
+        lines.append(f"  audience:   {total} (the list's mailable members now)")
     if counts.queued or counts.sending:
         lines.append(f"  waiting:    {counts.queued} queued, {counts.sending} in flight")
     if next_retry:
@@ -149,66 +153,86 @@ def resume(
         bool, typer.Option("--resend-unknown", help="Resend unknown outcomes (same Message-ID).")
     ] = False,
 ) -> None:
-    """Send what a paused, interrupted or waiting campaign has not sent yet."""
+    """Go on with a paused, missed or waiting campaign; a paused scheduled one goes back to
+    its time (`send-now` sends it at once)."""
     from mailer.cli.send_cmd import exit_for, print_result, run_with_signals
 
     settings = common.settings_from(ctx)
     with common.open_store(settings) as store:
-        campaign = store.get_campaign(campaign_id)
-        if campaign.status in (CampaignStatus.FINISHED, CampaignStatus.CANCELLED) and not (
-            resend_unknown and store.delivery_counts(campaign_id).unknown
-        ):
-            raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}")
-        counts = store.delivery_counts(campaign_id)
-        if not yes:
-            remaining = counts.queued + counts.deferred + counts.sending
-            question = f"Resume campaign {campaign_id} ({remaining} to send)?"
-            if not sys.stdin.isatty():
-                raise CampaignError(
-                    f"not confirmed: {question}", hint="Not a terminal: pass --yes to confirm."
-                )
-            if not typer.confirm(question):
-                raise typer.Exit(0)
+        plan = lifecycle.plan_resume(store, campaign_id, resend_unknown=resend_unknown)
+        campaign = plan.campaign
+        if plan.kind is lifecycle.ResumeKind.BACK_TO_SCHEDULE:
+            when = campaign.scheduled_at
+            common.confirm(
+                f"Put campaign {campaign_id} back on its schedule ({_when(when)}, "
+                f"{plan.to_send} subscriber(s))?",
+                yes=yes,
+            )
+            lifecycle.back_to_schedule(store, plan)
+            common.console.print(
+                f"Campaign {campaign_id} is scheduled again for {_when(when)}; a running "
+                f"`mailer worker` or `mailer serve` sends it then. "
+                f"`mailer campaign send-now {campaign_id}` sends it at once.",
+                markup=False,
+            )
+            return
+        common.confirm(f"Resume campaign {campaign_id} ({plan.to_send} to send)?", yes=yes)
         result = run_with_signals(
             store,
             settings,
             campaign_id,
             resend_unknown=resend_unknown,
-            total=counts.total,
+            total=lifecycle.audience(store, campaign),
             resume=True,
         )
     print_result(result)
     exit_for(result)
 
 
-def pause(ctx: typer.Context, campaign_id: CampaignId) -> None:
-    """Stop a campaign from being sent until `resume`; a running sender stops soon after."""
-    with common.open_store(common.settings_from(ctx)) as store:
-        moved = store.set_campaign_status(
-            campaign_id,
-            CampaignStatus.PAUSED,
-            only_from=[CampaignStatus.SCHEDULED, CampaignStatus.SENDING],
+def send_now(
+    ctx: typer.Context,
+    campaign_id: CampaignId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Send a scheduled (or missed) campaign now, before its time."""
+    from mailer.cli.send_cmd import exit_for, print_result, run_with_signals
+
+    settings = common.settings_from(ctx)
+    with common.open_store(settings) as store:
+        plan = lifecycle.plan_send_now(store, campaign_id)
+        common.confirm(
+            f"Send campaign {campaign_id} ('{plan.campaign.subject}') now to {plan.to_send} "
+            f"subscriber(s) of '{plan.campaign.list_name}' instead of "
+            f"{_when(plan.campaign.scheduled_at)}?",
+            yes=yes,
         )
-        campaign = store.get_campaign(campaign_id)
-    if not moved:
-        raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}; cannot pause")
+        result = run_with_signals(
+            store, settings, campaign_id, total=plan.to_send, resume=True, early=True
+        )
+    print_result(result)
+    exit_for(result)
+
+
+def pause(ctx: typer.Context, campaign_id: CampaignId) -> None:
+    """Stop a campaign from being sent until `resume`; a running sender stops at once."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        lifecycle.pause(store, campaign_id)
     common.console.print(f"Campaign {campaign_id} paused. `mailer campaign resume {campaign_id}`.")
 
 
-def cancel(ctx: typer.Context, campaign_id: CampaignId) -> None:
+def cancel(
+    ctx: typer.Context,
+    campaign_id: CampaignId,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
     """Cancel a campaign for good; nothing more of it is sent."""
     with common.open_store(common.settings_from(ctx)) as store:
-        moved = store.set_campaign_status(
-            campaign_id,
-            CampaignStatus.CANCELLED,
-            only_from=[
-                CampaignStatus.SCHEDULED,
-                CampaignStatus.SENDING,
-                CampaignStatus.PAUSED,
-                CampaignStatus.MISSED,
-            ],
-        )
         campaign = store.get_campaign(campaign_id)
-    if not moved:
-        raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}; cannot cancel")
+        lifecycle.check(campaign, lifecycle.Action.CANCEL)
+        common.confirm(
+            f"Cancel campaign {campaign_id} ('{campaign.subject}' to '{campaign.list_name}') "
+            "for good?",
+            yes=yes,
+        )
+        lifecycle.cancel(store, campaign_id)
     common.console.print(f"Campaign {campaign_id} cancelled.")

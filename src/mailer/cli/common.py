@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from mailer.config import Settings, load_settings
-from mailer.errors import MailerError
+from mailer.errors import CampaignError, MailerError
+
+if TYPE_CHECKING:
+    from mailer.store import Store
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -47,11 +51,30 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
     return load_settings(**merged)
 
 
-def open_store(settings: Settings) -> Any:
+def open_store(settings: Settings) -> Store:
     """Open (and migrate) the store named by the settings."""
     from mailer.store import Store
 
     return Store.open(settings.database_url)
+
+
+def confirm(question: str, *, yes: bool, details: list[str] | None = None) -> None:
+    """Ask before anything is changed; the one confirmation every command uses.
+
+    With --yes nothing is asked. Without a terminal nobody can answer: refuse, saying how
+    to confirm. Declined: say nothing changed and exit 0 (the organiser chose so)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CampaignError(
+            f"not confirmed: {question}",
+            hint="Not a terminal, so nobody can be asked: pass --yes to confirm.",
+        )
+    for line in details or []:
+        console.print(line, markup=False)
+    if not typer.confirm(question, default=False):
+        console.print("Nothing was changed.")
+        raise typer.Exit(0)
 
 
 def print_error(exc: MailerError) -> None:

@@ -56,7 +56,7 @@ def demo(ctx: typer.Context) -> None:
 
 
 async def _send(settings: Settings, store: Store, event_path: Path, signer: TokenSigner) -> None:
-    from mailer.campaigns.actions import start_or_resume
+    from mailer.campaigns.lifecycle import start_or_resume
     from mailer.delivery.catcher import Catcher
     from mailer.message.event import load_event
     from mailer.sending.run import send_campaign_via_smtp

@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
+from mailer.campaigns import lifecycle
+from mailer.campaigns.summary import summarise_send
 from mailer.campaigns.when import describe_time, parse_send_time
 from mailer.cli import common
 from mailer.config import Settings
-from mailer.errors import CampaignError
-from mailer.models import CampaignStatus
 from mailer.store import Store
 
 At = Annotated[str, typer.Option("--at", help='Local send time, e.g. "2021-09-04 10:00".')]
@@ -49,25 +49,18 @@ def schedule(
     load_signer(settings)  # a send without a signing key would fail at its time: fail now
     when = parse_send_time(at, zone)
     with common.open_store(settings) as store:
-        list_id = store.list_id(list_name)
-        audience = store.count_subscribers(list_name)
-        question = (
-            f"Schedule '{event.subject}' to {audience} subscribers of '{list_name}' for "
-            f"{describe_time(when, zone)}?"
+        audience = store.count_mailable(store.list_id(list_name))
+        summary = summarise_send(settings, event, list_name=list_name, audience=audience)
+        common.confirm(
+            f"Schedule it for {describe_time(when, zone)}?", yes=yes, details=summary.lines()
         )
-        _confirm(question, yes)
-        campaign_id = store.create_campaign(
-            event_path=str(event_file.resolve()),
-            event_slug=event.slug,
-            list_id=list_id,
-            subject=event.subject,
-            status=CampaignStatus.SCHEDULED,
-            scheduled_at=when,
+        campaign = lifecycle.schedule(
+            store, event=event, event_path=event_file, list_name=list_name, when=when
         )
     common.console.print(
-        f"Campaign {campaign_id} scheduled for {describe_time(when, zone)}.\n"
+        f"Campaign {campaign.id} scheduled for {describe_time(when, zone)}.\n"
         "A running `mailer worker` or `mailer serve` sends it then; "
-        f"`mailer campaign show {campaign_id}` follows it.",
+        f"`mailer campaign show {campaign.id}` follows it.",
         markup=False,
     )
 
@@ -78,37 +71,15 @@ def reschedule(
     at: At,
     tz: Tz = None,
 ) -> None:
-    """Move a scheduled (or missed) campaign to another time."""
+    """Move a campaign that has not started (scheduled, missed or paused) to another time."""
     settings = common.settings_from(ctx)
     zone = tz or settings.timezone
     when = parse_send_time(at, zone)
     with common.open_store(settings) as store:
-        moved = store.set_campaign_status(
-            campaign_id,
-            CampaignStatus.SCHEDULED,
-            only_from=[CampaignStatus.SCHEDULED, CampaignStatus.MISSED],
-            scheduled_at=when,
-        )
-        if not moved:
-            status = store.get_campaign(campaign_id).status.value
-            raise CampaignError(
-                f"campaign {campaign_id} is {status}; only scheduled or missed ones move",
-                campaign_id=campaign_id,
-            )
+        lifecycle.reschedule(store, campaign_id, when)
     common.console.print(
         f"Campaign {campaign_id} rescheduled for {describe_time(when, zone)}.", markup=False
     )
-
-
-def _confirm(question: str, yes: bool) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise CampaignError(
-            f"not confirmed: {question}", hint="Not a terminal: pass --yes to confirm."
-        )
-    if not typer.confirm(question, default=False):
-        raise typer.Exit(0)
 
 
 def worker(ctx: typer.Context) -> None:

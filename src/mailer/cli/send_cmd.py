@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mailer.cli import common
-from mailer.cli.progress import ProgressDisplay, describe
-from mailer.config import Settings
-from mailer.models import Outcome
-from mailer.sending.engine import Dispatcher, StopReason
-from mailer.sending.run import RunResult, send_campaign_via_smtp, worker_identity
-from mailer.store import Store
-from mailer.tokens import TokenSigner
 
-EXIT_PAUSED = 1
+if TYPE_CHECKING:
+    from mailer.config import Settings
+    from mailer.message.event import Event
+    from mailer.models import Outcome
+    from mailer.sending.run import RunResult
+    from mailer.store import Store
+    from mailer.tokens import TokenSigner
+
+EXIT_INCOMPLETE = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -39,7 +39,10 @@ def send(
         typer.Option("--test-to", help="Send one [TEST] sample to this address only."),
     ] = None,
     new: Annotated[
-        bool, typer.Option("--new", help="Start a new campaign even if one is unfinished.")
+        bool,
+        typer.Option(
+            "--new", help="Send the event to the list again, even if it already went to it."
+        ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     resend_unknown: Annotated[
@@ -50,106 +53,74 @@ def send(
         ),
     ] = False,
 ) -> None:
-    """Send an event invitation to a list; run it again after a crash to resume."""
-    from mailer.campaigns.actions import dry_run as run_dry
-    from mailer.campaigns.actions import start_or_resume
+    """Send an event invitation to a list; run it again after a crash to resume.
+
+    Running the same command after the campaign finished sends nobody: --new sends the
+    event to the list a second time."""
     from mailer.message.event import load_event
     from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
     common.existing_file(event_file, what="event file")
-    event = load_event(event_file)
+    event = load_event(event_file)  # loaded once: what is confirmed is what is sent
     signer = load_signer(settings)
     with common.open_store(settings) as store:
         if dry_run:
-            report = run_dry(
-                store, settings=settings, event_path=event_file, list_name=list_name, signer=signer
-            )
-            common.console.print(
-                f"Dry run: {report.messages} messages rendered and composed "
-                f"({report.total_bytes / 1e6:.1f} MB) in {report.seconds:.1f} s; "
-                f"{len(report.failures)} could not be built. Nothing was sent."
-            )
-            for email, reason in report.failures[:10]:
-                common.console.print(f"  {email}: {reason}", markup=False)
+            _dry_run(store, settings, event, list_name, signer)
             return
         if test_to is not None:
-            outcome = asyncio.run(
-                _send_test(store, settings, event_file, list_name, test_to, signer)
-            )
-            common.console.print(
-                f"Test message to {test_to}: {outcome.status.value} "
-                f"({outcome.code or '-'} {outcome.reply}). Not recorded in any campaign.",
-                markup=False,
-            )
-            if outcome.status.value != "sent":
-                raise typer.Exit(EXIT_PAUSED)
+            _test_send(store, settings, event, list_name, test_to, signer)
             return
-        # Ask before writing anything: a campaign row is work a running worker would pick up.
-        pending = (
-            None if new else store.find_unfinished_campaign(event.slug, store.list_id(list_name))
-        )
-        if pending is not None:
-            counts = store.delivery_counts(pending.id)
-            common.console.print(
-                f"Resuming unfinished campaign {pending.id} ({pending.status.value}; "
-                f"{describe(counts)}). Pass --new to start another.",
-                markup=False,
-            )
-        audience = store.count_subscribers(list_name)
-        if not yes:
-            label = f"campaign {pending.id}" if pending else "a new campaign"
-            _confirm(settings, audience, list_name, event.subject, label, pending is not None)
-        choice = start_or_resume(
-            store,
-            event_path=event_file,
-            event=event,
-            list_name=list_name,
-            new=new,
-            owner=worker_identity(),
-        )
-        campaign = choice.campaign
-        result = run_with_signals(
-            store,
-            settings,
-            campaign.id,
-            resend_unknown=resend_unknown,
-            total=audience,
-            resume=choice.resumed,
-        )
+        result = _send(store, settings, event, event_file, list_name, new, yes, resend_unknown)
     print_result(result)
     exit_for(result)
 
 
-def _confirm(
-    settings: Settings, audience: int, list_name: str, subject: str, label: str, resumed: bool
+def _dry_run(
+    store: Store, settings: Settings, event: Event, list_name: str, signer: TokenSigner
 ) -> None:
-    what = "Resume" if resumed else "Send"
-    question = (
-        f"{what} {label}: '{subject}' to {audience} subscribers of "
-        f"'{list_name}' via {settings.smtp_host}:{settings.smtp_port}?"
-    )
-    if not sys.stdin.isatty():
-        from mailer.errors import CampaignError
+    from mailer.campaigns.trial import dry_run
 
-        raise CampaignError(
-            f"not confirmed: {question}",
-            hint="Not a terminal, so nobody can be asked: pass --yes to send.",
-        )
-    if not typer.confirm(question, default=False):
-        common.console.print("Not sent; nothing was changed.")
-        raise typer.Exit(0)
+    report = dry_run(store, settings=settings, event=event, list_name=list_name, signer=signer)
+    common.console.print(
+        f"Dry run: {report.messages} messages rendered and composed "
+        f"({report.total_bytes / 1e6:.1f} MB) in {report.seconds:.1f} s; "
+        f"{len(report.failures)} could not be built. Nothing was sent.",
+        markup=False,
+    )
+    for email, reason in report.failures[:10]:
+        common.console.print(f"  {email}: {reason}", markup=False)
+    if report.failures:
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _test_send(
+    store: Store,
+    settings: Settings,
+    event: Event,
+    list_name: str,
+    to: str,
+    signer: TokenSigner,
+) -> None:
+    outcome = asyncio.run(_send_test(store, settings, event, list_name, to, signer))
+    common.console.print(
+        f"Test message to {to}: {outcome.status.value} "
+        f"({outcome.code or '-'} {outcome.reply}). Not recorded in any campaign.",
+        markup=False,
+    )
+    if outcome.status.value != "sent":
+        raise typer.Exit(EXIT_INCOMPLETE)
 
 
 async def _send_test(
     store: Store,
     settings: Settings,
-    event_file: Path,
+    event: Event,
     list_name: str,
     to: str,
     signer: TokenSigner,
 ) -> Outcome:
-    from mailer.campaigns.actions import send_test
+    from mailer.campaigns.trial import send_test
     from mailer.delivery.smtp import SmtpTransport
 
     transport = SmtpTransport.from_settings(settings)
@@ -158,13 +129,66 @@ async def _send_test(
             store,
             settings=settings,
             transport=transport,
-            event_path=event_file,
+            event=event,
             list_name=list_name,
             to=to,
             signer=signer,
         )
     finally:
         await transport.aclose()
+
+
+def _send(
+    store: Store,
+    settings: Settings,
+    event: Event,
+    event_file: Path,
+    list_name: str,
+    new: bool,
+    yes: bool,
+    resend_unknown: bool,
+) -> RunResult:
+    from mailer.campaigns import lifecycle
+    from mailer.campaigns.summary import summarise_send
+    from mailer.sending.run import worker_identity
+
+    # Decide, then ask, then write: a campaign row is work a running worker would pick up.
+    plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=new)
+    summary = summarise_send(settings, event, list_name=list_name, audience=plan.audience)
+    details = summary.lines()
+    if plan.existing is not None:
+        from mailer.cli.progress import describe
+
+        common.console.print(
+            f"Resuming unfinished campaign {plan.existing.id} ({plan.existing.status.value}; "
+            f"{describe(store.delivery_counts(plan.existing.id))}). "
+            "Pass --new to start another.",
+            markup=False,
+        )
+        question = f"Resume campaign {plan.existing.id}: {plan.audience} to send?"
+    else:
+        question = f"Send to {plan.audience} subscriber(s)?"
+    if plan.earlier is not None:
+        when = plan.earlier.finished_at or plan.earlier.started_at or plan.earlier.created_at
+        warning = (
+            f"This event already went to '{list_name}': campaign {plan.earlier.id} on "
+            f"{when:%Y-%m-%d %H:%M} UTC reached {plan.earlier_sent}. --new mails them again."
+        )
+        common.err_console.print(warning, markup=False)
+        question = f"Send it again to {plan.audience} subscriber(s)?"
+    common.confirm(question, yes=yes, details=details)
+    campaign = lifecycle.start_send(
+        store, plan, event=event, event_path=event_file, owner=worker_identity()
+    )
+    return run_with_signals(
+        store,
+        settings,
+        campaign.id,
+        resend_unknown=resend_unknown,
+        total=plan.audience,
+        resume=plan.existing is not None,
+        event=event,
+    )
 
 
 def run_with_signals(
@@ -175,13 +199,25 @@ def run_with_signals(
     resend_unknown: bool = False,
     total: int,
     resume: bool = False,
+    early: bool = False,
+    event: Event | None = None,
 ) -> RunResult:
     """Run the campaign with a progress display; SIGINT/SIGTERM stop it cleanly (paused)."""
     from mailer.tokens import load_signer
 
     signer = load_signer(settings)
     return asyncio.run(
-        _run(store, settings, campaign_id, signer, resend_unknown, total, resume=resume)
+        _run(
+            store,
+            settings,
+            campaign_id,
+            signer,
+            resend_unknown=resend_unknown,
+            total=total,
+            resume=resume,
+            early=early,
+            event=event,
+        )
     )
 
 
@@ -190,12 +226,17 @@ async def _run(
     settings: Settings,
     campaign_id: int,
     signer: TokenSigner,
+    *,
     resend_unknown: bool,
     total: int,
-    *,
     resume: bool,
+    early: bool,
+    event: Event | None,
 ) -> RunResult:
-    dispatchers: list[Dispatcher] = []
+    from mailer.cli.progress import ProgressDisplay
+    from mailer.sending.run import send_campaign_via_smtp
+
+    stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def stop(signame: str) -> None:
@@ -203,8 +244,7 @@ async def _run(
             f"\n{signame}: finishing the messages in flight, then stopping "
             "(send the signal again to quit at once)."
         )
-        for dispatcher in dispatchers:
-            dispatcher.request_stop()
+        stop_requested.set()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
@@ -219,8 +259,10 @@ async def _run(
                 campaign_id=campaign_id,
                 resend_unknown=resend_unknown,
                 on_progress=display.update,
-                stop_requests=dispatchers,
+                stop_requested=stop_requested,
                 resume=resume,
+                early=early,
+                event=event,
             )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -228,6 +270,8 @@ async def _run(
 
 
 def print_result(result: RunResult) -> None:
+    from mailer.cli.progress import describe
+
     campaign = result.campaign
     recovery = result.recovery
     if recovery.applied or recovery.unknown or recovery.requeued:
@@ -249,7 +293,13 @@ def print_result(result: RunResult) -> None:
 
 
 def exit_for(result: RunResult) -> None:
-    if result.reason is StopReason.BREAKER:
-        raise typer.Exit(EXIT_PAUSED)
+    """0 only when every recipient has a final outcome and nobody failed: a paused,
+    waiting or partly failed send is not what was asked for."""
+    from mailer.sending.engine import StopReason
+
     if result.reason is StopReason.INTERRUPTED:
         raise typer.Exit(EXIT_INTERRUPTED)
+    counts = result.counts
+    unfinished = counts.queued + counts.sending + counts.deferred
+    if result.reason is not StopReason.FINISHED or unfinished or counts.failed or counts.unknown:
+        raise typer.Exit(EXIT_INCOMPLETE)

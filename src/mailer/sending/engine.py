@@ -54,6 +54,30 @@ class StopReason(StrEnum):
     CAPPED = "capped"  # the hourly or daily cap is reached for longer than the horizon
 
 
+# When several causes arise in one run, the most serious is reported: an organiser who
+# paused outranks a signal, a dead relay outranks both.
+_PRECEDENCE = (
+    StopReason.BREAKER,
+    StopReason.LEASE_LOST,
+    StopReason.HALTED,
+    StopReason.CAPPED,
+    StopReason.INTERRUPTED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Why a run ended, with what the organiser needs to know about it."""
+
+    reason: StopReason
+    detail: str = ""
+    """For BREAKER: the relay's error or the breaker's summary."""
+    until: datetime | None = None
+    """For CAPPED: when the cap allows sending again."""
+    limit: Limit | None = None
+    """For CAPPED: which cap."""
+
+
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     concurrency: int = 4
@@ -79,11 +103,17 @@ ProgressCallback = Callable[[Progress], None]
 
 
 class Dispatcher:
-    """Sends one campaign until it is finished, waiting, interrupted or paused."""
+    """Sends one campaign (bound when built) until it is finished, waiting, or stopped.
+
+    `run()` returns one `Stop` value: why the run ended and what to say about it. The first
+    serious cause wins (see _PRECEDENCE); nothing outside reads the engine's internals.
+    """
 
     def __init__(
         self,
         *,
+        campaign_id: int,
+        list_id: int,
         store: Ledger,
         transport: Transport,
         limiter: RateLimiter,
@@ -96,7 +126,10 @@ class Dispatcher:
         options: EngineOptions,
         owner: str,
         on_progress: ProgressCallback | None = None,
+        stop_requested: asyncio.Event | None = None,
     ) -> None:
+        self.campaign_id = campaign_id
+        self.list_id = list_id
         self.store = store
         self.transport = transport
         self.limiter = limiter
@@ -109,69 +142,81 @@ class Dispatcher:
         self.options = options
         self.owner = owner
         self.on_progress = on_progress
+        self._external_stop = stop_requested
         self._stop = asyncio.Event()
+        self._cause: Stop | None = None
         self._pending: list[RecordedOutcome] = []
         self._flush_lock = asyncio.Lock()
-        self.fatal: MailerError | None = None
-        self.lease_lost = False
-        self.halted_by_organiser = False
-        self.capped_until: datetime | None = None
-        self.capped_by: Limit | None = None
-        self._list_id = 0
-        self._campaign_id = 0
+
+    # -- stopping ----------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Stop taking new recipients; messages already with the relay are finished."""
+        self._halt(Stop(StopReason.INTERRUPTED))
+
+    def _halt(self, cause: Stop) -> None:
+        current = self._cause
+        if current is None or _PRECEDENCE.index(cause.reason) < _PRECEDENCE.index(current.reason):
+            self._cause = cause
         self._stop.set()
 
-    async def run(self, campaign_id: int, list_id: int) -> tuple[StopReason, Progress]:
-        self._list_id = list_id
-        self._campaign_id = campaign_id
-        progress = Progress(counts=await asyncio.to_thread(self.store.delivery_counts, campaign_id))
-        heartbeat = asyncio.create_task(self._heartbeat(campaign_id))
-        try:
-            reason = await self._passes(campaign_id, list_id, progress)
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            await self._flush(campaign_id, progress)
-        return reason, progress
+    def _halted(self) -> bool:
+        return self._stop.is_set() or self.breaker.tripped
 
-    async def _passes(self, campaign_id: int, list_id: int, progress: Progress) -> StopReason:
+    def _final_cause(self) -> Stop | None:
+        if self.breaker.tripped:
+            self._halt(Stop(StopReason.BREAKER, self.breaker.explain()))
+        return self._cause
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def run(self) -> tuple[Stop, Progress]:
+        counts = await asyncio.to_thread(self.store.delivery_counts, self.campaign_id)
+        progress = Progress(counts=counts)
+        helpers = [asyncio.create_task(self._heartbeat())]
+        if self._external_stop is not None:
+            helpers.append(asyncio.create_task(self._watch_external_stop(self._external_stop)))
+        try:
+            stop = await self._passes(progress)
+        finally:
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self._flush(progress)
+        return stop, progress
+
+    async def _watch_external_stop(self, event: asyncio.Event) -> None:
+        await event.wait()
+        self.request_stop()
+
+    async def _passes(self, progress: Progress) -> Stop:
         while True:
-            await self._one_pass(campaign_id, list_id, progress)
-            if self.fatal is not None or self.breaker.tripped:
-                return StopReason.BREAKER
-            if self.lease_lost:
-                return StopReason.LEASE_LOST
-            if self.halted_by_organiser:
-                return StopReason.HALTED
-            if self.capped_until is not None:
-                return StopReason.CAPPED
-            if self._stop.is_set():
-                return StopReason.INTERRUPTED
-            await self._flush(campaign_id, progress)
-            next_retry = await asyncio.to_thread(self.store.next_retry_at, campaign_id)
+            await self._one_pass(progress)
+            if (cause := self._final_cause()) is not None:
+                return cause
+            await self._flush(progress)
+            next_retry = await asyncio.to_thread(self.store.next_retry_at, self.campaign_id)
             if next_retry is None:
-                return StopReason.FINISHED
+                return Stop(StopReason.FINISHED)
             wait = (next_retry - datetime.now(UTC)).total_seconds()
             if wait > self.options.retry_horizon:
-                return StopReason.WAITING
+                return Stop(StopReason.WAITING)
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=wait)
 
-    async def _one_pass(self, campaign_id: int, list_id: int, progress: Progress) -> None:
+    async def _one_pass(self, progress: Progress) -> None:
         """Every due row once, in id order; N workers drain a small queue fed just in time."""
         queue: asyncio.Queue[DueDelivery | None] = asyncio.Queue(self.options.concurrency * 2)
         workers = [
-            asyncio.create_task(self._worker(queue, campaign_id, progress))
+            asyncio.create_task(self._worker(queue, progress))
             for _ in range(self.options.concurrency)
         ]
-        flusher = asyncio.create_task(self._flush_periodically(campaign_id, progress))
+        flusher = asyncio.create_task(self._flush_periodically(progress))
         try:
-            await self._feed(queue, campaign_id, list_id, progress)
+            await self._feed(queue, progress)
         finally:
             for _ in workers:
                 await queue.put(None)
@@ -180,18 +225,7 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
 
-    def _halted(self) -> bool:
-        return (
-            self._stop.is_set() or self.breaker.tripped or self.fatal is not None or self.lease_lost
-        )
-
-    async def _feed(
-        self,
-        queue: asyncio.Queue[DueDelivery | None],
-        campaign_id: int,
-        list_id: int,
-        progress: Progress,
-    ) -> None:
+    async def _feed(self, queue: asyncio.Queue[DueDelivery | None], progress: Progress) -> None:
         after = 0
         # Re-check and mark only what the workers will take within moments: a subscriber
         # who unsubscribes now is skipped, and a crash leaves few rows `sending`.
@@ -199,7 +233,7 @@ class Dispatcher:
         while not self._halted():
             batch = await asyncio.to_thread(
                 self.store.fetch_due,
-                campaign_id,
+                self.campaign_id,
                 after_id=after,
                 limit=self.options.batch_size,
                 include_unknown=self.options.resend_unknown,
@@ -213,14 +247,13 @@ class Dispatcher:
                 part = batch[start : start + chunk]
                 marked = await asyncio.to_thread(
                     self.store.begin_sending,
-                    campaign_id,
-                    list_id,
+                    self.campaign_id,
+                    self.list_id,
                     [d.id for d in part],
                     owner=self.owner,
                 )
                 if marked is None:  # the lease is someone else's now: take nothing more
-                    self.lease_lost = True
-                    self.request_stop()
+                    self._halt(Stop(StopReason.LEASE_LOST))
                     return
                 to_send, skipped = marked
                 for delivery in part:
@@ -230,23 +263,20 @@ class Dispatcher:
                     if delivery.id in to_send:
                         await queue.put(delivery)
 
-    async def _worker(
-        self, queue: asyncio.Queue[DueDelivery | None], campaign_id: int, progress: Progress
-    ) -> None:
+    async def _worker(self, queue: asyncio.Queue[DueDelivery | None], progress: Progress) -> None:
         while (delivery := await queue.get()) is not None:
             wait = self.limiter.next_wait()
             if wait.limit in _CAPS and wait.seconds > self.options.retry_horizon:
                 # Hours until the cap allows more: stop rather than hold the lease asleep.
-                self.capped_until = datetime.now(UTC) + timedelta(seconds=wait.seconds)
-                self.capped_by = wait.limit
-                self.request_stop()
+                until = datetime.now(UTC) + timedelta(seconds=wait.seconds)
+                self._halt(Stop(StopReason.CAPPED, until=until, limit=wait.limit))
             if self._halted():
                 await self._give_back(delivery)
                 continue
             if not await self._wait_for_turn():
                 await self._give_back(delivery)
                 continue
-            outcome, message_id = await self._send_one(campaign_id, delivery)
+            outcome, message_id = await self._send_one(delivery)
             recorded = self.retry.settle(
                 delivery, outcome, message_id=message_id, now=datetime.now(UTC)
             )
@@ -257,7 +287,7 @@ class Dispatcher:
             if recorded.status is DeliveryStatus.SENT:
                 progress.sent_this_run += 1
             if len(self._pending) >= _FLUSH_SIZE:
-                await self._flush(campaign_id, progress)
+                await self._flush(progress)
 
     async def _wait_for_turn(self) -> bool:
         """Wait for the rate limiter; False if a stop came first (nothing is booked then).
@@ -286,16 +316,14 @@ class Dispatcher:
             delivery.status,
             only_from=DeliveryStatus.SENDING,
             owner=self.owner,  # never undo a row a new lease holder has taken meanwhile
-            campaign_id=self._campaign_id,
+            campaign_id=self.campaign_id,
         )
 
-    async def _send_one(
-        self, campaign_id: int, delivery: DueDelivery
-    ) -> tuple[Outcome, str | None]:
+    async def _send_one(self, delivery: DueDelivery) -> tuple[Outcome, str | None]:
         token = self.signer.sign(
             subscriber_id=delivery.subscriber_id,
-            list_id=self._list_id,
-            campaign_id=campaign_id,
+            list_id=self.list_id,
+            campaign_id=self.campaign_id,
         )
         recipient = Recipient(
             subscriber_id=delivery.subscriber_id,
@@ -315,30 +343,31 @@ class Dispatcher:
             )
         except TransportError as exc:
             # Bad credentials, TLS or a refused sender: no retry will fix it. Pause.
-            self.fatal = exc
-            self.request_stop()
+            self._halt(Stop(StopReason.BREAKER, str(exc)))
             outcome = Outcome(DeliveryStatus.DEFERRED, exc.code, str(exc))
         return outcome, message.message_id
 
-    async def _flush(self, campaign_id: int, progress: Progress) -> None:
+    # -- recording ---------------------------------------------------------------------
+
+    async def _flush(self, progress: Progress) -> None:
         async with self._flush_lock:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
             await asyncio.to_thread(
-                self.store.record_outcomes, campaign_id, batch, owner=self.owner
+                self.store.record_outcomes, self.campaign_id, batch, owner=self.owner
             )
         if self.on_progress is not None:
             self.on_progress(progress)
 
-    async def _flush_periodically(self, campaign_id: int, progress: Progress) -> None:
+    async def _flush_periodically(self, progress: Progress) -> None:
         while True:
             await asyncio.sleep(_FLUSH_EVERY)
-            await self._flush(campaign_id, progress)
+            await self._flush(progress)
             if self.on_progress is not None:
                 self.on_progress(progress)
 
-    async def _heartbeat(self, campaign_id: int) -> None:
+    async def _heartbeat(self) -> None:
         """Renew the lease; stop sending long before it could expire unrenewed.
 
         A renewal that fails (database locked or unreachable) is retried; if none has
@@ -351,24 +380,24 @@ class Dispatcher:
             await asyncio.sleep(self.options.lease_seconds / 6)
             try:
                 status = await asyncio.to_thread(
-                    self.store.renew_lease, campaign_id, owner=self.owner, lease=lease
+                    self.store.renew_lease, self.campaign_id, owner=self.owner, lease=lease
                 )
             except Exception as exc:
                 if time.monotonic() - last_renewed < self.options.lease_seconds / 2:
-                    log.warning("campaign=%d event=renew-failed error=%r", campaign_id, str(exc))
+                    log.warning(
+                        "campaign=%d event=renew-failed error=%r", self.campaign_id, str(exc)
+                    )
                     continue
                 status = None
             if status is None:
-                self.lease_lost = True
-                self.request_stop()
+                self._halt(Stop(StopReason.LEASE_LOST))
                 return
             last_renewed = time.monotonic()
-            if status is not CampaignStatus.SENDING and not self.halted_by_organiser:
+            if status is not CampaignStatus.SENDING:
                 # Paused or cancelled: stop taking recipients, but keep the lease renewed
                 # until the messages in flight are recorded (run() cancels this task), so
                 # nobody can take the campaign over while this sender still drains.
-                self.halted_by_organiser = True
-                self.request_stop()
+                self._halt(Stop(StopReason.HALTED))
 
 
 def _move(counts: DeliveryCounts, before: DeliveryStatus, after: DeliveryStatus) -> None:

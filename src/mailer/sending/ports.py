@@ -73,6 +73,7 @@ class CampaignLedger(Ledger, Protocol):
         lease: timedelta,
         allowed: Iterable[CampaignStatus] = ...,
         take_over_from: str | None = None,
+        early: bool = False,
     ) -> bool: ...
 
     def release_campaign(

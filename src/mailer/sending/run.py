@@ -6,12 +6,12 @@ sequence is written once.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from mailer.config import Settings
 from mailer.delivery.base import Transport
@@ -19,7 +19,14 @@ from mailer.errors import CampaignError
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import Event, load_event
 from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
-from mailer.sending.engine import Dispatcher, EngineOptions, Progress, ProgressCallback, StopReason
+from mailer.sending.engine import (
+    Dispatcher,
+    EngineOptions,
+    Progress,
+    ProgressCallback,
+    Stop,
+    StopReason,
+)
 from mailer.sending.journal import Journal, journal_path
 from mailer.sending.policy import CircuitBreaker, RetryPolicy
 from mailer.sending.ports import CampaignLedger
@@ -52,15 +59,22 @@ def _claim(
     owner: str,
     lease: timedelta,
     allowed: tuple[CampaignStatus, ...],
+    *,
+    early: bool = False,
 ) -> bool:
     """Claim the campaign; a lease held by a process of this host that has died (kill -9)
     is taken over at once instead of waiting for it to expire."""
-    if store.claim_campaign(campaign_id, owner=owner, lease=lease, allowed=allowed):
+    if store.claim_campaign(campaign_id, owner=owner, lease=lease, allowed=allowed, early=early):
         return True
     holder = store.get_campaign(campaign_id).lease_owner
     if holder and _is_dead_local_process(holder):
         return store.claim_campaign(
-            campaign_id, owner=owner, lease=lease, allowed=allowed, take_over_from=holder
+            campaign_id,
+            owner=owner,
+            lease=lease,
+            allowed=allowed,
+            take_over_from=holder,
+            early=early,
         )
     return False
 
@@ -68,11 +82,15 @@ def _claim(
 @dataclass(frozen=True, slots=True)
 class RunResult:
     campaign: CampaignRecord
-    reason: StopReason
+    stop: Stop
     counts: DeliveryCounts
     progress: Progress
     recovery: RecoveryReport
     message: str
+
+    @property
+    def reason(self) -> StopReason:
+        return self.stop.reason
 
 
 def invitation_builder(
@@ -107,7 +125,12 @@ async def send_campaign_via_smtp(
     store: CampaignLedger,
     signer: TokenSigner,
     campaign_id: int,
-    **options: Any,
+    resend_unknown: bool = False,
+    on_progress: ProgressCallback | None = None,
+    stop_requested: asyncio.Event | None = None,
+    resume: bool = False,
+    early: bool = False,
+    event: Event | None = None,
 ) -> RunResult:
     """`run_campaign` through a fresh SMTP pool for the settings' relay, closed afterwards."""
     from mailer.delivery.smtp import SmtpTransport
@@ -120,7 +143,12 @@ async def send_campaign_via_smtp(
             transport=transport,
             signer=signer,
             campaign_id=campaign_id,
-            **options,
+            resend_unknown=resend_unknown,
+            on_progress=on_progress,
+            stop_requested=stop_requested,
+            resume=resume,
+            early=early,
+            event=event,
         )
     finally:
         await transport.aclose()
@@ -137,14 +165,20 @@ async def run_campaign(
     resend_unknown: bool = False,
     interrupted_status: CampaignStatus = CampaignStatus.PAUSED,
     on_progress: ProgressCallback | None = None,
-    stop_requests: list[Dispatcher] | None = None,
+    stop_requested: asyncio.Event | None = None,
+    event: Event | None = None,
     limiter: RateLimiter | None = None,
     resume: bool = False,
+    early: bool = False,
 ) -> RunResult:
     """Send `campaign_id` until finished, waiting for retries, interrupted or paused.
 
     `resume`: the organiser asked for this campaign by hand, so a paused, missed or
-    finished one (for --resend-unknown) may go on; a worker never passes it."""
+    finished one (for --resend-unknown) may go on; a worker never passes it.
+    `early`: a scheduled campaign is taken before its time (`campaign send-now`).
+    `event`: the event the organiser confirmed (loaded once by the command); None reads
+    the campaign's event file now (the scheduler's case).
+    `stop_requested`: set it to stop taking recipients (SIGINT, worker shutdown)."""
     owner = owner or worker_identity()
     lease = timedelta(seconds=settings.lease_seconds)
     campaign = store.get_campaign(campaign_id)
@@ -154,7 +188,7 @@ async def run_campaign(
     allowed: tuple[CampaignStatus, ...] = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING)
     if resume:
         allowed += (CampaignStatus.PAUSED, CampaignStatus.MISSED, CampaignStatus.FINISHED)
-    if not _claim(store, campaign_id, owner, lease, allowed):
+    if not _claim(store, campaign_id, owner, lease, allowed, early=early):
         current = store.get_campaign(campaign_id)
         if current.lease_owner:
             raise CampaignError(
@@ -180,7 +214,8 @@ async def run_campaign(
         journal_of(owner).unlink(missing_ok=True)
         journal = Journal(journal_of(owner))
         store.snapshot_audience(campaign_id, campaign.list_id)
-        event = load_event(Path(campaign.event_path))
+        if event is None:
+            event = load_event(Path(campaign.event_path))
         builder = invitation_builder(
             settings, event, campaign_id=campaign_id, list_name=campaign.list_name
         )
@@ -191,6 +226,8 @@ async def run_campaign(
         raise
     limiter = limiter or make_limiter(settings, store)
     dispatcher = Dispatcher(
+        campaign_id=campaign_id,
+        list_id=campaign.list_id,
         store=store,
         transport=transport,
         limiter=limiter,
@@ -211,18 +248,18 @@ async def run_campaign(
         ),
         owner=owner,
         on_progress=on_progress,
+        stop_requested=stop_requested,
     )
-    if stop_requests is not None:
-        stop_requests.append(dispatcher)
     try:
-        reason, progress = await dispatcher.run(campaign_id, campaign.list_id)
+        stop, progress = await dispatcher.run()
     except BaseException:
         # Keep the lease and the journal: whoever claims next (after the lease expires, or
         # at once if this process is gone) settles the rows in flight from the journal.
         journal.close()
         raise
     counts = store.delivery_counts(campaign_id)
-    status, message = _final_state(dispatcher, reason, counts, campaign_id, store)
+    reason = stop.reason
+    status, message = _final_state(stop, counts, campaign_id, store)
     if reason is not StopReason.LEASE_LOST:
         final: CampaignStatus | None = status
         if reason is StopReason.INTERRUPTED:
@@ -239,7 +276,7 @@ async def run_campaign(
     journal.close(remove=settled)
     return RunResult(
         campaign=store.get_campaign(campaign_id),
-        reason=reason,
+        stop=stop,
         counts=counts,
         progress=progress,
         recovery=recovery,
@@ -248,16 +285,13 @@ async def run_campaign(
 
 
 def _final_state(
-    dispatcher: Dispatcher,
-    reason: StopReason,
-    counts: DeliveryCounts,
-    campaign_id: int,
-    store: CampaignLedger,
+    stop: Stop, counts: DeliveryCounts, campaign_id: int, store: CampaignLedger
 ) -> tuple[CampaignStatus, str]:
+    """The campaign's status after a run and the one line that explains it."""
     resume = f"mailer campaign resume {campaign_id}"
+    reason = stop.reason
     if reason is StopReason.BREAKER:
-        cause = str(dispatcher.fatal) if dispatcher.fatal else dispatcher.breaker.explain()
-        return CampaignStatus.PAUSED, f"paused: {cause}. Fix the relay, then `{resume}`."
+        return CampaignStatus.PAUSED, f"paused: {stop.detail}. Fix the relay, then `{resume}`."
     if reason is StopReason.INTERRUPTED:
         return CampaignStatus.PAUSED, f"stopped on request; `{resume}` sends the rest."
     if reason is StopReason.LEASE_LOST:
@@ -265,9 +299,8 @@ def _final_state(
     if reason is StopReason.HALTED:
         return CampaignStatus.PAUSED, "stopped: the campaign was paused or cancelled meanwhile."
     if reason is StopReason.CAPPED:
-        until = dispatcher.capped_until
-        which = dispatcher.capped_by.value if dispatcher.capped_by else "sending"
-        when = f"{until:%Y-%m-%d %H:%M} UTC" if until else "later"
+        which = stop.limit.value if stop.limit else "sending"
+        when = f"{stop.until:%Y-%m-%d %H:%M} UTC" if stop.until else "later"
         return (
             CampaignStatus.SENDING,
             f"the {which} cap is reached; sending can go on at {when} — a running "

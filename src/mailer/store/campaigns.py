@@ -106,6 +106,32 @@ class CampaignQueries(StoreBase):
             ).first()
         return None if row is None else _record(row)
 
+    def last_sent_campaign(self, event_slug: str, list_id: int) -> CampaignRecord | None:
+        """The newest finished or cancelled campaign of this event to this list that
+        reached anyone (a `sent` row): sending the event again would mail them twice."""
+        reached = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.campaign_id == campaigns.c.id,
+                deliveries.c.status == DeliveryStatus.SENT.value,
+            )
+            .exists()
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                _CAMPAIGN_QUERY.where(
+                    campaigns.c.event_slug == event_slug,
+                    campaigns.c.list_id == list_id,
+                    campaigns.c.status.in_(
+                        [CampaignStatus.FINISHED.value, CampaignStatus.CANCELLED.value]
+                    ),
+                    reached,
+                )
+                .order_by(campaigns.c.id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else _record(row)
+
     def campaigns(self, statuses: Iterable[CampaignStatus] | None = None) -> list[CampaignRecord]:
         query = _CAMPAIGN_QUERY.order_by(campaigns.c.id)
         if statuses is not None:
@@ -161,8 +187,11 @@ class CampaignQueries(StoreBase):
         lease: timedelta,
         allowed: Iterable[CampaignStatus] = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING),
         take_over_from: str | None = None,
+        early: bool = False,
     ) -> bool:
         """Atomically take the campaign for `owner` unless another live sender holds it.
+
+        A scheduled campaign is taken only once due, unless `early` (sent now on request).
 
         One UPDATE with the whole condition in its WHERE clause: on SQLite and PostgreSQL
         alike, two workers racing for it see exactly one success.
@@ -174,9 +203,15 @@ class CampaignQueries(StoreBase):
                 campaigns.c.id == campaign_id,
                 campaigns.c.status.in_([s.value for s in allowed]),
                 # a scheduled campaign only once it is due (it may have been rescheduled)
-                or_(
-                    campaigns.c.status != CampaignStatus.SCHEDULED.value,
-                    campaigns.c.scheduled_at <= now,
+                *(
+                    []
+                    if early
+                    else [
+                        or_(
+                            campaigns.c.status != CampaignStatus.SCHEDULED.value,
+                            campaigns.c.scheduled_at <= now,
+                        )
+                    ]
                 ),
                 or_(
                     campaigns.c.lease_owner.is_(None),

@@ -95,6 +95,23 @@ _LEASE_HOLDER = select(campaigns.c.lease_owner).where(campaigns.c.id == bindpara
 
 
 class LedgerQueries(SuppressionQueries, StoreBase):
+    def count_mailable(self, list_id: int) -> int:
+        """How many a campaign to this list would reach now (what a snapshot would take)."""
+        query = (
+            select(func.count())
+            .select_from(subscribers)
+            .join(
+                memberships,
+                and_(
+                    memberships.c.subscriber_id == subscribers.c.id,
+                    memberships.c.list_id == list_id,
+                ),
+            )
+            .where(_mailable(list_id))
+        )
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
     def snapshot_audience(self, campaign_id: int, list_id: int) -> int | None:
         """Freeze the audience into the ledger once; None if it was already taken."""
         now = utcnow()

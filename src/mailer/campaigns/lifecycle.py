@@ -1,0 +1,313 @@
+"""A campaign's life in one place: which organiser action may move it from which status.
+
+The CLI, the web pages and the worker all go through these functions; none of them calls
+the store's status setters. Campaigns are created here only (`start_send`, `schedule`).
+
+    action       from                                         to
+    pause        scheduled, sending                           paused
+    cancel       scheduled, sending, paused, missed           cancelled
+    reschedule   scheduled, missed, paused (never started)    scheduled at the new time
+    resume       paused (never started, with a time)          scheduled, back to its time
+                 paused, missed, sending (idle)               sending, now
+                 finished (to resend unknown outcomes only)   sending, now
+    send-now     scheduled, missed, paused (never started)    sending, now
+
+A running sender notices pause and cancel at its next status check and stops taking rows;
+the messages already with the relay finish and are recorded.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from mailer.errors import CampaignError
+from mailer.message.event import Event
+from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
+from mailer.store import Store
+
+S = CampaignStatus
+
+
+class Action(enum.StrEnum):
+    PAUSE = "pause"
+    CANCEL = "cancel"
+    RESCHEDULE = "reschedule"
+    RESUME = "resume"
+    SEND_NOW = "send-now"
+
+
+ALLOWED: Mapping[Action, frozenset[CampaignStatus]] = {
+    Action.PAUSE: frozenset({S.SCHEDULED, S.SENDING}),
+    Action.CANCEL: frozenset({S.SCHEDULED, S.SENDING, S.PAUSED, S.MISSED}),
+    Action.RESCHEDULE: frozenset({S.SCHEDULED, S.MISSED, S.PAUSED}),
+    Action.RESUME: frozenset({S.PAUSED, S.MISSED, S.SENDING, S.FINISHED}),
+    Action.SEND_NOW: frozenset({S.SCHEDULED, S.MISSED, S.PAUSED}),
+}
+"""Statuses each action may start from; `check` adds the finer rules of the table above."""
+
+# A new campaign is leased to its creator for this long: time enough to reach its claim.
+_CREATION_LEASE = timedelta(seconds=60)
+
+
+def never_started(campaign: CampaignRecord) -> bool:
+    """Scheduled (or paused before its time) and no recipient was ever taken."""
+    return campaign.started_at is None and campaign.snapshot_at is None
+
+
+def check(campaign: CampaignRecord, action: Action, *, unknown: int = 0) -> None:
+    """Raise CampaignError, saying what can be done instead, unless `action` is allowed."""
+    status = campaign.status
+    allowed = status in ALLOWED[action]
+    if action in (Action.RESCHEDULE, Action.SEND_NOW) and status is S.PAUSED:
+        allowed = never_started(campaign)
+    if action is Action.RESUME and status is S.FINISHED:
+        allowed = unknown > 0
+    if allowed:
+        return
+    hints = {
+        Action.RESCHEDULE: "Only a campaign that has not started yet can move to another time.",
+        Action.SEND_NOW: "Only a scheduled campaign that has not started can be sent early; "
+        f"`mailer campaign resume {campaign.id}` goes on with a started one.",
+        Action.RESUME: "A finished campaign goes on only to resend unknown outcomes "
+        "(--resend-unknown); there are none."
+        if status is S.FINISHED
+        else None,
+    }
+    raise CampaignError(
+        f"campaign {campaign.id} is {status.value}; cannot {action.value} it",
+        campaign_id=campaign.id,
+        hint=hints.get(action),
+    )
+
+
+def _move(
+    store: Store,
+    campaign_id: int,
+    action: Action,
+    to: CampaignStatus,
+    *,
+    scheduled_at: datetime | None = None,
+) -> CampaignRecord:
+    campaign = store.get_campaign(campaign_id)
+    check(campaign, action)
+    # The UPDATE repeats the condition, so a change made meanwhile by a sender or another
+    # organiser is never overwritten.
+    moved = store.set_campaign_status(
+        campaign_id, to, only_from=[campaign.status], scheduled_at=scheduled_at
+    )
+    if not moved:
+        now = store.get_campaign(campaign_id)
+        raise CampaignError(
+            f"campaign {campaign_id} changed meanwhile (now {now.status.value}); try again",
+            campaign_id=campaign_id,
+        )
+    return store.get_campaign(campaign_id)
+
+
+def pause(store: Store, campaign_id: int) -> CampaignRecord:
+    return _move(store, campaign_id, Action.PAUSE, S.PAUSED)
+
+
+def cancel(store: Store, campaign_id: int) -> CampaignRecord:
+    return _move(store, campaign_id, Action.CANCEL, S.CANCELLED)
+
+
+def reschedule(store: Store, campaign_id: int, when: datetime) -> CampaignRecord:
+    return _move(store, campaign_id, Action.RESCHEDULE, S.SCHEDULED, scheduled_at=when)
+
+
+class ResumeKind(enum.Enum):
+    BACK_TO_SCHEDULE = "back to schedule"
+    SEND_NOW = "send now"
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    kind: ResumeKind
+    campaign: CampaignRecord
+    to_send: int
+    """Recipients the run would take now: queued, deferred, left in flight, and unknown
+    ones when they are to be resent; for a campaign not yet started, the list's mailable
+    count."""
+
+
+def plan_resume(store: Store, campaign_id: int, *, resend_unknown: bool = False) -> ResumePlan:
+    """What `resume` would do. A paused campaign that never started goes back to its
+    time (sending it now is `send-now`); anything else is sent now by the caller."""
+    campaign = store.get_campaign(campaign_id)
+    counts = store.delivery_counts(campaign_id)
+    check(campaign, Action.RESUME, unknown=counts.unknown if resend_unknown else 0)
+    if (
+        campaign.status is S.PAUSED
+        and never_started(campaign)
+        and campaign.scheduled_at is not None
+    ):
+        return ResumePlan(ResumeKind.BACK_TO_SCHEDULE, campaign, audience(store, campaign))
+    return ResumePlan(
+        ResumeKind.SEND_NOW,
+        campaign,
+        remaining(campaign, counts, store=store, resend_unknown=resend_unknown),
+    )
+
+
+def back_to_schedule(store: Store, plan: ResumePlan) -> CampaignRecord:
+    return _move(store, plan.campaign.id, Action.RESUME, S.SCHEDULED)
+
+
+def plan_send_now(store: Store, campaign_id: int) -> ResumePlan:
+    campaign = store.get_campaign(campaign_id)
+    check(campaign, Action.SEND_NOW)
+    return ResumePlan(ResumeKind.SEND_NOW, campaign, audience(store, campaign))
+
+
+def remaining(
+    campaign: CampaignRecord, counts: DeliveryCounts, *, store: Store, resend_unknown: bool
+) -> int:
+    if campaign.snapshot_at is None:
+        return store.count_mailable(campaign.list_id)
+    extra = counts.unknown if resend_unknown else 0
+    return counts.queued + counts.deferred + counts.sending + extra
+
+
+def audience(store: Store, campaign: CampaignRecord) -> int:
+    """Everyone the campaign is for: the frozen ledger once it started, else whom the
+    list would give it now (its mailable members)."""
+    if campaign.snapshot_at is not None:
+        return store.delivery_counts(campaign.id).total
+    return store.count_mailable(campaign.list_id)
+
+
+# -- starting a send ------------------------------------------------------------------
+
+
+class SendKind(enum.Enum):
+    NEW = "new"
+    RESUME = "resume"
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlan:
+    """What `mailer send EVENT --list NAME` would do, decided before anything is written."""
+
+    kind: SendKind
+    list_name: str
+    list_id: int
+    audience: int
+    existing: CampaignRecord | None
+    """The unfinished campaign that will be resumed (RESUME)."""
+    earlier: CampaignRecord | None
+    """With --new: the last campaign of this event that reached this list."""
+    earlier_sent: int
+
+
+def plan_send(store: Store, *, event: Event, list_name: str, new: bool) -> SendPlan:
+    """Resume the unfinished campaign of this event to this list; refuse to mail the list
+    a second time unless `new` (the organiser said so, after being told of the first)."""
+    list_id = store.list_id(list_name)
+    earlier = store.last_sent_campaign(event.slug, list_id)
+    earlier_sent = store.delivery_counts(earlier.id).sent if earlier else 0
+    if not new:
+        existing = store.find_unfinished_campaign(event.slug, list_id)
+        if existing is not None:
+            if existing.status is S.SCHEDULED:
+                raise CampaignError(
+                    f"campaign {existing.id} of this event to {list_name!r} is scheduled for "
+                    f"{existing.scheduled_at:%Y-%m-%d %H:%M} UTC",
+                    campaign_id=existing.id,
+                    hint=f"`mailer campaign send-now {existing.id}` sends it now; "
+                    f"`mailer campaign cancel {existing.id}` drops it; --new sends another.",
+                )
+            counts = store.delivery_counts(existing.id)
+            return SendPlan(
+                SendKind.RESUME,
+                list_name,
+                list_id,
+                remaining(existing, counts, store=store, resend_unknown=False),
+                existing,
+                None,
+                0,
+            )
+        if earlier is not None:
+            when = earlier.finished_at or earlier.started_at or earlier.created_at
+            raise CampaignError(
+                f"this event already went to {list_name!r}: campaign {earlier.id} "
+                f"({earlier.status.value} {when:%Y-%m-%d %H:%M} UTC) reached {earlier_sent} "
+                "subscriber(s); nothing was sent",
+                campaign_id=earlier.id,
+                hint=f"`mailer campaign report {earlier.id}` shows who got it; pass --new to "
+                "send the event to the whole list again.",
+            )
+    return SendPlan(
+        SendKind.NEW,
+        list_name,
+        list_id,
+        store.count_mailable(list_id),
+        None,
+        earlier,
+        earlier_sent,
+    )
+
+
+def start_send(
+    store: Store, plan: SendPlan, *, event: Event, event_path: Path, owner: str | None
+) -> CampaignRecord:
+    """The campaign to run: the one being resumed, or a new one leased to `owner` at once
+    so a running worker cannot take it before the creator's own claim."""
+    if plan.existing is not None:
+        return plan.existing
+    return _create(store, event, event_path, plan.list_id, status=S.SENDING, owner=owner)
+
+
+def schedule(
+    store: Store, *, event: Event, event_path: Path, list_name: str, when: datetime
+) -> CampaignRecord:
+    list_id = store.list_id(list_name)
+    return _create(store, event, event_path, list_id, status=S.SCHEDULED, scheduled_at=when)
+
+
+def _create(
+    store: Store,
+    event: Event,
+    event_path: Path,
+    list_id: int,
+    *,
+    status: CampaignStatus,
+    scheduled_at: datetime | None = None,
+    owner: str | None = None,
+) -> CampaignRecord:
+    campaign_id = store.create_campaign(
+        event_path=str(event_path.resolve()),
+        event_slug=event.slug,
+        list_id=list_id,
+        subject=event.subject,
+        status=status,
+        scheduled_at=scheduled_at,
+        lease_owner=owner,
+        lease=_CREATION_LEASE if owner else None,
+    )
+    return store.get_campaign(campaign_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignChoice:
+    campaign: CampaignRecord
+    resumed: bool
+
+
+def start_or_resume(
+    store: Store,
+    *,
+    event_path: Path,
+    event: Event,
+    list_name: str,
+    new: bool = False,
+    owner: str | None = None,
+) -> CampaignChoice:
+    """`plan_send` then `start_send`, for callers that need not confirm in between."""
+    plan = plan_send(store, event=event, list_name=list_name, new=new)
+    campaign = start_send(store, plan, event=event, event_path=event_path, owner=owner)
+    return CampaignChoice(campaign, resumed=plan.kind is SendKind.RESUME)
