@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -87,24 +89,60 @@ def preview_command(
     rendered = builder.render(recipient, unsubscribe_url=url)
     message = builder.build(recipient, unsubscribe_url=url)
     directory = out if out is not None else settings.var_dir / "preview"
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = directory / loaded.slug
     written = {
         ".html": rendered.html.encode("utf-8"),
         ".txt": rendered.text.encode("utf-8"),
         ".ics": builder.ics,
         ".eml": message.data,
     }
+    paths = write_previews(directory, loaded.slug, written)
     common.console.print(f"Preview for {escape(recipient.name or recipient.email)}:")
-    for suffix, data in written.items():
-        path = stem.with_suffix(suffix)
-        path.write_bytes(data)
+    for path in paths:
         common.console.print(f"  {escape(str(path))}")
     if open_browser:
         import webbrowser
 
-        if not webbrowser.open(stem.with_suffix(".html").resolve().as_uri()):
+        if not webbrowser.open(paths[0].resolve().as_uri()):
             common.err_console.print("No web browser available; open the .html file yourself.")
+
+
+def write_previews(directory: Path, stem: str, files: dict[str, bytes]) -> list[Path]:
+    """Write STEM + suffix for each file, each replaced whole, never through a link.
+
+    The suffix is appended to the event's whole file stem (not swapped for its last
+    dotted part), so `a.b.md` and `a.c.md` never share a preview. An existing symlink
+    is refused rather than followed, as nothing should redirect a write elsewhere; each
+    file is written to a new temporary file (created exclusively) and renamed over the
+    old one, which replaces a link planted meanwhile instead of writing through it.
+    """
+    name = stem.replace(os.sep, "_")
+    paths = [directory / f"{name}{suffix}" for suffix in files]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            if path.is_symlink():
+                raise InputError(
+                    "is a symbolic link; preview does not write through links",
+                    path=path,
+                    hint="Remove the link, or choose another --out directory.",
+                )
+        temporary: list[str] = []
+        try:
+            for data in files.values():
+                handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+                temporary.append(temp)
+                with os.fdopen(handle, "wb") as file:
+                    file.write(data)
+            for temp, path in zip(temporary, paths, strict=True):
+                os.replace(temp, path)
+        finally:
+            for temp in temporary:
+                Path(temp).unlink(missing_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the preview: {exc.strerror or exc}", path=exc.filename or directory
+        ) from exc
+    return paths
 
 
 def _pick_subscriber(path: Path, email: str | None) -> Recipient:

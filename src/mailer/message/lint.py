@@ -11,7 +11,7 @@ from mailer.errors import InputError, TemplateError
 from mailer.message.event import Event, parse_event
 from mailer.message.layouts import find_layout
 from mailer.message.render import Blank, Renderer, read_template
-from mailer.message.templating import make_environment, parse_checked
+from mailer.message.templating import front_matter_line, make_environment, parse_checked
 from mailer.models import Recipient
 
 
@@ -27,7 +27,7 @@ def _check_templates(event: Event, *, templates_dir: Path) -> list[InputError]:
     """Static checks of the subject, body and layouts, then a trial render if they pass."""
     html_env = make_environment(html=True)
     problems: list[InputError] = []
-    subject_line = _line_of_key(event.path, "subject")
+    subject_line = front_matter_line(event.path, "subject")
     problems += parse_checked(
         html_env, event.subject, path=event.path, first_line=subject_line, extra=frozenset()
     )
@@ -37,7 +37,7 @@ def _check_templates(event: Event, *, templates_dir: Path) -> list[InputError]:
     try:
         layout = find_layout(event.layout, event_path=event.path, templates_dir=templates_dir)
     except TemplateError as exc:
-        line = _line_of_key(event.path, "layout")
+        line = front_matter_line(event.path, "layout")
         return [
             *problems,
             TemplateError(str(exc.message), path=event.path, line=line, hint=exc.hint),
@@ -60,11 +60,3 @@ def _check_templates(event: Event, *, templates_dir: Path) -> list[InputError]:
     except TemplateError as exc:
         return [exc]
     return []
-
-
-def _line_of_key(path: Path, key: str) -> int:
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return 1
-    return next((n for n, line in enumerate(lines, 1) if line.startswith(f"{key}:")), 1)

@@ -14,6 +14,7 @@ import html
 import re
 import textwrap
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,17 @@ from mailer.errors import TemplateError
 from mailer.message.dates import clock, day, format_when
 from mailer.message.event import Event
 from mailer.message.layouts import find_layout
-from mailer.message.templating import Placeholders, make_environment, misplaced_tag, render_error
+from mailer.message.sandbox import BoundedSandbox
+from mailer.message.sandbox import render as render_bounded
+from mailer.message.templating import (
+    Origin,
+    Placeholders,
+    SourceLines,
+    front_matter_line,
+    make_environment,
+    misplaced_tag,
+    render_error,
+)
 from mailer.models import Recipient, RenderedMessage
 
 _CONTENT = re.compile(r"\{\{[-+]?\s*content\s*[-+]?\}\}")
@@ -215,6 +226,29 @@ def tidy_text(text: str, cache: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
+# What a template can raise from ordinary operations on the values it is given (a
+# format_map() missing a key, an index out of range, ...): a TemplateError for this one
+# message, never a crash of the sender. Anything else is a bug of ours and propagates.
+RENDER_FAILURES = (
+    jinja2.TemplateError,
+    LookupError,
+    AttributeError,
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    RecursionError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One compiled template, where its lines were written, and what to call it in errors."""
+
+    template: jinja2.Template
+    lines: SourceLines
+    what: str
+
+
 class Renderer:
     """One event's templates, compiled once; `render` fills in one subscriber."""
 
@@ -224,6 +258,7 @@ class Renderer:
         self.event = event
         self._html_env = make_environment(html=True)
         self._text_env = make_environment(html=False)
+        self._body_origin = Origin(event.path, event.body_line)
         self._wrapped: dict[str, str] = {}
         self._shared = {
             "event": event_context(event, calendar_url=calendar_url),
@@ -236,47 +271,46 @@ class Renderer:
         css = read_template(layout.css) if layout.css is not None else None
         self._html = self._compile_html(html_layout, css, layout.html)
         self._text, body_text = self._compile_text(text_layout, layout.text)
-        self._subject = (
-            self._compile(self._text_env, event.subject) if "{" in event.subject else None
-        )
+        self._subject = self._compile_subject() if "{" in event.subject else None
         anonymous = {"name": "", "first_name": "", "email": "", "attributes": Blank()}
-        self.description_text = tidy_text(self._call(body_text, anonymous, "", "body"))
+        self.description_text = tidy_text(self._call(body_text, anonymous, ""))
 
     def render(self, recipient: Recipient, *, unsubscribe_url: str) -> RenderedMessage:
+        """Subject, text and HTML for one subscriber; raises TemplateError (file, line)."""
         subscriber = subscriber_context(recipient)
         subject = self.event.subject
         if self._subject is not None:
-            subject = " ".join(
-                self._call(self._subject, subscriber, unsubscribe_url, "subject").split()
-            )
-        text = tidy_text(
-            self._call(self._text, subscriber, unsubscribe_url, "text layout"), self._wrapped
-        )
-        html = self._call(self._html, subscriber, unsubscribe_url, "HTML layout")
+            subject = " ".join(self._call(self._subject, subscriber, unsubscribe_url).split())
+        text = tidy_text(self._call(self._text, subscriber, unsubscribe_url), self._wrapped)
+        html = self._call(self._html, subscriber, unsubscribe_url)
         return RenderedMessage(subject=subject, text=text, html=html)
 
     # -- internals ----------------------------------------------------------------------
 
-    def _call(
-        self, template: jinja2.Template, subscriber: Mapping[str, Any], url: str, what: str
-    ) -> str:
+    def _call(self, part: _Part, subscriber: Mapping[str, Any], url: str) -> str:
         try:
-            return template.render(self._shared, subscriber=subscriber, unsubscribe_url=url)
-        except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
-            raise render_error(exc, path=self.event.path, what=f"rendering the {what}") from exc
+            return render_bounded(
+                part.template, self._shared, subscriber=subscriber, unsubscribe_url=url
+            )
+        except RENDER_FAILURES as exc:
+            raise render_error(exc, lines=part.lines, what=f"rendering the {part.what}") from exc
 
-    def _compile(self, env: jinja2.Environment, source: str) -> jinja2.Template:
+    def _compile(self, env: BoundedSandbox, source: str, lines: SourceLines, what: str) -> _Part:
         try:
-            return env.from_string(source)
+            return _Part(env.compile_template(source), lines, what)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(
-                f"template syntax error: {exc.message}", path=self.event.path
-            ) from exc
+            raise render_error(exc, lines=lines, what=f"compiling the {what}") from exc
 
-    def _compile_html(self, layout: str, css: str | None, layout_path: Path) -> jinja2.Template:
+    def _compile_subject(self) -> _Part:
+        ph = Placeholders.for_sources(self.event.subject)
+        origin = Origin(self.event.path, front_matter_line(self.event.path, "subject"))
+        source, lines = ph.restore(ph.protect(self.event.subject, origin), default=self.event.path)
+        return self._compile(self._text_env, source, lines, "subject")
+
+    def _compile_html(self, layout: str, css: str | None, layout_path: Path) -> _Part:
         ph = Placeholders.for_sources(self.event.description, layout)
-        body = markdown_html(ph.protect(self.event.description), ph)
-        merged = _insert_content(ph, ph.protect(layout), body, layout_path)
+        body = markdown_html(ph.protect(self.event.description, self._body_origin), ph)
+        merged = _insert_content(ph, ph.protect(layout, Origin(layout_path, 1)), body, layout_path)
         misplaced = misplaced_tag(ph, merged)
         inlined = css_inline.CSSInliner(
             keep_at_rules=True, load_remote_stylesheets=False, extra_css=css
@@ -291,18 +325,20 @@ class Renderer:
                 hint="Put the tag inside an element such as <td>, <div> or <p>.",
             )
         starts_href = re.findall(rf'="{re.escape(ph.prefix)}(\d+)q', inlined)
-        source = ph.restore(inlined, url_wrap=(int(i) for i in starts_href))
-        return self._compile(self._html_env, source)
+        source, lines = ph.restore(
+            inlined, url_wrap=(int(i) for i in starts_href), default=self.event.path
+        )
+        return self._compile(self._html_env, source, lines, "HTML part")
 
-    def _compile_text(
-        self, layout: str, layout_path: Path
-    ) -> tuple[jinja2.Template, jinja2.Template]:
+    def _compile_text(self, layout: str, layout_path: Path) -> tuple[_Part, _Part]:
         ph = Placeholders.for_sources(self.event.description, layout)
-        body = markdown_text(ph.protect(self.event.description))
-        merged = _insert_content(ph, ph.protect(layout), body, layout_path)
+        body = markdown_text(ph.protect(self.event.description, self._body_origin))
+        merged = _insert_content(ph, ph.protect(layout, Origin(layout_path, 1)), body, layout_path)
         return (
-            self._compile(self._text_env, ph.restore(merged)),
-            self._compile(self._text_env, ph.restore(body)),
+            self._compile(
+                self._text_env, *ph.restore(merged, default=self.event.path), "text part"
+            ),
+            self._compile(self._text_env, *ph.restore(body, default=self.event.path), "body"),
         )
 
 

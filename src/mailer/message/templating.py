@@ -1,28 +1,41 @@
 """Jinja2 for organiser-written templates: sandboxed environments, static checks, placeholders.
 
 Organisers write the event body and the layouts, so those run in Jinja2's
-ImmutableSandboxedEnvironment with StrictUndefined and *no* globals: nothing from the
-settings or the process environment is reachable, only the context we pass.
+ImmutableSandboxedEnvironment, bounded in size and steps (sandbox.py), with
+StrictUndefined and *no* globals: nothing from the settings or the process environment is
+reachable, only the context we pass.
 
 Placeholders are how templates are compiled once per campaign although Markdown and CSS
 inlining have to see the whole document: every Jinja tag is swapped for an inert token,
 the document is converted/inlined once, then the tokens are swapped back, leaving a
 single compiled template per part that only has to fill in the personal values.
+
+Each placeholder remembers the file and line its tag came from, and each tag is restored
+with its content starting on a line of its own, so a render error (which Jinja knows by
+the compiled template's line) is reported at the line of the event file or layout the
+organiser wrote.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
 import jinja2
 from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mailer.errors import TemplateError
+from mailer.message.sandbox import (
+    AUTOESCAPE_REFUSED,
+    TEMPLATE_FILENAME,
+    BoundedSandbox,
+    TemplateLimitError,
+    autoescape_lines,
+)
 
 # The names a template may use; anything else is a typo we report before sending.
 CONTEXT_NAMES = frozenset({"subscriber", "event", "calendar_url", "unsubscribe_url", "list_name"})
@@ -40,15 +53,16 @@ def safe_url(value: object) -> str:
     return text if text.lower().startswith(_URL_SCHEMES) else "#"
 
 
-def make_environment(*, html: bool) -> ImmutableSandboxedEnvironment:
-    """A sandbox with StrictUndefined, no globals, and autoescape only for HTML."""
-    env = ImmutableSandboxedEnvironment(
+def make_environment(*, html: bool) -> BoundedSandbox:
+    """A bounded sandbox (see sandbox.py) with StrictUndefined, no globals, and autoescape
+    only for HTML."""
+    env = BoundedSandbox(
         autoescape=html,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         auto_reload=False,
     )
-    env.globals.clear()
+    env.globals.clear()  # `range`, `dict`, `namespace`, `cycler`, ... are not offered
     env.filters["safe_url"] = safe_url
     # Subscriber data must always be escaped in HTML; `safe` would let a template undo that.
     env.filters.pop("safe", None)
@@ -97,12 +111,42 @@ def split_tags(source: str) -> list[tuple[bool, str]]:
     return pieces
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a tag was written: the file, and the line its `{{` or `{%` is on."""
+
+    path: Path
+    line: int
+
+
+class SourceLines:
+    """Maps lines of a compiled template back to the file lines its tags came from."""
+
+    def __init__(self, default: Path) -> None:
+        self.default = default  # named when no tag's origin is known
+        self._firsts: list[int] = []  # compiled line where each tag's content starts
+        self._spans: list[tuple[int, Origin]] = []  # (its last compiled line, origin)
+
+    def add(self, first: int, last: int, origin: Origin) -> None:
+        self._firsts.append(first)
+        self._spans.append((last, origin))
+
+    def find(self, line: int | None) -> tuple[Path, int | None]:
+        """The file and line the compiled template's `line` was written on."""
+        index = bisect.bisect_right(self._firsts, line) - 1 if line is not None else -1
+        if line is None or index < 0 or self._spans[index][0] < line:
+            return self.default, None
+        origin = self._spans[index][1]
+        return origin.path, origin.line + line - self._firsts[index]
+
+
 @dataclass
 class Placeholders:
     """Tokens standing in for Jinja tags while a document goes through Markdown/CSS tools."""
 
     prefix: str
     tags: list[str]
+    origins: list[Origin | None] = field(default_factory=list)
 
     @classmethod
     def for_sources(cls, *sources: str) -> Placeholders:
@@ -113,14 +157,18 @@ class Placeholders:
             n += 1
         return cls(prefix=f"zq{n}jx", tags=[])
 
-    def protect(self, source: str) -> str:
+    def protect(self, source: str, origin: Origin | None = None) -> str:
+        """`source` with its tags replaced by tokens; `origin` is where `source` starts."""
         out: list[str] = []
+        line = origin.line if origin is not None else 0
         for is_tag, text in split_tags(source):
             if is_tag:
                 out.append(self.token(len(self.tags)))
                 self.tags.append(text)
+                self.origins.append(Origin(origin.path, line) if origin is not None else None)
             else:
                 out.append(text)
+            line += text.count("\n")
         return "".join(out)
 
     def token(self, index: int) -> str:
@@ -132,19 +180,40 @@ class Placeholders:
     def is_statement(self, index: int) -> bool:
         return not self.tags[index].startswith("{{")
 
-    def restore(self, text: str, *, url_wrap: Iterable[int] = ()) -> str:
-        wrap = set(url_wrap)
+    def restore(
+        self, text: str, *, url_wrap: Iterable[int] = (), default: Path
+    ) -> tuple[str, SourceLines]:
+        """The template source with the tags back, and where its lines came from.
 
-        def put_back(match: re.Match[str]) -> str:
+        Each `{{ }}` and `{% %}` tag gets a line break after its opening delimiter (inside
+        the tag, where Jinja ignores it), so no two tags share a line and Jinja's line of
+        an error names exactly one tag. `default` is named when no origin is known.
+        """
+        wrap = set(url_wrap)
+        lines = SourceLines(default)
+        out: list[str] = []
+        line, pos = 1, 0
+        for match in self.pattern().finditer(text):
+            before = text[pos : match.start()]
+            line += before.count("\n")
             index = int(match.group(1))
             tag = self.tags[index]
             if index in wrap and (inner := _EXPR.fullmatch(tag)) is not None:
-                return f"{{{{{inner.group(1)} ({inner.group(2)})|safe_url {inner.group(3)}}}}}"
-            return tag
+                tag = f"{{{{{inner.group(1)} ({inner.group(2)})|safe_url {inner.group(3)}}}}}"
+            if (opening := _OPENING.match(tag)) is not None:
+                tag = f"{opening.group()}\n{tag[opening.end() :]}"
+                origin = self.origins[index] if index < len(self.origins) else None
+                if origin is not None:
+                    lines.add(line + 1, line + tag.count("\n"), origin)
+            out += [before, tag]
+            line += tag.count("\n")
+            pos = match.end()
+        out.append(text[pos:])
+        return "".join(out), lines
 
-        return self.pattern().sub(put_back, text)
 
-
+# The opening of an expression or statement tag, except {% raw %} (whose body is data).
+_OPENING = re.compile(r"(?:\{\{|\{%(?![-+]?\s*(?:end)?raw\b))[-+]?")
 _EXPR = re.compile(r"\{\{([-+]?)(.*?)([-+]?)\}\}", re.DOTALL)
 
 
@@ -161,9 +230,11 @@ def parse_checked(
         env.compile(tree)  # unknown filters and tests are found at compile time
     except jinja2.TemplateSyntaxError as exc:
         return [TemplateError(f"template syntax error: {exc.message}", path=path, line=exc.lineno)]
+    problems: list[TemplateError] = [
+        TemplateError(AUTOESCAPE_REFUSED, path=path, line=line) for line in autoescape_lines(tree)
+    ]
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     allowed = CONTEXT_NAMES | extra | assigned | {"loop", "true", "false", "none"}
-    problems: list[TemplateError] = []
     for name in tree.find_all(nodes.Name):
         if name.ctx == "load" and name.name not in allowed:
             problems.append(_unknown(f"'{name.name}' is undefined", path, name.lineno))
@@ -184,11 +255,55 @@ def _unknown(message: str, path: Path, line: int) -> TemplateError:
     return TemplateError(message, path=path, line=line, hint=hint)
 
 
-def render_error(exc: Exception, *, path: Path | None, what: str) -> TemplateError:
-    """Turn a Jinja runtime error into a TemplateError naming the template."""
-    line = getattr(exc, "lineno", None)
-    hint = 'Give empty or missing fields a fallback: {{ subscriber.attributes.city | default("") }}'
-    return TemplateError(f"{what}: {exc}", path=path, line=line, hint=hint)
+def template_line(exc: BaseException) -> int | None:
+    """The line of the compiled template where `exc` happened, if Jinja knows it.
+
+    Jinja rewrites the traceback of any exception raised while rendering so that template
+    code appears as frames of TEMPLATE_FILENAME at the template's line; the innermost such
+    frame (a macro's, when the error is in one) is where it happened.
+    """
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return exc.lineno
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == TEMPLATE_FILENAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+_MISSING_HINT = (
+    'Give empty or missing fields a fallback: {{ subscriber.attributes.city | default("") }}'
+)
+_LIMIT_HINT = "Templates may not build huge values or loop without end; simplify this expression."
+
+
+def render_error(exc: BaseException, *, lines: SourceLines, what: str) -> TemplateError:
+    """One-line TemplateError for an exception raised while compiling or rendering a
+    template: the file and line the failing tag was written on, and what went wrong."""
+    path, line = lines.find(template_line(exc))
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        detail = f"template syntax error: {exc.message}"
+    elif isinstance(exc, jinja2.TemplateError):
+        detail = str(exc)
+    else:  # KeyError from format_map, IndexError from format, ...: say which it was
+        detail = f"{type(exc).__name__}: {exc}"
+    hint: str | None = None
+    if isinstance(exc, TemplateLimitError):
+        hint = _LIMIT_HINT
+    elif isinstance(exc, jinja2.UndefinedError | LookupError):
+        hint = _MISSING_HINT
+    return TemplateError(f"{what}: {' '.join(detail.split())}", path=path, line=line, hint=hint)
+
+
+def front_matter_line(path: Path, key: str) -> int:
+    """The line of `key:` in an event file's front matter (1 if it cannot be found)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 1
+    return next((n for n, line in enumerate(lines, 1) if line.startswith(f"{key}:")), 1)
 
 
 class _Structure(HTMLParser):
