@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from mailer.config import Settings
 from mailer.errors import ConfigError, TokenError
 from mailer.tokens import (
+    TestMessageClaims,
     TokenSigner,
     UnsubscribeClaims,
     load_signer,
@@ -118,6 +119,61 @@ def test_token_holds_no_address_and_error_says_nothing_specific() -> None:
             signer.verify(bad)
         messages.add(str(caught.value))
     assert messages == {"this link is not valid"}
+
+
+# -- test messages' tokens ------------------------------------------------------------------
+
+
+@given(list_id=ids)
+def test_test_message_token_round_trip(list_id: int) -> None:
+    """A test message's token verifies as a link naming only the list, under the same keys."""
+    signer = TokenSigner(KEY, fallbacks=[OLD_KEY])
+    token = signer.sign_test_message(list_id=list_id)
+    assert signer.verify_link(token) == TestMessageClaims(list_id)
+
+
+def test_test_message_token_never_passes_as_a_subscriber_token() -> None:
+    """verify() (a subscriber's token) refuses it; verify_link() tells the two kinds apart."""
+    signer = TokenSigner(KEY)
+    token = signer.sign_test_message(list_id=7)
+    with pytest.raises(TokenError):
+        signer.verify(token)
+    real = signer.sign(subscriber_id=42, list_id=7)
+    assert signer.verify_link(real) == UnsubscribeClaims(42, 7, None)
+
+
+def test_test_message_token_verifies_after_a_key_rotation_and_not_under_another_key() -> None:
+    old = TokenSigner(OLD_KEY).sign_test_message(list_id=3)
+    assert TokenSigner(KEY, fallbacks=[OLD_KEY]).verify_link(old) == TestMessageClaims(3)
+    with pytest.raises(TokenError):
+        TokenSigner(KEY).verify_link(old)
+
+
+def test_kind_byte_cannot_be_switched() -> None:
+    """Each kind is tagged under its own HMAC domain: rewriting the kind byte of a test
+    token into a subscriber token (or back) breaks the tag, whatever the bytes say."""
+    signer = TokenSigner(KEY)
+
+    def raw(token: str) -> bytes:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+    def spelled(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+    test_token = raw(signer.sign_test_message(list_id=7))
+    real_token = raw(signer.sign(subscriber_id=1, list_id=7))
+    # The same payload layout as a subscriber token (three varints), test tag kept.
+    forged = bytes([1]) + bytes([1, 7, 0]) + test_token[-16:]
+    for bad in (bytes([1]) + test_token[1:], bytes([2]) + real_token[1:], forged):
+        with pytest.raises(TokenError):
+            signer.verify_link(spelled(bad))
+
+
+def test_test_message_token_is_short_and_names_nobody() -> None:
+    token = TokenSigner(KEY).sign_test_message(list_id=12)
+    assert len(token) <= 32
+    with pytest.raises(ValueError, match="list_id"):
+        TokenSigner(KEY).sign_test_message(list_id=-1)
 
 
 def test_unsubscribe_url() -> None:

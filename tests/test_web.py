@@ -7,13 +7,15 @@ suppression rows (source, campaign), and is_mailable, which the sender re-checks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import create_engine, select
 
+from mailer.assets import BUILTIN_WEB
 from mailer.config import Settings
 from mailer.models import Subscriber, SubscriberStatus, UnsubscribeSource
 from mailer.store import Store
@@ -30,6 +33,7 @@ from mailer.store.schema import memberships, suppressions
 from mailer.tokens import TokenSigner
 from mailer.web import create_app
 from mailer.web.throttle import ClientRateLimiter
+from web_support import store_snapshot
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = b"test-key-for-the-web-app-0123456789"
@@ -322,17 +326,19 @@ async def test_security_headers_on_every_kind_of_response(
 ) -> None:
     (ana,) = seed(store, 1)
     token = signer.sign(subscriber_id=ana, list_id=store.list_id("members"))
-    async with client_for(store, signer, post_burst=1, post_rate_per_minute=1) as client:
+    async with client_for(store, signer, post_burst=1, post_rate_per_minute=0.01) as client:
         responses = [
             await client.get(f"/u/{token}"),
             await client.get("/u/nonsense"),
             await client.get("/static/style.css"),
             await client.put(f"/u/{token}"),
             await client.post(f"/u/{token}", content=ONE_CLICK),
-            await client.post(f"/u/{token}", content=ONE_CLICK),  # 429
+            await client.post("/u/nonsense", content=ONE_CLICK),  # 404, its budget spent
+            await client.post("/u/nonsense", content=ONE_CLICK),  # 429
+            await client.post(f"/u/{token}/resubscribe", headers={"Origin": "https://x.example"}),
             await client.get("/healthz"),
         ]
-    assert [r.status_code for r in responses] == [200, 404, 200, 405, 200, 429, 200]
+    assert [r.status_code for r in responses] == [200, 404, 200, 405, 200, 404, 429, 403, 200]
     for response in responses:
         headers = response.headers
         csp = headers["content-security-policy"]
@@ -343,7 +349,9 @@ async def test_security_headers_on_every_kind_of_response(
             "frame-ancestors 'none'",
         ):
             assert directive in csp
-        assert headers["referrer-policy"] == "no-referrer"
+        # strict-origin: no Referer ever carries the token (only our origin), and our own
+        # form posts keep a real Origin (no-referrer would make it `null`).
+        assert headers["referrer-policy"] == "strict-origin"
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
     assert responses[0].headers["cache-control"] == "no-store"
@@ -369,26 +377,76 @@ async def test_oversized_body_is_refused_with_413(
     assert (await client.post(f"/u/{token}", content=b"z" * 16 * 1024)).status_code == 200
 
 
-async def test_post_rate_limit_answers_429_with_retry_after(
+def addressed_client(app: Any, address: str) -> httpx.AsyncClient:
+    """A client whose requests come from `address` (the ASGI scope's client)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(address, 1)), base_url="http://t"
+    )
+
+
+async def test_invalid_link_posts_get_429_per_client_and_valid_ones_never(
     store: Store, signer: TokenSigner
 ) -> None:
-    """Past its burst, a client gets 429 + Retry-After and nothing happens; others are fine."""
+    """Past its budget, a client's POSTs with a made-up token get 429 + Retry-After; its
+    POSTs with a real token still unsubscribe; another client's budget is its own."""
     ids = seed(store, 4)
     list_id = store.list_id("members")
     tokens = [signer.sign(subscriber_id=i, list_id=list_id) for i in ids]
+    forged = TokenSigner(b"an-attackers-own-key-0123456789").sign(subscriber_id=1, list_id=1)
     app = create_app(
-        store=store, signer=signer, settings=make_settings(), post_rate_per_minute=6, post_burst=2
+        store=store,
+        signer=signer,
+        settings=make_settings(),
+        post_rate_per_minute=0.01,
+        post_burst=2,
     )
-    noisy = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("192.0.2.1", 1)))
-    quiet = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("192.0.2.2", 1)))
-    async with noisy, quiet:
-        statuses = [(await noisy.post(f"http://t/u/{t}")).status_code for t in tokens[:3]]
-        assert statuses == [200, 200, 429]
-        refused = await noisy.post(f"http://t/u/{tokens[2]}")
-        assert 1 <= int(refused.headers["retry-after"]) <= 10
-        assert (await noisy.get(f"http://t/u/{tokens[2]}")).status_code == 200  # GET not limited
-        assert (await quiet.post(f"http://t/u/{tokens[3]}")).status_code == 200
-    assert [store.is_mailable(i, list_id) for i in ids] == [False, False, True, False]
+    async with (
+        addressed_client(app, "192.0.2.1") as noisy,
+        addressed_client(app, "192.0.2.2") as quiet,
+    ):
+        statuses = [(await noisy.post(f"/u/{forged}")).status_code for _ in range(3)]
+        assert statuses == [404, 404, 429]
+        refused = await noisy.post(f"/u/{forged}/resubscribe")
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        # The same client's real one-clicks and page clicks: never refused.
+        for token in tokens[:3]:
+            response = await noisy.post(f"/u/{token}", content=ONE_CLICK)
+            assert response.status_code == 200
+        assert (await noisy.post(f"/u/{tokens[0]}/resubscribe")).status_code == 200
+        assert (await noisy.get(f"/u/{forged}")).status_code == 404  # GET is not counted
+        assert (await quiet.post(f"/u/{forged}")).status_code == 404
+    assert [store.is_mailable(i, list_id) for i in ids] == [True, False, False, True]
+
+
+async def test_a_flood_of_bad_posts_cannot_block_a_real_one_click(
+    store: Store, signer: TokenSigner
+) -> None:
+    """Issue 9: after 456 refused POSTs from one address (a mailbox provider's relay, say),
+    a real one-click from that address still answers 200 and unsubscribes."""
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=ana, list_id=list_id, campaign_id=9)
+    app = create_app(
+        store=store,
+        signer=signer,
+        settings=make_settings(),
+        post_rate_per_minute=0.01,
+        post_burst=5,
+    )
+    async with addressed_client(app, "203.0.113.7") as relay:
+        flood = [(await relay.post(f"/u/x{n}", content=ONE_CLICK)).status_code for n in range(456)]
+        assert flood.count(429) == 456 - 5
+        response = await relay.post(
+            f"/u/{token}",
+            content=ONE_CLICK,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 200
+    assert "You are unsubscribed" in response.text
+    assert not store.is_mailable(ana, list_id)
+    (row,) = suppression_rows(store)
+    assert (row.source, row.campaign_id) == ("one-click", 9)
 
 
 def test_rate_limiter_refills_and_stays_bounded() -> None:
@@ -450,6 +508,158 @@ async def test_database_failure_is_a_503_page_with_headers(
     assert "try the link again later" in response.text
 
 
+# -- trailing slash --------------------------------------------------------------------------
+
+
+async def test_trailing_slash_is_the_same_page_and_never_a_redirect(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """Issue 9: `POST /u/TOKEN/` answered 307 to `http://<Host header>/u/TOKEN`. Now every
+    path with a trailing slash answers as without it: no Location, whatever the Host."""
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=ana, list_id=list_id, campaign_id=3)
+    evil = {"Host": "evil.example"}
+    page = await client.get(f"/u/{token}/", headers=evil)
+    assert (page.status_code, page.headers.get("location")) == (200, None)
+    assert "Unsubscribe from members?" in page.text
+    assert store.is_mailable(ana, list_id)
+    posted = await client.post(f"/u/{token}/", content=ONE_CLICK, headers=evil)
+    assert (posted.status_code, posted.headers.get("location")) == (200, None)
+    assert "You are unsubscribed" in posted.text
+    assert "evil.example" not in posted.text
+    assert not store.is_mailable(ana, list_id)
+    back = await client.post(f"/u/{token}/resubscribe/", headers=evil)
+    assert (back.status_code, back.headers.get("location")) == (200, None)
+    assert store.is_mailable(ana, list_id)
+    for path in ("/healthz/", "/static/style.css/", "/u/", "/u//"):
+        response = await client.get(path, headers=evil)
+        assert "location" not in response.headers, path
+        assert response.status_code in (200, 404), path
+
+
+# -- where form posts come from ----------------------------------------------------------------
+
+SITE = "https://lists.example.org"  # make_settings' MAILER_BASE_URL
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "https://other.example.org"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "null"},  # a sandboxed frame, or a cross-site redirect
+        {"Origin": "http://lists.example.org"},  # same host, other scheme: another origin
+        {"Origin": "https://lists.example.org:8443"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "https://evil.example"},
+    ],
+)
+async def test_cross_site_resubscribe_is_refused(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    """Issue 9: a form on another site (holding someone's link) put them back on the list.
+    Now any Origin or Sec-Fetch-Site naming another origin gets 403 and changes nothing."""
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=ana, list_id=list_id)
+    assert (await client.post(f"/u/{token}", content=ONE_CLICK)).status_code == 200
+    before = store_snapshot(store)
+    response = await client.post(f"/u/{token}/resubscribe", headers=headers)
+    assert response.status_code == 403
+    assert "use the button on our page" in response.text
+    assert store_snapshot(store) == before
+    assert not store.is_mailable(ana, list_id)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": SITE, "Sec-Fetch-Site": "same-origin"},  # a current browser, our page
+        {"Origin": "HTTPS://Lists.Example.org:443"},  # the same origin, spelled otherwise
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Origin": SITE},  # a browser without Fetch metadata (Safari before 16.4)
+        {},  # no browser at all, or one too old to send either: nothing to forge
+    ],
+)
+async def test_same_origin_resubscribe_works(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = signer.sign(subscriber_id=ana, list_id=list_id)
+    assert (await client.post(f"/u/{token}", content=ONE_CLICK)).status_code == 200
+    response = await client.post(f"/u/{token}/resubscribe", headers=headers)
+    assert response.status_code == 200
+    assert store.is_mailable(ana, list_id)
+
+
+async def test_one_click_needs_no_origin_check(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """RFC 8058: the one-click POST comes from the mail provider, from anywhere; and the
+    unsubscribe form is never refused (see pages.py for why)."""
+    ids = seed(store, 2)
+    list_id = store.list_id("members")
+    foreign = {"Origin": "https://mail.example.net", "Sec-Fetch-Site": "cross-site"}
+    one_click, page_form = (signer.sign(subscriber_id=i, list_id=list_id) for i in ids)
+    assert (await client.post(f"/u/{one_click}", content=ONE_CLICK, headers=foreign)).is_success
+    assert (await client.post(f"/u/{page_form}", content=b"", headers=foreign)).is_success
+    assert [store.is_mailable(i, list_id) for i in ids] == [False, False]
+
+
+# -- test messages' links ---------------------------------------------------------------------
+
+
+async def test_a_test_message_link_changes_nothing_and_says_so(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """The token of a `--test-to` message: GET, one-click POST, page POST and resubscribe all
+    answer 200 with the "test message" page; nobody is named and nothing changes."""
+    seed(store, 3)
+    list_id = store.list_id("members")
+    token = signer.sign_test_message(list_id=list_id)
+    before = store_snapshot(store)
+    responses = [
+        await client.get(f"/u/{token}"),
+        await client.post(f"/u/{token}", content=ONE_CLICK),
+        await client.post(f"/u/{token}", files={"List-Unsubscribe": (None, "One-Click")}),
+        await client.post(f"/u/{token}"),
+        await client.post(f"/u/{token}/resubscribe", headers={"Origin": SITE}),
+    ]
+    for response in responses:
+        assert response.status_code == 200
+        assert "This link came from a test message" in response.text
+        assert "nobody has been unsubscribed" in response.text
+        assert "@example.org" not in response.text
+        assert "<form" not in response.text
+    assert store_snapshot(store) == before
+    assert store.count_subscribers("members") == 3
+
+
+async def test_an_organisers_older_pages_still_get_the_test_message_page(
+    store: Store, signer: TokenSigner, tmp_path: Path
+) -> None:
+    """Pages customised before the test-message page existed: it is drawn from the built-in
+    set, inside the organiser's own base.html.j2, instead of failing with a 503."""
+    custom = tmp_path / "web"
+    shutil.copytree(BUILTIN_WEB, custom)
+    (custom / "test_message.html.j2").unlink()
+    base = (custom / "base.html.j2").read_text()
+    (custom / "base.html.j2").write_text(base.replace("<main", "<!-- ours --><main"))
+    seed(store, 1)
+    token = signer.sign_test_message(list_id=store.list_id("members"))
+    app = create_app(store=store, signer=signer, settings=make_settings(), templates_dir=custom)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=SITE) as client:
+        response = await client.get(f"/u/{token}")
+    assert response.status_code == 200
+    assert "This link came from a test message" in response.text
+    assert "<!-- ours -->" in response.text
+
+
 # -- `mailer serve` -------------------------------------------------------------------------
 
 
@@ -475,36 +685,121 @@ def test_serve_without_a_secret_key_refuses_to_start(tmp_path: Path) -> None:
     assert not (tmp_path / "var" / "secret_key").exists()
 
 
-def test_serve_answers_on_its_port_and_logs_no_token(tmp_path: Path, sqlite_url: str) -> None:
-    """`mailer serve --port 0 --port-file F` serves the app; its log redacts every token."""
-    store = Store.open(sqlite_url)
-    (ana,) = seed(store, 1)
-    list_id = store.list_id("members")
-    token = TokenSigner(KEY).sign(subscriber_id=ana, list_id=list_id)
+@contextlib.contextmanager
+def serving(tmp_path: Path, sqlite_url: str, *options: str) -> Iterator[tuple[str, list[str]]]:
+    """`mailer serve --port 0 --port-file F OPTIONS`: its base URL, and (once the block
+    ends and the server has stopped on SIGINT) its output lines in the list."""
     port_file = tmp_path / "port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailer", "serve", "--port", "0", "--port-file", str(port_file)],
+        [
+            sys.executable,
+            "-m",
+            "mailer",
+            "serve",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            *options,
+        ],
         cwd=tmp_path,
         env=serve_env(tmp_path, MAILER_SECRET_KEY=KEY.decode(), MAILER_DATABASE_URL=sqlite_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    output: list[str] = []
     try:
         deadline = time.monotonic() + 20
         while not port_file.exists():
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        base = f"http://127.0.0.1:{int(port_file.read_text())}"
-        with httpx.Client(base_url=base) as client:
-            assert client.get("/healthz").text == "ok"
-            assert client.get(f"/u/{token}").status_code == 200
-            assert client.post(f"/u/{token}", content=ONE_CLICK).status_code == 200
+        yield f"http://127.0.0.1:{int(port_file.read_text())}", output
     finally:
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=20)
+        out, _ = process.communicate(timeout=20)
+        output.extend(out.decode().splitlines())
+
+
+def test_serve_answers_on_its_port_and_logs_no_token(tmp_path: Path, sqlite_url: str) -> None:
+    """`mailer serve --port 0 --port-file F` serves the app; its log redacts every token."""
+    store = Store.open(sqlite_url)
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = TokenSigner(KEY).sign(subscriber_id=ana, list_id=list_id)
+    with serving(tmp_path, sqlite_url) as (base, output), httpx.Client(base_url=base) as client:
+        assert client.get("/healthz").text == "ok"
+        assert client.get(f"/u/{token}").status_code == 200
+        assert client.post(f"/u/{token}", content=ONE_CLICK).status_code == 200
     assert not store.is_mailable(ana, list_id)
     store.close()
-    log = output.decode()
+    log = "\n".join(output)
     assert "POST /u/<redacted> 200" in log
     assert token not in log
+
+
+FORGED = TokenSigner(b"an-attackers-own-key-0123456789").sign(subscriber_id=1, list_id=1)
+
+
+def test_serve_trusts_no_forwarded_header_by_default(tmp_path: Path, sqlite_url: str) -> None:
+    """Issue 9: from 127.0.0.1, each POST naming another X-Forwarded-For got a bucket of its
+    own, so 456 spoofed POSTs got no 429. By default no proxy is trusted: the budget is the
+    TCP peer's, the spoofer is refused, and a real one-click from it still goes through."""
+    store = Store.open(sqlite_url)
+    (ana,) = seed(store, 1)
+    list_id = store.list_id("members")
+    token = TokenSigner(KEY).sign(subscriber_id=ana, list_id=list_id)
+    options = ("--no-scheduler", "--post-burst", "3", "--post-rate-limit", "0.01")
+    with serving(tmp_path, sqlite_url, *options) as (base, _), httpx.Client(base_url=base) as http:
+        statuses = [
+            http.post(
+                f"/u/{FORGED}",
+                content=ONE_CLICK,
+                headers={"X-Forwarded-For": f"198.51.100.{n}"},
+            ).status_code
+            for n in range(10)
+        ]
+        assert statuses == [404] * 3 + [429] * 7
+        real = http.post(
+            f"/u/{token}",
+            content=ONE_CLICK,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Forwarded-For": "198.51.100.200",
+            },
+        )
+        assert real.status_code == 200
+    assert not store.is_mailable(ana, list_id)
+    store.close()
+
+
+def test_serve_trusts_forwarded_headers_from_the_proxies_named(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """With --forwarded-allow-ips 127.0.0.1 (the proxy), X-Forwarded-For names the client:
+    each client has its own budget."""
+    options = ("--no-scheduler", "--post-burst", "3", "--post-rate-limit", "0.01")
+    options += ("--forwarded-allow-ips", "127.0.0.1")
+    with serving(tmp_path, sqlite_url, *options) as (base, _), httpx.Client(base_url=base) as http:
+
+        def post_from(client: str) -> int:
+            headers = {"X-Forwarded-For": client}
+            return http.post(f"/u/{FORGED}", content=ONE_CLICK, headers=headers).status_code
+
+        assert [post_from(f"198.51.100.{n}") for n in range(10)] == [404] * 10
+        assert [post_from("203.0.113.9") for _ in range(4)] == [404, 404, 404, 429]
+
+
+def test_serve_refuses_a_malformed_proxy_address(tmp_path: Path) -> None:
+    """uvicorn would take a mistyped address as a name that never matches; we stop."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mailer", "serve", "--forwarded-allow-ips", "127.0.0.1,10.0.0.300"],
+        cwd=tmp_path,
+        env=serve_env(tmp_path, MAILER_SECRET_KEY=KEY.decode()),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "--forwarded-allow-ips: '10.0.0.300' is not an IP address or network" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -22,6 +22,10 @@ import aiosmtplib
 import pytest
 import uvicorn
 from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
 
 from mailer.config import Settings
 from mailer.message.compose import InvitationBuilder
@@ -49,13 +53,19 @@ SCREENSHOTS = REPO_ROOT / "test-output" / "browser"
 ORGANISATION = "Leeds Tenants Union"
 
 
-class ServerThread:
-    """uvicorn on 127.0.0.1:<free port>, in a daemon thread, stopped on exit."""
+def loopback_listener() -> socket.socket:
+    """A socket bound to 127.0.0.1:<free port>, so the URL is known before the app is made."""
+    # IPPROTO_TCP, so that asyncio sets TCP_NODELAY on accepted connections.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.bind(("127.0.0.1", 0))
+    return listener
 
-    def __init__(self, app: object) -> None:
-        # IPPROTO_TCP, so that asyncio sets TCP_NODELAY on accepted connections.
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.listener.bind(("127.0.0.1", 0))
+
+class ServerThread:
+    """uvicorn on `listener`, in a daemon thread, stopped on exit."""
+
+    def __init__(self, app: object, listener: socket.socket) -> None:
+        self.listener = listener
         self.port = int(self.listener.getsockname()[1])
         config = uvicorn.Config(
             app,  # type: ignore[arg-type]
@@ -84,21 +94,47 @@ class ServerThread:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def listener() -> Iterator[socket.socket]:
+    opened = loopback_listener()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str, listener: socket.socket) -> Settings:
     return Settings(
         from_name=ORGANISATION,
         from_address="invitations@tenants.example.org",
         secret_key=SecretStr("browser-test-secret-key-0123456789"),
         templates_dir=REPO_ROOT / "templates",
         var_dir=tmp_path / "var",
+        database_url=sqlite_url,
+        # Where the pages are served: their forms are checked against this origin.
+        base_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
     )
 
 
 @pytest.fixture
-def served(sqlite_store: Store, settings: Settings) -> Iterator[ServerThread]:
+def served(
+    sqlite_store: Store, settings: Settings, listener: socket.socket
+) -> Iterator[ServerThread]:
     app = create_app(store=sqlite_store, signer=load_signer(settings), settings=settings)
-    with ServerThread(app) as server:
+    with ServerThread(app, listener) as server:
         yield server
+
+
+def other_site(resubscribe_url: str) -> Starlette:
+    """Another site (its origin differs from ours) whose page posts to our resubscribe URL."""
+    form = (
+        "<!doctype html><title>Win a prize</title>"
+        f'<form method="post" action="{resubscribe_url}">'
+        '<button type="submit">Claim</button></form>'
+    )
+
+    async def page(_request: Request) -> Response:
+        return HTMLResponse(form)
+
+    return Starlette(routes=[Route("/", page)])
 
 
 def unsubscribe_link(message: EmailMessage) -> str:
@@ -207,11 +243,34 @@ async def test_unsubscribe_from_a_received_message_in_chromium(
         assert not store.is_mailable(zoe, list_id)
         assert problems == []  # no CSP violation, no failed stylesheet
 
+        # Another site holding her link cannot put her back on the list (its origin,
+        # http://localhost:PORT, is not ours, http://127.0.0.1:PORT).
+        with ServerThread(other_site(f"{link}/resubscribe"), loopback_listener()) as evil:
+            await page.goto(f"http://localhost:{evil.port}/")
+            async with page.expect_navigation():
+                await page.get_by_role("button", name="Claim").click()
+        assert await page.get_by_role("heading", level=1).inner_text() == (
+            "Please use the button on our page"
+        )
+        await page.screenshot(path=SCREENSHOTS / "3b-cross-site-refused.png", full_page=True)
+        assert not store.is_mailable(zoe, list_id)
+
         response = await page.goto(link[:-3] + "xyz")
         assert response is not None
         assert response.status == 404
         assert await page.get_by_role("heading", level=1).inner_text() == "This link is not valid"
         await page.screenshot(path=SCREENSHOTS / "4-invalid-link.png", full_page=True)
+
+        # A test message's link: a page that says so, and no button.
+        test_token = load_signer(settings).sign_test_message(list_id=list_id)
+        response = await page.goto(f"{base_url}/u/{test_token}")
+        assert response is not None
+        assert response.status == 200
+        assert await page.get_by_role("heading", level=1).inner_text() == (
+            "This link came from a test message"
+        )
+        assert await page.get_by_role("button").count() == 0
+        await page.screenshot(path=SCREENSHOTS / "4b-test-message.png", full_page=True)
 
         # A phone-sized screen in dark mode: one column, the button full width.
         phone = await browser.new_context(

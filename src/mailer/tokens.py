@@ -10,6 +10,15 @@ nothing when a mail scanner or a forwarded message exposes it. There is no expir
 purpose: RFC 8058 one-click must keep working for mail read months later. A 128-bit tag
 keeps forgery out of reach (2^-128 per guess) while keeping the URL short.
 
+Test messages (`mailer send --test-to`) carry a token of their own kind:
+
+    kind 2 (1 byte) | list_id (varint) | the first 16 bytes of HMAC-SHA256(key, TEST_DOMAIN | ...)
+
+It names no subscriber, so clicking it (or a mail client's one-click POST) can unsubscribe
+nobody; the page says it came from a test. Its own HMAC domain means no test token can
+ever verify as a real one, whatever its bytes. It verifies under the same keys, so a test
+sent before a key rotation still opens its page.
+
 Key rotation: tokens are signed with the current key and verified against it and then
 every fallback key, each compare in constant time (hmac.compare_digest), so mail sent
 before a rotation keeps working as long as the old key stays in the fallback list.
@@ -32,12 +41,14 @@ from mailer.config import Settings
 from mailer.errors import ConfigError, TokenError
 
 VERSION = 1
+TEST_MESSAGE_KIND = 2
 TAG_BYTES = 16
 MIN_KEY_BYTES = 16
 SECRET_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 # Domain separation: the same secret may one day sign other things (e.g. preference links);
 # a tag made for one purpose must never verify for another.
 _DOMAIN = b"mailer/unsubscribe\x00"
+_TEST_MESSAGE_DOMAIN = b"mailer/test-message\x00"
 # Longest well-formed token: 1 + 3 varints of at most 10 bytes + tag -> 47 bytes -> 63 chars.
 _MAX_TOKEN_CHARS = 64
 _MAX_ID = 2**63 - 1  # BIGINT ids in the store
@@ -50,6 +61,19 @@ class UnsubscribeClaims:
     subscriber_id: int
     list_id: int
     campaign_id: int | None
+
+
+@dataclass(frozen=True)
+class TestMessageClaims:
+    """What the token of a test message says: only the list it was a sample of. It names
+    no subscriber, so nothing can be done with it but show the "this was a test" page."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    list_id: int
+
+
+LinkClaims = UnsubscribeClaims | TestMessageClaims
 
 
 class TokenSigner:
@@ -73,24 +97,45 @@ class TokenSigner:
         raw = payload + _tag(self._keys[0], payload)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
+    def sign_test_message(self, *, list_id: int) -> str:
+        """The token for a test message's links: it unsubscribes nobody."""
+        if not 0 <= list_id <= _MAX_ID:
+            raise ValueError(f"list_id out of range: {list_id}")
+        payload = bytes([TEST_MESSAGE_KIND]) + _varint(list_id)
+        raw = payload + _tag(self._keys[0], payload, domain=_TEST_MESSAGE_DOMAIN)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
     def verify(self, token: str) -> UnsubscribeClaims:
-        """The claims of a token we signed (with any key we hold); TokenError otherwise.
+        """The claims of a subscriber's token we signed (with any key we hold); TokenError
+        otherwise, including for a test message's token.
 
         The error never says which check failed: a caller probing tokens learns nothing.
         """
+        claims = self.verify_link(token)
+        if not isinstance(claims, UnsubscribeClaims):
+            raise TokenError("this link is not valid")
+        return claims
+
+    def verify_link(self, token: str) -> LinkClaims:
+        """Either kind of token we signed: a subscriber's, or a test message's."""
         raw = _decode(token)
-        if len(raw) < 1 + 3 + TAG_BYTES or raw[0] != VERSION:
+        if len(raw) < 1 + 1 + TAG_BYTES or raw[0] not in (VERSION, TEST_MESSAGE_KIND):
             raise TokenError("this link is not valid")
         payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+        domain = _DOMAIN if payload[0] == VERSION else _TEST_MESSAGE_DOMAIN
         # Check every key even after a match, so timing does not reveal which key signed.
         matched = False
         for key in self._keys:
-            matched |= hmac.compare_digest(_tag(key, payload), tag)
+            matched |= hmac.compare_digest(_tag(key, payload, domain=domain), tag)
         if not matched:
             raise TokenError("this link is not valid")
         numbers = _read_varints(payload, 1)
+        # Only reachable with a key-holder's mistake, but never trust the layout blindly.
+        if payload[0] == TEST_MESSAGE_KIND:
+            if numbers is None or len(numbers) != 1:
+                raise TokenError("this link is not valid")
+            return TestMessageClaims(list_id=numbers[0])
         if numbers is None or len(numbers) != 3:
-            # Only reachable with a key-holder's mistake, but never trust the layout blindly.
             raise TokenError("this link is not valid")
         subscriber_id, list_id, campaign = numbers
         return UnsubscribeClaims(
@@ -139,8 +184,8 @@ def load_signer(settings: Settings, *, generate_if_missing: bool = False) -> Tok
 # -- internals ------------------------------------------------------------------------------
 
 
-def _tag(key: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, _DOMAIN + payload, hashlib.sha256).digest()[:TAG_BYTES]
+def _tag(key: bytes, payload: bytes, *, domain: bytes = _DOMAIN) -> bytes:
+    return hmac.new(key, domain + payload, hashlib.sha256).digest()[:TAG_BYTES]
 
 
 def _varint(value: int) -> bytes:

@@ -41,10 +41,14 @@ def serve(
     ] = None,
     post_rate_limit: Annotated[
         float,
-        typer.Option(help="POSTs per minute allowed per client address (0: no limit)."),
+        typer.Option(
+            help="POSTs with an invalid link allowed per minute per client address "
+            "(0: no limit). POSTs with a valid link are never limited."
+        ),
     ] = POST_RATE_PER_MINUTE,
     post_burst: Annotated[
-        int, typer.Option(help="POSTs a client may make at once before the rate applies.")
+        int,
+        typer.Option(help="POSTs with an invalid link a client may make at once."),
     ] = POST_BURST,
     scheduler: Annotated[
         bool,
@@ -53,17 +57,21 @@ def serve(
         ),
     ] = True,
     forwarded_allow_ips: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="Reverse proxies whose X-Forwarded-For is trusted (comma-separated).",
-            show_default="127.0.0.1",
+            help="Addresses or networks of your reverse proxies (comma-separated, or '*'): "
+            "only connections from them may name the client in X-Forwarded-For and "
+            "X-Forwarded-Proto. Default: none, so nobody can choose the address the "
+            "invalid-link limit counts against.",
+            show_default=False,
         ),
-    ] = None,
+    ] = "",
 ) -> None:
     """Serve the unsubscribe pages (GET shows, POST unsubscribes); Ctrl-C stops."""
     from mailer.tokens import load_signer
     from mailer.web import create_app
 
+    trusted_proxies = parse_trusted_proxies(forwarded_allow_ips)
     settings = common.settings_from(ctx)
     signer = load_signer(settings)  # a missing key stops us here, before binding
     with common.open_store(settings) as store:
@@ -83,7 +91,7 @@ def serve(
         )
         worker = (lambda stop: run_worker(settings, store, stop=stop)) if scheduler else None
         asyncio.run(
-            _serve(app, listener, port_file=port_file, forwarded=forwarded_allow_ips, worker=worker)
+            _serve(app, listener, port_file=port_file, forwarded=trusted_proxies, worker=worker)
         )
 
 
@@ -92,7 +100,7 @@ async def _serve(
     listener: socket.socket,
     *,
     port_file: Path | None,
-    forwarded: str | None,
+    forwarded: list[str],
     worker: Callable[[asyncio.Event], Coroutine[object, object, None]] | None = None,
 ) -> None:
     import uvicorn
@@ -113,6 +121,9 @@ async def _serve(
         app,  # type: ignore[arg-type]
         log_config=None,  # our logging.basicConfig; the app logs its own redacted lines
         access_log=False,  # uvicorn's access log would print the token in every path
+        # uvicorn trusts 127.0.0.1 (or $FORWARDED_ALLOW_IPS) unless told otherwise, which
+        # lets anything on this machine pose as any client; so: the list given, or off.
+        proxy_headers=bool(forwarded),
         forwarded_allow_ips=forwarded,
         server_header=False,
         lifespan="off",
@@ -133,6 +144,27 @@ async def _serve(
         stop.set()
         if scheduling is not None:
             await scheduling
+
+
+def parse_trusted_proxies(value: str) -> list[str]:
+    """`--forwarded-allow-ips` as uvicorn takes it, each entry checked: uvicorn would take a
+    mistyped address as a name that never matches, and trust nobody without a word."""
+    import ipaddress
+
+    from mailer.errors import ConfigError
+
+    entries = [item.strip() for item in value.split(",") if item.strip()]
+    if entries == ["*"]:
+        return entries
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry)  # an address is a network of one
+        except ValueError as exc:
+            raise ConfigError(
+                f"--forwarded-allow-ips: {entry!r} is not an IP address or network",
+                hint="Give your reverse proxies' addresses, e.g. 127.0.0.1,10.0.0.0/8, or '*'.",
+            ) from exc
+    return entries
 
 
 def _bind(host: str, port: int) -> socket.socket:

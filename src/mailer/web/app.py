@@ -4,8 +4,11 @@ Middleware, outermost first (each sees what the next one answers):
 
     SecurityHeaders   every response gets the headers, including 413 and 429
     AccessLog         one redacted line per request
-    RateLimit         POST budget per client, checked before the body is read
     RequestBodyLimit  16 KiB: a one-click body is 26 bytes, the page's form is empty
+    TrailingSlash     /u/TOKEN/ is served as /u/TOKEN, never redirected
+
+The POST budget for invalid links is applied by the handlers (pages.py), once the token
+is checked and before the body is read: only they know whether a token is valid.
 """
 
 from __future__ import annotations
@@ -24,8 +27,13 @@ from mailer.tokens import TokenSigner
 from mailer.web.limits import MAX_BODY_BYTES, POST_BURST, POST_RATE_PER_MINUTE
 from mailer.web.pages import Pages
 from mailer.web.rendering import STYLESHEET, PageRenderer, web_templates_dir
-from mailer.web.security import AccessLogMiddleware, SecurityHeadersMiddleware
-from mailer.web.throttle import ClientRateLimiter, RateLimitMiddleware
+from mailer.web.security import (
+    AccessLogMiddleware,
+    SecurityHeadersMiddleware,
+    TrailingSlashMiddleware,
+    origin_of,
+)
+from mailer.web.throttle import ClientRateLimiter
 
 
 def create_app(
@@ -39,12 +47,29 @@ def create_app(
     max_rate_clients: int = 10_000,
     templates_dir: Path | None = None,
 ) -> Starlette:
-    """The unsubscribe app. `post_rate_per_minute=None` turns the POST limit off."""
+    """The unsubscribe app. `post_rate_per_minute` / `post_burst`: the budget per client
+    for POSTs with an invalid link (`None` turns it off); valid links are never limited."""
     renderer = PageRenderer(
         templates_dir or web_templates_dir(settings.templates_dir),
         organisation=settings.from_name,
     )
-    pages = Pages(store=store, signer=signer, renderer=renderer)
+    site_origin = origin_of(settings.base_url)
+    if site_origin is None:  # the settings validator admits only http(s) URLs
+        raise ValueError(f"MAILER_BASE_URL has no http(s) origin: {settings.base_url!r}")
+    limiter = (
+        None
+        if post_rate_per_minute is None
+        else ClientRateLimiter(
+            per_minute=post_rate_per_minute, burst=post_burst, max_clients=max_rate_clients
+        )
+    )
+    pages = Pages(
+        store=store,
+        signer=signer,
+        renderer=renderer,
+        site_origin=site_origin,
+        invalid_link_limiter=limiter,
+    )
     routes = [
         Route("/u/{token}", pages.show, methods=["GET"]),
         Route("/u/{token}", pages.unsubscribe, methods=["POST"]),
@@ -52,15 +77,17 @@ def create_app(
         Route("/healthz", pages.healthz, methods=["GET"]),
         Route(f"/static/{STYLESHEET}", pages.stylesheet, methods=["GET"]),
     ]
-    middleware = [Middleware(SecurityHeadersMiddleware), Middleware(AccessLogMiddleware)]
-    if post_rate_per_minute is not None:
-        limiter = ClientRateLimiter(
-            per_minute=post_rate_per_minute, burst=post_burst, max_clients=max_rate_clients
-        )
-        middleware.append(Middleware(RateLimitMiddleware, limiter=limiter, pages=renderer))
-    middleware.append(Middleware(RequestBodyLimitMiddleware, max_body_size=max_body_bytes))
-    return Starlette(
+    middleware = [
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(AccessLogMiddleware),
+        Middleware(RequestBodyLimitMiddleware, max_body_size=max_body_bytes),
+        Middleware(TrailingSlashMiddleware),
+    ]
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: pages.http_error, Exception: pages.server_error},
     )
+    # Never answer with a redirect built from the request's Host header (see security.py).
+    app.router.redirect_slashes = False
+    return app

@@ -8,5 +8,6 @@ MAX_BODY_BYTES = 16 * 1024
 
 POST_RATE_PER_MINUTE = 600.0
 POST_BURST = 120
-"""Generous on purpose: mailbox providers (Gmail, Yahoo) send their users' one-click POSTs
-from a handful of addresses, and a refused one-click may never be retried."""
+"""POSTs with an invalid link allowed per client address (valid links are never limited).
+Generous on purpose: a mailbox provider relays many users' one-click POSTs from a handful
+of addresses, and some of those links will be mangled or belong to erased subscribers."""

@@ -3,13 +3,26 @@
 GET never changes anything (mail scanners and link previewers fetch every URL in a
 message); POST acts, whatever its body, and answers 200 with a page, never a redirect,
 as RFC 8058 asks of one-click unsubscribe. Every token failure and every token naming a
-subscriber or list that no longer exists gets the same 404, so the app reveals nothing.
+subscriber or list that no longer exists gets the same 404, so the app reveals nothing;
+a client sending too many of those POSTs gets 429 (valid tokens are never limited).
+
+Which POSTs check where they come from (`security.is_same_origin_form_post`):
+- POST /u/{token} (unsubscribe): never. It is RFC 8058's one-click URL, posted by mail
+  providers' servers with no Origin; a cross-site page can always send the one-click
+  body anyway, so checking the page's own form there would protect nothing and could
+  only stop someone from leaving a list.
+- POST /u/{token}/resubscribe: always. Putting someone back on a list must be their own
+  click on our page, not a form on another site that holds their link.
+
+A test message's token (`mailer send --test-to`) names nobody: every route answers it
+with the "this was a test" page and changes nothing.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -22,9 +35,10 @@ from starlette.responses import PlainTextResponse, Response
 from mailer.errors import NotFoundError, StoreError, TokenError
 from mailer.models import PageRecipient, UnsubscribeSource
 from mailer.store import Store
-from mailer.tokens import TokenSigner, UnsubscribeClaims
+from mailer.tokens import LinkClaims, TestMessageClaims, TokenSigner, UnsubscribeClaims
 from mailer.web.rendering import PageRenderer, mask_email
-from mailer.web.security import SECURITY_HEADERS
+from mailer.web.security import SECURITY_HEADERS, is_same_origin_form_post
+from mailer.web.throttle import ClientRateLimiter
 
 logger = logging.getLogger("mailer.web")
 
@@ -43,11 +57,15 @@ class Pages:
         store: Store,
         signer: TokenSigner,
         renderer: PageRenderer,
+        site_origin: str,
+        invalid_link_limiter: ClientRateLimiter | None = None,
         database_concurrency: int = 4,
     ) -> None:
         self.store = store
         self.signer = signer
         self.renderer = renderer
+        self.site_origin = site_origin  # MAILER_BASE_URL's origin: where our forms live
+        self.invalid_link_limiter = invalid_link_limiter
         # The store is synchronous; at most this many requests use it at once, fewer than
         # SQLAlchemy's pool (5). Without the cap, 40 threads fight over 5 pooled connections
         # and overflow connections are opened and closed per request.
@@ -63,6 +81,8 @@ class Pages:
     async def show(self, request: Request) -> Response:
         """GET /u/{token}: who, which list, and the button. Changes nothing."""
         claims = self._claims(request)
+        if isinstance(claims, TestMessageClaims):
+            return self._test_message_page(request)
         recipient = None if claims is None else await self._db(self._lookup, claims)
         if recipient is None:
             return self.renderer.invalid_link(root_path=_root(request))
@@ -72,11 +92,18 @@ class Pages:
         """POST /u/{token}: off the list now; idempotent; 200 with a confirmation."""
         claims = self._claims(request)
         if claims is None:
-            return self.renderer.invalid_link(root_path=_root(request))
+            return self._refuse_invalid_post(request)
         source = await _source_of(request)
+        if isinstance(claims, TestMessageClaims):
+            logger.info(
+                "test message link posted (list %d, %s): nothing changed",
+                claims.list_id,
+                source.value,
+            )
+            return self._test_message_page(request)
         recipient = await self._db(self._unsubscribe, claims, source)
         if recipient is None:
-            return self.renderer.invalid_link(root_path=_root(request))
+            return self._refuse_invalid_post(request)
         logger.info(
             "unsubscribed subscriber %d from list %d (%s)",
             claims.subscriber_id,
@@ -90,11 +117,22 @@ class Pages:
         only; a bounce or complaint stays in force)."""
         claims = self._claims(request)
         if claims is None:
-            return self.renderer.invalid_link(root_path=_root(request))
+            return self._refuse_invalid_post(request)
+        if not is_same_origin_form_post(request.headers, self.site_origin):
+            logger.warning("resubscribe refused: posted from another site")
+            return self.renderer.message(
+                status_code=403,
+                title="Please use the button on our page",
+                text="This form only works from its own page. Open the link in your email "
+                "again and press the button there.",
+                root_path=_root(request),
+            )
         await request.body()  # drain it, so the body limit applies here too
+        if isinstance(claims, TestMessageClaims):
+            return self._test_message_page(request)
         recipient = await self._db(self._resubscribe, claims)
         if recipient is None:
-            return self.renderer.invalid_link(root_path=_root(request))
+            return self._refuse_invalid_post(request)
         logger.info("resubscribed subscriber %d to list %d", claims.subscriber_id, claims.list_id)
         return self._render(request, "resubscribed.html.j2", recipient)
 
@@ -149,11 +187,30 @@ class Pages:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _claims(self, request: Request) -> UnsubscribeClaims | None:
+    def _claims(self, request: Request) -> LinkClaims | None:
         try:
-            return self.signer.verify(str(request.path_params["token"]))
+            return self.signer.verify_link(str(request.path_params["token"]))
         except TokenError:
             return None
+
+    def _refuse_invalid_post(self, request: Request) -> Response:
+        """The 404 for a POST with an invalid link, or 429 once this client has sent too
+        many of them. Valid links never come here, so they are never limited."""
+        if self.invalid_link_limiter is not None:
+            client = request.client.host if request.client else "unknown"
+            wait = self.invalid_link_limiter.take(client)
+            if wait > 0:
+                return self.renderer.message(
+                    status_code=429,
+                    title="Too many requests",
+                    text="Please wait a moment and try again.",
+                    root_path=_root(request),
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+        return self.renderer.invalid_link(root_path=_root(request))
+
+    def _test_message_page(self, request: Request) -> Response:
+        return self.renderer.page("test_message.html.j2", root_path=_root(request))
 
     # The store work of one request runs in one worker thread (one hop from the loop).
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 from starlette.responses import HTMLResponse, Response
 
 from mailer.assets import BUILTIN_WEB
@@ -38,8 +38,10 @@ class PageRenderer:
     """Renders the pages; templates are compiled once, at startup."""
 
     def __init__(self, directory: Path, *, organisation: str) -> None:
+        # The organiser's pages first; any page they lack (one added in a later version,
+        # say) comes from the built-in set, drawn inside their own base.html.j2.
         self.environment = Environment(
-            loader=FileSystemLoader(directory),
+            loader=ChoiceLoader([FileSystemLoader(directory), FileSystemLoader(BUILTIN_TEMPLATES)]),
             autoescape=True,
             undefined=StrictUndefined,
             auto_reload=False,

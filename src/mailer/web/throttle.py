@@ -1,22 +1,24 @@
-"""A per-client token bucket on POST: a flood from one address cannot monopolise the
-database, while a person clicking twice, or a mailbox provider relaying its users'
-one-click POSTs from a few addresses, stays well under the limit.
+"""A per-client budget for POSTs with an invalid link: a client spraying made-up tokens
+gets 429 once its budget is spent, while a POST with a valid token is never refused.
+
+Why only invalid links are counted: a person's one-click POST must work every time (a
+refused one may never be retried, and the law wants it honoured), and mailbox providers
+send their users' one-click POSTs from a handful of shared addresses, so counting valid
+POSTs per address would let anyone flooding from (or spoofing) such an address block real
+unsubscribes. A valid token cannot be made up (128-bit tag), so only its holder can
+repeat it, and its work is capped by the pages' database concurrency limit.
 
 Buckets live in process memory (one `mailer serve` process per site); the least recently
 seen clients are forgotten beyond `max_clients`, so memory stays bounded under a spray of
-addresses. Behind a reverse proxy, the client address is what uvicorn derives from
-X-Forwarded-For for trusted proxies (`--forwarded-allow-ips`).
+addresses. The client is the TCP peer; uvicorn replaces it with the X-Forwarded-For
+address only for connections from `mailer serve --forwarded-allow-ips` (default: none),
+so a client cannot pick its own bucket by sending that header.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from mailer.web.rendering import PageRenderer
 
 
 class ClientRateLimiter:
@@ -53,27 +55,3 @@ class ClientRateLimiter:
         while len(self._buckets) > self.max_clients:
             del self._buckets[next(iter(self._buckets))]
         return wait
-
-
-class RateLimitMiddleware:
-    """429 with Retry-After for a client over its POST budget; other methods pass."""
-
-    def __init__(self, app: ASGIApp, *, limiter: ClientRateLimiter, pages: PageRenderer) -> None:
-        self.app = app
-        self.limiter = limiter
-        self.pages = pages
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            client = scope.get("client")
-            wait = self.limiter.take(client[0] if client else "unknown")
-            if wait > 0:
-                response = self.pages.message(
-                    status_code=429,
-                    title="Too many requests",
-                    text="Please wait a moment and try again.",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
