@@ -67,6 +67,26 @@ def at(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def due_in(database_url: str, campaign_id: int, seconds: float) -> datetime:
+    """Move a campaign scheduled far ahead (by the CLI) to `seconds` from now, in process.
+
+    Scheduling a few seconds ahead through the CLI fails on a loaded machine: the child
+    process may take longer to start than the margin, and `--at` is then in the past."""
+    from mailer.campaigns import lifecycle
+
+    when = datetime.now(UTC) + timedelta(seconds=seconds)
+    with Store.open(database_url) as store:
+        lifecycle.reschedule(store, campaign_id, when)
+    return when
+
+
+def finished(
+    env: dict[str, str] | None = None, campaign_id: int = 1, *, database_url: str = ""
+) -> bool:
+    with Store.open(database_url or (env or {})["MAILER_DATABASE_URL"]) as store:
+        return store.get_campaign(campaign_id).status is CampaignStatus.FINISHED
+
+
 def received(server: SmtpServerProcess) -> Counter[str]:
     return Counter(r for m in server.messages for r in m.rcpt_tos)
 
@@ -83,7 +103,6 @@ def test_scheduled_campaign_goes_out_when_due_and_not_before(
 ) -> None:
     env = environment(f"sqlite:///{tmp_path / 'm.db'}", tmp_path, smtp_server_process.port)
     addresses = seed(env, tmp_path, 20)
-    when = at(4)
     out = mailer(
         env,
         tmp_path,
@@ -92,13 +111,13 @@ def test_scheduled_campaign_goes_out_when_due_and_not_before(
         "--list",
         "members",
         "--at",
-        when,
+        at(3600),
         "--tz",
         "UTC",
         "--yes",
     ).stdout
     assert "Campaign 1 scheduled for" in out
-    due = datetime.fromisoformat(when).replace(tzinfo=UTC)
+    due = due_in(env["MAILER_DATABASE_URL"], 1, 1.5)
     with worker(env, tmp_path, tmp_path / "worker.log"):
         wait_until(lambda: len(received(smtp_server_process)) == 20, 20, "the send")
         first_arrival = min(p.stat().st_mtime for p in smtp_server_process.record_dir.glob("*.eml"))
@@ -124,11 +143,12 @@ def test_cancelled_and_rescheduled_campaigns(
         env, tmp_path, "schedule", str(EVENT), "-l", "late", "--at", at(3600), "--tz", "UTC", "-y"
     )
     mailer(env, tmp_path, "campaign", "cancel", "1", "--yes")
-    moved = mailer(env, tmp_path, "campaign", "reschedule", "2", "--at", at(3), "--tz", "UTC")
+    moved = mailer(env, tmp_path, "campaign", "reschedule", "2", "--at", at(7200), "--tz", "UTC")
     assert "Campaign 2 rescheduled for" in moved.stdout
+    due_in(env["MAILER_DATABASE_URL"], 2, 0.5)
     with worker(env, tmp_path, tmp_path / "worker.log"):
         wait_until(lambda: len(received(smtp_server_process)) == 5, 20, "the rescheduled send")
-        time.sleep(1.0)
+        wait_until(lambda: finished(env, 2), 20, "the campaign to be recorded finished")
     assert set(received(smtp_server_process)) == set(late)
     listing = mailer(env, tmp_path, "campaign", "list").stdout
     assert "cancelled" in listing
@@ -149,11 +169,12 @@ def test_worker_killed_mid_campaign_and_restarted_sends_each_once(tmp_path: Path
             "-l",
             "members",
             "--at",
-            at(3),
+            at(3600),
             "--tz",
             "UTC",
             "-y",
         )
+        due_in(env["MAILER_DATABASE_URL"], 1, 0.5)
         with worker(env, tmp_path, tmp_path / "first.log") as first:
             wait_until(lambda: len(received(server)) >= 60, 30, "the first worker to send")
             first.send_signal(signal.SIGKILL)
@@ -182,11 +203,22 @@ def test_two_workers_on_one_store_send_each_once(
     env = environment(database_url, tmp_path, smtp_server_process.port)
     addresses = seed(env, tmp_path, 80)
     mailer(
-        env, tmp_path, "schedule", str(EVENT), "-l", "members", "--at", at(3), "--tz", "UTC", "-y"
+        env,
+        tmp_path,
+        "schedule",
+        str(EVENT),
+        "-l",
+        "members",
+        "--at",
+        at(3600),
+        "--tz",
+        "UTC",
+        "-y",
     )
+    due_in(database_url, 1, 0.5)
     with worker(env, tmp_path, tmp_path / "a.log"), worker(env, tmp_path, tmp_path / "b.log"):
         wait_until(lambda: len(received(smtp_server_process)) >= 80, 30, "the send")
-        time.sleep(1.0)
+        wait_until(lambda: finished(database_url=database_url), 30, "the campaign to finish")
     counts = received(smtp_server_process)
     assert set(counts) == set(addresses)
     assert max(counts.values()) == 1

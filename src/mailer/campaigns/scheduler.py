@@ -20,8 +20,9 @@ from datetime import timedelta
 from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.delivery.base import Transport
-from mailer.errors import CampaignError, MailerError
+from mailer.errors import CampaignError, ConfigError, MailerError
 from mailer.models import CampaignStatus
+from mailer.preflight import check_real_send
 from mailer.sending.engine import Progress
 from mailer.sending.ratelimit import Limit
 from mailer.sending.run import make_limiter, run_campaign, worker_identity
@@ -56,6 +57,7 @@ class Scheduler:
         self.max_campaigns = max_campaigns
         self._running: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
+        self._refusal: str | None = None
         # One limiter for every campaign this worker sends: the relay's limit is global.
         self._limiter = make_limiter(settings, store)
 
@@ -90,6 +92,8 @@ class Scheduler:
         wait = self._limiter.next_wait()
         if wait.limit in (Limit.HOURLY, Limit.DAILY) and wait.seconds > self.settings.poll_interval:
             return  # the relay's cap is reached: nothing may be sent before it frees up
+        if not self._settings_allow_sending():
+            return
         due = await asyncio.to_thread(self.store.due_campaigns)
         for campaign_id in due:
             if campaign_id in self._running or len(self._running) >= self.max_campaigns:
@@ -97,6 +101,18 @@ class Scheduler:
             if self._stopping.is_set():
                 return
             self._running[campaign_id] = asyncio.create_task(self._send(campaign_id))
+
+    def _settings_allow_sending(self) -> bool:
+        """No claim while the settings would send broken mail (see mailer.preflight); the
+        refusal is logged once, not at every poll."""
+        try:
+            check_real_send(self.settings)
+        except ConfigError as exc:
+            if self._refusal != str(exc):
+                self._refusal = str(exc)
+                log.error(_fields(event="refusing-to-send", error=repr(str(exc))))
+            return False
+        return True
 
     def _forget(self, campaign_id: int) -> None:
         self._running.pop(campaign_id, None)

@@ -17,6 +17,7 @@ from mailer.campaigns.summary import summarise_send
 from mailer.campaigns.when import describe_time, parse_send_time
 from mailer.cli import common
 from mailer.config import Settings
+from mailer.preflight import check_real_send
 from mailer.store import Store
 
 At = Annotated[str, typer.Option("--at", help='Local send time, e.g. "2021-09-04 10:00".')]
@@ -48,6 +49,7 @@ def schedule(
     event = load_event(event_file)
     load_signer(settings)  # a send without a signing key would fail at its time: fail now
     when = parse_send_time(at, zone)
+    check_real_send(settings)  # refused now rather than by the worker at its time
     with common.open_store(settings) as store:
         audience = store.count_mailable(store.list_id(list_name))
         summary = summarise_send(settings, event, list_name=list_name, audience=audience)

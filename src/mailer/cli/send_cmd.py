@@ -58,6 +58,7 @@ def send(
     Running the same command after the campaign finished sends nobody: --new sends the
     event to the list a second time."""
     from mailer.message.event import load_event
+    from mailer.preflight import check_real_send
     from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
@@ -68,6 +69,7 @@ def send(
         if dry_run:
             _dry_run(store, settings, event, list_name, signer)
             return
+        check_real_send(settings)  # before any connection, a test send's too
         if test_to is not None:
             _test_send(store, settings, event, list_name, test_to, signer)
             return

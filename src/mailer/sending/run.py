@@ -19,6 +19,7 @@ from mailer.errors import CampaignError
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import Event, load_event
 from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
+from mailer.preflight import check_real_send
 from mailer.sending.engine import (
     Dispatcher,
     EngineOptions,
@@ -179,6 +180,9 @@ async def run_campaign(
     `event`: the event the organiser confirmed (loaded once by the command); None reads
     the campaign's event file now (the scheduler's case).
     `stop_requested`: set it to stop taking recipients (SIGINT, worker shutdown)."""
+    # Before any claim or connection: a relay off this machine with the demo's sender or
+    # an unusable unsubscribe link would reach real people broken.
+    check_real_send(settings)
     owner = owner or worker_identity()
     lease = timedelta(seconds=settings.lease_seconds)
     campaign = store.get_campaign(campaign_id)
