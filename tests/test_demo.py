@@ -24,10 +24,10 @@ def test_demo_sends_the_invitation_and_its_link_works_with_mailer_serve(tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env["COLUMNS"] = "200"
 
-    def demo() -> str:
+    def demo(cwd: Path = tmp_path) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "mailer", "demo"],
-            cwd=tmp_path,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
@@ -47,13 +47,20 @@ def test_demo_sends_the_invitation_and_its_link_works_with_mailer_serve(tmp_path
     assert not message.defects
     link = re.search(r"Unsubscribe link: (http://127\.0\.0\.1:8000/u/\S+)", first)
     assert link is not None
-    assert (tmp_path / "var" / "secret_key").exists()  # generated once, kept under var/
+    # The signing key is kept in the store, where every later send and server finds it.
+    assert not (tmp_path / "var" / "secret_key").exists()
 
-    second = demo()  # runs again: the list is already there, a new campaign goes out
+    # Runs again from a subfolder: the same home (found by its var/mailer.db), so the list
+    # is already there and a new campaign goes out to the same outbox.
+    (tmp_path / "events").mkdir()
+    second = demo(tmp_path / "events")
     assert "0 new, 12 already there" in second
     assert len(list((tmp_path / "var" / "outbox").glob("*.eml"))) == 24
+    assert not (tmp_path / "events" / "var").exists()
 
-    # The link printed by the demo opens the page under `mailer serve` (same var/ key).
+    # The link printed by the demo opens under a `mailer serve` configured with a real key
+    # later: the demo's key stays in the store and keeps verifying (issue 9).
+    env["MAILER_SECRET_KEY"] = "the-production-key-0123456789abcdef"
     port_file = tmp_path / "port"
     server = subprocess.Popen(
         [

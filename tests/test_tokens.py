@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import stat
 from pathlib import Path
 
 import pytest
@@ -184,15 +183,12 @@ def test_unsubscribe_url() -> None:
 
 
 def settings_for(tmp_path: Path, **values: object) -> Settings:
-    return Settings(var_dir=tmp_path / "var", **values)  # type: ignore[arg-type]
+    return Settings(  # type: ignore[arg-type]
+        database_url=f"sqlite:///{tmp_path / 'mailer.db'}", var_dir=tmp_path / "var", **values
+    )
 
 
-def test_missing_key_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load_signer(settings_for(tmp_path))
-    assert caught.value.setting == "MAILER_SECRET_KEY"
-    assert "MAILER_SECRET_KEY" in str(caught.value)
-    assert not (tmp_path / "var" / "secret_key").exists()
+# Keys kept in the store (none configured, rotation, retiring): tests/test_signing_keys.py.
 
 
 def test_configured_key_and_fallbacks_are_used(tmp_path: Path) -> None:
@@ -211,36 +207,4 @@ def test_configured_key_and_fallbacks_are_used(tmp_path: Path) -> None:
 def test_short_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_signer(settings_for(tmp_path, secret_key=SecretStr("short")))
-    assert caught.value.setting == "MAILER_SECRET_KEY"
-
-
-def test_demo_generates_a_private_key_once_and_reuses_it(tmp_path: Path) -> None:
-    """generate_if_missing creates var/secret_key (0600) once; later loads reuse it."""
-    settings = settings_for(tmp_path)
-    first = load_signer(settings, generate_if_missing=True)
-    path = tmp_path / "var" / "secret_key"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    content = path.read_text()
-    token = first.sign(subscriber_id=5, list_id=6)
-    again = load_signer(settings, generate_if_missing=True)
-    assert path.read_text() == content
-    assert again.verify(token) == UnsubscribeClaims(5, 6, None)
-    # `mailer serve` after the demo: the demo's key is found without generating.
-    assert load_signer(settings).verify(token) == UnsubscribeClaims(5, 6, None)
-    assert [p.name for p in path.parent.iterdir()] == ["secret_key"]  # no temporary left
-
-
-def test_configured_key_wins_over_the_demo_file(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
-    load_signer(settings, generate_if_missing=True)
-    configured = settings_for(tmp_path, secret_key=SecretStr("configured-key-0123456789"))
-    token = load_signer(configured).sign(subscriber_id=1, list_id=1)
-    assert TokenSigner(b"configured-key-0123456789").verify(token).subscriber_id == 1
-
-
-def test_unreadable_key_file_is_a_config_error(tmp_path: Path) -> None:
-    """A key file that cannot be read stops startup; no new key silently replaces it."""
-    (tmp_path / "var" / "secret_key").mkdir(parents=True)  # unreadable as a file, even by root
-    with pytest.raises(ConfigError) as caught:
-        load_signer(settings_for(tmp_path), generate_if_missing=True)
     assert caught.value.setting == "MAILER_SECRET_KEY"

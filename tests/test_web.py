@@ -670,19 +670,7 @@ def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_serve_without_a_secret_key_refuses_to_start(tmp_path: Path) -> None:
-    """Outside the demo, no key is a startup error naming MAILER_SECRET_KEY (exit 2)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "mailer", "serve", "--port", "0"],
-        cwd=tmp_path,
-        env=serve_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 2
-    assert "MAILER_SECRET_KEY" in done.stderr
-    assert not (tmp_path / "var" / "secret_key").exists()
+# Serving without MAILER_SECRET_KEY (the store's own key): tests/test_signing_keys.py.
 
 
 @contextlib.contextmanager

@@ -3,19 +3,38 @@
 Precedence, highest first:
   1. values passed explicitly (CLI options)
   2. environment variables `MAILER_*`
-  3. a `.env` file in the working directory
-  4. `mailer.toml` in the working directory (or the file named by MAILER_CONFIG_FILE)
+  3. a `.env` file in the home folder
+  4. `mailer.toml` in the home folder (or the file named by MAILER_CONFIG_FILE)
   5. the embedded defaults below, which run the demo with zero configuration
+
+The home folder is where mailer keeps its data, whatever folder a command is run from:
+MAILER_HOME, else the nearest folder upwards from the current one that holds mailer.toml,
+a `.env` naming a MAILER_ setting, or the demo's var/mailer.db, else the current folder.
+Relative paths in the settings (the SQLite file, var_dir, templates_dir, the CA file, the
+config file) are taken relative to it, so `mailer` run from a subfolder finds the same
+store instead of silently starting an empty one there.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +47,77 @@ from mailer.models import SenderIdentity
 from mailer.safety import find_unsafe
 
 ENV_PREFIX = "MAILER_"
+CONFIG_FILE = "mailer.toml"
+DOTENV_FILE = ".env"
+# `make demo` / `mailer demo` with no configuration leaves only this behind.
+DEMO_STORE = Path("var") / "mailer.db"
+KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12}")
+# A .env that names no MAILER_ setting belongs to some other tool: it marks no home.
+_MAILER_LINE = re.compile(r"^\s*(?:export\s+)?MAILER_\w+\s*=", re.MULTILINE)
+# The config file of the load in progress: settings_customise_sources is a classmethod
+# called from inside Settings(), so the file found with the home reaches it this way.
+_config_file: ContextVar[Path | None] = ContextVar("mailer_config_file", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    """The folder mailer keeps its data in, and why that one (for `mailer config show`)."""
+
+    path: Path
+    reason: str
+    config_file: Path
+
+
+def find_home(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Home:
+    """MAILER_HOME, else the nearest marked folder upwards from `cwd`, else `cwd`."""
+    environ = os.environ if environ is None else environ
+    try:
+        start = (cwd or Path.cwd()).resolve()
+    except OSError as exc:  # the current folder was deleted under us
+        raise ConfigError(f"cannot tell the current folder: {exc.strerror}") from exc
+    given = environ.get("MAILER_HOME", "").strip()
+    if given:
+        path = (start / Path(given).expanduser()).resolve()
+        if not path.is_dir():
+            raise ConfigError(
+                f"MAILER_HOME: no such folder {path}",
+                setting="MAILER_HOME",
+                hint="Point MAILER_HOME at the folder holding mailer.toml, .env or var/.",
+            )
+        reason = "MAILER_HOME is set"
+    else:
+        path, reason = _nearest_marked_folder(start)
+    named = environ.get("MAILER_CONFIG_FILE", "").strip()
+    if not named:
+        return Home(path, reason, path / CONFIG_FILE)
+    config_file = (path / Path(named).expanduser()).resolve()
+    if not config_file.is_file():
+        raise ConfigError(
+            f"MAILER_CONFIG_FILE: no such file {config_file}",
+            setting="MAILER_CONFIG_FILE",
+            hint=f"A relative name is taken from the home folder {path}.",
+        )
+    return Home(path, reason, config_file)
+
+
+def _nearest_marked_folder(start: Path) -> tuple[Path, str]:
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder, f"nearest folder holding {CONFIG_FILE} (searched up from {start})"
+        if _names_a_setting(folder / DOTENV_FILE):
+            return folder, f"nearest folder holding {DOTENV_FILE} (searched up from {start})"
+        if (folder / DEMO_STORE).is_file():
+            return folder, f"nearest folder holding {DEMO_STORE} (searched up from {start})"
+    return start, (
+        f"the current folder: no {CONFIG_FILE}, {DOTENV_FILE} or {DEMO_STORE} here or above"
+    )
+
+
+def _names_a_setting(dotenv: Path) -> bool:
+    try:
+        return _MAILER_LINE.search(dotenv.read_text(encoding="utf-8", errors="replace")) is not None
+    except OSError:  # absent, a folder, or unreadable: not ours to judge here
+        return False
 
 
 class SmtpSecurity(enum.StrEnum):
@@ -47,6 +137,8 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    # Where relative paths below are anchored; load_settings sets it (see find_home).
+    home: Path = Field(default_factory=Path.cwd)
     database_url: str = "sqlite:///var/mailer.db"
     var_dir: Path = Path("var")
 
@@ -67,6 +159,9 @@ class Settings(BaseSettings):
 
     secret_key: SecretStr | None = None
     secret_key_fallbacks: list[SecretStr] = Field(default_factory=list)
+    # Ids (as `mailer config show` prints them) of keys that must stop verifying links,
+    # e.g. after a leak; every other key that ever signed a link keeps verifying.
+    retired_key_ids: list[str] = Field(default_factory=list)
 
     concurrency: int = Field(default=4, ge=1, le=256)
     rate_limit: float = Field(default=50.0, gt=0)
@@ -84,6 +179,9 @@ class Settings(BaseSettings):
     grace_period: float = Field(default=6 * 3600, ge=0)
     poll_interval: float = Field(default=2.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
+
+    # How load_settings found the home (None for settings built directly, as tests do).
+    _found: Home | None = PrivateAttr(default=None)
 
     @field_validator("from_address", "reply_to", "unsubscribe_mailto", "from_name")
     @classmethod
@@ -126,6 +224,29 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("retired_key_ids")
+    @classmethod
+    def _key_ids(cls, value: list[str]) -> list[str]:
+        ids = [item.strip().lower() for item in value]
+        for item in ids:
+            if not KEY_ID_PATTERN.fullmatch(item):
+                raise ValueError(f"{item!r} is not a key id (12 hex digits, see `config show`)")
+        return ids
+
+    @model_validator(mode="after")
+    def _anchor_relative_paths(self) -> Self:
+        self.home = self.home.expanduser().resolve()
+        self.var_dir = self._anchored(self.var_dir)
+        self.templates_dir = self._anchored(self.templates_dir)
+        if self.smtp_ca_file is not None:
+            self.smtp_ca_file = self._anchored(self.smtp_ca_file)
+        self.database_url = anchor_sqlite_url(self.database_url, self.home)
+        return self
+
+    def _anchored(self, path: Path) -> Path:
+        path = path.expanduser()
+        return path if path.is_absolute() else self.home / path
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -135,7 +256,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("MAILER_CONFIG_FILE", "mailer.toml"))
+        toml_path = _config_file.get() or Path(os.environ.get("MAILER_CONFIG_FILE", CONFIG_FILE))
         return (
             init_settings,
             env_settings,
@@ -144,6 +265,16 @@ class Settings(BaseSettings):
         )
 
     # -- derived values ---------------------------------------------------------------
+
+    @property
+    def home_reason(self) -> str:
+        """Why `home` is that folder, in words."""
+        return self._found.reason if self._found is not None else "given explicitly"
+
+    @property
+    def config_file(self) -> Path:
+        """The TOML file read (if it exists): MAILER_CONFIG_FILE or home/mailer.toml."""
+        return self._found.config_file if self._found is not None else self.home / CONFIG_FILE
 
     @property
     def sender_identity(self) -> SenderIdentity:
@@ -163,12 +294,38 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr):
                 shown[key] = "**********" if value.get_secret_value() else ""
             elif isinstance(value, list):
-                shown[key] = ", ".join("**********" for _ in value) if value else ""
+                shown[key] = ", ".join(
+                    "**********" if isinstance(item, SecretStr) else str(item) for item in value
+                )
             elif name == "database_url":
                 shown[key] = _mask_url_password(str(value))
             else:
                 shown[key] = "" if value is None else str(value)
         return shown
+
+
+def anchor_sqlite_url(url: str, base: Path) -> str:
+    """A SQLite URL whose file path is relative, made absolute against `base`.
+
+    Other databases, in-memory SQLite, URI filenames and unparsable URLs come back as
+    they are (create_store_engine reports the unparsable ones).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    database = parsed.database or ""
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or database in ("", ":memory:")
+        or database.startswith("file:")
+        or Path(database).is_absolute()
+    ):
+        return url
+    return parsed.set(database=str(base / database)).render_as_string(hide_password=False)
 
 
 def _mask_url_password(url: str) -> str:
@@ -182,9 +339,19 @@ def _mask_url_password(url: str) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Load settings from every source, turning validation errors into one clear ConfigError."""
+    """Load settings from every source, turning validation errors into one clear ConfigError.
+
+    The home folder is found first (see find_home): `.env` and `mailer.toml` are read
+    from it, and relative paths in every source are anchored to it.
+    """
+    home = find_home()
+    if overrides.get("home") is not None:
+        given = Path(overrides["home"]).expanduser().resolve()
+        home = Home(given, "given explicitly", given / CONFIG_FILE)
+    overrides["home"] = home.path
+    token = _config_file.set(home.config_file)
     try:
-        return Settings(**overrides)
+        settings = Settings(_env_file=home.path / DOTENV_FILE, **overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = first.get("loc") or ("?",)
@@ -200,3 +367,7 @@ def load_settings(**overrides: Any) -> Settings:
         ) from exc
     except (OSError, ValueError) as exc:  # an unreadable or malformed mailer.toml / .env
         raise ConfigError(f"cannot read the configuration: {exc}") from exc
+    finally:
+        _config_file.reset(token)
+    settings._found = home
+    return settings

@@ -20,30 +20,32 @@ ever verify as a real one, whatever its bytes. It verifies under the same keys, 
 sent before a key rotation still opens its page.
 
 Key rotation: tokens are signed with the current key and verified against it and then
-every fallback key, each compare in constant time (hmac.compare_digest), so mail sent
-before a rotation keeps working as long as the old key stays in the fallback list.
+every older key, each compare in constant time (hmac.compare_digest). Which keys those are
+is load_signer's business (mailer/keyring.py): every key that ever signed links on the
+store keeps verifying until it is deliberately retired.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
-import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailer.config import Settings
-from mailer.errors import ConfigError, TokenError
+from mailer.errors import TokenError
+
+if TYPE_CHECKING:
+    from mailer.keyring import KeyStore
 
 VERSION = 1
 TEST_MESSAGE_KIND = 2
 TAG_BYTES = 16
-MIN_KEY_BYTES = 16
+# Where versions before the store kept keys wrote the demo's key (under var_dir); keyring
+# records it in the store once. Kept for callers that still name it.
 SECRET_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 # Domain separation: the same secret may one day sign other things (e.g. preference links);
 # a tag made for one purpose must never verify for another.
@@ -150,35 +152,28 @@ def unsubscribe_url(base_url: str, token: str) -> str:
     return f"{base_url}/u/{token}"
 
 
-def load_signer(settings: Settings, *, generate_if_missing: bool = False) -> TokenSigner:
-    """The signer for these settings.
+def load_signer(settings: Settings, *, store: KeyStore | None = None) -> TokenSigner:
+    """The signer for these settings: signs with MAILER_SECRET_KEY, or without it with the
+    store's own key (made on first use); verifies with every key that ever signed links on
+    this store, plus MAILER_SECRET_KEY_FALLBACKS, less MAILER_RETIRED_KEY_IDS.
 
-    The key is MAILER_SECRET_KEY; without it, the key the demo keeps in
-    `var_dir/secret_key`. `generate_if_missing` (the demo only) creates that file once,
-    mode 0600. Anything else without a key is a ConfigError: a server that invented a
-    key at startup would break every link already sent the next time it restarted.
+    See mailer/keyring.py. Keys live in the store rather than in a file under var/, so a
+    send and a server on the same store always agree, from any folder or machine. Pass
+    the `store` already open; without one, the store named by the settings is opened here.
     """
-    fallbacks = [
-        _key_bytes(k.get_secret_value(), "MAILER_SECRET_KEY_FALLBACKS")
-        for k in settings.secret_key_fallbacks
-    ]
-    if settings.secret_key is not None and settings.secret_key.get_secret_value():
-        return TokenSigner(
-            _key_bytes(settings.secret_key.get_secret_value(), "MAILER_SECRET_KEY"),
-            fallbacks=fallbacks,
-        )
-    path = settings.var_dir / SECRET_FILE
-    secret = _read_secret_file(path)
-    if secret is None and generate_if_missing:
-        secret = _create_secret_file(path)
-    if secret is None:
-        raise ConfigError(
-            "MAILER_SECRET_KEY is not set: unsubscribe links cannot be signed or checked",
-            setting="MAILER_SECRET_KEY",
-            hint="Set MAILER_SECRET_KEY to a long random value, e.g. the output of "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, and keep it.",
-        )
-    return TokenSigner(_key_bytes(secret, str(path)), fallbacks=fallbacks)
+    from mailer.keyring import load_keyring
+
+    if store is not None:
+        ring = load_keyring(settings, store)
+    else:
+        # The kernel reaching into the store, lazily: callers that hold only settings
+        # (and the old call shape) must still get the store's keys, never a guess.
+        from mailer.store import Store
+
+        with Store.open(settings.database_url) as opened:
+            ring = load_keyring(settings, opened)
+    signing, *others = ring.secrets
+    return TokenSigner(signing, fallbacks=others)
 
 
 # -- internals ------------------------------------------------------------------------------
@@ -230,54 +225,3 @@ def _decode(token: str) -> bytes:
     if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
         raise TokenError("this link is not valid")
     return raw
-
-
-def _key_bytes(secret: str, source: str) -> bytes:
-    key = secret.strip().encode("utf-8")
-    if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(
-            f"{source}: the secret key must be at least {MIN_KEY_BYTES} characters",
-            setting=source if source.startswith("MAILER_") else "MAILER_SECRET_KEY",
-            hint="Use a long random value: `python -c 'import secrets; "
-            "print(secrets.token_urlsafe(32))'`.",
-        )
-    return key
-
-
-def _read_secret_file(path: Path) -> str | None:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the secret key file {path}: {exc.strerror}",
-            setting="MAILER_SECRET_KEY",
-        ) from exc
-    return text or None
-
-
-def _create_secret_file(path: Path) -> str:
-    """Create `path` holding a new random key, mode 0600, unless it already exists.
-
-    The key is written to a private temporary file and then hard-linked into place, which
-    fails if the name exists: two demo processes starting together agree on one key, and
-    no reader ever sees a half-written file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        # FileExistsError: another process won the race; use its key.
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    secret = _read_secret_file(path)
-    if secret is None:
-        raise ConfigError(f"{path} exists but is empty", setting="MAILER_SECRET_KEY")
-    return secret

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mailer.config import Settings, load_settings
+from mailer.config import Settings, anchor_sqlite_url, load_settings
 from mailer.errors import CampaignError, MailerError
 
 if TYPE_CHECKING:
@@ -39,12 +39,19 @@ def root_options(
     """Self-hosted mailing lists and event invitations."""
     state = State()
     if database_url is not None:
-        state.overrides["database_url"] = database_url
+        # A path typed on the command line means what the shell means: from this folder,
+        # not from the home folder that settings found in files are anchored to.
+        state.overrides["database_url"] = anchor_sqlite_url(database_url, Path.cwd())
     ctx.obj = state
 
 
 def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
-    """Load settings once for this command, with root options and `overrides` on top."""
+    """Load settings once for this command, with root options and `overrides` on top.
+
+    Settings are found from the home folder (MAILER_HOME, else the nearest folder upwards
+    holding mailer.toml, .env or var/mailer.db), so every command run from anywhere inside
+    a mailer folder uses the same store; `mailer config show` says which and why.
+    """
     state = ctx.find_root().obj
     merged: dict[str, Any] = dict(state.overrides) if isinstance(state, State) else {}
     merged.update({k: v for k, v in overrides.items() if v is not None})

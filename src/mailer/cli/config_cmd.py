@@ -17,12 +17,26 @@ def register(app: typer.Typer) -> None:
 
     @config_app.command("show")
     def show(ctx: typer.Context) -> None:
-        """Print every setting as it is in effect now; secrets are masked."""
+        """Print the home folder, every setting in effect and where the signing keys come
+        from; secrets are masked. Reads the store only if it exists, and changes nothing."""
+        from mailer.config import DOTENV_FILE
+        from mailer.keyring import describe
+        from mailer.store.keys import read_recorded_keys
+
         settings = common.settings_from(ctx)
+        out = common.console
+        out.print(f"Home: {settings.home}", markup=False)
+        out.print(f"  why: {settings.home_reason}", markup=False)
+        for path in (settings.config_file, settings.home / DOTENV_FILE):
+            state = "read" if path.is_file() else "absent"
+            out.print(f"  {path.name}: {path} ({state})", markup=False)
         table = Table("setting", "value", box=None, pad_edge=False)
         for key, value in settings.masked().items():
             table.add_row(key, value)
-        common.console.print(table)
+        out.print(table)
+        out.print("Signing keys (never shown; ids only):")
+        for line in describe(settings, read_recorded_keys(settings.database_url)):
+            out.print(f"  {line}", markup=False)
 
     @db_app.command("upgrade")
     def upgrade(ctx: typer.Context) -> None:

@@ -34,17 +34,22 @@ def demo(ctx: typer.Context) -> None:
     from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
-    common.existing_file(EXAMPLE_LIST, what="example subscriber file")
+    # From the home folder, like every other path: the demo run from a subfolder uses
+    # the same list, store and outbox as from the top.
+    example_list = common.existing_file(
+        settings.home / EXAMPLE_LIST, what="example subscriber file"
+    )
     event_path = settings.templates_dir / DEMO_EVENT
     common.existing_file(event_path, what="example event")
-    # The demo keeps its own signing key under var/; real sends require MAILER_SECRET_KEY.
-    signer = load_signer(settings, generate_if_missing=True)
     with common.open_store(settings) as store:
+        # Without MAILER_SECRET_KEY the store's own key signs, the one `mailer serve` on
+        # this store verifies with (see mailer/keyring.py).
+        signer = load_signer(settings, store=store)
         report = import_file(
             store,
-            EXAMPLE_LIST,
+            example_list,
             list_name=DEMO_LIST,
-            rejects_path=default_rejects_path(EXAMPLE_LIST, settings.var_dir),
+            rejects_path=default_rejects_path(example_list, settings.var_dir),
         )
         counts = report.counts
         common.console.print(

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from mailer.store.campaigns import CampaignQueries, SchedulingQueries
 from mailer.store.database import create_store_engine, upgrade
 from mailer.store.imports import ImportQueries
+from mailer.store.keys import SigningKeyQueries
 from mailer.store.ledger import LedgerQueries
 from mailer.store.lists import ListQueries
 from mailer.store.recipient_pages import PageQueries
@@ -25,6 +26,7 @@ class Store(
     LedgerQueries,
     SuppressionQueries,
     PageQueries,
+    SigningKeyQueries,
 ):
     """The database: lists, subscribers, suppressions, campaigns and their ledger."""
 
