@@ -1,0 +1,152 @@
+"""`mailer validate`, `preview` and `send --dry-run` on failing templates, and where
+`preview` writes: run as the organiser runs them, as child processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_compose import FRONT_FOR_TESTS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BODY_LINE = FRONT_FOR_TESTS.count("\n") + 1
+KEY_ERROR_BODY = "Hello.\n\nSee you in {{ '{city}'.format_map(subscriber.attributes) }}.\n"
+# Fails for one-word names only; the anonymous render (for the .ics) skips it.
+INDEX_ERROR_BODY = (
+    "Hello.\n{% if subscriber.name %}\n{{ '{1}, {0}'.format(*subscriber.name.split()) }}\n"
+    "{% endif %}\n"
+)
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(
+        MAILER_DATABASE_URL=f"sqlite:///{tmp_path / 'mailer.db'}",
+        MAILER_VAR_DIR=str(tmp_path / "var"),
+        MAILER_TEMPLATES_DIR=str(REPO_ROOT / "templates"),
+        MAILER_SECRET_KEY="test-secret-key-0123456789abcdef0123456789",
+        COLUMNS="200",  # Rich wraps at 80 columns without a terminal
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "mailer", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def write_event(tmp_path: Path, body: str, name: str = "meeting.md", title: str = "") -> Path:
+    path = tmp_path / name
+    front = FRONT_FOR_TESTS.replace("Test meeting", title) if title else FRONT_FOR_TESTS
+    path.write_text(front + body, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def people(tmp_path: Path) -> Path:
+    """Subscribers without a city column; Cher has a one-word name."""
+    path = tmp_path / "people.csv"
+    path.write_text("email,name\ncher@example.org,Cher\nann.lee@example.org,Ann Lee\n", "utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "words"),
+    [
+        (KEY_ERROR_BODY, BODY_LINE + 2, "rendering the text part: KeyError: 'city'"),
+        ("{{ '{0} {1}'.format(subscriber.first_name) }}\n", BODY_LINE, "IndexError"),
+    ],
+)
+def test_validate_reports_key_and_index_errors_on_one_line(
+    tmp_path: Path, body: str, line: int, words: str
+) -> None:
+    """Where validate printed a traceback, it prints file:line and what went wrong."""
+    event = write_event(tmp_path, body)
+    result = run(tmp_path, "validate", str(event))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"{event}:{line}: ")
+    assert words in first
+
+
+@pytest.mark.parametrize(
+    ("body", "subscriber", "line", "words"),
+    [
+        (KEY_ERROR_BODY, "ann.lee@example.org", BODY_LINE + 2, "KeyError: 'city'"),
+        (INDEX_ERROR_BODY, "cher@example.org", BODY_LINE + 2, "IndexError: "),
+    ],
+)
+def test_preview_reports_key_and_index_errors_on_one_line(
+    tmp_path: Path, people: Path, body: str, subscriber: str, line: int, words: str
+) -> None:
+    """preview prints `error: FILE:LINE: ...` (and a hint), exits 2, and writes nothing."""
+    event = write_event(tmp_path, body)
+    args = ["--subscribers", str(people), "--subscriber", subscriber, "--out", "out"]
+    result = run(tmp_path, "preview", str(event), *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"error: {event}:{line}: rendering the ")
+    assert words in first
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_dry_run_reports_the_recipient_whose_message_cannot_be_built(
+    tmp_path: Path, people: Path
+) -> None:
+    """A KeyError for one subscriber is that subscriber's line in the dry-run report (file
+    and line included), not a traceback; the run exits non-zero."""
+    imported = run(tmp_path, "subscribers", "import", str(people), "--list", "members")
+    assert imported.returncode == 0, imported.stderr
+    event = write_event(tmp_path, INDEX_ERROR_BODY)
+    result = run(tmp_path, "send", str(event), "--list", "members", "--dry-run")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode != 0
+    assert "2 messages rendered" not in result.stdout
+    failure = f"  cher@example.org: {event}:{BODY_LINE + 2}: rendering the text part: IndexError"
+    assert any(line.startswith(failure) for line in result.stdout.splitlines()), result.stdout
+
+
+def test_preview_refuses_to_write_through_a_symlink(tmp_path: Path, people: Path) -> None:
+    """A link where a preview file goes is refused, its target untouched, and no preview
+    file is written at all."""
+    event = write_event(tmp_path, "Hi {{ subscriber.name }}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me\n", encoding="utf-8")
+    (out / "meeting.txt").symlink_to(victim)
+    result = run(tmp_path, "preview", str(event), "--subscribers", str(people), "--out", "out")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "out/meeting.txt: is a symbolic link" in result.stderr
+    assert victim.read_text(encoding="utf-8") == "keep me\n"
+    assert sorted(p.name for p in out.iterdir()) == ["meeting.txt"]
+    assert (out / "meeting.txt").is_symlink()
+
+
+def test_events_with_dotted_names_get_their_own_previews(tmp_path: Path, people: Path) -> None:
+    """`a.b.md` and `a.c.md` are previewed as a.b.* and a.c.*, not both as a.*; a second
+    run replaces the files and leaves nothing else behind."""
+    first = write_event(tmp_path, "First body\n", name="a.b.md", title="First")
+    second = write_event(tmp_path, "Second body\n", name="a.c.md", title="Second")
+    for event in (first, second, first):
+        result = run(tmp_path, "preview", str(event), "--subscribers", str(people), "--out", "o")
+        assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == [f"{stem}{suffix}" for stem in ("a.b", "a.c") for suffix in SUFFIXES]
+    assert "First body" in (tmp_path / "o" / "a.b.txt").read_text(encoding="utf-8")
+    assert "Second body" in (tmp_path / "o" / "a.c.txt").read_text(encoding="utf-8")
+    assert "SUMMARY:Second" in (tmp_path / "o" / "a.c.ics").read_text(encoding="utf-8")
+
+
+SUFFIXES = sorted([".html", ".txt", ".ics", ".eml"])
