@@ -20,7 +20,14 @@ from pydantic import SecretStr
 from campaign_support import EVENT, REPO_ROOT, cli_environment, mailer_command, run_mailer
 from mailer.config import Settings
 from mailer.errors import ConfigError, TokenError
-from mailer.keyring import KeyOrigin, key_id, load_keyring
+from mailer.keyring import (
+    KEY_REFRESH_INTERVAL,
+    KeyOrigin,
+    SigningKey,
+    StoreKeySigner,
+    key_id,
+    load_keyring,
+)
 from mailer.store import Store
 from mailer.tokens import TokenSigner, UnsubscribeClaims, load_signer
 from smtp_server import SmtpTestServer
@@ -72,6 +79,59 @@ def test_links_signed_by_any_key_verify_under_any_later_configuration(
     assert load_signer(settings_for(tmp_path, database_url), store=store).sign(
         subscriber_id=1, list_id=1
     ) == (by_store_key)
+
+
+class CountingKeyStore:
+    """The store, counting how often the server reads its keys."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.reads = 0
+
+    def signing_keys(self) -> list[SigningKey]:
+        self.reads += 1
+        return self.store.signing_keys()
+
+    def add_signing_key(self, key: SigningKey) -> None:
+        self.store.add_signing_key(key)
+
+
+def test_a_running_server_learns_keys_recorded_after_it_started(
+    tmp_path: Path, store: Store, database_url: str
+) -> None:
+    """`mailer serve` started with key B; then a send with a new key A. The server reads
+    the store again on the first link it cannot verify, at most once per interval, so a
+    flood of forged links costs one read per interval."""
+    now = [100.0]
+    counting = CountingKeyStore(store)
+    settings_b = settings_for(tmp_path, database_url, secret_key=KEY_B)
+    server = StoreKeySigner(
+        load_keyring(settings_b, counting), store=counting, clock=lambda: now[0]
+    )
+    assert isinstance(load_signer(settings_b, store=store), StoreKeySigner)
+    link = load_signer(settings_for(tmp_path, database_url, secret_key=KEY_A), store=store).sign(
+        subscriber_id=8, list_id=9
+    )
+    forged = TokenSigner(b"not-a-key-we-ever-had-0123456789").sign(subscriber_id=8, list_id=9)
+    reads = counting.reads
+    with pytest.raises(TokenError):
+        server.verify(link)  # read at start just now: not again yet
+    assert counting.reads == reads
+    now[0] += KEY_REFRESH_INTERVAL
+    assert server.verify(link) == UnsubscribeClaims(8, 9, None)
+    assert counting.reads == reads + 1
+    for _ in range(50):
+        with pytest.raises(TokenError):
+            server.verify(forged)
+    assert counting.reads == reads + 1
+    now[0] += KEY_REFRESH_INTERVAL
+    with pytest.raises(TokenError):
+        server.verify(forged)
+    assert counting.reads == reads + 2
+    assert server.verify(link).subscriber_id == 8  # learnt for good: no read needed
+    assert counting.reads == reads + 2
+    # New links from the server are still signed with its own key B.
+    assert TokenSigner(KEY_B.encode()).verify(server.sign(subscriber_id=1, list_id=1))
 
 
 def test_retiring_a_key_stops_its_links_and_only_those(

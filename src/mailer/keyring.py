@@ -10,7 +10,10 @@ the store remembers every key that has signed links (the signing_keys table), an
   MAILER_SECRET_KEY_FALLBACKS (recorded too), minus MAILER_RETIRED_KEY_IDS.
 
 A key change therefore never invalidates links already sent; stopping old links is a
-deliberate act: put the key's id in MAILER_RETIRED_KEY_IDS (e.g. after a leak).
+deliberate act: put the key's id in MAILER_RETIRED_KEY_IDS (e.g. after a leak). A server
+that is already running learns of keys recorded after it started (a send with a new
+MAILER_SECRET_KEY) when it first meets a link it cannot verify: StoreKeySigner reads
+the store again then, at most once a second, so forged links cannot make it query more.
 
 Why the secrets themselves are in the store: verifying needs the key, and the store is
 the one thing every process of an installation shares. Whoever can read the store can
@@ -25,7 +28,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,9 +37,12 @@ from typing import Protocol
 
 from mailer.clock import utcnow
 from mailer.config import Settings
-from mailer.errors import ConfigError
+from mailer.errors import ConfigError, TokenError
+from mailer.tokens import LinkClaims, TokenSigner
 
 MIN_KEY_CHARS = 16
+# A server reads the store for new keys at most this often (seconds), on unknown links only.
+KEY_REFRESH_INTERVAL = 1.0
 # Versions before the store kept keys wrote the demo's key here; links it signed stay valid.
 LEGACY_KEY_FILE = "secret_key"
 _KEY_ID_DOMAIN = b"mailer/key-id\x00"
@@ -126,6 +133,53 @@ def load_keyring(settings: Settings, store: KeyStore) -> KeyRing:
     everything = store.signing_keys()
     others = tuple(k for k in everything if k.key_id not in retired | {signing.key_id})
     return KeyRing(signing=signing, verifying=(signing, *others))
+
+
+class StoreKeySigner(TokenSigner):
+    """Signs with the ring's signing key; verifies with the ring, and when a link fails,
+    with the keys recorded in the store since (read again at most every `interval`)."""
+
+    def __init__(
+        self,
+        ring: KeyRing,
+        *,
+        store: KeyStore,
+        retired: Sequence[str] = (),
+        interval: float = KEY_REFRESH_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        signing, *others = ring.secrets
+        super().__init__(signing, fallbacks=others)
+        self._verifier = TokenSigner(signing, fallbacks=others)
+        self._signing = signing
+        self._known = {k.key_id for k in ring.verifying}
+        self._store = store
+        self._retired = frozenset(retired)
+        self._interval = interval
+        self._clock = clock
+        self._read_at = clock()
+
+    def verify_link(self, token: str) -> LinkClaims:
+        try:
+            return self._verifier.verify_link(token)
+        except TokenError:
+            if not self._learn_new_keys():
+                raise
+        return self._verifier.verify_link(token)
+
+    def _learn_new_keys(self) -> bool:
+        """True if the store holds keys this signer did not know (now it does)."""
+        now = self._clock()
+        if now - self._read_at < self._interval:
+            return False
+        self._read_at = now
+        keys = [k for k in self._store.signing_keys() if k.key_id not in self._retired]
+        if {k.key_id for k in keys} <= self._known:
+            return False
+        self._known |= {k.key_id for k in keys}
+        others = [key_bytes(k.secret) for k in keys if key_bytes(k.secret) != self._signing]
+        self._verifier = TokenSigner(self._signing, fallbacks=others)
+        return True
 
 
 def describe(settings: Settings, recorded: Sequence[SigningKey] | None) -> list[str]:

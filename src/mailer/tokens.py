@@ -159,19 +159,21 @@ def load_signer(settings: Settings, *, store: KeyStore | None = None) -> TokenSi
 
     See mailer/keyring.py. Keys live in the store rather than in a file under var/, so a
     send and a server on the same store always agree, from any folder or machine. Pass
-    the `store` already open; without one, the store named by the settings is opened here.
+    the `store` already open (a server must: it then also accepts keys recorded after it
+    started); without one, the store named by the settings is opened here, briefly.
     """
-    from mailer.keyring import load_keyring
+    from mailer.keyring import StoreKeySigner, load_keyring
 
     if store is not None:
+        # The store stays open with the signer: a server learns keys recorded later.
         ring = load_keyring(settings, store)
-    else:
-        # The kernel reaching into the store, lazily: callers that hold only settings
-        # (and the old call shape) must still get the store's keys, never a guess.
-        from mailer.store import Store
+        return StoreKeySigner(ring, store=store, retired=settings.retired_key_ids)
+    # The kernel reaching into the store, lazily: callers that hold only settings (and
+    # the old call shape) must still get the store's keys, never a guess.
+    from mailer.store import Store
 
-        with Store.open(settings.database_url) as opened:
-            ring = load_keyring(settings, opened)
+    with Store.open(settings.database_url) as opened:
+        ring = load_keyring(settings, opened)
     signing, *others = ring.secrets
     return TokenSigner(signing, fallbacks=others)
 

@@ -73,8 +73,9 @@ def serve(
 
     trusted_proxies = parse_trusted_proxies(forwarded_allow_ips)
     settings = common.settings_from(ctx)
-    signer = load_signer(settings)  # a missing key stops us here, before binding
     with common.open_store(settings) as store:
+        # A bad key stops us here, before binding; keys recorded later are learnt too.
+        signer = load_signer(settings, store=store)
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         app = create_app(
             store=store,
