@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 VERSION = 1
 TEST_MESSAGE_KIND = 2
 TAG_BYTES = 16
-# Where versions before the store kept keys wrote the demo's key (under var_dir); keyring
-# records it in the store once. Kept for callers that still name it.
-SECRET_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 # Domain separation: the same secret may one day sign other things (e.g. preference links);
 # a tag made for one purpose must never verify for another.
 _DOMAIN = b"mailer/unsubscribe\x00"
