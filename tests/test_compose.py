@@ -99,7 +99,7 @@ def test_example_invitation_has_the_required_structure_and_headers() -> None:
     assert parsed["Subject"] == load_event(EXAMPLE).subject
     assert parsed["List-Id"] == '"CWO London" <cwo-london.leftcom.example>'
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert "Reply-To" not in parsed
+    assert parsed["Reply-To"] == "events@leftcom.example"  # the organiser, by default
     assert (message.sender, message.recipient) == ("invitations@leftcom.example", ZOE.email)
 
 
@@ -139,14 +139,35 @@ def test_unsubscribe_without_mailto_is_one_https_uri() -> None:
     assert b"\r\nList-Unsubscribe: <https://l.example/u/t>\r\n" in message.data
 
 
-def test_message_id_is_deterministic_unique_and_on_the_sender_domain() -> None:
-    """Same (campaign, subscriber) -> same Message-ID in any builder; another subscriber differs."""
+def test_message_ids_are_random_and_on_the_sender_domain() -> None:
+    """Seen: IDs derived from campaign and subscriber numbers repeated across test sends and
+    across stores. Now 128 random bits each; a given one (the ledger row's) is reused."""
     first = make_builder().build(ZOE, unsubscribe_url=unsubscribe_url(ZOE)).message_id
     again = make_builder().build(ZOE, unsubscribe_url=unsubscribe_url(ZOE)).message_id
-    other = Recipient(subscriber_id=8, email="x@example.org", name="X", attributes={})
-    third = make_builder().build(other, unsubscribe_url=unsubscribe_url(other)).message_id
-    assert first == again != third
-    assert re.fullmatch(r"<c42\.s7\.[0-9a-f]{12}@leftcom\.example>", first)
+    assert first != again
+    assert re.fullmatch(r"<[0-9a-f]{32}@leftcom\.example>", first)
+    kept = make_builder().build(ZOE, unsubscribe_url=unsubscribe_url(ZOE), message_id=first)
+    assert kept.message_id == first
+    assert f"\r\nMessage-ID: {first}\r\n".encode() in kept.data
+    with pytest.raises(UnsafeValueError, match="message_id"):
+        make_builder().build(ZOE, unsubscribe_url=unsubscribe_url(ZOE), message_id="<a>\r\nBcc: x")
+
+
+def test_reply_to_is_the_organiser_unless_the_settings_name_one() -> None:
+    """The example says "just reply to this email": with no MAILER_REPLY_TO that must reach
+    the event's organiser, not the sending address."""
+    default = make_builder().build(ZOE, unsubscribe_url=unsubscribe_url(ZOE))
+    organiser = make_builder().event.organiser.email
+    assert f"\r\nReply-To: {organiser}\r\n".encode() in default.data
+    sender = SenderIdentity(
+        from_address="invitations@leftcom.example",
+        from_name="CWO",
+        base_url="https://l.example",
+        reply_to="replies@leftcom.example",
+    )
+    chosen = make_builder(sender).build(ZOE, unsubscribe_url=unsubscribe_url(ZOE))
+    assert b"\r\nReply-To: replies@leftcom.example\r\n" in chosen.data
+    assert chosen.data.count(b"\r\nReply-To: ") == 1
 
 
 def test_internationalised_domains_go_out_in_ascii() -> None:

@@ -82,7 +82,7 @@ async def test_retries_within_the_horizon_happen_in_the_same_run(
     settings = make_settings(tmp_path, smtp_server.port, concurrency=1, retry_delay=0.1)
     campaign_id = new_campaign(sqlite_store)
     result = await send(settings, sqlite_store, campaign_id)
-    assert result.reason is StopReason.FINISHED
+    assert result.reason is StopReason.FINISHED, result.stop
     assert sorted(set(smtp_server.recipients)) == sorted(smtp_server.recipients)
     assert len(smtp_server.recipients) == 6
     attempts = sorted(a for _, a in ledger(sqlite_store, campaign_id).values())

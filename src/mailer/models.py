@@ -194,6 +194,8 @@ class DueDelivery:
     attributes: Mapping[str, str]
     attempts: int
     status: DeliveryStatus = DeliveryStatus.QUEUED
+    message_id: str | None = None
+    """Given at the snapshot; None only for rows snapshotted before Message-IDs were."""
 
 
 @dataclass(frozen=True, slots=True)

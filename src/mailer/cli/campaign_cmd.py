@@ -10,9 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mailer.campaigns import lifecycle
 from mailer.cli import common
-from mailer.cli.progress import describe
 from mailer.cli.schedule_cmd import reschedule
 
 CampaignId = Annotated[int, typer.Argument(metavar="ID", help="The campaign's number.")]
@@ -38,6 +36,8 @@ def _when(value: object) -> str:
 
 def list_campaigns(ctx: typer.Context) -> None:
     """Every campaign with its status and delivery counts."""
+    from mailer.campaigns import lifecycle
+
     with common.open_store(common.settings_from(ctx)) as store:
         table = Table("id", "status", "subject", "list", "scheduled", "sent", "other", "total")
         for campaign in store.campaigns():
@@ -59,6 +59,9 @@ def list_campaigns(ctx: typer.Context) -> None:
 
 def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
     """A campaign's state and live progress, read from the store."""
+    from mailer.campaigns import lifecycle
+    from mailer.cli.progress import describe
+
     with common.open_store(common.settings_from(ctx)) as store:
         campaign = store.get_campaign(campaign_id)
         counts = store.delivery_counts(campaign_id)
@@ -98,6 +101,8 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the CSV here.")] = None,
 ) -> None:
     """The outcome per recipient (CSV), or a summary with the failures."""
+    from mailer.cli.progress import describe
+
     with common.open_store(common.settings_from(ctx)) as store:
         campaign = store.get_campaign(campaign_id)
         rows = store.iter_report(campaign_id)
@@ -155,6 +160,7 @@ def resume(
 ) -> None:
     """Go on with a paused, missed or waiting campaign; a paused scheduled one goes back to
     its time (`send-now` sends it at once)."""
+    from mailer.campaigns import lifecycle
     from mailer.cli.send_cmd import exit_for, print_result, run_with_signals
 
     settings = common.settings_from(ctx)
@@ -195,6 +201,7 @@ def send_now(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Send a scheduled (or missed) campaign now, before its time."""
+    from mailer.campaigns import lifecycle
     from mailer.cli.send_cmd import exit_for, print_result, run_with_signals
 
     settings = common.settings_from(ctx)
@@ -215,6 +222,8 @@ def send_now(
 
 def pause(ctx: typer.Context, campaign_id: CampaignId) -> None:
     """Stop a campaign from being sent until `resume`; a running sender stops at once."""
+    from mailer.campaigns import lifecycle
+
     with common.open_store(common.settings_from(ctx)) as store:
         lifecycle.pause(store, campaign_id)
     common.console.print(f"Campaign {campaign_id} paused. `mailer campaign resume {campaign_id}`.")
@@ -226,6 +235,8 @@ def cancel(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Cancel a campaign for good; nothing more of it is sent."""
+    from mailer.campaigns import lifecycle
+
     with common.open_store(common.settings_from(ctx)) as store:
         campaign = store.get_campaign(campaign_id)
         lifecycle.check(campaign, lifecycle.Action.CANCEL)

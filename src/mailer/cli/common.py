@@ -10,10 +10,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mailer.config import Settings, anchor_sqlite_url, load_settings
 from mailer.errors import CampaignError, MailerError
 
 if TYPE_CHECKING:
+    from mailer.config import Settings
     from mailer.store import Store
 
 console = Console(highlight=False, soft_wrap=True)
@@ -41,6 +41,8 @@ def root_options(
     if database_url is not None:
         # A path typed on the command line means what the shell means: from this folder,
         # not from the home folder that settings found in files are anchored to.
+        from mailer.config import anchor_sqlite_url
+
         state.overrides["database_url"] = anchor_sqlite_url(database_url, Path.cwd())
     ctx.obj = state
 
@@ -52,6 +54,8 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
     holding mailer.toml, .env or var/mailer.db), so every command run from anywhere inside
     a mailer folder uses the same store; `mailer config show` says which and why.
     """
+    from mailer.config import load_settings
+
     state = ctx.find_root().obj
     merged: dict[str, Any] = dict(state.overrides) if isinstance(state, State) else {}
     merged.update({k: v for k, v in overrides.items() if v is not None})

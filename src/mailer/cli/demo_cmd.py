@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from mailer.cli import common
 from mailer.cli.send_cmd import print_result
-from mailer.config import Settings, SmtpSecurity
-from mailer.store import Store
-from mailer.tokens import TokenSigner
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
+    from mailer.store import Store
+    from mailer.tokens import TokenSigner
 
 EXAMPLE_LIST = Path("subscribers.example.csv")
 DEMO_LIST = "demo"
@@ -62,6 +65,7 @@ def demo(ctx: typer.Context) -> None:
 
 async def _send(settings: Settings, store: Store, event_path: Path, signer: TokenSigner) -> None:
     from mailer.campaigns.lifecycle import start_or_resume
+    from mailer.config import SmtpSecurity
     from mailer.delivery.catcher import Catcher
     from mailer.message.event import load_event
     from mailer.sending.run import send_campaign_via_smtp

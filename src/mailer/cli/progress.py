@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from mailer.cli import common
-from mailer.models import DeliveryCounts
-from mailer.sending.engine import Progress as SendProgress
+
+if TYPE_CHECKING:
+    from mailer.models import DeliveryCounts
+    from mailer.sending.engine import Progress as SendProgress
 
 PLAIN_EVERY = 5.0
 

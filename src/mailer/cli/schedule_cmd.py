@@ -8,17 +8,15 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mailer.campaigns import lifecycle
-from mailer.campaigns.summary import summarise_send
-from mailer.campaigns.when import describe_time, parse_send_time
 from mailer.cli import common
-from mailer.config import Settings
-from mailer.preflight import check_real_send
-from mailer.store import Store
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
+    from mailer.store import Store
 
 At = Annotated[str, typer.Option("--at", help='Local send time, e.g. "2021-09-04 10:00".')]
 Tz = Annotated[
@@ -40,7 +38,11 @@ def schedule(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Schedule an invitation; a running `mailer worker` (or `mailer serve`) sends it then."""
+    from mailer.campaigns import lifecycle
+    from mailer.campaigns.summary import summarise_send
+    from mailer.campaigns.when import describe_time, parse_send_time
     from mailer.message.event import load_event
+    from mailer.preflight import check_real_send
     from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
@@ -74,6 +76,9 @@ def reschedule(
     tz: Tz = None,
 ) -> None:
     """Move a campaign that has not started (scheduled, missed or paused) to another time."""
+    from mailer.campaigns import lifecycle
+    from mailer.campaigns.when import describe_time, parse_send_time
+
     settings = common.settings_from(ctx)
     zone = tz or settings.timezone
     when = parse_send_time(at, zone)

@@ -144,3 +144,8 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
         raise ConfigError(
             f"cannot load the CA file {ca_file}: {exc}", setting="MAILER_SMTP_CA_FILE"
         ) from exc
+
+
+# The reply of an Outcome when no SMTP session could be made at all (the engine stops
+# a send fast on these: see mailer.sending.engine.is_unreachable).
+CANNOT_CONNECT = "cannot connect"

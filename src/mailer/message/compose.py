@@ -21,6 +21,7 @@ import binascii
 import functools
 import hashlib
 import re
+import secrets
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -144,6 +145,15 @@ def list_id(list_name: str, domain: str) -> str:
     return f"<{slug}.{domain}>"
 
 
+_MESSAGE_ID = re.compile(r"<[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+>")
+
+
+def new_message_id(domain: str) -> str:
+    """`<32 random hex digits@domain>`: 128 bits, so no two messages anywhere share one
+    (receivers that drop repeated Message-IDs would hide a later invitation)."""
+    return f"<{secrets.token_hex(16)}@{domain}>"
+
+
 class InvitationBuilder:
     """One campaign's invitations: templates and invariant MIME compiled once in __init__."""
 
@@ -181,8 +191,10 @@ class InvitationBuilder:
         tag = hashlib.sha256(f"{campaign_id}\0{event.slug}\0{self.domain}".encode()).hexdigest()
         mixed, alt = f"=_m{tag[:16]}", f"=_a{tag[:16]}"  # "=_" never occurs in QP or base64
         static = [f"From: {mailbox(sender.from_name, self.sender_address)}"]
-        if sender.reply_to:
-            static.append(f"Reply-To: {ascii_address(sender.reply_to, field='reply_to')}")
+        # "Just reply to this email" must reach a person: the organiser, unless the
+        # settings name another address.
+        reply_to = sender.reply_to or event.organiser.email
+        static.append(f"Reply-To: {ascii_address(reply_to, field='reply_to')}")
         static += [
             f"List-Id: {list_id(list_name, self.domain)}",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
@@ -228,9 +240,17 @@ class InvitationBuilder:
         return self.renderer.render(recipient, unsubscribe_url=unsubscribe_url)
 
     def build(
-        self, recipient: Recipient, *, unsubscribe_url: str, test: bool = False
+        self,
+        recipient: Recipient,
+        *,
+        unsubscribe_url: str,
+        test: bool = False,
+        message_id: str | None = None,
     ) -> OutgoingMessage:
-        """The complete message for one recipient; raises UnsafeValueError, TemplateError."""
+        """The complete message for one recipient; raises UnsafeValueError, TemplateError.
+
+        `message_id`: the one the ledger row holds (a resend reuses it); None makes a new
+        random one (test sends, dry runs)."""
         to_address = ascii_address(recipient.email, field="email")
         if not _URL.fullmatch(unsubscribe_url):
             raise UnsafeValueError(
@@ -249,10 +269,10 @@ class InvitationBuilder:
             raise UnsafeValueError(
                 "unsubscribe_url: too long for a header", field="unsubscribe_url"
             )
-        digest = hashlib.sha256(
-            f"{self.campaign_id}\0{recipient.subscriber_id}\0{self.event.slug}".encode()
-        ).hexdigest()[:12]
-        message_id = f"<c{self.campaign_id}.s{recipient.subscriber_id}.{digest}@{self.domain}>"
+        if message_id is None:
+            message_id = new_message_id(self.domain)
+        elif not _MESSAGE_ID.fullmatch(message_id):
+            raise UnsafeValueError("message_id: not a plain <id@domain>", field="message_id")
         head = (
             f"Date: {self._now()}\r\n"
             f"To: {mailbox(recipient.name, to_address)}\r\n"

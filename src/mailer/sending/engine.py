@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from mailer.delivery.base import Transport
+from mailer.delivery.replies import CANNOT_CONNECT
 from mailer.errors import MailerError, TransportError
 from mailer.message.compose import InvitationBuilder
 from mailer.models import (
@@ -52,11 +53,15 @@ class StopReason(StrEnum):
     LEASE_LOST = "lease-lost"  # another worker took the campaign over
     HALTED = "halted"  # an organiser paused or cancelled it while it was sending
     CAPPED = "capped"  # the hourly or daily cap is reached for longer than the horizon
+    RELAY_DOWN = "relay-down"  # no connection to the relay could be made: paused at once
+    ERROR = "error"  # something unexpected failed (a full disk, a bug): paused, never hung
 
 
 # When several causes arise in one run, the most serious is reported: an organiser who
 # paused outranks a signal, a dead relay outranks both.
 _PRECEDENCE = (
+    StopReason.ERROR,
+    StopReason.RELAY_DOWN,
     StopReason.BREAKER,
     StopReason.LEASE_LOST,
     StopReason.HALTED,
@@ -71,7 +76,7 @@ class Stop:
 
     reason: StopReason
     detail: str = ""
-    """For BREAKER: the relay's error or the breaker's summary."""
+    """For BREAKER, RELAY_DOWN, ERROR: what failed, in one line."""
     until: datetime | None = None
     """For CAPPED: when the cap allows sending again."""
     limit: Limit | None = None
@@ -85,6 +90,9 @@ class EngineOptions:
     retry_horizon: float = 600.0
     resend_unknown: bool = False
     lease_seconds: float = 30.0
+    status_interval: float = 0.25
+    """How often the campaign's status is read while sending: a pause or cancel takes
+    effect within this (plus the messages already with the relay)."""
 
 
 @dataclass(slots=True)
@@ -147,6 +155,9 @@ class Dispatcher:
         self._cause: Stop | None = None
         self._pending: list[RecordedOutcome] = []
         self._flush_lock = asyncio.Lock()
+        # Rows deferred because no connection could be made, since the last reply from
+        # the relay: when they reach `concurrency`, every connection has failed.
+        self._unreached: list[int] = []
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -173,7 +184,10 @@ class Dispatcher:
     async def run(self) -> tuple[Stop, Progress]:
         counts = await asyncio.to_thread(self.store.delivery_counts, self.campaign_id)
         progress = Progress(counts=counts)
-        helpers = [asyncio.create_task(self._heartbeat())]
+        helpers = [
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._watch_status()),
+        ]
         if self._external_stop is not None:
             helpers.append(asyncio.create_task(self._watch_external_stop(self._external_stop)))
         try:
@@ -185,6 +199,9 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._flush(progress)
+        if stop.reason is StopReason.RELAY_DOWN and self._unreached:
+            # They never reached the relay: due again as soon as the campaign goes on.
+            await asyncio.to_thread(self.store.requeue_deferred, self._unreached)
         return stop, progress
 
     async def _watch_external_stop(self, event: asyncio.Event) -> None:
@@ -217,6 +234,8 @@ class Dispatcher:
         flusher = asyncio.create_task(self._flush_periodically(progress))
         try:
             await self._feed(queue, progress)
+        except Exception as exc:  # the database failed under the feeder: stop, do not hang
+            self._fail(exc, "taking recipients")
         finally:
             for _ in workers:
                 await queue.put(None)
@@ -264,30 +283,64 @@ class Dispatcher:
                         await queue.put(delivery)
 
     async def _worker(self, queue: asyncio.Queue[DueDelivery | None], progress: Progress) -> None:
+        """Take rows off the queue until told to stop; never dies with rows left behind.
+
+        An unexpected error (a journal that cannot be written, a lost database, a bug)
+        pauses the campaign with the error as its reason: the row in hand is recorded if
+        it was sent, given back if not, and the other workers drain the queue."""
         while (delivery := await queue.get()) is not None:
-            wait = self.limiter.next_wait()
-            if wait.limit in _CAPS and wait.seconds > self.options.retry_horizon:
-                # Hours until the cap allows more: stop rather than hold the lease asleep.
-                until = datetime.now(UTC) + timedelta(seconds=wait.seconds)
-                self._halt(Stop(StopReason.CAPPED, until=until, limit=wait.limit))
-            if self._halted():
-                await self._give_back(delivery)
-                continue
-            if not await self._wait_for_turn():
-                await self._give_back(delivery)
-                continue
-            outcome, message_id = await self._send_one(delivery)
-            recorded = self.retry.settle(
-                delivery, outcome, message_id=message_id, now=datetime.now(UTC)
-            )
-            self.journal.outcome(recorded)
-            self.breaker.record(outcome)
-            self._pending.append(recorded)
-            _move(progress.counts, delivery.status, recorded.status)
-            if recorded.status is DeliveryStatus.SENT:
-                progress.sent_this_run += 1
-            if len(self._pending) >= _FLUSH_SIZE:
-                await self._flush(progress)
+            try:
+                await self._process(delivery, progress)
+            except Exception as exc:
+                self._fail(exc, f"sending to row {delivery.id}")
+                if any(o.delivery_id == delivery.id for o in self._pending):
+                    continue  # its outcome is known and will be recorded: never undo it
+                with contextlib.suppress(Exception):  # left `sending`: recovery settles it
+                    await self._give_back(delivery)
+
+    async def _process(self, delivery: DueDelivery, progress: Progress) -> None:
+        wait = self.limiter.next_wait()
+        if wait.limit in _CAPS and wait.seconds > self.options.retry_horizon:
+            # Hours until the cap allows more: stop rather than hold the lease asleep.
+            until = datetime.now(UTC) + timedelta(seconds=wait.seconds)
+            self._halt(Stop(StopReason.CAPPED, until=until, limit=wait.limit))
+        if self._halted() or not await self._wait_for_turn():
+            await self._give_back(delivery)
+            return
+        outcome, message_id = await self._send_one(delivery)
+        recorded = self.retry.settle(
+            delivery, outcome, message_id=message_id, now=datetime.now(UTC)
+        )
+        # In the ledger's queue first: if the journal write below fails, the outcome is
+        # still recorded (and _worker does not give the row back).
+        self._pending.append(recorded)
+        _move(progress.counts, delivery.status, recorded.status)
+        if recorded.status is DeliveryStatus.SENT:
+            progress.sent_this_run += 1
+        self._watch_connections(delivery, outcome)
+        self.breaker.record(outcome)
+        self.journal.outcome(recorded)
+        if len(self._pending) >= _FLUSH_SIZE:
+            await self._flush(progress)
+
+    def _watch_connections(self, delivery: DueDelivery, outcome: Outcome) -> None:
+        """Stop within seconds when the relay cannot be reached at all, instead of
+        deferring every recipient for the retry horizon."""
+        if not is_unreachable(outcome):
+            self._unreached.clear()
+            return
+        self._unreached.append(delivery.id)
+        if len(self._unreached) >= self.options.concurrency:
+            self._halt(Stop(StopReason.RELAY_DOWN, outcome.reply))
+
+    def _fail(self, exc: BaseException, doing: str) -> None:
+        log.error(
+            "campaign=%d event=error while=%r error=%r",
+            self.campaign_id,
+            doing,
+            f"{type(exc).__name__}: {exc}",
+        )
+        self._halt(Stop(StopReason.ERROR, f"{doing}: {type(exc).__name__}: {exc}"))
 
     async def _wait_for_turn(self) -> bool:
         """Wait for the rate limiter; False if a stop came first (nothing is booked then).
@@ -333,10 +386,15 @@ class Dispatcher:
         )
         try:
             message = self.builder.build(
-                recipient, unsubscribe_url=unsubscribe_url(self.base_url, token)
+                recipient,
+                unsubscribe_url=unsubscribe_url(self.base_url, token),
+                message_id=delivery.message_id,
             )
         except MailerError as exc:
             return Outcome(DeliveryStatus.FAILED, None, f"could not build the message: {exc}"), None
+        except Exception as exc:  # a template or data problem this recipient alone has
+            reason = f"could not build the message: {type(exc).__name__}: {exc}"
+            return Outcome(DeliveryStatus.FAILED, None, reason), None
         try:
             outcome = await self.transport.send(
                 message, on_body=lambda: self.journal.body_started(delivery.id)
@@ -354,16 +412,24 @@ class Dispatcher:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
-            await asyncio.to_thread(
-                self.store.record_outcomes, self.campaign_id, batch, owner=self.owner
-            )
+            try:
+                await asyncio.to_thread(
+                    self.store.record_outcomes, self.campaign_id, batch, owner=self.owner
+                )
+            except BaseException:
+                self._pending[:0] = batch  # nothing was written: keep them for a retry
+                raise
         if self.on_progress is not None:
             self.on_progress(progress)
 
     async def _flush_periodically(self, progress: Progress) -> None:
         while True:
             await asyncio.sleep(_FLUSH_EVERY)
-            await self._flush(progress)
+            try:
+                await self._flush(progress)
+            except Exception as exc:  # kept in memory; the final flush tries again
+                self._fail(exc, "recording outcomes")
+                return
             if self.on_progress is not None:
                 self.on_progress(progress)
 
@@ -398,6 +464,30 @@ class Dispatcher:
                 # until the messages in flight are recorded (run() cancels this task), so
                 # nobody can take the campaign over while this sender still drains.
                 self._halt(Stop(StopReason.HALTED))
+
+    async def _watch_status(self) -> None:
+        """Read the campaign's status a few times a second: a pause or cancel stops the
+        taking of rows at once (the lease heartbeat is far too slow for that)."""
+        while True:
+            await asyncio.sleep(self.options.status_interval)
+            try:
+                status = await asyncio.to_thread(self.store.campaign_status, self.campaign_id)
+            except Exception as exc:  # the heartbeat decides about a lost database
+                log.debug("campaign=%d event=status-failed error=%r", self.campaign_id, str(exc))
+                continue
+            if status is not CampaignStatus.SENDING:
+                self._halt(Stop(StopReason.HALTED))
+                return
+
+
+def is_unreachable(outcome: Outcome) -> bool:
+    """A deferral because no connection to the relay could be made (refused, no route,
+    no greeting): the relay never saw the message. See mailer.delivery.smtp."""
+    return (
+        outcome.status is DeliveryStatus.DEFERRED
+        and outcome.code is None
+        and outcome.reply.startswith(CANNOT_CONNECT)
+    )
 
 
 def _move(counts: DeliveryCounts, before: DeliveryStatus, after: DeliveryStatus) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from mailer.config import Settings
 from mailer.delivery.base import Transport
-from mailer.errors import CampaignError
+from mailer.errors import CampaignError, ConfigError
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import Event, load_event
 from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
@@ -92,6 +93,17 @@ class RunResult:
     @property
     def reason(self) -> StopReason:
         return self.stop.reason
+
+
+def journal_error(path: Path, exc: OSError) -> ConfigError:
+    """A journal folder that cannot be used (a file in its place, no permission, a full
+    disk) is one clear error naming the setting; nothing is sent without a journal."""
+    return ConfigError(
+        f"cannot use the send journal {path}: {exc.strerror or exc}",
+        setting="MAILER_VAR_DIR",
+        hint=f"mailer keeps crash-safety journals under {path.parent}; make it a writable "
+        "folder, or set MAILER_VAR_DIR to one.",
+    )
 
 
 def invitation_builder(
@@ -171,6 +183,7 @@ async def run_campaign(
     limiter: RateLimiter | None = None,
     resume: bool = False,
     early: bool = False,
+    journal_factory: Callable[[Path], Journal] = Journal,
 ) -> RunResult:
     """Send `campaign_id` until finished, waiting for retries, interrupted or paused.
 
@@ -179,7 +192,8 @@ async def run_campaign(
     `early`: a scheduled campaign is taken before its time (`campaign send-now`).
     `event`: the event the organiser confirmed (loaded once by the command); None reads
     the campaign's event file now (the scheduler's case).
-    `stop_requested`: set it to stop taking recipients (SIGINT, worker shutdown)."""
+    `stop_requested`: set it to stop taking recipients (SIGINT, worker shutdown).
+    `journal_factory`: opens the sender's journal (tests stand a full disk in)."""
     # Before any claim or connection: a relay off this machine with the demo's sender or
     # an unusable unsubscribe link would reach real people broken.
     check_real_send(settings)
@@ -216,17 +230,20 @@ async def run_campaign(
         if previous_journal is not None:
             previous_journal.unlink(missing_ok=True)
         journal_of(owner).unlink(missing_ok=True)
-        journal = Journal(journal_of(owner))
-        store.snapshot_audience(campaign_id, campaign.list_id)
+        journal = journal_factory(journal_of(owner))
         if event is None:
             event = load_event(Path(campaign.event_path))
         builder = invitation_builder(
             settings, event, campaign_id=campaign_id, list_name=campaign.list_name
         )
+        store.snapshot_audience(campaign_id, campaign.list_id, message_id_domain=builder.domain)
     except BaseException as exc:
+        problem = journal_error(journal_of(owner), exc) if isinstance(exc, OSError) else exc
         store.release_campaign(
-            campaign_id, owner=owner, status=CampaignStatus.PAUSED, error=f"paused: {exc}"
+            campaign_id, owner=owner, status=CampaignStatus.PAUSED, error=f"paused: {problem}"
         )
+        if problem is not exc:
+            raise problem from exc
         raise
     limiter = limiter or make_limiter(settings, store)
     dispatcher = Dispatcher(
@@ -296,6 +313,18 @@ def _final_state(
     reason = stop.reason
     if reason is StopReason.BREAKER:
         return CampaignStatus.PAUSED, f"paused: {stop.detail}. Fix the relay, then `{resume}`."
+    if reason is StopReason.RELAY_DOWN:
+        return (
+            CampaignStatus.PAUSED,
+            f"paused: {stop.detail}. Check MAILER_SMTP_HOST and MAILER_SMTP_PORT (is the relay "
+            f"running?), then `{resume}`; nobody was lost.",
+        )
+    if reason is StopReason.ERROR:
+        return (
+            CampaignStatus.PAUSED,
+            f"paused after an error while {stop.detail}. Fix it, then `{resume}`; messages "
+            "in flight were recorded.",
+        )
     if reason is StopReason.INTERRUPTED:
         return CampaignStatus.PAUSED, f"stopped on request; `{resume}` sends the rest."
     if reason is StopReason.LEASE_LOST:

@@ -106,6 +106,16 @@ class CampaignQueries(StoreBase):
             ).first()
         return None if row is None else _record(row)
 
+    def campaign_status(self, campaign_id: int) -> CampaignStatus:
+        """Just the status: a sender reads it a few times a second (primary-key lookup)."""
+        with self.engine.connect() as connection:
+            value = connection.execute(
+                select(campaigns.c.status).where(campaigns.c.id == campaign_id)
+            ).scalar()
+        if value is None:
+            raise NotFoundError(f"no campaign {campaign_id}")
+        return CampaignStatus(value)
+
     def last_sent_campaign(self, event_slug: str, list_id: int) -> CampaignRecord | None:
         """The newest finished or cancelled campaign of this event to this list that
         reached anyone (a `sent` row): sending the event again would mail them twice."""

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Connection,
+    Text,
     and_,
     bindparam,
     func,
@@ -94,6 +95,15 @@ _SKIP = (
 _LEASE_HOLDER = select(campaigns.c.lease_owner).where(campaigns.c.id == bindparam("b_campaign"))
 
 
+def _random_hex(dialect: str) -> ColumnElement[str]:
+    """Random hex computed by the database, per row of an INSERT ... SELECT."""
+    if dialect == "postgresql":
+        # gen_random_uuid() (built in since PostgreSQL 13) is 122 random bits: two of them.
+        pair = func.gen_random_uuid().cast(Text) + func.gen_random_uuid().cast(Text)
+        return func.replace(pair, "-", "")
+    return func.lower(func.hex(func.randomblob(16)))  # SQLite: 128 random bits
+
+
 class LedgerQueries(SuppressionQueries, StoreBase):
     def count_mailable(self, list_id: int) -> int:
         """How many a campaign to this list would reach now (what a snapshot would take)."""
@@ -112,10 +122,18 @@ class LedgerQueries(SuppressionQueries, StoreBase):
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
-    def snapshot_audience(self, campaign_id: int, list_id: int) -> int | None:
-        """Freeze the audience into the ledger once; None if it was already taken."""
+    def snapshot_audience(
+        self, campaign_id: int, list_id: int, *, message_id_domain: str = "mailer.invalid"
+    ) -> int | None:
+        """Freeze the audience into the ledger once; None if it was already taken.
+
+        Each row gets its Message-ID here, random (128 bits or more) and on the row before
+        any message is built: a resend of an unknown outcome reuses it, and no two stores
+        or campaigns can ever issue the same one."""
         now = utcnow()
         with self.engine.begin() as connection:
+            random_part = _random_hex(connection.dialect.name)
+            message_id = literal("<") + random_part + literal(f"@{message_id_domain}>")
             first = connection.execute(
                 update(campaigns)
                 .where(campaigns.c.id == campaign_id, campaigns.c.snapshot_at.is_(None))
@@ -131,6 +149,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     literal(DeliveryStatus.QUEUED.value),
                     literal(0),
                     literal(now, deliveries.c.updated_at.type),
+                    message_id,
                 )
                 .join(
                     memberships,
@@ -143,7 +162,15 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             )
             result = connection.execute(
                 insert(deliveries).from_select(
-                    ["campaign_id", "subscriber_id", "email", "status", "attempts", "updated_at"],
+                    [
+                        "campaign_id",
+                        "subscriber_id",
+                        "email",
+                        "status",
+                        "attempts",
+                        "updated_at",
+                        "message_id",
+                    ],
                     audience,
                 )
             )
@@ -174,6 +201,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                 deliveries.c.email,
                 deliveries.c.attempts,
                 deliveries.c.status,
+                deliveries.c.message_id,
                 subscribers.c.name,
                 subscribers.c.attributes,
             )
@@ -192,6 +220,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     attributes=row.attributes or {},
                     attempts=row.attempts,
                     status=DeliveryStatus(row.status),
+                    message_id=row.message_id,
                 )
                 for row in connection.execute(query)
             ]

@@ -1,0 +1,124 @@
+"""The campaign lifecycle through the CLI: resume keeps a schedule, send-now sends early,
+scheduled campaigns show their audience, confirmations count what will really go."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from campaign_support import EVENT, cli_environment, run_mailer
+from mailer.campaigns import lifecycle
+from mailer.errors import CampaignError
+from mailer.message.event import load_event
+from mailer.models import CampaignStatus, DeliveryStatus
+from mailer.store import Store
+from smtp_server import SmtpTestServer
+
+
+def members(tmp_path: Path, port: int, count: int = 4) -> dict[str, str]:
+    env = cli_environment(tmp_path, port)
+    path = tmp_path / "members.csv"
+    path.write_text("email,name\n" + "".join(f"m{i}@example.org,M {i}\n" for i in range(count)))
+    result = run_mailer(env, tmp_path, "subscribers", "import", str(path), "--list", "members")
+    assert result.returncode == 0, result.stderr
+    return env
+
+
+def schedule_in_an_hour(env: dict[str, str], tmp_path: Path) -> datetime:
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    args = ("schedule", str(EVENT), "-l", "members", "--at", f"{when:%Y-%m-%d %H:%M:%S}")
+    result = run_mailer(env, tmp_path, *args, "--tz", "UTC", "--yes")
+    assert result.returncode == 0, result.stderr
+    return when
+
+
+def test_resume_puts_a_paused_scheduled_campaign_back_on_its_time(
+    tmp_path: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    """Seen: resume on a paused scheduled campaign sent it at once, 30 minutes early,
+    with "0 to send" in the prompt."""
+    env = members(tmp_path, smtp_server_thread.port)
+    when = schedule_in_an_hour(env, tmp_path)
+    listing = run_mailer(env, tmp_path, "campaign", "list").stdout
+    assert " 4 " in listing  # the audience, not 0, before the ledger exists
+    shown = run_mailer(env, tmp_path, "campaign", "show", "1").stdout
+    assert "progress:   0/4 done" in shown
+    assert "audience:   4" in shown
+    assert run_mailer(env, tmp_path, "campaign", "pause", "1").returncode == 0
+    asked = run_mailer(env, tmp_path, "campaign", "resume", "1")
+    assert asked.returncode == 1  # no terminal to confirm on
+    assert "4 subscriber(s)" in asked.stderr
+    resumed = run_mailer(env, tmp_path, "campaign", "resume", "1", "--yes")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "scheduled again" in resumed.stdout
+    assert smtp_server_thread.messages == []
+    with Store.open(env["MAILER_DATABASE_URL"]) as store:
+        campaign = store.get_campaign(1)
+    assert campaign.status is CampaignStatus.SCHEDULED
+    assert campaign.scheduled_at == when
+
+
+def test_send_now_sends_a_scheduled_campaign_early_after_confirming(
+    tmp_path: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    env = members(tmp_path, smtp_server_thread.port)
+    schedule_in_an_hour(env, tmp_path)
+    asked = run_mailer(env, tmp_path, "campaign", "send-now", "1")
+    assert asked.returncode == 1
+    assert "now to 4 subscriber(s)" in asked.stderr
+    assert smtp_server_thread.messages == []
+    sent = run_mailer(env, tmp_path, "campaign", "send-now", "1", "--yes")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert sorted(smtp_server_thread.recipients) == [f"m{i}@example.org" for i in range(4)]
+    again = run_mailer(env, tmp_path, "campaign", "send-now", "1", "--yes")
+    assert again.returncode == 1
+    assert "is finished; cannot send-now it" in again.stderr
+
+
+def test_resend_unknown_confirmation_counts_the_unknown_rows(
+    tmp_path: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    """Seen: `--resend-unknown`'s confirmation said "0 to send"."""
+    env = members(tmp_path, smtp_server_thread.port)
+    sent = run_mailer(env, tmp_path, "send", str(EVENT), "-l", "members", "--yes")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    with Store.open(env["MAILER_DATABASE_URL"]) as store:
+        ids = [r.id for r in store.fetch_due(1, after_id=0, limit=10, include_unknown=True)]
+        assert ids == []  # all sent: stand in a crash that lost two outcomes
+        with store.engine.begin() as connection:
+            from sqlalchemy import update
+
+            from mailer.store.schema import deliveries
+
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.email.in_(["m1@example.org", "m2@example.org"]))
+                .values(status=DeliveryStatus.UNKNOWN.value)
+            )
+    plain = run_mailer(env, tmp_path, "campaign", "resume", "1", "--yes")
+    assert plain.returncode == 1
+    assert "cannot resume it" in plain.stderr
+    asked = run_mailer(env, tmp_path, "campaign", "resume", "1", "--resend-unknown")
+    assert "(2 to send)" in asked.stderr
+
+
+def test_lifecycle_rules_refuse_what_the_table_forbids(tmp_path: Path) -> None:
+    from campaign_support import seed_list
+
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        seed_list(store, tmp_path, 2)
+        event = load_event(EVENT)
+        later = datetime.now(UTC) + timedelta(days=1)
+        campaign = lifecycle.schedule(
+            store, event=event, event_path=EVENT, list_name="members", when=later
+        )
+        lifecycle.cancel(store, campaign.id)
+        for action in (lifecycle.pause, lifecycle.cancel):
+            with pytest.raises(CampaignError, match="is cancelled; cannot"):
+                action(store, campaign.id)
+        with pytest.raises(CampaignError, match="cannot reschedule"):
+            lifecycle.reschedule(store, campaign.id, later)
+        with pytest.raises(CampaignError, match="cannot resume"):
+            lifecycle.plan_resume(store, campaign.id)
