@@ -60,6 +60,7 @@ RUNAWAY = [
     ),
     ("{{ (5).to_bytes(3000000, 'big') }}", "calling 'to_bytes' is not allowed"),
     ("{{ 5|round(-1000000) }}", "precision of at most 1000"),
+    ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "RecursionError"),
 ]
 
 
