@@ -29,11 +29,11 @@ import jinja2
 from jinja2 import nodes
 
 from mailer.errors import TemplateError
+from mailer.message.limits import TemplateLimitError
 from mailer.message.sandbox import (
     AUTOESCAPE_REFUSED,
     TEMPLATE_FILENAME,
     BoundedSandbox,
-    TemplateLimitError,
     autoescape_lines,
 )
 
