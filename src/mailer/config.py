@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     retry_horizon: float = Field(default=600.0, ge=0)
     breaker_window: int = Field(default=50, ge=5)
     breaker_threshold: float = Field(default=0.8, gt=0, le=1)
+    breaker_cooldown: float = Field(default=60.0, gt=0)
+    breaker_cooldown_max: float = Field(default=3600.0, gt=0)
 
     templates_dir: Path = Path("templates")
     timezone: str = "Europe/London"

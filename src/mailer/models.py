@@ -160,6 +160,10 @@ class CampaignRecord:
     lease_owner: str | None
     lease_expires_at: datetime | None
     last_error: str | None
+    retry_at: datetime | None = None
+    """Paused by the relay: when a worker takes it again by itself."""
+    relay_pauses: int = 0
+    """Relay pauses in a row (the cool-down doubles with each)."""
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ The CLI, the web pages and the worker all go through these functions; none of th
 the store's status setters. Campaigns are created here only (`start_send`, `schedule`).
 
     action       from                                         to
-    pause        scheduled, sending                           paused
+    pause        scheduled, sending, paused by the relay       paused (no automatic retry)
     cancel       scheduled, sending, paused, missed           cancelled
     reschedule   scheduled, missed, paused (never started)    scheduled at the new time
     resume       paused (never started, with a time)          scheduled, back to its time
@@ -41,7 +41,7 @@ class Action(enum.StrEnum):
 
 
 ALLOWED: Mapping[Action, frozenset[CampaignStatus]] = {
-    Action.PAUSE: frozenset({S.SCHEDULED, S.SENDING}),
+    Action.PAUSE: frozenset({S.SCHEDULED, S.SENDING, S.PAUSED}),
     Action.CANCEL: frozenset({S.SCHEDULED, S.SENDING, S.PAUSED, S.MISSED}),
     Action.RESCHEDULE: frozenset({S.SCHEDULED, S.MISSED, S.PAUSED}),
     Action.RESUME: frozenset({S.PAUSED, S.MISSED, S.SENDING, S.FINISHED}),
@@ -66,6 +66,8 @@ def check(campaign: CampaignRecord, action: Action, *, unknown: int = 0) -> None
         allowed = never_started(campaign)
     if action is Action.RESUME and status is S.FINISHED:
         allowed = unknown > 0
+    if action is Action.PAUSE and status is S.PAUSED:
+        allowed = campaign.retry_at is not None  # the relay's pause becomes a person's
     if allowed:
         return
     hints = {

@@ -135,6 +135,11 @@ class Scheduler:
                 last_report = loop_time
                 log.info(_fields(campaign=campaign_id, event="progress", **_counts(progress)))
 
+        before = await asyncio.to_thread(self.store.get_campaign, campaign_id)
+        if before.status is CampaignStatus.PAUSED and before.retry_at is not None:
+            log.info(
+                _fields(campaign=campaign_id, event="auto-retry", relay_pauses=before.relay_pauses)
+            )
         transport = self.transport_factory(self.settings)
         try:
             result = await run_campaign(
@@ -166,6 +171,15 @@ class Scheduler:
                 **_counts(result.progress),
             )
         )
+        if result.campaign.retry_at is not None:
+            log.warning(
+                _fields(
+                    campaign=campaign_id,
+                    event="relay-paused",
+                    retry_at=f"{result.campaign.retry_at:%Y-%m-%dT%H:%M:%SZ}",
+                    relay_pauses=result.campaign.relay_pauses,
+                )
+            )
         if result.message and result.campaign.status is not CampaignStatus.FINISHED:
             log.info(_fields(campaign=campaign_id, event="note", message=repr(result.message)))
 

@@ -87,6 +87,11 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
         lines.append(
             f"  sender:     {campaign.lease_owner} (lease to {_when(campaign.lease_expires_at)})"
         )
+    if campaign.retry_at:
+        lines.append(
+            f"  retry:      {_when(campaign.retry_at)} (paused by the relay; a running worker "
+            "tries again then)"
+        )
     if campaign.last_error:
         lines.append(f"  note:       {campaign.last_error}")
     common.console.print("\n".join(lines), markup=False)

@@ -80,6 +80,7 @@ class CampaignLedger(Ledger, Protocol):
         allowed: Iterable[CampaignStatus] = ...,
         take_over_from: str | None = None,
         early: bool = False,
+        retry_paused: bool = False,
     ) -> bool: ...
 
     def release_campaign(
@@ -89,6 +90,7 @@ class CampaignLedger(Ledger, Protocol):
         owner: str,
         status: CampaignStatus | None,
         error: str | None = None,
+        retry_after: timedelta | None = None,
     ) -> None: ...
 
     def snapshot_audience(

@@ -63,10 +63,18 @@ def _claim(
     allowed: tuple[CampaignStatus, ...],
     *,
     early: bool = False,
+    retry_paused: bool = False,
 ) -> bool:
     """Claim the campaign; a lease held by a process of this host that has died (kill -9)
     is taken over at once instead of waiting for it to expire."""
-    if store.claim_campaign(campaign_id, owner=owner, lease=lease, allowed=allowed, early=early):
+    if store.claim_campaign(
+        campaign_id,
+        owner=owner,
+        lease=lease,
+        allowed=allowed,
+        early=early,
+        retry_paused=retry_paused,
+    ):
         return True
     holder = store.get_campaign(campaign_id).lease_owner
     if holder and _is_dead_local_process(holder):
@@ -77,6 +85,7 @@ def _claim(
             allowed=allowed,
             take_over_from=holder,
             early=early,
+            retry_paused=retry_paused,
         )
     return False
 
@@ -93,6 +102,13 @@ class RunResult:
     @property
     def reason(self) -> StopReason:
         return self.stop.reason
+
+
+def cooldown(settings: Settings, pauses_in_a_row: int) -> timedelta:
+    """How long a campaign the relay paused rests before a worker tries it again:
+    MAILER_BREAKER_COOLDOWN, doubling with each relay pause in a row, capped."""
+    seconds = settings.breaker_cooldown * 2 ** min(pauses_in_a_row, 30)
+    return timedelta(seconds=min(seconds, settings.breaker_cooldown_max))
 
 
 def journal_error(path: Path, exc: OSError) -> ConfigError:
@@ -206,7 +222,7 @@ async def run_campaign(
     allowed: tuple[CampaignStatus, ...] = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING)
     if resume:
         allowed += (CampaignStatus.PAUSED, CampaignStatus.MISSED, CampaignStatus.FINISHED)
-    if not _claim(store, campaign_id, owner, lease, allowed, early=early):
+    if not _claim(store, campaign_id, owner, lease, allowed, early=early, retry_paused=True):
         current = store.get_campaign(campaign_id)
         if current.lease_owner:
             raise CampaignError(
@@ -287,11 +303,18 @@ async def run_campaign(
             final = interrupted_status
         elif reason is StopReason.HALTED:
             final = None  # keep the organiser's paused / cancelled
+        relay_paused = reason in (StopReason.BREAKER, StopReason.RELAY_DOWN)
+        retry_after = cooldown(settings, campaign.relay_pauses) if relay_paused else None
+        if retry_after is not None:
+            message += (
+                f" A running `mailer worker` tries again in {retry_after.total_seconds():.0f} s."
+            )
         store.release_campaign(
             campaign_id,
             owner=owner,
             status=final,
             error=message if final is CampaignStatus.PAUSED else None,
+            retry_after=retry_after,
         )
     settled = reason is not StopReason.LEASE_LOST and not store.in_flight(campaign_id)
     journal.close(remove=settled)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, func, insert, or_, select, update
 
 from mailer.clock import as_utc, utcnow
 from mailer.errors import NotFoundError
@@ -39,6 +39,17 @@ def _record(row: Row[tuple[object, ...]]) -> CampaignRecord:
         lease_owner=m["lease_owner"],
         lease_expires_at=as_utc(m["lease_expires_at"]),
         last_error=m["last_error"],
+        retry_at=as_utc(m["retry_at"]),
+        relay_pauses=int(m["relay_pauses"] or 0),
+    )
+
+
+def _relay_pause_over(now: datetime) -> ColumnElement[bool]:
+    """Paused by the relay (not by a person) and its cool-down is over."""
+    return (
+        (campaigns.c.status == CampaignStatus.PAUSED.value)
+        & campaigns.c.retry_at.is_not(None)
+        & (campaigns.c.retry_at <= now)
     )
 
 
@@ -172,7 +183,8 @@ class CampaignQueries(StoreBase):
     ) -> bool:
         """Move a campaign to `status` (if it is in one of `only_from`); True if it moved."""
         now = utcnow()
-        values: dict[str, object] = {"status": status.value, "updated_at": now}
+        # A person's decision (pause, cancel, reschedule) ends any automatic retry.
+        values: dict[str, object] = {"status": status.value, "updated_at": now, "retry_at": None}
         if error is not None:
             values["last_error"] = error
         if scheduled_at is not None:
@@ -198,10 +210,12 @@ class CampaignQueries(StoreBase):
         allowed: Iterable[CampaignStatus] = (CampaignStatus.SCHEDULED, CampaignStatus.SENDING),
         take_over_from: str | None = None,
         early: bool = False,
+        retry_paused: bool = False,
     ) -> bool:
         """Atomically take the campaign for `owner` unless another live sender holds it.
 
         A scheduled campaign is taken only once due, unless `early` (sent now on request).
+        With `retry_paused`, a campaign the relay paused is taken once its cool-down ends.
 
         One UPDATE with the whole condition in its WHERE clause: on SQLite and PostgreSQL
         alike, two workers racing for it see exactly one success.
@@ -211,7 +225,10 @@ class CampaignQueries(StoreBase):
             update(campaigns)
             .where(
                 campaigns.c.id == campaign_id,
-                campaigns.c.status.in_([s.value for s in allowed]),
+                or_(
+                    campaigns.c.status.in_([s.value for s in allowed]),
+                    *([_relay_pause_over(now)] if retry_paused else []),
+                ),
                 # a scheduled campaign only once it is due (it may have been rescheduled)
                 *(
                     []
@@ -238,6 +255,7 @@ class CampaignQueries(StoreBase):
                 started_at=func.coalesce(campaigns.c.started_at, now),
                 updated_at=now,
                 last_error=None,
+                retry_at=None,
             )
         )
         with self.engine.begin() as connection:
@@ -269,8 +287,12 @@ class CampaignQueries(StoreBase):
         owner: str,
         status: CampaignStatus | None,
         error: str | None = None,
+        retry_after: timedelta | None = None,
     ) -> None:
-        """Give the lease up, moving to `status` (None: keep what an organiser set)."""
+        """Give the lease up, moving to `status` (None: keep what an organiser set).
+
+        `retry_after`: paused by the relay; a worker takes it again after this cool-down
+        (one more relay pause in a row). Any other release ends the streak."""
         now = utcnow()
         values: dict[str, object] = {
             "lease_owner": None,
@@ -280,6 +302,12 @@ class CampaignQueries(StoreBase):
         }
         if status is not None:
             values["status"] = status.value
+        if retry_after is not None:
+            values["retry_at"] = now + retry_after
+            values["relay_pauses"] = campaigns.c.relay_pauses + 1
+        elif status is not None:
+            values["retry_at"] = None
+            values["relay_pauses"] = 0
         if status is CampaignStatus.FINISHED:
             values["finished_at"] = now
         with self.engine.begin() as connection:
@@ -349,6 +377,7 @@ class SchedulingQueries(StoreBase):
                     & (campaigns.c.scheduled_at <= now),
                     (campaigns.c.status == CampaignStatus.SENDING.value)
                     & (campaigns.c.snapshot_at.is_(None) | work_due),
+                    _relay_pause_over(now),
                 ),
             )
             .order_by(campaigns.c.scheduled_at, campaigns.c.id)

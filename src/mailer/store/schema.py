@@ -123,6 +123,10 @@ campaigns = Table(
     Column("lease_owner", String(200)),
     Column("lease_expires_at", UtcDateTime),
     Column("last_error", Text),
+    # Paused by the relay (breaker, unreachable): a worker takes it again at `retry_at`,
+    # the cool-down doubling with each such pause in a row. NULL when a person paused it.
+    Column("retry_at", UtcDateTime),
+    Column("relay_pauses", Integer, nullable=False, server_default="0"),
     Index("ix_campaigns_status", "status"),
 )
 
