@@ -2,15 +2,66 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine, insert, select
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from mailer.addresses import InvalidAddress, normalise
 from mailer.clock import utcnow
 from mailer.errors import NotFoundError
-from mailer.store.schema import lists
+from mailer.models import SubscriberStatus
+from mailer.store.schema import lists, memberships, subscribers
+
+
+def email_key(email: str) -> str:
+    """How an address typed by the organiser is looked up: normalised as the import does
+    (so `Zoe@Bücher.de` finds `zoe@xn--bcher-kva.de`), else trimmed and case-folded."""
+    try:
+        return normalise(email).key
+    except InvalidAddress:
+        return email.strip().casefold()
+
+
+def set_membership_status(
+    connection: Connection,
+    subscriber_id: int,
+    list_id: int,
+    *,
+    to: SubscriberStatus,
+    now: datetime,
+) -> bool:
+    """Move one membership to `to` from the other state; True if it changed."""
+    start = (
+        SubscriberStatus.SUBSCRIBED
+        if to is SubscriberStatus.UNSUBSCRIBED
+        else SubscriberStatus.UNSUBSCRIBED
+    )
+    changed = connection.execute(
+        update(memberships)
+        .where(
+            memberships.c.subscriber_id == subscriber_id,
+            memberships.c.list_id == list_id,
+            memberships.c.status == start.value,
+        )
+        .values(status=to.value, updated_at=now)
+    ).rowcount
+    return bool(changed)
 
 
 class StoreBase:
     engine: Engine
+
+    def _subscriber_row(self, email: str, *columns: Any) -> Any:
+        """The subscriber with this address (all columns, or `columns`); NotFoundError."""
+        query = select(*columns) if columns else select(subscribers)
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                query.where(subscribers.c.email_key == email_key(email))
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no subscriber {email!r}")
+        return row
 
     def _list_id(self, connection: Connection, name: str) -> int:
         found = connection.execute(select(lists.c.id).where(lists.c.name == name)).scalar()

@@ -128,19 +128,7 @@ class ListQueries(StoreBase):
             return int(connection.execute(query).scalar_one())
 
     def get_subscriber(self, email: str) -> Subscriber:
-        from mailer.addresses import InvalidAddress, normalise
-
-        try:
-            key = normalise(email).key
-        except InvalidAddress:
-            key = email.strip().casefold()
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                select(subscribers).where(subscribers.c.email_key == key)
-            ).first()
-        if row is None:
-            raise NotFoundError(f"no subscriber {email!r}")
-        return subscriber_from_row(row)
+        return subscriber_from_row(self._subscriber_row(email))
 
     def remove_subscriber(self, email: str, list_name: str | None = None) -> None:
         """Remove from one list, or erase the subscriber's data entirely.

@@ -9,7 +9,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from mailer.clock import utcnow
 from mailer.errors import NotFoundError
 from mailer.models import SubscriberStatus, SuppressionReason, UnsubscribeSource
-from mailer.store.base import StoreBase
+from mailer.store.base import StoreBase, set_membership_status
 from mailer.store.schema import memberships, subscribers, suppressions
 
 
@@ -97,15 +97,9 @@ class SuppressionQueries(StoreBase):
                 .values(status=SubscriberStatus.UNSUBSCRIBED.value, updated_at=now)
             ).rowcount
         else:
-            changed = connection.execute(
-                update(memberships)
-                .where(
-                    memberships.c.subscriber_id == subscriber_id,
-                    memberships.c.list_id == list_id,
-                    memberships.c.status == SubscriberStatus.SUBSCRIBED.value,
-                )
-                .values(status=SubscriberStatus.UNSUBSCRIBED.value, updated_at=now)
-            ).rowcount
+            changed = set_membership_status(
+                connection, subscriber_id, list_id, to=SubscriberStatus.UNSUBSCRIBED, now=now
+            )
         already = connection.execute(
             select(suppressions.c.id).where(
                 suppressions.c.email_key == key,
@@ -136,19 +130,7 @@ class SuppressionQueries(StoreBase):
             return self._unsubscribe(connection, subscriber, list_id, source, None)
 
     def get_subscriber_id(self, email: str) -> int:
-        from mailer.addresses import InvalidAddress, normalise
-
-        try:
-            key = normalise(email).key
-        except InvalidAddress:
-            key = email.strip().casefold()
-        with self.engine.connect() as connection:
-            found = connection.execute(
-                select(subscribers.c.id).where(subscribers.c.email_key == key)
-            ).scalar()
-        if found is None:
-            raise NotFoundError(f"no subscriber {email!r}")
-        return int(found)
+        return int(self._subscriber_row(email, subscribers.c.id).id)
 
     def resubscribe(self, subscriber_id: int, list_id: int) -> bool:
         """Undo the recipient's own unsubscribe from this list (a mistaken click).
@@ -184,16 +166,9 @@ class SuppressionQueries(StoreBase):
             connection.execute(
                 update(suppressions).where(in_force, own_unsubscribe).values(lifted_at=now)
             )
-            changed = connection.execute(
-                update(memberships)
-                .where(
-                    memberships.c.subscriber_id == subscriber_id,
-                    memberships.c.list_id == list_id,
-                    memberships.c.status == SubscriberStatus.UNSUBSCRIBED.value,
-                )
-                .values(status=SubscriberStatus.SUBSCRIBED.value, updated_at=now)
-            ).rowcount
-            return bool(changed)
+            return set_membership_status(
+                connection, subscriber_id, list_id, to=SubscriberStatus.SUBSCRIBED, now=now
+            )
 
     def suppress(
         self,
