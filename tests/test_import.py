@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from mailer.audience.importer import import_file
-from mailer.errors import SubscriberFileError
+from mailer.audience.csv_file import FIELD_KEEP, parse_csv
+from mailer.audience.importer import RejectedRow, import_file
+from mailer.errors import NotFoundError, SubscriberFileError
 from mailer.models import SubscriberStatus, UnsubscribeSource
 from mailer.store import Store
 from mailer.store.schema import memberships, subscribers, suppressions
@@ -174,3 +175,63 @@ def test_reject_file_keeps_every_field_of_long_and_short_rows(store: Store, tmp_
     assert [r["email"] for r in rows] == ["short@example.org", "long@example.org"]
     assert rows[1]["name"] == "Lo"
     assert rows[1]["(fields beyond the header)"] == "extra one\textra two"
+
+
+def test_an_oversized_field_rejects_its_row_and_the_import_goes_on(
+    store: Store, tmp_path: Path
+) -> None:
+    """A 1 MB field, far past the csv module's 128 KiB limit, used to abort the whole import
+    (issue 9). Now that row alone is rejected, with its line and reason in the report and in
+    the reject file (which keeps the start of the field and says so), and nothing of it is
+    stored."""
+    path = tmp_path / "big.csv"
+    path.write_text(
+        "email,name\nana@example.org,Ana\n"
+        f"big@example.org,{'x' * 1_000_000}\n"
+        "dee@example.org,Dee\n",
+        encoding="utf-8",
+    )
+    report = run_import(store, path, tmp_path)
+    reason = (
+        "name: longer than 1000 characters "
+        f"(the reject file keeps the first {FIELD_KEEP:,} of the 1,000,000 characters of name)"
+    )
+    assert (report.counts.imported, report.counts.invalid) == (2, 1)
+    assert report.first_invalid == [RejectedRow(3, reason)]
+    assert report.rejects_path is not None
+    with report.rejects_path.open(encoding="utf-8", newline="") as handle:
+        (rejected,) = list(csv.DictReader(handle))
+    assert (rejected["line"], rejected["reason"], rejected["email"]) == (
+        "3",
+        reason,
+        "big@example.org",
+    )
+    assert rejected["name"] == "x" * FIELD_KEEP
+    assert table_count(store, subscribers) == 2
+    with pytest.raises(NotFoundError):
+        store.get_subscriber("big@example.org")
+
+
+def test_reject_file_cells_cannot_run_as_formulas(store: Store, tmp_path: Path) -> None:
+    """Organisers open the reject file in a spreadsheet: a rejected `=cmd|...` (the classic
+    DDE payload) or `-Ann` is written with a leading `'`, so it shows as text (OWASP), and
+    reading the reject file back gives the values that were rejected."""
+    path = tmp_path / "formulas.csv"
+    path.write_text(
+        "email,name,city\n=cmd|' /C calc'!A0,-Ann,@SUM(1+1)\nok@example.org,Ok,\t+tab\n",
+        encoding="utf-8",
+    )
+    report = run_import(store, path, tmp_path)
+    assert report.counts.invalid == 1
+    assert report.rejects_path is not None
+    text = report.rejects_path.read_text(encoding="utf-8")
+    assert "'=cmd|' /C calc'!A0,'-Ann,'@SUM(1+1)" in text
+    with report.rejects_path.open(encoding="utf-8", newline="") as handle:
+        cells = [cell for row in csv.reader(handle) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    (again,) = list(parse_csv(report.rejects_path))
+    assert (again.raw["email"], again.raw["name"], again.raw["city"]) == (
+        "=cmd|' /C calc'!A0",
+        "-Ann",
+        "@SUM(1+1)",
+    )

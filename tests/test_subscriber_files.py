@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from mailer.audience.csv_file import parse_csv
+from mailer.audience.csv_file import FIELD_KEEP, parse_csv
 from mailer.errors import SubscriberFileError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "subscribers.example.csv"
@@ -114,3 +115,109 @@ def test_non_ascii_mailbox_names_are_refused_with_the_reason(tmp_path: Path) -> 
     assert second.subscriber is None
     assert second.error is not None
     assert "need SMTPUTF8" in second.error
+
+
+def test_a_field_over_128_kib_rejects_its_row_not_the_file(tmp_path: Path) -> None:
+    """Past the csv module's 128 KiB field limit the old reader gave up on the whole file.
+    Now the row is rejected with its line and reason, and every row after it is read."""
+    huge = "x" * 200_000
+    multiline = ("y" * 99 + "\n") * 3000  # 300,000 characters over 3,000 lines
+    content = (
+        "email,name,city\n"
+        "ana@example.org,Ana,Leeds\n"
+        f"big@example.org,{huge},York\n"
+        f'tall@example.org,Tall,"{multiline}"\n'
+        "dee@example.org,Dee,Bath\n"
+    )
+    rows = list(parse_csv(write(tmp_path, content.encode())))
+    assert [row.line for row in rows] == [2, 3, 4, 3005]
+    assert rows[0].subscriber is not None
+    assert rows[3].subscriber is not None
+    assert rows[3].subscriber.email == "dee@example.org"
+    assert rows[1].error == (
+        "name: longer than 1000 characters "
+        f"(the reject file keeps the first {FIELD_KEEP:,} of the 200,000 characters of name)"
+    )
+    assert rows[1].raw["name"] == "x" * FIELD_KEEP
+    assert rows[1].raw["city"] == "York"
+    assert rows[2].error == (
+        "city: longer than 1000 characters "
+        f"(the reject file keeps the first {FIELD_KEEP:,} of the 300,000 characters of city)"
+    )
+
+
+def test_a_huge_row_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """A 24 MB field (quoted, across lines) and a row of a million fields are read without
+    ever holding them: peak memory stays far below their size."""
+    path = tmp_path / "huge.csv"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write('email,name\nbig@example.org,"')
+        for _ in range(24):
+            handle.write(("z" * 999 + "\n") * 1000)
+        handle.write('"\nwide@example.org,' + "w," * 1_000_000 + "\nok@example.org,Ok\n")
+    tracemalloc.start()
+    try:
+        rows = list(parse_csv(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"peak {peak:,} bytes"
+    assert [row.line for row in rows] == [2, 24_003, 24_004]
+    assert rows[0].error is not None
+    assert "of the 24,000,000 characters of name" in rows[0].error
+    assert rows[1].error == (
+        "expected 2 fields, found 1,000,002 (the reject file keeps the first 66 of the "
+        "1,000,002 fields)"
+    )
+    assert rows[2].subscriber is not None
+
+
+def test_a_row_whose_only_text_lies_past_the_kept_fields_is_not_skipped(tmp_path: Path) -> None:
+    """Blank rows are skipped as layout; a row whose kept fields are blank but which goes on
+    beyond them is data, and is rejected rather than dropped without a word."""
+    path = write(tmp_path, ("email,name\n\n , \n" + "," * 500 + "sneaky\n").encode())
+    (row,) = list(parse_csv(path))
+    assert row.line == 4
+    assert row.error is not None
+    assert row.error.startswith("expected 2 fields, found 501")
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        (b'email,name\na@example.org,"Ann\n', 2, "the quoted field that opens on line 2 never"),
+        (b'email,name\na@example.org,"Ann" B\n', 2, "after the closing quote of a field"),
+        (b"email,name\na@example.org,Ann\rb@example.org,Bob\n", 2, "carriage return"),
+    ],
+)
+def test_malformed_csv_stops_the_file_at_its_line(
+    tmp_path: Path, content: bytes, line: int, message: str
+) -> None:
+    """Broken quoting can shift every later field, so it stops the import, naming the line."""
+    path = write(tmp_path, content)
+    with pytest.raises(SubscriberFileError, match=message) as info:
+        list(parse_csv(path))
+    assert info.value.line == line
+    assert str(info.value).startswith(f"{path}:{line}: malformed CSV: ")
+
+
+def test_an_exported_leading_apostrophe_is_read_back(tmp_path: Path) -> None:
+    """`'` before = + - @ is how an export neutralises a formula; the import removes exactly
+    that one apostrophe (and no other), so an exported file reads back to its values."""
+    path = write(
+        tmp_path,
+        (b"email,name,note\n'-x@example.org,'-Ann,'=1+1\n'+tag@example.org,''@home,'Tis\n"),
+    )
+    first, second = [row.subscriber for row in parse_csv(path)]
+    assert first is not None
+    assert second is not None
+    assert (first.email, first.name, first.attributes) == (
+        "-x@example.org",
+        "-Ann",
+        {"note": "=1+1"},
+    )
+    assert (second.email, second.name, second.attributes) == (
+        "+tag@example.org",
+        "'@home",
+        {"note": "'Tis"},
+    )

@@ -38,3 +38,28 @@ def ensure_header_safe(value: str, *, field: str, max_length: int = MAX_FIELD_LE
             field=field,
         )
     return value
+
+
+# OWASP "CSV Injection": Excel, LibreOffice and Google Sheets run a cell that starts with
+# = + - or @ as a formula (=HYPERLINK, DDE payloads), and may drop a leading TAB or CR
+# first. Leading apostrophes are included so that the escape below is exactly reversible.
+_FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
+
+
+def spreadsheet_safe(value: str) -> str:
+    """`value` as a CSV cell that no spreadsheet runs as a formula.
+
+    As OWASP advises, such a cell gets a leading `'`, which spreadsheets read as "this is
+    text". A value that already starts with apostrophes before such a character gets one
+    more, so `undo_spreadsheet_safe` gives back every value exactly.
+    """
+    if _FORMULA_START.match(value):
+        return "'" + value
+    return value
+
+
+def undo_spreadsheet_safe(cell: str) -> str:
+    """The value `spreadsheet_safe` made `cell` from: drop the one `'` it adds, nothing else."""
+    if cell.startswith("'") and _FORMULA_START.match(cell, 1):
+        return cell[1:]
+    return cell

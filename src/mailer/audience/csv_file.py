@@ -9,19 +9,27 @@ number and reason and is never silently dropped; the caller decides where reject
 from __future__ import annotations
 
 import codecs
-import csv
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from mailer.addresses import InvalidAddress, normalise
+from mailer.audience.csv_records import CsvRecords, MalformedCsv, Record
 from mailer.errors import SubscriberFileError
 from mailer.models import Subscriber
-from mailer.safety import MAX_FIELD_LENGTH, find_unsafe
+from mailer.safety import MAX_FIELD_LENGTH, find_unsafe, undo_spreadsheet_safe
 
 _READ_SIZE = 1 << 16
+FIELD_KEEP = 4096
+"""Characters of one field that are kept: more than MAX_FIELD_LENGTH, so an over-long field
+is still seen (and rejected) as one; what lies beyond is counted, never held (issue 9)."""
+_EXTRA_FIELDS_KEPT = 64
+"""Fields kept beyond the header's count in a long row (for the reject file); the rest counted."""
+_MAX_COLUMNS = 1000
+"""Columns read in the header row; with FIELD_KEEP this bounds the memory one row can take."""
 EXTRA_FIELDS = "(fields beyond the header)"
 """Reject-file column holding, tab-separated, the fields a row has beyond the header."""
 _ATTRIBUTE_NAME = re.compile(r"[^0-9a-z_]+")
@@ -33,7 +41,8 @@ class ParsedRow:
 
     line: int
     raw: dict[str, str]
-    """The row as read, column by column; filled for rejected rows (for the reject file)."""
+    """The row as read, column by column (a field cut to FIELD_KEEP, an exported `'` undone);
+    filled for rejected rows (for the reject file)."""
     subscriber: Subscriber | None = None
     error: str | None = None
     smtputf8: bool = False
@@ -57,8 +66,28 @@ def parse_csv(
 ) -> Iterator[ParsedRow]:
     """Yield every data row of `path`, validated; raise SubscriberFileError if the file is unusable.
 
-    Memory stays flat: the file is decoded and parsed incrementally.
+    Time is linear in the file's size and memory stays flat, whatever the length of a line or
+    a field: the file is decoded and parsed incrementally (see csv_records).
     """
+    with open_records(path, encoding) as records:
+        rows = iter(records)
+        try:
+            header = _read_header(rows, path)
+            # Enough to keep a whole valid row, and some of what a long row has beyond it.
+            records.max_fields = len(header.columns) + _EXTRA_FIELDS_KEPT
+            for record in rows:
+                if _is_blank(record):
+                    continue  # blank lines are layout, not data
+                yield _parse_row(record, header, check_dns=check_dns)
+        except MalformedCsv as exc:
+            raise SubscriberFileError(
+                f"malformed CSV: {exc.reason}", path=path, line=exc.line
+            ) from exc
+
+
+@contextmanager
+def open_records(path: Path, encoding: str = "utf-8-sig") -> Iterator[CsvRecords]:
+    """The file's CSV records, bounded as parse_csv reads them (to iterate once)."""
     try:
         codecs.lookup(encoding)
     except LookupError as exc:
@@ -68,62 +97,71 @@ def parse_csv(
     except OSError as exc:
         raise SubscriberFileError(f"cannot open: {exc.strerror}", path=path) from exc
     with handle:
-        reader = csv.reader(_decoded_lines(handle, encoding, path), strict=True)
-        header = _read_header(reader, path)
-        last_line = reader.line_num
-        try:
-            for fields in reader:
-                first_line, last_line = last_line + 1, reader.line_num
-                if not any(value.strip() for value in fields):
-                    continue  # blank lines are layout, not data
-                yield _parse_row(fields, header, line=first_line, check_dns=check_dns)
-        except csv.Error as exc:
-            raise SubscriberFileError(
-                f"malformed CSV: {exc}", path=path, line=reader.line_num
-            ) from exc
+        yield CsvRecords(
+            _decoded_text(handle, encoding, path), field_keep=FIELD_KEEP, max_fields=_MAX_COLUMNS
+        )
 
 
-def _decoded_lines(handle: BinaryIO, encoding: str, path: Path) -> Iterator[str]:
-    """Decode incrementally and split into lines, so a bad byte is reported with its line."""
+def _decoded_text(handle: BinaryIO, encoding: str, path: Path) -> Iterator[str]:
+    """Decode incrementally, chunk by chunk, so a bad byte is reported with its line.
+
+    Each chunk is decoded once and its newlines counted once: no text is kept or looked at
+    again (the old line splitter searched everything not yet split after every read, which
+    made one long line cost its length squared).
+    """
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    pending = ""
-    line = 1
+    lines_before = 0
     read = handle.read
     while True:
         chunk = read(_READ_SIZE)
         try:
             text = decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as exc:
-            # Find the line of the bad byte: lines already yielded + newlines before it.
             good = chunk[: max(exc.start, 0)]
-            bad_line = line + pending.count("\n") + good.count(b"\n")
             raise SubscriberFileError(
                 f"not valid {encoding} text ({exc.reason})",
                 path=path,
-                line=bad_line,
+                line=lines_before + good.count(b"\n") + 1,
                 hint="Save the file as UTF-8, or pass --encoding (e.g. --encoding cp1252).",
             ) from exc
-        pending += text
-        if "\n" in pending:
-            *complete, pending = pending.split("\n")
-            for piece in complete:
-                line += 1
-                yield piece + "\n"
+        if text:
+            lines_before += text.count("\n")
+            yield text
         if not chunk:
-            break
-    if pending:
-        yield pending
+            return
 
 
-def _read_header(reader: Iterator[list[str]], path: Path) -> CsvHeader:
+def _is_blank(record: Record) -> bool:
+    """Only commas and spaces, all of them seen: a row with anything cut or dropped is data."""
+    return (
+        not record.cut
+        and record.field_count == len(record.fields)
+        and not any(value.strip() for value in record.fields)
+    )
+
+
+def _read_header(rows: Iterator[Record], path: Path) -> CsvHeader:
     try:
-        columns = next(reader)
+        record = next(rows)
     except StopIteration:
         raise SubscriberFileError(
             "the file is empty; expected a header row with an `email` column", path=path
         ) from None
-    except csv.Error as exc:
-        raise SubscriberFileError(f"malformed header row: {exc}", path=path, line=1) from exc
+    if record.field_count > len(record.fields):
+        raise SubscriberFileError(
+            f"the header row has {record.field_count:,} columns; at most {_MAX_COLUMNS} are read",
+            path=path,
+            line=record.line,
+        )
+    if record.cut:
+        index = min(record.cut)
+        raise SubscriberFileError(
+            f"header {index + 1} is {record.cut[index]:,} characters long; "
+            f"at most {FIELD_KEEP:,} are read",
+            path=path,
+            line=record.line,
+        )
+    columns = record.fields
     names = [attribute_name(column) for column in columns]
     if "email" not in names:
         raise SubscriberFileError(
@@ -144,21 +182,35 @@ def _read_header(reader: Iterator[list[str]], path: Path) -> CsvHeader:
     return CsvHeader(names, names.index("email"), name_index, attributes)
 
 
-def _parse_row(fields: list[str], header: CsvHeader, *, line: int, check_dns: bool) -> ParsedRow:
+def _parse_row(record: Record, header: CsvHeader, *, check_dns: bool) -> ParsedRow:
     columns = header.columns
+    fields = record.fields
+    joined = "\t".join(fields)
+    if "'" in joined:
+        # Read back what an export neutralised for spreadsheets (`'-Ann` -> `-Ann`). Only
+        # the one `'` that spreadsheet_safe adds before = + - @ TAB CR is dropped, so every
+        # exported file reads back to the very values it was made from. A file typed by hand
+        # with such a cell (a leading `'` then one of those characters, in an address or a
+        # name) loses that `'` too: it is what an export would have written for the value
+        # without it, and a `'`-led address of that form is far rarer than a neutralised one.
+        fields = [undo_spreadsheet_safe(value) for value in fields]
+        joined = "\t".join(fields)
 
     def reject(reason: str) -> ParsedRow:
         # Every header column (empty when the row is short), and what a long row has
-        # beyond them kept whole, so the reject file loses nothing the organiser typed.
+        # beyond them, so the reject file loses nothing the organiser typed, except what
+        # the bounds cut off, which the reason then states.
         raw = {column: fields[i] if i < len(fields) else "" for i, column in enumerate(columns)}
         raw[EXTRA_FIELDS] = "\t".join(fields[len(columns) :])
-        return ParsedRow(line, raw, error=reason)
+        return ParsedRow(record.line, raw, error=reason + _cut_note(record, columns))
 
-    if len(fields) != len(columns):
-        return reject(f"expected {len(columns)} fields, found {len(fields)}")
+    if record.field_count != len(columns):
+        return reject(f"expected {len(columns)} fields, found {record.field_count:,}")
     # One scan of the whole row on the hot path; the per-field search runs only on a hit.
-    # TAB is allowed in values, so joining with it cannot create or hide a finding.
-    if max(map(len, fields)) > MAX_FIELD_LENGTH or find_unsafe("\t".join(fields)) is not None:
+    # TAB is allowed in values, so joining with it cannot create or hide a finding. A field
+    # that was cut is still longer than MAX_FIELD_LENGTH (FIELD_KEEP is larger), so no row
+    # with a cut field gets past this check.
+    if max(map(len, fields)) > MAX_FIELD_LENGTH or find_unsafe(joined) is not None:
         for column, value in zip(columns, fields, strict=True):
             if len(value) > MAX_FIELD_LENGTH:
                 return reject(f"{column}: longer than {MAX_FIELD_LENGTH} characters")
@@ -182,4 +234,16 @@ def _parse_row(fields: list[str], header: CsvHeader, *, line: int, check_dns: bo
     name = fields[header.name_index].strip() if header.name_index is not None else ""
     attributes = {key: fields[index].strip() for index, key in header.attribute_columns}
     subscriber = Subscriber(email=address.email, name=name, attributes=attributes)
-    return ParsedRow(line, {}, subscriber=subscriber, smtputf8=address.smtputf8)
+    return ParsedRow(record.line, {}, subscriber=subscriber, smtputf8=address.smtputf8)
+
+
+def _cut_note(record: Record, columns: list[str]) -> str:
+    """What the reject file will not hold whole, said in the reason: nothing goes silently."""
+    notes = [
+        f"the first {FIELD_KEEP:,} of the {length:,} characters of "
+        + (columns[index] if index < len(columns) else f"field {index + 1}")
+        for index, length in sorted(record.cut.items())
+    ]
+    if record.field_count > len(record.fields):
+        notes.append(f"the first {len(record.fields):,} of the {record.field_count:,} fields")
+    return f" (the reject file keeps {'; '.join(notes)})" if notes else ""

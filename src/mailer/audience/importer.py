@@ -16,6 +16,7 @@ from typing import TextIO
 
 from mailer.audience.csv_file import ParsedRow, parse_csv
 from mailer.models import ImportCounts
+from mailer.safety import spreadsheet_safe
 from mailer.store import Store
 from mailer.store.imports import ImportRow
 
@@ -57,7 +58,10 @@ class _RejectWriter:
             columns = ["line", "reason", *row.raw.keys()]
             self._writer = csv.DictWriter(self._handle, columns, extrasaction="ignore")
             self._writer.writeheader()
-        self._writer.writerow({"line": row.line, "reason": reason, **row.raw})
+        # Organisers open this file in a spreadsheet: a rejected `=HYPERLINK(...)` must show
+        # as text there, not run (OWASP CSV injection); re-importing it undoes the `'`.
+        cells = {column: spreadsheet_safe(value) for column, value in row.raw.items()}
+        self._writer.writerow({"line": row.line, "reason": spreadsheet_safe(reason), **cells})
 
     def commit(self) -> Path | None:
         if self._handle is None:

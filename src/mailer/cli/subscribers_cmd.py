@@ -12,6 +12,7 @@ from rich.table import Table
 
 from mailer.cli import common
 from mailer.models import UnsubscribeSource
+from mailer.safety import spreadsheet_safe
 
 
 def register(app: typer.Typer) -> None:
@@ -125,11 +126,20 @@ def export_command(
     handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
     try:
         writer = csv.writer(handle)
-        writer.writerow(["email", "name", "status", *attributes])
+        # Every cell neutralised for spreadsheets (OWASP CSV injection): a name or address
+        # like `-Ann`, `+x@example.org` or `=HYPERLINK(...)` is legitimate data, and would
+        # otherwise run as a formula. `subscribers import` reads such a file back unchanged.
+        writer.writerow(
+            [spreadsheet_safe(cell) for cell in ["email", "name", "status", *attributes]]
+        )
         for s in subscribers:
-            writer.writerow(
-                [s.email, s.name, s.status.value, *(s.attributes.get(a, "") for a in attributes)]
-            )
+            cells = [
+                s.email,
+                s.name,
+                s.status.value,
+                *(s.attributes.get(a, "") for a in attributes),
+            ]
+            writer.writerow([spreadsheet_safe(cell) for cell in cells])
     finally:
         if out:
             handle.close()

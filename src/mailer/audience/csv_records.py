@@ -1,0 +1,270 @@
+"""CSV records from a stream of text chunks: one pass over the text, memory bounded per record.
+
+Why not the csv module: it must be fed whole lines, holds a whole field in memory, and past
+its `field_size_limit` (128 KiB) it raises, which ended the whole import (issue 9). A
+subscriber file is untrusted input: a 1 GiB line must cost one pass and a few KiB, and come
+out as a record its caller can reject with its line number.
+
+The dialect is the one the import has always read (the csv module's `excel`, strict): `,`
+separates fields; a field that starts with `"` is quoted, `""` inside it stands for one `"`,
+and it may hold `,`, CR and LF; a `"` inside an unquoted field is an ordinary character; a
+record ends at LF, and CRs just before that LF are dropped. Malformed (MalformedCsv, with its
+line): anything but `,` or the end of the line after a closing quote, a CR that does not end
+a line outside quotes, and a file that ends inside quotes.
+
+Bounds: a field keeps its first `field_keep` characters, and the record says how long it
+really was (`Record.cut`); a record keeps its first `max_fields` fields and counts the rest.
+No text is ever carried from one chunk to the next: a record that spans chunks is built
+from pieces, so each character is looked at a small, fixed number of times. `scanned` counts
+those looks, which lets a test check the linear cost without a clock.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from enum import Enum, auto
+from types import MappingProxyType
+from typing import NamedTuple
+
+_UNQUOTED_END = re.compile(r"[,\r\n]")
+# A run of whole fields, each followed by its comma: quoted ones, and unquoted ones with no
+# quote in them (the rare literal `"` in an unquoted field ends the run; the state machine
+# takes it from there). Possessive, so a long run never backtracks.
+_FIELDS = re.compile(r'(?:(?:"[^"]*+(?:""[^"]*+)*+"|[^,"\r\n]*+),)*+')
+_NOTHING_CUT: Mapping[int, int] = MappingProxyType({})
+
+
+class MalformedCsv(Exception):
+    """The text is not CSV from `line` on; nothing after it can be trusted to line up."""
+
+    def __init__(self, reason: str, *, line: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+class Record(NamedTuple):
+    """One record. A NamedTuple, not a dataclass: one is made per row on the hot path."""
+
+    line: int
+    """The line the record starts on (1-based)."""
+    fields: list[str]
+    """The first `max_fields` fields, each cut to `field_keep` characters."""
+    field_count: int
+    """How many fields the record has, kept or not."""
+    cut: Mapping[int, int] = _NOTHING_CUT
+    """Index -> full length, for each kept field longer than `field_keep`."""
+
+
+class _State(Enum):
+    START_RECORD = auto()
+    START_FIELD = auto()
+    UNQUOTED = auto()
+    QUOTED = auto()
+    AFTER_QUOTE = auto()  # a `"` inside a quoted field: the first of `""`, or the closing one
+    AFTER_CR = auto()  # a CR outside quotes: only more CRs, then LF or the end, may follow
+
+
+class _OneLine:
+    """Gives the csv module the one line it is set to, then stops it."""
+
+    def __init__(self) -> None:
+        self.line: str | None = None
+
+    def __iter__(self) -> _OneLine:
+        return self
+
+    def __next__(self) -> str:
+        line, self.line = self.line, None
+        if line is None:
+            raise StopIteration
+        return line
+
+
+class CsvRecords:
+    """Iterate over the records in `chunks` (consecutive pieces of one text)."""
+
+    def __init__(self, chunks: Iterable[str], *, field_keep: int, max_fields: int) -> None:
+        self._chunks = chunks
+        self.field_keep = field_keep
+        self.max_fields = max_fields
+        """May be changed between records (e.g. once the header is known)."""
+        self.scanned = 0
+        """Characters looked at (searched, split or copied), counting every repeat look."""
+        self._line = 1
+        self._state = _State.START_RECORD
+        self._record_line = 1
+        self._quote_line = 1
+        self._fields: list[str] = []
+        self._field_count = 0
+        self._cut: dict[int, int] = {}
+        self._pieces: list[str] = []
+        self._kept = 0
+        self._length = 0
+        self._one_line = _OneLine()
+        self._csv = csv.reader(self._one_line, strict=True)
+
+    def __iter__(self) -> Iterator[Record]:
+        for chunk in self._chunks:
+            yield from self._read(chunk)
+        last = self._finish()
+        if last is not None:
+            yield last
+
+    def _read(self, text: str) -> Iterator[Record]:
+        pos, end = 0, len(text)
+        while pos < end:
+            if self._state is _State.START_RECORD:
+                # Fast path: a whole line of this chunk, short enough that no field needs
+                # cutting; the C code of str.split, or of the csv module, does all the work.
+                newline = text.find("\n", pos)
+                self.scanned += (end if newline < 0 else newline + 1) - pos
+                if 0 <= newline - pos <= self.field_keep:
+                    fields = self._split_line(text[pos : newline + 1])
+                    if fields is not None and len(fields) <= self.max_fields:
+                        yield Record(self._line, fields, len(fields))
+                        self._line += 1
+                        pos = newline + 1
+                        continue
+                self._state = _State.START_FIELD
+                self._record_line = self._line
+            pos, record = self._advance(text, pos, end)
+            if record is not None:
+                yield record
+
+    def _split_line(self, line: str) -> list[str] | None:
+        """The fields of `line` (ending in LF) if it holds one whole, well-formed record."""
+        self.scanned += 3 * len(line)  # the copy, the search and the split
+        if '"' not in line:
+            content = line.rstrip("\r\n")
+            return None if "\r" in content else content.split(",")
+        # Quotes: the csv module, on this line alone. It asks for another line only when a
+        # quoted field goes on past this one, and raises on malformed quoting: either way
+        # the state machine reads the record instead (and words any error itself).
+        self._one_line.line = line
+        try:
+            return next(self._csv) or [""]  # a blank line is [] there, one empty field here
+        except csv.Error:
+            return None
+
+    def _advance(self, text: str, pos: int, end: int) -> tuple[int, Record | None]:
+        """Read on from `pos` until the record ends (and return it) or the text does."""
+        while pos < end:
+            state = self._state
+            if state is _State.START_FIELD and self._field_count >= self.max_fields:
+                # Past the fields kept, a long row is only counted, a run of whole fields at
+                # a time in C: a line of a billion tiny fields is not a billion Python steps.
+                pos = self._count_fields(text, pos)
+                if pos == end:
+                    return end, None
+            if state is _State.QUOTED:
+                quote = text.find('"', pos)
+                stop = end if quote < 0 else quote
+                self.scanned += 2 * (stop - pos)  # the search and the line count
+                self._line += text.count("\n", pos, stop)
+                self._take(text, pos, stop)
+                if quote < 0:
+                    return end, None
+                self._state = _State.AFTER_QUOTE
+                pos = quote + 1
+                continue
+            if state is _State.UNQUOTED:
+                match = _UNQUOTED_END.search(text, pos)
+                stop = end if match is None else match.start()
+                self.scanned += stop - pos
+                self._take(text, pos, stop)
+                if match is None:
+                    return end, None
+                pos = stop
+                state = self._state = _State.START_FIELD  # the separator, as after any field
+            char = text[pos]
+            pos += 1
+            self.scanned += 1
+            if state is _State.AFTER_CR:
+                if char == "\n":
+                    return pos, self._end_record()
+                if char != "\r":
+                    raise MalformedCsv(
+                        "a carriage return (CR) in the middle of a line, outside quotes "
+                        "(only LF or CR LF may end a line)",
+                        line=self._line,
+                    )
+            elif char in ",\r\n":  # ends a field: START_FIELD (an empty one) or AFTER_QUOTE
+                self._save_field()
+                if char == "\n":
+                    return pos, self._end_record()
+                self._state = _State.START_FIELD if char == "," else _State.AFTER_CR
+            elif state is _State.AFTER_QUOTE:
+                if char != '"':
+                    raise MalformedCsv(
+                        f"{char!r} after the closing quote of a field "
+                        "(expected a comma or the end of the line)",
+                        line=self._line,
+                    )
+                self._take('"', 0, 1)  # `""` inside quotes stands for one `"`
+                self._state = _State.QUOTED
+            elif char == '"':  # START_FIELD
+                self._state = _State.QUOTED
+                self._quote_line = self._line
+            else:  # START_FIELD, and the field's first character is ordinary text
+                self._state = _State.UNQUOTED
+                pos -= 1
+        return pos, None
+
+    def _count_fields(self, text: str, pos: int) -> int:
+        """Count the whole fields (each ending in a comma) from `pos`; return where they end."""
+        match = _FIELDS.match(text, pos)
+        stop = pos if match is None else match.end()  # never None: the run may be empty
+        if stop > pos:
+            span = text[pos:stop]
+            # Quotes in the run only open, close or double inside quoted fields, so every
+            # other piece between quotes is outside them: its commas end the fields.
+            outside = span.split('"')[0::2]
+            self._field_count += "".join(outside).count(",")
+            self._line += span.count("\n")
+            self.scanned += 5 * len(span)  # the match, the copy, the split, join, the counts
+        return stop
+
+    def _take(self, text: str, start: int, stop: int) -> None:
+        """Add text[start:stop] to the current field, keeping at most `field_keep` of it."""
+        self._length += stop - start
+        room = self.field_keep - self._kept
+        if room > 0 and stop > start:
+            piece = text[start : min(stop, start + room)]
+            self.scanned += len(piece)
+            self._pieces.append(piece)
+            self._kept += len(piece)
+
+    def _save_field(self) -> None:
+        index = self._field_count
+        self._field_count += 1
+        if index < self.max_fields:
+            pieces = self._pieces
+            self._fields.append(pieces[0] if len(pieces) == 1 else "".join(pieces))
+            if self._length > self._kept:
+                self._cut[index] = self._length
+        self._pieces = []
+        self._kept = self._length = 0
+
+    def _end_record(self) -> Record:
+        record = Record(self._record_line, self._fields, self._field_count, self._cut)
+        self._fields, self._field_count, self._cut = [], 0, {}
+        self._line += 1  # the LF that ended it (at the end of the text, nothing reads it)
+        self._state = _State.START_RECORD
+        return record
+
+    def _finish(self) -> Record | None:
+        """The end of the text: close the last record, unless it has no end."""
+        state = self._state
+        if state is _State.START_RECORD:
+            return None
+        if state is _State.QUOTED:
+            raise MalformedCsv(
+                f"the quoted field that opens on line {self._quote_line} never closes",
+                line=self._quote_line,
+            )
+        if state is not _State.AFTER_CR:
+            self._save_field()
+        return self._end_record()
