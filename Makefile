@@ -28,7 +28,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(VENV)/.installed-dev
-	$(BIN)/mypy --strict src/mailer
+	$(BIN)/mypy --strict src/mailer tests bench
 
 pytest: $(VENV)/.installed-dev
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --cov --cov-branch --cov-report=term -p no:cacheprovider

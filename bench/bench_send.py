@@ -49,8 +49,10 @@ CONNECTIONS = 16
 SINKS = ("aiosmtpd", "minimal")
 TARGETS = {"aiosmtpd": 0.9, "minimal": 0.6}
 DRY_RUN_RSS_TARGET_MB = 200.0
-# Children must not pick up a developer's mailer.toml or .env from the working directory.
-CHILD_ENV = {**os.environ, "MAILER_CONFIG_FILE": os.devnull}
+# Children must not pick up a developer's mailer.toml or .env from the working directory:
+# _settings makes each child's temporary folder its home. (MAILER_CONFIG_FILE=/dev/null,
+# used before, is refused since the home folder and its config file must exist.)
+CHILD_ENV = {name: value for name, value in os.environ.items() if name != "MAILER_CONFIG_FILE"}
 
 
 # -- the sinks (child processes) --------------------------------------------------------
@@ -171,6 +173,7 @@ def _settings(tmp: Path, port: int) -> Any:
     from mailer.config import load_settings
 
     return load_settings(
+        home=tmp,
         database_url=f"sqlite:///{tmp / 'mailer.db'}",
         var_dir=tmp / "var",
         smtp_host="127.0.0.1",
@@ -285,16 +288,14 @@ def child_e2e(port: int, count: int, profile_out: str | None = None) -> None:
             dispatch = time.monotonic() - result.progress.started
             return result, elapsed, dispatch
 
-        profiler = None
         if profile_out:
             import cProfile
 
-            profiler = cProfile.Profile()
-            profiler.enable()
-        result, elapsed, dispatch = asyncio.run(send())
-        if profiler is not None:
-            profiler.disable()
+            with cProfile.Profile() as profiler:
+                result, elapsed, dispatch = asyncio.run(send())
             profiler.dump_stats(profile_out)
+        else:
+            result, elapsed, dispatch = asyncio.run(send())
         counts = store.delivery_counts(choice.campaign.id)
         assert counts.sent == count, f"ledger: {counts}"
         assert result.reason.value == "finished", result.message
@@ -309,6 +310,7 @@ def child_import_million(db_dir: str, count: int) -> None:
 
 def child_dry_run(db_dir: str) -> None:
     from mailer.campaigns.trial import dry_run
+    from mailer.message.event import load_event
     from mailer.store import Store
     from mailer.tokens import load_signer
 
@@ -318,7 +320,7 @@ def child_dry_run(db_dir: str) -> None:
     report = dry_run(
         store,
         settings=settings,
-        event_path=EVENT,
+        event=load_event(EVENT),
         list_name="members",
         signer=load_signer(settings),
     )

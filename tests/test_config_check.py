@@ -314,11 +314,25 @@ async def test_a_relay_off_this_machine_offering_starttls_must_be_asked_for_it()
 class UvicornThread:
     """uvicorn on a port of its own in a thread, optionally with TLS; stopped on exit."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", **tls: str) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+    ) -> None:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.listener.bind((host, 0))
         self.port = int(self.listener.getsockname()[1])
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", **tls)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.listener]}, daemon=True
@@ -415,7 +429,7 @@ class StubResolver:
     """Answers from a table with real dnspython records; a name missing is NXDOMAIN."""
 
     def __init__(
-        self, records: dict[str, list[list[str]]], *, failing: set[str] = frozenset()
+        self, records: dict[str, list[list[str]]], *, failing: frozenset[str] = frozenset()
     ) -> None:
         self.records = records
         self.failing = failing
@@ -507,7 +521,7 @@ def test_dns_dkim_revoked_and_not_asked() -> None:
 
 
 def test_dns_failure_is_not_reported_as_a_missing_record() -> None:
-    resolver = StubResolver(PUBLISHED, failing={DOMAIN})
+    resolver = StubResolver(PUBLISHED, failing=frozenset({DOMAIN}))
     found = by_check(check_dns(DOMAIN, resolver=resolver, dkim_selector="s1"))
     assert found["SPF"].line.startswith(f"FAIL  SPF: the DNS lookup of {DOMAIN} failed:")
     assert found["DMARC"].status is Status.OK  # one failed lookup does not hide the others

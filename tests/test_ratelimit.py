@@ -30,13 +30,28 @@ class FakeClock:
         self.now += seconds + self._random.uniform(0, self._oversleep)
 
 
-def _wait(seconds: float, limit: Limit) -> Wait:
-    """An expected Wait with a tolerant `seconds` (float sums are not exact)."""
-    return Wait(pytest.approx(seconds), limit)  # type: ignore[arg-type]
+def assert_wait(wait: Wait, seconds: float, limit: Limit) -> None:
+    """`wait` is imposed by `limit` and lasts `seconds` (tolerantly: float sums are not exact)."""
+    assert wait.limit is limit
+    assert wait.seconds == pytest.approx(seconds)
 
 
-def limiter(clock: FakeClock, **options: float | None) -> RateLimiter:
-    return RateLimiter(clock=clock, sleep=clock.sleep, **options)  # type: ignore[arg-type]
+def limiter(
+    clock: FakeClock,
+    *,
+    per_second: float,
+    burst: int | None = None,
+    per_hour: int | None = None,
+    per_day: int | None = None,
+) -> RateLimiter:
+    return RateLimiter(
+        per_second=per_second,
+        burst=burst,
+        per_hour=per_hour,
+        per_day=per_day,
+        clock=clock,
+        sleep=clock.sleep,
+    )
 
 
 async def test_sequential_acquires_are_spaced_exactly() -> None:
@@ -107,7 +122,7 @@ def test_after_idle_time_the_burst_is_capped_at_the_bucket_size() -> None:
     bucket = limiter(clock, per_second=10, burst=5)
     clock.now = 3600.0
     assert [bucket.try_acquire() for _ in range(6)] == [True] * 5 + [False]
-    assert bucket.next_wait() == _wait(0.1, Limit.RATE)
+    assert_wait(bucket.next_wait(), 0.1, Limit.RATE)
     clock.now += 0.1
     assert bucket.try_acquire()
     assert not bucket.try_acquire()
@@ -142,10 +157,10 @@ def test_the_hourly_cap_is_a_sliding_window() -> None:
     assert bucket.try_acquire()
     clock.now = 100.0
     assert [bucket.try_acquire() for _ in range(10)] == [True] * 9 + [False]
-    assert bucket.next_wait() == _wait(3500.0, Limit.HOURLY)
+    assert_wait(bucket.next_wait(), 3500.0, Limit.HOURLY)
     clock.now = HOUR
     assert [bucket.try_acquire() for _ in range(2)] == [True, False]
-    assert bucket.next_wait() == _wait(100.0, Limit.HOURLY)
+    assert_wait(bucket.next_wait(), 100.0, Limit.HOURLY)
 
 
 async def test_acquire_sleeps_through_the_hourly_cap() -> None:
@@ -176,7 +191,7 @@ def test_preload_counts_messages_sent_before_a_restart() -> None:
     clock.now = 10_000.0
     bucket = limiter(clock, per_second=1, per_hour=2)
     bucket.preload([10.0, 20.0, 7200.0])
-    assert bucket.next_wait() == _wait(HOUR - 20, Limit.HOURLY)
+    assert_wait(bucket.next_wait(), HOUR - 20, Limit.HOURLY)
 
 
 def test_no_wait_is_reported_when_a_grant_is_free() -> None:
@@ -186,11 +201,8 @@ def test_no_wait_is_reported_when_a_grant_is_free() -> None:
     assert bucket.next_wait() == Wait(0.0, None)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [{"per_second": 0}, {"per_second": float("inf")}, {"per_second": 1, "burst": 0}],
-)
-def test_nonsense_settings_are_refused(options: dict[str, float]) -> None:
+@pytest.mark.parametrize(("per_second", "burst"), [(0.0, None), (float("inf"), None), (1.0, 0)])
+def test_nonsense_settings_are_refused(per_second: float, burst: int | None) -> None:
     """A zero or infinite rate or an empty bucket is a programming error."""
     with pytest.raises(ValueError, match="must be"):
-        RateLimiter(**options)  # type: ignore[arg-type]
+        RateLimiter(per_second=per_second, burst=burst)

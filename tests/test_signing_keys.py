@@ -9,7 +9,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from email import policy
 from pathlib import Path
 
@@ -36,8 +36,19 @@ KEY_A = "configured-key-A-0123456789abcdef"
 KEY_B = "configured-key-B-0123456789abcdef"
 
 
-def settings_for(tmp_path: Path, database_url: str, **values: object) -> Settings:
-    return Settings(database_url=database_url, var_dir=tmp_path / "var", **values)  # type: ignore[arg-type]
+def settings_for(
+    tmp_path: Path,
+    database_url: str,
+    *,
+    secret_key: str | SecretStr | None = None,
+    secret_key_fallbacks: Sequence[str | SecretStr] = (),
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        var_dir=tmp_path / "var",
+        secret_key=secret_key,
+        secret_key_fallbacks=list(secret_key_fallbacks),
+    )
 
 
 # -- load_signer on a store -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -182,9 +183,17 @@ def test_unsubscribe_url() -> None:
 # -- load_signer ----------------------------------------------------------------------------
 
 
-def settings_for(tmp_path: Path, **values: object) -> Settings:
-    return Settings(  # type: ignore[arg-type]
-        database_url=f"sqlite:///{tmp_path / 'mailer.db'}", var_dir=tmp_path / "var", **values
+def settings_for(
+    tmp_path: Path,
+    *,
+    secret_key: SecretStr | None = None,
+    secret_key_fallbacks: Sequence[SecretStr] = (),
+) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'mailer.db'}",
+        var_dir=tmp_path / "var",
+        secret_key=secret_key,
+        secret_key_fallbacks=list(secret_key_fallbacks),
     )
 
 

@@ -766,7 +766,7 @@ def test_serve_trusts_forwarded_headers_from_the_proxies_named(
 ) -> None:
     """With --forwarded-allow-ips 127.0.0.1 (the proxy), X-Forwarded-For names the client:
     each client has its own budget."""
-    options = ("--no-scheduler", "--post-burst", "3", "--post-rate-limit", "0.01")
+    options: tuple[str, ...] = ("--no-scheduler", "--post-burst", "3", "--post-rate-limit", "0.01")
     options += ("--forwarded-allow-ips", "127.0.0.1")
     with serving(tmp_path, sqlite_url, *options) as (base, _), httpx.Client(base_url=base) as http:
 

@@ -64,11 +64,11 @@ def loopback_listener() -> socket.socket:
 class ServerThread:
     """uvicorn on `listener`, in a daemon thread, stopped on exit."""
 
-    def __init__(self, app: object, listener: socket.socket) -> None:
+    def __init__(self, app: Starlette, listener: socket.socket) -> None:
         self.listener = listener
         self.port = int(self.listener.getsockname()[1])
         config = uvicorn.Config(
-            app,  # type: ignore[arg-type]
+            app,
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -140,7 +140,7 @@ def other_site(resubscribe_url: str) -> Starlette:
 def unsubscribe_link(message: EmailMessage) -> str:
     """The https/http URI of the (single) List-Unsubscribe header, as receivers parse it."""
     (header,) = message.get_all("List-Unsubscribe") or []
-    uris = re.findall(r"<([^>]+)>", str(header))
+    uris: list[str] = re.findall(r"<([^>]+)>", str(header))
     (web,) = [u for u in uris if u.startswith(("http://", "https://"))]
     return web
 
