@@ -46,7 +46,7 @@ def build_ics(
     vevent.add("dtstart", event.starts_at)
     vevent.add("dtend", event.ends)
     vevent.add("summary", event.title)
-    vevent.add("location", f"{event.venue}, {event.address}")
+    vevent.add("location", event.location)
     vevent.add("description", description)
     vevent.add("url", url)
     vevent.add("status", "CONFIRMED")
@@ -70,7 +70,7 @@ def google_calendar_url(event: Event, *, details: str) -> str:
         "text": event.title,
         "dates": f"{start}/{end}",
         "ctz": event.timezone,
-        "location": f"{event.venue}, {event.address}",
+        "location": event.location,
         "details": details,
     }
     return f"{_GOOGLE}?{urlencode(query)}"

@@ -186,7 +186,7 @@ class InvitationBuilder:
             event,
             domain=self.domain,
             description=self.renderer.description_text,
-            url=event.url or event.map_url or sender.base_url,
+            url=event.online_url or event.url or event.map_url or sender.base_url,
         )
         tag = hashlib.sha256(f"{campaign_id}\0{event.slug}\0{self.domain}".encode()).hexdigest()
         mixed, alt = f"=_m{tag[:16]}", f"=_a{tag[:16]}"  # "=_" never occurs in QP or base64

@@ -9,6 +9,9 @@
     address: 252 Grays Inn Rd, London, WC1X 8JR
     organiser: {name: CWO, email: events@example.org}
     ---
+
+An online event gives `online_url` (the join link) instead of `venue` and `address`; a
+hybrid event gives all three.
     Dear {{ subscriber.first_name | default("comrade", true) }}, ...
 
 Every problem is reported with the file and the line it is on, because organisers fix
@@ -33,6 +36,7 @@ from mailer.safety import find_unsafe
 DEFAULT_DURATION = timedelta(hours=2)
 FENCE = "---"
 _LOADER_FIELDS = frozenset({"description", "slug", "path", "body_line"})
+ONLINE_URL_GIVEN = "online_url_given"  # validation context key, see Event._place
 
 
 def _one_line(value: str) -> str:
@@ -71,8 +75,11 @@ class Event(BaseModel):
     timezone: str
     starts_at: datetime
     ends_at: datetime | None = None
-    venue: str = Field(max_length=300)
-    address: str = Field(max_length=500)
+    # Before venue and address: their validators read it (an online event needs neither).
+    online_url: str | None = None
+    # validate_default: a missing venue or address is an error unless the event is online.
+    venue: str | None = Field(default=None, max_length=300, validate_default=True)
+    address: str | None = Field(default=None, max_length=500, validate_default=True)
     map_url: str | None = None
     url: str | None = None
     organiser: Organiser
@@ -83,7 +90,7 @@ class Event(BaseModel):
     path: Path = Path()
     body_line: int = 1
 
-    _strings = field_validator("title", "subject", "venue", "address")(_one_line)
+    _strings = field_validator("title", "subject")(_one_line)
 
     @field_validator("timezone")
     @classmethod
@@ -120,7 +127,27 @@ class Event(BaseModel):
             raise ValueError("must be after starts_at")
         return local
 
-    @field_validator("map_url", "url")
+    @field_validator("venue", "address")
+    @classmethod
+    def _place(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # An invalid online_url is missing from info.data; the context says it was given,
+        # so its own error is not followed by a misleading "venue: required".
+        online = info.data.get("online_url") is not None or bool(
+            (info.context or {}).get(ONLINE_URL_GIVEN)
+        )
+        if value is not None:
+            if info.field_name == "address" and info.data.get("venue", "") is None:
+                raise ValueError("an address needs its venue (the name of the place) too")
+            return _one_line(value)
+        if info.field_name == "address" and info.data.get("venue"):
+            raise ValueError(f"required: where is {info.data['venue']}?")
+        if not online:
+            raise ValueError(
+                "required (an online-only event gives online_url instead of venue and address)"
+            )
+        return None
+
+    @field_validator("map_url", "url", "online_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -141,6 +168,17 @@ class Event(BaseModel):
     def ends(self) -> datetime:
         """`ends_at`, or the default duration after the start."""
         return self.ends_at if self.ends_at is not None else self.starts_at + DEFAULT_DURATION
+
+    @property
+    def place(self) -> str | None:
+        """'Venue, address' for an event in a room; None for an online-only event."""
+        return f"{self.venue}, {self.address}" if self.venue and self.address else None
+
+    @property
+    def location(self) -> str:
+        """Where to go: the place, or for an online-only event its join link (what a
+        calendar's LOCATION shows; most calendar apps make a URL there clickable)."""
+        return self.place or self.online_url or ""
 
 
 # -- reading the file -------------------------------------------------------------------
@@ -216,7 +254,8 @@ def parse_event(path: Path) -> tuple[Event | None, list[InputError]]:
     fields = {k: v for k, v in data.items() if k not in _LOADER_FIELDS}
     fields.update(description=body, slug=path.stem, path=path, body_line=body_line)
     try:
-        event = Event.model_validate(fields)
+        given = fields.get("online_url") is not None
+        event = Event.model_validate(fields, context={ONLINE_URL_GIVEN: given})
     except ValidationError as exc:
         for problem in exc.errors():
             loc = tuple(str(part) for part in problem["loc"])

@@ -49,9 +49,12 @@ def event_context(event: Event, *, calendar_url: str) -> dict[str, Any]:
     same_day = start.date() == end.date()
     return {
         "title": event.title,
-        "venue": event.venue,
-        "address": event.address,
-        "location": f"{event.venue}, {event.address}",
+        # Empty rather than None for an online-only event: a layout written before online
+        # events existed shows an empty field, not the word "None".
+        "venue": event.venue or "",
+        "address": event.address or "",
+        "location": event.location,
+        "online_url": event.online_url,
         "map_url": event.map_url,
         "url": event.url,
         "organiser": {"name": event.organiser.name, "email": event.organiser.email},
@@ -80,7 +83,12 @@ def markdown_html(source: str, placeholders: Placeholders) -> str:
     """Markdown (with placeholders) -> sanitised HTML; raw HTML in the Markdown is cleaned."""
     from markdown_it import MarkdownIt
 
-    md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    md = MarkdownIt("commonmark", {"html": True, "linkify": True})
+    md.enable(["table", "strikethrough", "linkify"])
+    # Bare http(s):// URLs and e-mail addresses become links; names without a scheme do
+    # not ("readme.md" would link to Moldova, "node.js" nowhere).
+    if md.linkify is not None:  # linkify-it-py (a dependency); markdown-it fails without it
+        md.linkify.set({"fuzzy_link": False})
     html = md.render(source)
     # A paragraph holding only {% if %}/{% endif %} tags would leave an empty <p> behind.
     only_tags = re.compile(rf"<p>((?:{re.escape(placeholders.prefix)}(\d+)q\s*)+)</p>\n?")

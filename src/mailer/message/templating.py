@@ -42,7 +42,7 @@ CONTEXT_NAMES = frozenset({"subscriber", "event", "calendar_url", "unsubscribe_u
 SUBSCRIBER_FIELDS = frozenset({"name", "first_name", "email", "attributes"})
 EVENT_FIELDS = frozenset(
     {"title", "venue", "address", "location", "map_url", "url", "organiser", "when", "ends"}
-    | {"date", "time", "end_time", "timezone", "zone_abbr"}
+    | {"date", "time", "end_time", "timezone", "zone_abbr", "online_url"}
 )
 _URL_SCHEMES = ("https://", "http://", "mailto:", "tel:")
 
