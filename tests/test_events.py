@@ -87,6 +87,39 @@ def test_every_front_matter_problem_is_listed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("key", "line", "expected"),
+    [
+        (
+            "adress: 1 Road",
+            5,
+            "adress: unknown key; did you mean 'address'? (the front matter "
+            "takes: title, subject, timezone, starts_at, ends_at, online_url, venue, address, "
+            "map_url, url, organiser, layout)",
+        ),
+        ("colour: red", 5, "colour: unknown key (the front matter takes: title, subject, "),
+        ("  phone: 0123", 11, "organiser.phone: unknown key (organiser takes: name, email)"),
+    ],
+)
+def test_unknown_keys_name_the_keys_allowed(
+    tmp_path: Path, key: str, line: int, expected: str
+) -> None:
+    """Not pydantic's "Extra inputs are not permitted": the allowed keys, and the likely
+    typo, on the unknown key's own line."""
+    text = FRONT.format(start="2021-09-11T14:30")
+    if key.startswith(" "):
+        text = text.replace(
+            "  email: events@leftcom.example\n", f"  email: e@leftcom.example\n{key}\n"
+        )
+    else:
+        text = text.replace("timezone: Europe/London\n", f"timezone: Europe/London\n{key}\n")
+    path = write(tmp_path, text + "Hi\n")
+    problems = validate_event(path, templates_dir=TEMPLATES)
+    assert len(problems) == 1, problems
+    assert str(problems[0]).startswith(f"{path}:{line}: {expected}")
+    assert "Extra inputs" not in str(problems[0])
+
+
+@pytest.mark.parametrize(
     ("text", "line"),
     [
         ("no front matter\n", 1),

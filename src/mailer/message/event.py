@@ -21,6 +21,7 @@ all (the template checks live in mailer.message.lint).
 
 from __future__ import annotations
 
+import difflib
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -262,9 +263,26 @@ def parse_event(path: Path) -> tuple[Event | None, list[InputError]]:
             # Missing keys have no line of their own: point at their parent or the fence.
             line = next((lines[loc[:n]] + 1 for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
             message = str(problem["msg"]).removeprefix("Value error, ")
+            if problem["type"] == "extra_forbidden":
+                message = _unknown_key(loc)
             errors.append(EventFileError(f"{'.'.join(loc)}: {message}", path=path, line=line))
-        return None, errors
+        return None, sorted(errors, key=lambda error: error.line or 0)
     return (event, errors) if errors else (event, [])
+
+
+def front_matter_keys(model: type[BaseModel] = Event) -> list[str]:
+    """The keys an organiser may write, in the order the model declares them."""
+    return [name for name in model.model_fields if name not in _LOADER_FIELDS]
+
+
+def _unknown_key(loc: tuple[str, ...]) -> str:
+    # pydantic says only "Extra inputs are not permitted": name what is allowed, and the
+    # likely typo, so the organiser need not look it up.
+    allowed = front_matter_keys(Organiser if loc[:1] == ("organiser",) else Event)
+    close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    where = "organiser" if len(loc) > 1 else "the front matter"
+    return f"unknown key{guess} ({where} takes: {', '.join(allowed)})"
 
 
 def load_event(path: Path) -> Event:
