@@ -474,9 +474,9 @@ async def test_tokens_never_reach_the_logs(
     server_log = "\n".join(
         r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
     )
-    assert "POST /u/<redacted> 200" in server_log
-    assert "POST /u/<redacted>/resubscribe 200" in server_log
-    assert "GET /u/<redacted> 404" in server_log
+    assert "method=POST path=/u/<redacted> status=200" in server_log
+    assert "method=POST path=/u/<redacted>/resubscribe status=200" in server_log
+    assert "method=GET path=/u/<redacted> status=404" in server_log
     assert token not in server_log
 
 
@@ -722,7 +722,7 @@ def test_serve_answers_on_its_port_and_logs_no_token(tmp_path: Path, sqlite_url:
     assert not store.is_mailable(ana, list_id)
     store.close()
     log = "\n".join(output)
-    assert "POST /u/<redacted> 200" in log
+    assert "method=POST path=/u/<redacted> status=200" in log
     assert token not in log
 
 

@@ -21,6 +21,7 @@ from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, ConfigError, MailerError
+from mailer.logs import fields
 from mailer.models import CampaignStatus
 from mailer.preflight import check_real_send
 from mailer.sending.engine import Progress
@@ -32,10 +33,6 @@ from mailer.tokens import TokenSigner
 log = logging.getLogger("mailer.worker")
 
 _PROGRESS_EVERY = 5.0
-
-
-def _fields(**values: object) -> str:
-    return " ".join(f"{key}={value}" for key, value in values.items())
 
 
 class Scheduler:
@@ -66,24 +63,24 @@ class Scheduler:
         self._stopping.set()
 
     async def run(self) -> None:
-        log.info(_fields(event="worker-started", worker=self.owner))
+        log.info(fields(event="worker-started", worker=self.owner))
         while not self._stopping.is_set():
             try:
                 await self.poll_once()
             except MailerError as exc:  # the database is down: say so, try again later
-                log.error(_fields(event="poll-failed", error=repr(str(exc))))
+                log.error(fields(event="poll-failed", error=str(exc)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval)
         if self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
-        log.info(_fields(event="worker-stopped", worker=self.owner))
+        log.info(fields(event="worker-stopped", worker=self.owner))
 
     async def poll_once(self) -> None:
         grace = timedelta(seconds=self.settings.grace_period)
         missed = await asyncio.to_thread(self.store.mark_missed, older_than=utcnow() - grace)
         for campaign_id in missed:
             log.warning(
-                _fields(campaign=campaign_id, event="missed", grace_seconds=grace.total_seconds())
+                fields(campaign=campaign_id, event="missed", grace_seconds=grace.total_seconds())
             )
         if not self._running and (self.settings.hourly_limit or self.settings.daily_limit):
             # Idle: recount the caps from the ledger, which other senders (`mailer send`,
@@ -110,7 +107,7 @@ class Scheduler:
         except ConfigError as exc:
             if self._refusal != str(exc):
                 self._refusal = str(exc)
-                log.error(_fields(event="refusing-to-send", error=repr(str(exc))))
+                log.error(fields(event="refusing-to-send", error=str(exc)))
             return False
         return True
 
@@ -121,7 +118,7 @@ class Scheduler:
         try:
             await self._send_campaign(campaign_id)
         except Exception:  # a bug or a lost database must not vanish with the task
-            log.exception(_fields(campaign=campaign_id, event="crashed"))
+            log.exception(fields(campaign=campaign_id, event="crashed"))
         finally:
             self._forget(campaign_id)
 
@@ -133,12 +130,12 @@ class Scheduler:
             loop_time = asyncio.get_running_loop().time()
             if loop_time - last_report >= _PROGRESS_EVERY:
                 last_report = loop_time
-                log.info(_fields(campaign=campaign_id, event="progress", **_counts(progress)))
+                log.info(fields(campaign=campaign_id, event="progress", **_counts(progress)))
 
         before = await asyncio.to_thread(self.store.get_campaign, campaign_id)
         if before.status is CampaignStatus.PAUSED and before.retry_at is not None:
             log.info(
-                _fields(campaign=campaign_id, event="auto-retry", relay_pauses=before.relay_pauses)
+                fields(campaign=campaign_id, event="auto-retry", relay_pauses=before.relay_pauses)
             )
         transport = self.transport_factory(self.settings)
         try:
@@ -156,15 +153,15 @@ class Scheduler:
                 limiter=self._limiter,
             )
         except CampaignError as exc:  # another worker claimed it first: nothing to do
-            log.debug(_fields(campaign=campaign_id, event="not-claimed", reason=repr(str(exc))))
+            log.debug(fields(campaign=campaign_id, event="not-claimed", reason=str(exc)))
             return
         except MailerError as exc:
-            log.error(_fields(campaign=campaign_id, event="failed", error=repr(str(exc))))
+            log.error(fields(campaign=campaign_id, event="failed", error=str(exc)))
             return
         finally:
             await transport.aclose()
         log.info(
-            _fields(
+            fields(
                 campaign=campaign_id,
                 event=result.reason.value,
                 status=result.campaign.status.value,
@@ -173,7 +170,7 @@ class Scheduler:
         )
         if result.campaign.retry_at is not None:
             log.warning(
-                _fields(
+                fields(
                     campaign=campaign_id,
                     event="relay-paused",
                     retry_at=f"{result.campaign.retry_at:%Y-%m-%dT%H:%M:%SZ}",
@@ -181,7 +178,7 @@ class Scheduler:
                 )
             )
         if result.message and result.campaign.status is not CampaignStatus.FINISHED:
-            log.info(_fields(campaign=campaign_id, event="note", message=repr(result.message)))
+            log.info(fields(campaign=campaign_id, event="note", message=result.message))
 
 
 def _counts(progress: Progress) -> dict[str, object]:

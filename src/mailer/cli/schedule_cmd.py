@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -92,18 +90,11 @@ def reschedule(
 def worker(ctx: typer.Context) -> None:
     """Run the scheduler and sender until SIGTERM / Ctrl-C (no web app)."""
     settings = common.settings_from(ctx)
+    from mailer.logs import configure_logging
+
     configure_logging()
     with common.open_store(settings) as store:
         asyncio.run(run_worker(settings, store))
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations say enough on error
 
 
 async def run_worker(

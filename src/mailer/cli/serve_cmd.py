@@ -9,7 +9,6 @@ messages in flight and releases its campaigns for the next worker.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import socket
@@ -22,9 +21,8 @@ from rich.markup import escape
 
 from mailer.cli import common
 from mailer.cli.schedule_cmd import run_worker
+from mailer.logs import configure_logging
 from mailer.web.limits import POST_BURST, POST_RATE_PER_MINUTE
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def register(app: typer.Typer) -> None:
@@ -76,7 +74,7 @@ def serve(
     with common.open_store(settings) as store:
         # A bad key stops us here, before binding; keys recorded later are learnt too.
         signer = load_signer(settings, store=store)
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+        configure_logging()
         app = create_app(
             store=store,
             signer=signer,

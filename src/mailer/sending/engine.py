@@ -22,6 +22,7 @@ from enum import StrEnum
 from mailer.delivery.base import Transport
 from mailer.delivery.replies import CANNOT_CONNECT
 from mailer.errors import MailerError, TransportError
+from mailer.logs import fields
 from mailer.message.compose import InvitationBuilder
 from mailer.models import (
     CampaignStatus,
@@ -335,10 +336,12 @@ class Dispatcher:
 
     def _fail(self, exc: BaseException, doing: str) -> None:
         log.error(
-            "campaign=%d event=error while=%r error=%r",
-            self.campaign_id,
-            doing,
-            f"{type(exc).__name__}: {exc}",
+            fields(
+                campaign=self.campaign_id,
+                event="error",
+                doing=doing,
+                error=f"{type(exc).__name__}: {exc}",
+            )
         )
         self._halt(Stop(StopReason.ERROR, f"{doing}: {type(exc).__name__}: {exc}"))
 
@@ -451,7 +454,7 @@ class Dispatcher:
             except Exception as exc:
                 if time.monotonic() - last_renewed < self.options.lease_seconds / 2:
                     log.warning(
-                        "campaign=%d event=renew-failed error=%r", self.campaign_id, str(exc)
+                        fields(campaign=self.campaign_id, event="renew-failed", error=str(exc))
                     )
                     continue
                 status = None
@@ -473,7 +476,7 @@ class Dispatcher:
             try:
                 status = await asyncio.to_thread(self.store.campaign_status, self.campaign_id)
             except Exception as exc:  # the heartbeat decides about a lost database
-                log.debug("campaign=%d event=status-failed error=%r", self.campaign_id, str(exc))
+                log.debug(fields(campaign=self.campaign_id, event="status-failed", error=str(exc)))
                 continue
             if status is not CampaignStatus.SENDING:
                 self._halt(Stop(StopReason.HALTED))

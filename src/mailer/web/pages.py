@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from mailer.errors import NotFoundError, StoreError, TokenError
+from mailer.logs import fields
 from mailer.models import PageRecipient, UnsubscribeSource
 from mailer.store import Store
 from mailer.tokens import LinkClaims, TestMessageClaims, TokenSigner, UnsubscribeClaims
@@ -95,20 +96,19 @@ class Pages:
             return self._refuse_invalid_post(request)
         source = await _source_of(request)
         if isinstance(claims, TestMessageClaims):
-            logger.info(
-                "test message link posted (list %d, %s): nothing changed",
-                claims.list_id,
-                source.value,
-            )
+            logger.info(fields(event="test-link-posted", list=claims.list_id, source=source.value))
             return self._test_message_page(request)
         recipient = await self._db(self._unsubscribe, claims, source)
         if recipient is None:
             return self._refuse_invalid_post(request)
         logger.info(
-            "unsubscribed subscriber %d from list %d (%s)",
-            claims.subscriber_id,
-            claims.list_id,
-            source.value,
+            fields(
+                event="unsubscribed",
+                subscriber=claims.subscriber_id,
+                list=claims.list_id,
+                source=source.value,
+                campaign=claims.campaign_id,
+            )
         )
         return self._render(request, "unsubscribed.html.j2", recipient)
 
@@ -119,7 +119,7 @@ class Pages:
         if claims is None:
             return self._refuse_invalid_post(request)
         if not is_same_origin_form_post(request.headers, self.site_origin):
-            logger.warning("resubscribe refused: posted from another site")
+            logger.warning(fields(event="resubscribe-refused", reason="posted from another site"))
             return self.renderer.message(
                 status_code=403,
                 title="Please use the button on our page",
@@ -133,7 +133,9 @@ class Pages:
         recipient = await self._db(self._resubscribe, claims)
         if recipient is None:
             return self._refuse_invalid_post(request)
-        logger.info("resubscribed subscriber %d to list %d", claims.subscriber_id, claims.list_id)
+        logger.info(
+            fields(event="resubscribed", subscriber=claims.subscriber_id, list=claims.list_id)
+        )
         return self._render(request, "resubscribed.html.j2", recipient)
 
     async def healthz(self, _request: Request) -> Response:
@@ -141,7 +143,7 @@ class Pages:
         try:
             await self._db(self.store.ping)
         except (SQLAlchemyError, StoreError):
-            logger.exception("health check: the database does not answer")
+            logger.exception(fields(event="health-failed", reason="the database does not answer"))
             return PlainTextResponse("database unavailable", status_code=503)
         return PlainTextResponse("ok")
 
@@ -173,7 +175,7 @@ class Pages:
 
         This runs outside the middleware stack, so it adds the security headers itself.
         """
-        logger.error("request failed: %s", type(exc).__name__, exc_info=exc)
+        logger.error(fields(event="request-failed", error=type(exc).__name__), exc_info=exc)
         response = self.renderer.message(
             status_code=503,
             title="Please try again in a few minutes",

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailer.logs import fields
+
 # default-src 'none': the pages load nothing but their own stylesheet and run no script;
 # form-action 'self': the only form posts back to us; frame-ancestors: no clickjacking of
 # the Unsubscribe button; base-uri: an injected <base> could not redirect the form.
@@ -157,9 +159,10 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_recording_status)
         finally:
             access_logger.info(
-                "%s %s %d %.1fms",
-                scope["method"],
-                redact_path(scope["path"]),
-                status,
-                (time.perf_counter() - started) * 1000,
+                fields(
+                    method=scope["method"],
+                    path=redact_path(scope["path"]),
+                    status=status,
+                    ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+                )
             )
