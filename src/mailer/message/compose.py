@@ -31,6 +31,7 @@ from mailer.errors import UnsafeValueError
 from mailer.message.calendar import CONTENT_TYPE as ICS_CONTENT_TYPE
 from mailer.message.calendar import build_ics, google_calendar_url
 from mailer.message.event import Event
+from mailer.message.headers import mailbox, unstructured
 from mailer.message.render import Renderer
 from mailer.models import OutgoingMessage, Recipient, RenderedMessage, SenderIdentity
 from mailer.safety import ensure_header_safe, find_unsafe
@@ -38,7 +39,6 @@ from mailer.safety import ensure_header_safe, find_unsafe
 MAX_LINE = 998
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _URL = re.compile(r"https?://[!#-;=?-~]+")  # printable ASCII without space, quote, < and >
-_WORD_BYTES = 45  # 45 bytes -> 60 base64 chars -> a 72-char encoded-word (limit 75)
 
 
 def ascii_address(address: str, *, field: str) -> str:
@@ -64,48 +64,9 @@ def _idna(domain: str) -> str:
     return str(idna.encode(domain, uts46=True).decode("ascii"))
 
 
-def encoded_words(text: str) -> str:
-    """RFC 2047 base64 encoded-words, whole characters each, folded one per line."""
-    words: list[str] = []
-    chunk = b""
-    for char in text:
-        data = char.encode("utf-8")
-        if len(chunk) + len(data) > _WORD_BYTES:
-            words.append(chunk.decode("utf-8"))
-            chunk = b""
-        chunk += data
-    words.append(chunk.decode("utf-8"))
-    return "\r\n ".join(
-        f"=?utf-8?b?{base64.b64encode(word.encode()).decode('ascii')}?=" for word in words
-    )
-
-
 def _plain(text: str) -> bool:
     # Printable ASCII that no decoder would mistake for an encoded-word.
     return text.isascii() and text.isprintable() and "=?" not in text
-
-
-def mailbox(name: str, address: str) -> str:
-    """`"Name" <addr>`; a non-ASCII or very long name becomes RFC 2047 encoded-words."""
-    if not name.strip():
-        return address
-    if _plain(name) and len(name) <= 64:
-        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{quoted}" <{address}>'
-    return f"{encoded_words(name)} <{address}>"
-
-
-def unstructured(text: str, *, room: int = 69) -> str:
-    """A Subject value: plain ASCII folded at spaces near 78 columns, else encoded-words."""
-    if not _plain(text) or len(text) > 800:
-        return encoded_words(text)
-    lines = [""]
-    for n, word in enumerate(text.split(" ")):
-        if n and len(lines[-1]) + 1 + len(word) > room and lines[-1].strip():
-            lines.append(word)  # the space moves to the start of the folded line
-        else:
-            lines[-1] = f"{lines[-1]} {word}" if n else word
-    return "\r\n ".join(lines)
 
 
 class QuotedPrintable:
@@ -190,7 +151,7 @@ class InvitationBuilder:
         )
         tag = hashlib.sha256(f"{campaign_id}\0{event.slug}\0{self.domain}".encode()).hexdigest()
         mixed, alt = f"=_m{tag[:16]}", f"=_a{tag[:16]}"  # "=_" never occurs in QP or base64
-        static = [f"From: {mailbox(sender.from_name, self.sender_address)}"]
+        static = [f"From: {mailbox(sender.from_name, self.sender_address, field='From')}"]
         # "Just reply to this email" must reach a person: the organiser, unless the
         # settings name another address.
         reply_to = sender.reply_to or event.organiser.email
@@ -275,7 +236,7 @@ class InvitationBuilder:
             raise UnsafeValueError("message_id: not a plain <id@domain>", field="message_id")
         head = (
             f"Date: {self._now()}\r\n"
-            f"To: {mailbox(recipient.name, to_address)}\r\n"
+            f"To: {mailbox(recipient.name, to_address, field='To')}\r\n"
             f"Subject: {unstructured(subject)}\r\n"
             f"Message-ID: {message_id}\r\n"
             f"List-Unsubscribe: {unsubscribe}\r\n"
