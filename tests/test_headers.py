@@ -1,5 +1,5 @@
-"""Names and subjects on the raw bytes (issue 10): lines of at most 76 characters where
-encoded-words are, words kept whole, plain ASCII never encoded.
+"""Names and subjects on the raw bytes (issue 10): no second address, lines of at most 76
+characters where encoded-words are, words kept whole, plain ASCII never encoded.
 
 Every message is read back the ways real readers read it: Python's `policy.default`, and
 `compat32` the way older code does (getaddresses on the raw value, then RFC 2047 decoding
@@ -101,6 +101,39 @@ def assert_encoded_lines_fit(data: bytes) -> None:
             raw.decode("utf-8")  # strict: a torn character raises
 
 
+# -- 1. a display name never shows a second address -----------------------------------
+
+
+def test_an_address_in_a_recipient_name_is_dropped() -> None:
+    """Seen: `Zoë "Z" O'Brien <x@y>` went out as one encoded-word, so a reader decoding
+    before parsing saw `... <x@y> <eve@example.org>`: two addresses. Now the bracketed
+    address is gone from the name; the real one is the only @ in the header."""
+    message = build('Zoë "Z" O\'Brien <x@y>')
+    assert_well_formed(message)
+    seen = naive_decode(header(message, "To"))
+    assert seen.count("@") == 1, seen
+    assert email.utils.getaddresses([seen]) == [('Zoë "Z" O\'Brien', "eve@example.org")]
+    assert default_mailbox(message.data, "To") == ('Zoë "Z" O\'Brien', "eve@example.org")
+    assert compat32_mailbox(message.data, "To") == ('Zoë "Z" O\'Brien', "eve@example.org")
+
+
+@pytest.mark.parametrize(
+    ("from_name", "shown"),
+    [
+        ("Bank Security <security@bank.example>", "Bank Security"),
+        ("security@bank.example", ""),
+        ("Zoë ＜help＠bank.example＞ Martin", "Zoë Martin"),  # full-width lookalikes
+    ],
+)
+def test_an_address_in_the_sender_name_is_dropped(from_name: str, shown: str) -> None:
+    """The From name (a setting) gets the same treatment: no address-like text in it."""
+    message = build("Zoë Martin", from_name=from_name)
+    raw_from = header(message, "From")
+    assert naive_decode(raw_from).count("@") == 1, raw_from
+    assert default_mailbox(message.data, "From") == (shown, "invitations@leftcom.example")
+    assert compat32_mailbox(message.data, "From")[0] == shown
+
+
 # -- 2. RFC 2047 done right -----------------------------------------------------------
 
 
@@ -180,10 +213,10 @@ names = st.text(
 @given(name=names)
 def test_any_name_and_subject_fold_within_the_limits(name: str) -> None:
     """Any text: lines with encoded-words <= 76, no defects, and RFC 2047 readers get the
-    name back exactly (less repeated whitespace)."""
-    from mailer.message.headers import mailbox, unstructured
+    name back exactly (less address-like parts and repeated whitespace)."""
+    from mailer.message.headers import display_name, mailbox, unstructured
 
-    shown = " ".join(name.split())
+    shown = display_name(name)
     data = (
         f"To: {mailbox(name, 'eve@example.org', field='To')}\r\n"
         f"Subject: {unstructured(name)}\r\n\r\n"

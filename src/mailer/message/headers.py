@@ -17,12 +17,17 @@ built from whole words:
   between encoded-words. (Python's `policy.default` keeps it in a display name, so there a
   name too long for one line shows one extra space where it was split; inside a word
   that would have read "Alexa ndra".)
+
+A display name is also stripped of anything that looks like an address (`<x@y>`,
+`x@y`): a reader that decodes the header before parsing it would otherwise show a second
+address, or a name that pretends to be one.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import re
 
 LINE = 76
 """RFC 2047 §2: a header line holding an encoded-word, its header's name included."""
@@ -32,6 +37,25 @@ _LONGEST_PLAIN = 900  # a longer unbreakable plain word is encoded (lines stay <
 # RFC 2047 §5(3): the only characters Q may leave as they are in a phrase; valid anywhere.
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_BYTES = [chr(b) if b in _Q_SAFE else "_" if b == 0x20 else f"={b:02X}" for b in range(256)]
+
+# What a reader could take for an address: <...> groups (any bracket lookalike), words
+# with an at sign (or a lookalike) inside, and stray brackets.
+_BRACKETS = "<>\uff1c\uff1e\u2039\u203a\u3008\u3009\u27e8\u27e9\ufe64\ufe65"
+_AT_SIGNS = "@\uff20\ufe6b"
+_BRACKETED = re.compile(f"[{_BRACKETS}][^{_BRACKETS}]*[{_BRACKETS}]")
+_AT_WORD = re.compile(rf"\S*[^\s{_AT_SIGNS}][{_AT_SIGNS}]+[^\s{_AT_SIGNS}]\S*")
+_STRAY = re.compile(f"[{_BRACKETS}]")
+_ADDRESS_HINTS = frozenset(_BRACKETS + _AT_SIGNS)
+
+
+def display_name(name: str) -> str:
+    """The name as it will be shown: address-like parts dropped, whitespace collapsed.
+
+    `Zoë "Z" O'Brien <x@y>` -> `Zoë "Z" O'Brien`; `support@bank.example` -> ``.
+    """
+    if not _ADDRESS_HINTS.isdisjoint(name):
+        name = _STRAY.sub(" ", _AT_WORD.sub(" ", _BRACKETED.sub(" ", name)))
+    return " ".join(name.split())
 
 
 def _plain(word: str) -> bool:
@@ -156,8 +180,12 @@ def _phrase(name: str, field: str) -> tuple[tuple[str, ...], bool]:
 
 
 def mailbox(name: str, address: str, *, field: str) -> str:
-    """`Name <address>` for the `field` header (To, From), folded; `address` is ASCII."""
-    name = " ".join(name.split())
+    """`Name <address>` for the `field` header (To, From), folded; `address` is ASCII.
+
+    Address-like parts of the name are dropped first (see display_name); a name left
+    empty gives the bare address.
+    """
+    name = display_name(name)
     if not name:
         return address
     if _plain(name) and len(field) + len(name) + len(address) + 7 <= LINE:
