@@ -106,3 +106,22 @@ def test_send_prints_progress_summary_and_csv_report(
     assert "0 bounced" in new.stdout  # the new campaign skips the bounced address
     assert "11 sent" in new.stdout
     assert len(imported.messages) == received + 11
+
+
+def test_report_csv_neutralises_cells_a_spreadsheet_would_run(
+    tmp_path: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    """Seen: reports wrote values starting `=`, `+`, `-`, `@` verbatim (OWASP CSV injection):
+    a relay's reply and an address are outside text."""
+    env = cli_environment(tmp_path, smtp_server_thread.port)
+    members = tmp_path / "m.csv"
+    members.write_text("email,name\n-dash@example.org,Dash\nok@example.org,Ok\n")
+    assert (
+        run_mailer(env, tmp_path, "subscribers", "import", str(members), "-l", "m").returncode == 0
+    )
+    smtp_server_thread.rcpt_replies["ok@example.org"] = '550 =HYPERLINK("http://x.example")'
+    run_mailer(env, tmp_path, "send", str(EVENT), "-l", "m", "--yes")
+    report = run_mailer(env, tmp_path, "campaign", "report", "1", "--csv")
+    rows = {r["email"]: r for r in csv.DictReader(io.StringIO(report.stdout))}
+    assert set(rows) == {"'-dash@example.org", "ok@example.org"}
+    assert rows["ok@example.org"]["reply"].startswith("'=HYPERLINK")

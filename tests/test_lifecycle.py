@@ -122,3 +122,57 @@ def test_lifecycle_rules_refuse_what_the_table_forbids(tmp_path: Path) -> None:
             lifecycle.reschedule(store, campaign.id, later)
         with pytest.raises(CampaignError, match="cannot resume"):
             lifecycle.plan_resume(store, campaign.id)
+
+
+def test_the_send_confirmation_shows_what_recipients_will_see_and_defaults_to_no(
+    tmp_path: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    """At a real terminal (a pty): From, Reply-To, subject, the unsubscribe base, the list
+    and its mailable count, and the relay, then a question whose default is No."""
+    import os
+    import pty
+    import select
+    import subprocess
+
+    from campaign_support import mailer_command
+
+    env = members(tmp_path, smtp_server_thread.port, count=3)
+    env["MAILER_REPLY_TO"] = "replies@cwo.example.org"
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        mailer_command("send", str(EVENT), "--list", "members"),
+        cwd=tmp_path,
+        env=env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        while b"[y/N]" not in seen:
+            ready, _, _ = select.select([controller], [], [], 60)
+            assert ready, f"no prompt; the screen so far: {seen!r}"
+            seen += os.read(controller, 4096)
+        os.write(controller, b"\n")  # Enter: the default
+        assert child.wait(timeout=60) == 0
+        while select.select([controller], [], [], 0.5)[0]:
+            try:
+                seen += os.read(controller, 4096)
+            except OSError:  # the child closed the terminal
+                break
+    finally:
+        if child.poll() is None:
+            child.kill()
+        os.close(controller)
+    screen = seen.decode("utf-8", "replace")
+    assert "From:         Mailer demo <invitations@cwo.example.org>" in screen
+    assert "Reply-To:     replies@cwo.example.org" in screen
+    assert "Subject:      Invitation: CWO London Public Meeting" in screen
+    assert "Unsubscribe:  http://127.0.0.1:8000/u/..." in screen
+    assert "To:           3 subscriber(s) of list 'members'" in screen
+    assert f"Relay:        127.0.0.1:{smtp_server_thread.port} (none)" in screen
+    assert "Nothing was changed." in screen
+    assert smtp_server_thread.messages == []
+    with Store.open(env["MAILER_DATABASE_URL"]) as store:
+        assert store.campaigns() == []

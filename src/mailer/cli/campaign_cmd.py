@@ -107,6 +107,7 @@ def report(
 ) -> None:
     """The outcome per recipient (CSV), or a summary with the failures."""
     from mailer.cli.progress import describe
+    from mailer.safety import spreadsheet_safe
 
     with common.open_store(common.settings_from(ctx)) as store:
         campaign = store.get_campaign(campaign_id)
@@ -119,13 +120,15 @@ def report(
                     ["email", "status", "attempts", "code", "reply", "message_id", "sent_at"]
                 )
                 for row in rows:
+                    # Addresses and relay replies come from outside: a cell starting with
+                    # = + - @ would run as a formula in a spreadsheet.
                     writer.writerow(
                         [
-                            row.email,
+                            spreadsheet_safe(row.email),
                             row.status.value,
                             row.attempts,
                             row.code or "",
-                            row.reply,
+                            spreadsheet_safe(row.reply),
                             row.message_id or "",
                             row.sent_at.isoformat() if row.sent_at else "",
                         ]
