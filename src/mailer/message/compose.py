@@ -91,9 +91,41 @@ class QuotedPrintable:
     def _miss(self, line: str) -> bytes:
         # b2a_qp escapes "=", 8-bit bytes, trailing blanks and a lone "." (SMTP end of data).
         encoded = binascii.b2a_qp(line.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+        if b"From " in encoded:
+            encoded = _escape_mbox_from(encoded)
         if len(self._lines) < self._limit:
             self._lines[line] = encoded
         return encoded
+
+
+_QP_ATOM = re.compile(rb"=[0-9A-F]{2}|.", re.DOTALL)
+_MBOX_FROM = re.compile(rb">*From ")
+
+
+def _escape_mbox_from(encoded: bytes) -> bytes:
+    """One QP-encoded line, re-wrapped so that no physical line starts with `>*From `.
+
+    An mbox store on the way rewrites such a line to `>From ` (and mboxo cannot undo
+    it), which changes the body and breaks its DKIM signature. Encoding the first
+    character (`=46rom`) keeps the line intact. b2a_qp may also have put "From " at the
+    start of a line with a soft break, so the line is wrapped again here (rare: only
+    lines holding "From " come this way, once per campaign each).
+    """
+    flat = encoded.replace(b"=\r\n", b"")
+    out: list[bytes] = []
+    line = b""
+    offset = 0
+    for atom in _QP_ATOM.findall(flat):
+        size = len(atom)
+        if len(line) + size > 75:  # 75 + the soft break "=" = RFC 2045's 76
+            out.append(line + b"=")
+            line = b""
+        if not line and _MBOX_FROM.match(flat, offset):
+            atom = b"=%02X" % atom[0]
+        line += atom
+        offset += size
+    out.append(b"=2E" if line == b"." else line)  # a lone "." would end the SMTP data
+    return b"\r\n".join(out)
 
 
 def list_id(list_name: str, domain: str) -> str:

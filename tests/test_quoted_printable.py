@@ -1,0 +1,79 @@
+"""Body lines beginning `From ` (issue 10): encoded as `=46rom`, so an mbox store on the way
+has nothing to rewrite and the body (and a DKIM signature over it) arrives unchanged."""
+
+from __future__ import annotations
+
+import binascii
+import mailbox
+import re
+from pathlib import Path
+
+import pytest
+
+from mailer.message.compose import QuotedPrintable
+from test_compose import FRONT_FOR_TESTS, SENDER, TEMPLATES, ZOE, assert_well_formed, make_builder
+
+MBOX_FROM = re.compile(rb"^>*From ", re.MULTILINE)
+BODY = """\
+From the archives: our 1921 pamphlet, reprinted.
+
+Please read it before the meeting.
+From Monday, copies are at the bookshop.
+
+> From: a comrade
+> >From the floor: a question
+"""
+
+
+def test_from_lines_in_an_invitation_survive_an_mbox_store(tmp_path: Path) -> None:
+    """Seen: a body line beginning `From ` went out raw; an mbox on the way stored it as
+    `>From ` and DKIM failed. Now no line of the message starts that way, Python's
+    mailbox module (mboxo, which mangles such lines) hands back the very same bytes, and
+    both parts still decode to exactly what was rendered."""
+    event = tmp_path / "archive.md"
+    event.write_text(FRONT_FOR_TESTS + BODY, encoding="utf-8")
+    builder = make_builder(event_path=event, templates=TEMPLATES)
+    url = f"{SENDER.base_url}/u/t7"
+    rendered = builder.render(ZOE, unsubscribe_url=url)
+    assert re.search(r"(?m)^From the archives", rendered.text)  # the case is really there
+    assert re.search(r"(?m)^From Monday", rendered.html)
+    message = builder.build(ZOE, unsubscribe_url=url)
+
+    assert MBOX_FROM.findall(message.data.replace(b"\r\n", b"\n")) == []
+    store = mailbox.mbox(tmp_path / "inbox.mbox")
+    key = store.add(message.data)
+    store.close()
+    store = mailbox.mbox(tmp_path / "inbox.mbox")
+    stored = store.get_bytes(key)
+    store.close()
+    assert stored.replace(b"\r\n", b"\n") == message.data.replace(b"\r\n", b"\n")
+    parsed = assert_well_formed(message)
+    plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain is not None
+    assert html is not None
+    assert plain.get_content().replace("\r\n", "\n") == rendered.text
+    assert html.get_content().replace("\r\n", "\n") == rendered.html
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "From here on",
+        ">From a quote",
+        ">>>From deeper",
+        "x" * 75 + "From after a soft break",  # b2a_qp wraps right before "From "
+        "x" * 74 + " From after a soft break",
+        ">" * 80 + "From after many quotes",
+        "Zoë " * 18 + "From " + "é" * 40,
+        "x" * 75 + ".",
+    ],
+)
+def test_no_physical_line_starts_with_from(line: str) -> None:
+    """Whatever the wrapping, no encoded line starts with `>*From `, every line is at most
+    76 characters (RFC 2045) and the text decodes back unchanged."""
+    encoded = QuotedPrintable().encode(f"{line}\n{line}")
+    lines = encoded.split(b"\r\n")
+    assert not [ln for ln in lines if MBOX_FROM.match(ln)]
+    assert max(len(ln) for ln in lines) <= 76
+    assert lines[-1] not in (b".", b"")  # a lone "." would end the SMTP data
+    assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode() == f"{line}\n{line}"
