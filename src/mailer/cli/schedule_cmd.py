@@ -41,13 +41,11 @@ def schedule(
     from mailer.campaigns.when import describe_time, parse_send_time
     from mailer.message.event import load_event
     from mailer.preflight import check_real_send
-    from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
     zone = tz or settings.timezone
     common.existing_file(event_file, what="event file")
     event = load_event(event_file)
-    load_signer(settings)  # a send without a signing key would fail at its time: fail now
     when = parse_send_time(at, zone)
     check_real_send(settings)  # refused now rather than by the worker at its time
     with common.open_store(settings) as store:
@@ -108,7 +106,7 @@ async def run_worker(
     scheduler = Scheduler(
         settings=settings,
         store=store,
-        signer=load_signer(settings),
+        signer=load_signer(settings, store=store),
         transport_factory=SmtpTransport.from_settings,
     )
     if stop is None:

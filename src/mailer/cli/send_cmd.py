@@ -64,8 +64,8 @@ def send(
     settings = common.settings_from(ctx)
     common.existing_file(event_file, what="event file")
     event = load_event(event_file)  # loaded once: what is confirmed is what is sent
-    signer = load_signer(settings)
     with common.open_store(settings) as store:
+        signer = load_signer(settings, store=store)
         if dry_run:
             _dry_run(store, settings, event, list_name, signer)
             return
@@ -207,7 +207,7 @@ def run_with_signals(
     """Run the campaign with a progress display; SIGINT/SIGTERM stop it cleanly (paused)."""
     from mailer.tokens import load_signer
 
-    signer = load_signer(settings)
+    signer = load_signer(settings, store=store)
     return asyncio.run(
         _run(
             store,
