@@ -24,10 +24,20 @@ Faults are plain attributes; set them before (or between) sends:
     mail_reply     "451 4.3.0 Try later"         reply to every MAIL FROM
     data_reply     "421 4.3.2 Closing"           reply to DATA instead of 354 (421 closes)
     end_reply      "554 5.7.1 Spam"              reply to the final dot instead of 250
-    drop_mid_data  N                             next N messages: 354, read a line, close
+    drop_mid_data  N                             next N messages: 354, then reset (RST) at once
+    close_mid_data N                             next N: 354, read part of the body, hang up as
+                                                 a relay that restarts: FIN, then RST for the
+                                                 data that keeps arriving
+    stall_mid_data N                             next N: 354, read part of the body, then
+                                                 nothing more, never answer (a hung relay)
+    mid_data_bytes 1 << 20                       how much of the body those two read first
+                                                 (default 0: one line); they also shrink the
+                                                 session's receive buffer to 64 KiB, so the
+                                                 client's writes back up soon after
+    mid_data_reply "552 5.3.4 Too big"           close_mid_data says this before hanging up
     drop_after_dot N                             next N: read and record it, close, no reply
-    delays         {"MAIL": 2.0}                 sleep before replying to MAIL, RCPT, DATA
-                                                 (before the 354) or END (the final dot)
+    delays         {"MAIL": 2.0}                 sleep before replying to EHLO, MAIL, RCPT,
+                                                 DATA (before the 354) or END (the final dot)
 
 Fixtures (import them into conftest.py): `smtp_server` (async, on the test loop),
 `smtp_server_thread` (sync), `smtp_server_process`, and `tls_files` (a trustme CA and a
@@ -124,6 +134,10 @@ class SmtpTestServer:
         self.data_reply: str | None = None
         self.end_reply: str | None = None
         self.drop_mid_data = 0
+        self.close_mid_data = 0
+        self.stall_mid_data = 0
+        self.mid_data_bytes = 0
+        self.mid_data_reply: str | None = None
         self.drop_after_dot = 0
         self.delays: dict[str, float] = {}
         self._server: asyncio.Server | None = None
@@ -206,8 +220,9 @@ class SmtpTestServer:
 
     def reset_faults(self) -> None:
         self.rcpt_replies.clear()
-        self.mail_reply = self.data_reply = self.end_reply = None
-        self.drop_mid_data = self.drop_after_dot = 0
+        self.mail_reply = self.data_reply = self.end_reply = self.mid_data_reply = None
+        self.drop_mid_data = self.close_mid_data = self.stall_mid_data = 0
+        self.mid_data_bytes = self.drop_after_dot = 0
         self.delays.clear()
 
     # -- aiosmtpd plumbing ------------------------------------------------------------
@@ -338,19 +353,64 @@ class _Session(SMTP):
             if owner.data_reply.startswith("421") and self.transport is not None:
                 self.transport.close()
             return
-        if owner.drop_mid_data > 0 and self.envelope and self.envelope.rcpt_tos:
-            owner.drop_mid_data -= 1
-            await self.push("354 End data with <CR><LF>.<CR><LF>")
-            await self._reader.readline()
-            if self.transport is not None:
-                # Abort (RST), as a crashed or overloaded server does: the client can tell
-                # the body did not arrive, whatever its size.
-                sock = self.transport.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.transport.abort()
-            await asyncio.Future()  # cancelled by aiosmtpd when the connection is lost
+        if self.envelope and self.envelope.rcpt_tos:
+            if owner.drop_mid_data > 0:
+                owner.drop_mid_data -= 1
+                await self.push("354 End data with <CR><LF>.<CR><LF>")
+                # Abort (RST) at once, as a crashed or overloaded server does. On the test's
+                # loop the socket closes in the very next callback, before the client can
+                # read the 354 and write: the body never reaches even the client's kernel,
+                # whatever its size. (Once it has, the relay may have the message, and the
+                # client rightly says UNKNOWN: see close_mid_data for a drop mid-body.)
+                self._hang_up(socket_option=(socket.SO_LINGER, struct.pack("ii", 1, 0)))
+                await asyncio.Future()  # cancelled by aiosmtpd when the connection is lost
+            if owner.close_mid_data > 0 or owner.stall_mid_data > 0:
+                hang_up = owner.close_mid_data > 0
+                if hang_up:
+                    owner.close_mid_data -= 1
+                else:
+                    owner.stall_mid_data -= 1
+                await self._read_part_of_the_body()
+                if hang_up:
+                    if owner.mid_data_reply is not None:
+                        await self.push(owner.mid_data_reply)
+                    # What a relay that restarts does: its end closes (FIN, read by the
+                    # client as EOF), and the data still arriving is answered with RST.
+                    self._hang_up(shutdown=True)
+                # Stalled: read nothing more, so that once aiosmtpd's buffer and the
+                # kernel's are full the client can write no further.
+                await asyncio.Future()  # cancelled when the connection is lost or at stop()
         await super().smtp_DATA(arg)
+
+    async def _read_part_of_the_body(self) -> None:
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            # No receive-buffer autotuning: what the client can still push into the
+            # kernels stays well below the multi-megabyte bodies such tests send.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        if self.owner.mid_data_bytes:
+            await self._reader.readexactly(self.owner.mid_data_bytes)
+        else:
+            await self._reader.readline()
+
+    def _hang_up(
+        self, *, shutdown: bool = False, socket_option: tuple[int, bytes] | None = None
+    ) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None and socket_option is not None:
+            sock.setsockopt(socket.SOL_SOCKET, *socket_option)
+        if sock is not None and shutdown:
+            sock.shutdown(socket.SHUT_WR)
+        transport.abort()  # closes the socket with input unread: the kernel sends RST
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        await self.owner._delay("EHLO")
+        await super().smtp_EHLO(hostname)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from mailer.config import Settings, SmtpSecurity
 from mailer.delivery.memory import MemoryTransport
-from mailer.delivery.replies import classify_reply
+from mailer.delivery.replies import cannot_connect, classify_reply
 from mailer.delivery.smtp import SmtpTransport
 from mailer.errors import TransportError
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
@@ -22,6 +23,10 @@ from smtp_server import SmtpServerProcess, SmtpTestServer, TlsFiles
 
 SENDER = "invitations@mailer.test"
 BODY = b"From: invitations@mailer.test\r\nSubject: Hello\r\n\r\n.A line starting with a dot\r\n"
+# 8 MB: more than this machine's socket buffers can hold (the client's send buffer grows
+# to 4 MiB at most, and the faults that stop reading shrink the server's to 64 KiB).
+BIG_BODY = b"Subject: big\r\n\r\n" + (b"x" * 996 + b"\r\n") * 8000
+SECURITIES = [SmtpSecurity.NONE, SmtpSecurity.STARTTLS, SmtpSecurity.TLS]
 
 
 def message(recipient: str = "ada@example.org", *, data: bytes = BODY) -> OutgoingMessage:
@@ -45,6 +50,18 @@ async def server() -> AsyncIterator[SmtpTestServer]:
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return TlsFiles.create(tmp_path_factory.mktemp("tls"))
+
+
+def server_with(security: SmtpSecurity, tls: TlsFiles) -> SmtpTestServer:
+    """A server speaking `security`: in the clear, STARTTLS, or TLS from the first byte."""
+    if security is SmtpSecurity.NONE:
+        return SmtpTestServer()
+    return SmtpTestServer(tls=tls, implicit_tls=security is SmtpSecurity.TLS)
+
+
+def client_for(server: SmtpTestServer, security: SmtpSecurity, tls: TlsFiles) -> SmtpTransport:
+    ca_file = None if security is SmtpSecurity.NONE else tls.ca_file
+    return transport(server, security=security, ca_file=ca_file)
 
 
 async def test_every_message_is_delivered_with_its_exact_bytes(server: SmtpTestServer) -> None:
@@ -152,15 +169,16 @@ async def test_421_on_data_defers_and_the_next_send_reconnects(server: SmtpTestS
     assert server.connections_total == 2
 
 
+@pytest.mark.parametrize("data", [BODY, BIG_BODY], ids=["small", "8MB"])
 async def test_a_disconnect_mid_data_defers_and_a_later_send_reconnects(
-    server: SmtpTestServer,
+    server: SmtpTestServer, data: bytes
 ) -> None:
-    """The server hangs up while the body is still being sent: the final dot never left,
-    so the message is DEFERRED (no code), and the next send succeeds on a new connection."""
-    big = message(data=b"Subject: big\r\n\r\n" + b"x" * 998 * 8000)  # more than socket buffers
+    """The server resets the connection right after its 354, as a crashed relay does:
+    whatever the size, the body (and its final dot) never left, so the message is DEFERRED
+    (no code), and the next send succeeds on a new connection."""
     server.drop_mid_data = 1
     async with transport(server) as smtp:
-        dropped = await smtp.send(big)
+        dropped = await smtp.send(message(data=data))
         after = await smtp.send(message())
     assert dropped.status is DeliveryStatus.DEFERRED
     assert dropped.code is None
@@ -170,17 +188,113 @@ async def test_a_disconnect_mid_data_defers_and_a_later_send_reconnects(
     assert server.connections_total == 2
 
 
-async def test_a_disconnect_after_the_final_dot_is_unknown(server: SmtpTestServer) -> None:
+@pytest.mark.parametrize("data", [BODY, BIG_BODY], ids=["small", "8MB"])
+async def test_a_disconnect_after_the_final_dot_is_unknown(
+    server: SmtpTestServer, data: bytes
+) -> None:
     """No reply to the final dot: the server may have the message (here it does), so the
-    outcome is UNKNOWN, not DEFERRED, and the engine's policy decides."""
+    outcome is UNKNOWN, not DEFERRED, and the engine's policy decides. Also when the body
+    was too big to hand to the kernel in one go and the dot left only after waiting."""
     server.drop_after_dot = 1
     async with transport(server) as smtp:
-        outcome = await smtp.send(message())
+        outcome = await smtp.send(message(data=data))
         after = await smtp.send(message())
     assert outcome.status is DeliveryStatus.UNKNOWN
     assert outcome.code is None
     assert after.status is DeliveryStatus.SENT
     assert len(server.messages) == 2
+
+
+@pytest.mark.parametrize("security", SECURITIES, ids=lambda s: s.value)
+async def test_a_relay_hanging_up_before_the_final_dot_defers_the_message(
+    tls: TlsFiles, security: SmtpSecurity
+) -> None:
+    """Issue 9: the relay hangs up (FIN, then RST for the data still coming) 1 MiB into
+    an 8 MB body. The final dot never reached the kernel here, so the relay cannot have
+    the message: DEFERRED without a code (it will be sent again), not UNKNOWN (it would
+    not). The next send goes through on a new connection."""
+    async with server_with(security, tls) as server:
+        server.close_mid_data = 1
+        server.mid_data_bytes = 1 << 20
+        async with client_for(server, security, tls) as smtp:
+            dropped = await smtp.send(message(data=BIG_BODY))
+            after = await smtp.send(message())
+    assert dropped.status is DeliveryStatus.DEFERRED, dropped
+    assert dropped.code is None
+    assert dropped.reply == "connection lost during DATA, before the final dot"
+    assert after.status is DeliveryStatus.SENT
+    assert [m.data for m in server.messages] == [BODY]
+    assert server.connections_total == 2
+
+
+async def test_a_refusal_before_the_end_of_the_body_is_the_relays_verdict(
+    server: SmtpTestServer,
+) -> None:
+    """A relay that answers 552 5.3.4 in the middle of the body and hangs up: the reply
+    decides (FAILED: the message is too big, the mailbox is fine), not the hang-up."""
+    server.close_mid_data = 1
+    server.mid_data_bytes = 1 << 20
+    server.mid_data_reply = "552 5.3.4 Message too big"
+    async with transport(server) as smtp:
+        outcome = await smtp.send(message(data=BIG_BODY))
+    assert outcome == Outcome(DeliveryStatus.FAILED, 552, "5.3.4 Message too big")
+    assert server.messages == []
+
+
+async def test_a_relay_that_stops_reading_the_body_times_out_and_defers(
+    server: SmtpTestServer,
+) -> None:
+    """The relay stops reading 1 MiB into an 8 MB body and never answers: once nothing
+    moves for the timeout, the send gives up. The dot never left: DEFERRED."""
+    server.stall_mid_data = 1
+    server.mid_data_bytes = 1 << 20
+    async with transport(server, timeout=0.5) as smtp:
+        outcome = await smtp.send(message(data=BIG_BODY))
+    assert outcome.status is DeliveryStatus.DEFERRED
+    assert outcome.code is None
+    assert outcome.reply == "timed out during DATA, before the final dot"
+    assert server.messages == []
+
+
+@pytest.mark.parametrize("security", SECURITIES, ids=lambda s: s.value)
+async def test_a_body_bigger_than_the_socket_buffers_is_delivered_exactly(
+    tls: TlsFiles, security: SmtpSecurity
+) -> None:
+    """An 8 MB body must wait for the socket several times; its bytes arrive exactly and
+    the relay's reply, which may come while the last wait ends, is not lost."""
+    async with (
+        server_with(security, tls) as server,
+        client_for(server, security, tls) as smtp,
+    ):
+        outcomes = [await smtp.send(message(data=data)) for data in (BIG_BODY, BODY)]
+    assert [o.status for o in outcomes] == [DeliveryStatus.SENT] * 2
+    assert [m.data for m in server.messages] == [BIG_BODY, BODY]
+    assert server.connections_total == 1
+
+
+async def test_a_failing_on_body_callback_propagates_and_sends_no_body(
+    server: SmtpTestServer,
+) -> None:
+    """The engine journals the body's departure in `on_body`; if that write fails (disk
+    full), send() raises that very error, the relay receives no message, and the session,
+    left in the middle of DATA, is not reused: the next send opens a fresh one."""
+    calls: list[str] = []
+
+    def journal_full() -> None:
+        calls.append("on_body")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async with transport(server) as smtp:
+        await smtp.send(message("first@example.org"))
+        with pytest.raises(OSError, match="No space left") as caught:
+            await smtp.send(message("second@example.org"), on_body=journal_full)
+        after = await smtp.send(message("third@example.org"))
+    assert caught.value.errno == errno.ENOSPC
+    assert calls == ["on_body"]
+    assert server.recipients == ["first@example.org", "third@example.org"]
+    assert after.status is DeliveryStatus.SENT
+    assert server.connections_total == 2
+    assert server.commands["DATA"] == 3  # the 354 came; then nothing, not even the dot
 
 
 async def test_a_slow_server_times_out_and_defers(server: SmtpTestServer) -> None:
@@ -209,8 +323,8 @@ async def test_a_timeout_waiting_for_the_reply_to_the_dot_is_unknown(
 
 
 async def test_an_unreachable_relay_defers_without_a_code() -> None:
-    """Connection refused: DEFERRED with code None (no server reply), so the engine's
-    breaker can tell a dead relay from a refusing one."""
+    """Connection refused: DEFERRED with code None (no server reply) and a reply starting
+    "cannot connect", so the engine can tell a dead relay from a refusing one."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -219,7 +333,58 @@ async def test_an_unreachable_relay_defers_without_a_code() -> None:
         outcome = await smtp.send(message())
     assert outcome.status is DeliveryStatus.DEFERRED
     assert outcome.code is None
-    assert "cannot connect" in outcome.reply
+    assert outcome.reply.startswith(f"cannot connect to 127.0.0.1:{port}: ")
+    assert cannot_connect(outcome)
+
+
+async def test_a_relay_name_that_does_not_resolve_cannot_connect() -> None:
+    """A host name with no address (RFC 6761 .invalid): "cannot connect", no code."""
+    smtp = SmtpTransport(host="relay.invalid", port=25, security=SmtpSecurity.NONE, timeout=5)
+    async with smtp:
+        outcome = await smtp.send(message())
+    assert outcome.reply.startswith("cannot connect to relay.invalid:25: ")
+    assert cannot_connect(outcome)
+
+
+async def test_a_relay_that_never_greets_cannot_connect() -> None:
+    """The port accepts connections (the kernel completes them) but nothing ever says
+    220: after the timeout, "cannot connect", like a relay that is down."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        smtp = SmtpTransport(host="127.0.0.1", port=port, security=SmtpSecurity.NONE, timeout=0.3)
+        async with smtp:
+            outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.DEFERRED
+    assert outcome.code is None
+    assert cannot_connect(outcome), outcome.reply
+
+
+async def test_a_busy_or_slow_relay_is_not_taken_for_a_dead_one(server: SmtpTestServer) -> None:
+    """A relay that greets but then stops answering (EHLO here), or greets with 421, is
+    up: DEFERRED, but `cannot_connect` is false, so the engine does not stop the send."""
+    server.delays["EHLO"] = 2.0
+    async with transport(server, timeout=0.2) as smtp:
+        silent = await smtp.send(message())
+
+    async def busy_relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"421 4.3.2 Too busy, try later\r\n")
+        await writer.drain()
+        writer.close()
+
+    busy = await asyncio.start_server(busy_relay, "127.0.0.1", 0)
+    async with busy:
+        port = busy.sockets[0].getsockname()[1]
+        smtp = SmtpTransport(host="127.0.0.1", port=port, security=SmtpSecurity.NONE, timeout=2)
+        async with smtp:
+            refused = await smtp.send(message())
+    assert silent.status is DeliveryStatus.DEFERRED
+    assert silent.code is None
+    assert silent.reply.startswith(f"127.0.0.1:{server.port} stopped answering")
+    assert not cannot_connect(silent)
+    assert refused == Outcome(DeliveryStatus.DEFERRED, 421, "4.3.2 Too busy, try later")
+    assert not cannot_connect(refused)
 
 
 async def test_a_connection_closed_while_idle_is_replaced_transparently(
@@ -446,10 +611,10 @@ def test_dot_stuffing_fast_path_matches_the_general_one(parts: list[bytes]) -> N
     exactly as the general (regex) form gives it."""
     import re
 
-    from mailer.delivery.smtp import _dot_stuff
+    from mailer.delivery.smtp import _END_OF_DATA, _dot_stuff
 
     data = b"".join(parts)
     body = re.sub(rb"\r\n|\n|\r", b"\r\n", data)
     body = body if body.endswith(b"\r\n") else body + b"\r\n"
     expected = re.sub(rb"(?m)^\.", b"..", body) + b".\r\n"
-    assert _dot_stuff(data) == expected
+    assert _dot_stuff(data) + _END_OF_DATA == expected

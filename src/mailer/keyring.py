@@ -167,6 +167,14 @@ class StoreKeySigner(TokenSigner):
                 raise
         return self._verifier.verify_link(token)
 
+    def verify_calendar(self, token: str) -> int:
+        try:
+            return self._verifier.verify_calendar(token)
+        except TokenError:
+            if not self._learn_new_keys():
+                raise
+        return self._verifier.verify_calendar(token)
+
     def _learn_new_keys(self) -> bool:
         """True if the store holds keys this signer did not know (now it does)."""
         now = self._clock()

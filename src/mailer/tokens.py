@@ -19,6 +19,14 @@ nobody; the page says it came from a test. Its own HMAC domain means no test tok
 ever verify as a real one, whatever its bytes. It verifies under the same keys, so a test
 sent before a key rotation still opens its page.
 
+The "add to calendar" link (`/c/TOKEN.ics`) names only a campaign:
+
+    kind 3 (1 byte) | campaign_id (varint)
+    | the first 16 bytes of HMAC-SHA256(key, CALENDAR_DOMAIN | ...)
+
+The same for every recipient of the campaign, so it says nothing about who clicked; its
+own HMAC domain keeps it from ever verifying as an unsubscribe link, and the other way.
+
 Key rotation: tokens are signed with the current key and verified against it and then
 every older key, each compare in constant time (hmac.compare_digest). Which keys those are
 is load_signer's business (mailer/keyring.py): every key that ever signed links on the
@@ -43,11 +51,13 @@ if TYPE_CHECKING:
 
 VERSION = 1
 TEST_MESSAGE_KIND = 2
+CALENDAR_KIND = 3
 TAG_BYTES = 16
 # Domain separation: the same secret may one day sign other things (e.g. preference links);
 # a tag made for one purpose must never verify for another.
 _DOMAIN = b"mailer/unsubscribe\x00"
 _TEST_MESSAGE_DOMAIN = b"mailer/test-message\x00"
+_CALENDAR_DOMAIN = b"mailer/calendar\x00"
 # Longest well-formed token: 1 + 3 varints of at most 10 bytes + tag -> 47 bytes -> 63 chars.
 _MAX_TOKEN_CHARS = 64
 _MAX_ID = 2**63 - 1  # BIGINT ids in the store
@@ -104,6 +114,28 @@ class TokenSigner:
         raw = payload + _tag(self._keys[0], payload, domain=_TEST_MESSAGE_DOMAIN)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
+    def sign_calendar(self, *, campaign_id: int) -> str:
+        """The token of a campaign's .ics link (`calendar_url`)."""
+        if not 0 <= campaign_id <= _MAX_ID:
+            raise ValueError(f"campaign_id out of range: {campaign_id}")
+        payload = bytes([CALENDAR_KIND]) + _varint(campaign_id)
+        raw = payload + _tag(self._keys[0], payload, domain=_CALENDAR_DOMAIN)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def verify_calendar(self, token: str) -> int:
+        """The campaign id a calendar token we signed names; TokenError otherwise."""
+        raw = _decode(token)
+        if len(raw) < 1 + 1 + TAG_BYTES or raw[0] != CALENDAR_KIND:
+            raise TokenError("this link is not valid")
+        payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+        matched = False
+        for key in self._keys:  # every key, as in verify_link
+            matched |= hmac.compare_digest(_tag(key, payload, domain=_CALENDAR_DOMAIN), tag)
+        numbers = _read_varints(payload, 1)
+        if not matched or numbers is None or len(numbers) != 1:
+            raise TokenError("this link is not valid")
+        return numbers[0]
+
     def verify(self, token: str) -> UnsubscribeClaims:
         """The claims of a subscriber's token we signed (with any key we hold); TokenError
         otherwise, including for a test message's token.
@@ -147,6 +179,11 @@ class TokenSigner:
 def unsubscribe_url(base_url: str, token: str) -> str:
     """The link for List-Unsubscribe and the message footers."""
     return f"{base_url}/u/{token}"
+
+
+def calendar_url(base_url: str, token: str) -> str:
+    """The campaign's .ics as `mailer serve` has it: the short "add to calendar" link."""
+    return f"{base_url}/c/{token}.ics"
 
 
 def load_signer(settings: Settings, *, store: KeyStore | None = None) -> TokenSigner:

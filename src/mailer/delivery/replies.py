@@ -8,11 +8,19 @@ Per message (one recipient per message, so one reply decides):
     5xx                         BOUNCED   a hard bounce; the address gets suppressed
     5.7.x, 5.6.x, 5.3.4, 5.2.3  FAILED    policy, content or size: the relay refused the
       (RFC 3463 enhanced code)            message, not the mailbox; suppressing is wrong
-    no reply after the dot      UNKNOWN   the message may have been delivered
+    no reply once the final     UNKNOWN   the message may have been delivered
+      dot reached our kernel
 
 Per session (decided while connecting, before any message is tried):
 
-    cannot connect, timeout, 4xx greeting/AUTH  -> Outcome(DEFERRED, code or None, reply)
+    no session at all: refused,  -> Outcome(DEFERRED, None, "cannot connect to HOST:PORT: ...")
+      DNS, unreachable, timeout     (`cannot_connect(outcome)` is true: the relay is down or
+      or hang-up before the         unreachable, so the engine may stop early)
+      greeting
+    4xx greeting                 -> Outcome(DEFERRED, 421, reply): up, but busy
+    timeout or hang-up after the -> Outcome(DEFERRED, None, "HOST:PORT stopped answering ...")
+      greeting (EHLO, STARTTLS,
+      AUTH), 4xx to AUTH        -> Outcome(DEFERRED, code, reply)
     TLS certificate or handshake failure,       -> TransportError(code=...): retrying cannot
       AUTH 5xx (535), greeting 5xx, STARTTLS       help, so the engine should pause the
       or AUTH not offered, not SMTP at all,        campaign and show the hint
@@ -87,8 +95,24 @@ class SessionDeferred(Exception):
         self.outcome = outcome
 
 
-def session_failure(exc: Exception, where: str) -> Exception:
-    """Map a failure to set up a session to SessionDeferred (may pass) or TransportError (won't)."""
+CANNOT_CONNECT = "cannot connect"
+
+
+def cannot_connect(outcome: Outcome) -> bool:
+    """True when no SMTP session could be opened at all (connection refused, name not
+    resolved, host unreachable, no connection or no greeting within the timeout): the
+    relay is down or unreachable, for every message alike."""
+    return (
+        outcome.status is DeliveryStatus.DEFERRED
+        and outcome.code is None
+        and outcome.reply.startswith(CANNOT_CONNECT)
+    )
+
+
+def session_failure(exc: Exception, where: str, *, connected: bool) -> Exception:
+    """Map a failure to set up a session to SessionDeferred (may pass) or TransportError
+    (won't). `connected`: the relay had greeted us (the failure came with EHLO, STARTTLS
+    or AUTH), so it is up, whatever happened next."""
     tls = _find_cause(exc, ssl.SSLError)
     if tls is not None and not isinstance(tls, ssl.SSLEOFError):
         return TransportError(
@@ -113,11 +137,13 @@ def session_failure(exc: Exception, where: str) -> Exception:
             f"{where} does not answer like an SMTP server: {exc.message}",
             hint="Is MAILER_SMTP_SECURITY right? An implicit-TLS port (465) needs 'tls'.",
         )
-    if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPTimeoutError | OSError):
-        reason = f"cannot connect to {where}: {exc}"
-        return SessionDeferred(Outcome(DeliveryStatus.DEFERRED, None, reason))
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        reason = f"{where} closed the session during setup"
+    if isinstance(exc, OSError):  # aiosmtplib's disconnect/timeout errors are OSErrors too
+        if not connected:
+            reason = f"{CANNOT_CONNECT} to {where}: {exc}"
+        elif isinstance(exc, TimeoutError):
+            reason = f"{where} stopped answering during session setup: {exc}"
+        else:
+            reason = f"{where} closed the session during setup: {exc}"
         return SessionDeferred(Outcome(DeliveryStatus.DEFERRED, None, reason))
     if isinstance(exc, aiosmtplib.SMTPException):  # STARTTLS or AUTH not offered, ...
         return TransportError(f"{where}: {exc}", hint="Check MAILER_SMTP_SECURITY and credentials.")
@@ -144,8 +170,3 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
         raise ConfigError(
             f"cannot load the CA file {ca_file}: {exc}", setting="MAILER_SMTP_CA_FILE"
         ) from exc
-
-
-# The reply of an Outcome when no SMTP session could be made at all (the engine stops
-# a send fast on these: see mailer.sending.engine.is_unreachable).
-CANNOT_CONNECT = "cannot connect"

@@ -1,9 +1,16 @@
 """SMTP delivery through aiosmtplib: a pool of reused sessions, one transaction per message.
 
 aiosmtplib sends one message at a time per session, so the pool size is the concurrency.
-What each reply means is decided in `smtp_replies`; this module only runs the dialogue:
+What each reply means is decided in `replies`; this module only runs the dialogue:
 MAIL FROM, RCPT TO, DATA, then the body, with RSET after any refusal so the session can be
 reused, and QUIT when a session retires.
+
+A connection lost during DATA is DEFERRED or UNKNOWN depending on one fact: had the final
+dot been handed to the kernel when it failed? Before that the relay cannot have accepted
+the message, so it is safe to send again. aiosmtplib's `data()` writes DATA and the body
+as one step, so we send DATA with `execute_command`, then write the body and the dot
+ourselves and wait until the transport has handed them to the socket (`drain()`, with
+low-water marks of zero so that it means *all* of it).
 """
 
 from __future__ import annotations
@@ -11,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
-from aiosmtplib import SMTPStatus
+from aiosmtplib import SMTPResponse, SMTPStatus
+from aiosmtplib.protocol import SMTPProtocol
 
 from mailer.config import Settings, SmtpSecurity
 from mailer.delivery.replies import (
@@ -41,7 +49,31 @@ class _Stale(Exception):
 @dataclass(slots=True)
 class _Connection:
     smtp: aiosmtplib.SMTP
+    # Flow control over the session's transport. aiosmtplib's protocol implements the
+    # contract asyncio.StreamWriter.drain() needs (its FlowControlMixin). Kept for the
+    # session's life: a StreamWriter dropped while its transport is open closes it.
+    writer: asyncio.StreamWriter
+    # With STARTTLS, the socket's own transport under the TLS layer (None in the clear,
+    # where the session's transport is the socket's, and under implicit TLS, where
+    # asyncio does not expose it). The TLS layer hands it ciphertext at once; it is what
+    # still holds bytes the kernel has not taken.
+    below_tls: asyncio.WriteTransport | None
+    in_clear: bool
     transactions: int = 0
+
+    def write_failed(self) -> bool:
+        """Checked right after a write: the kernel refused it (the connection is dead), so
+        nothing of it is in the kernel although no buffer holds it either."""
+        return self.writer.transport.is_closing() or (
+            self.below_tls is not None and self.below_tls.is_closing()
+        )
+
+    def unsent(self) -> int:
+        """Bytes written but not yet handed to the kernel (as far as can be seen)."""
+        waiting = self.writer.transport.get_write_buffer_size()
+        if self.below_tls is not None:
+            waiting += self.below_tls.get_write_buffer_size()
+        return waiting
 
 
 class SmtpTransport:
@@ -49,7 +81,8 @@ class SmtpTransport:
 
     Sessions are opened lazily, reused for many messages, replaced after a disconnect and,
     when `messages_per_connection` is set, closed with QUIT after that many transactions.
-    `timeout` bounds each connect and each command, not a whole message.
+    `timeout` bounds each connect and each command, not a whole message (but the body's
+    transfer counts as one command: a body the socket takes slower than that is deferred).
     """
 
     def __init__(
@@ -112,7 +145,9 @@ class SmtpTransport:
     ) -> Outcome:
         """Deliver one message; wait for a free connection first if all are busy.
 
-        `on_body` is called right before the body is written, after the relay's 354."""
+        `on_body` is called right before the body is written, after the relay's 354. If it
+        raises, nothing of the body is sent, the session (stuck in DATA) is closed rather
+        than pooled, and the exception propagates."""
         if self._closed:
             raise TransportError("the SMTP transport is closed")
         async with self._slots:
@@ -180,30 +215,55 @@ class SmtpTransport:
         if self._local_hostname is None:
             # aiosmtplib would look this up (DNS) on every connect; once is enough.
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        implicit_tls = self.security is SmtpSecurity.TLS
         smtp = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
-            username=self._username,
-            password=self._password,
             local_hostname=self._local_hostname,
             timeout=self._timeout,
-            use_tls=self.security is SmtpSecurity.TLS,
-            # "none" means none: an opportunistic upgrade to an unverifiable certificate
-            # would fail a session the operator asked to run in the clear.
-            start_tls=self.security is SmtpSecurity.STARTTLS,
+            use_tls=implicit_tls,
+            # STARTTLS and the login are done below, step by step, to reach the socket's
+            # transport before TLS wraps it. "none" means none: an opportunistic upgrade
+            # to an unverifiable certificate would fail a session asked to run in the clear.
+            start_tls=False,
             tls_context=self._tls_context,
         )
         where = f"{self.host}:{self.port}"
+        connected = False
         try:
-            await smtp.connect()
+            await smtp.connect()  # TCP, TLS for port 465, the greeting
+            connected = True
+            socket_transport = None if implicit_tls else smtp.transport
+            if isinstance(socket_transport, asyncio.WriteTransport):
+                # Pause (for drain()) at the first byte the kernel has not taken, resume
+                # once it took them all. Under STARTTLS this also holds the TLS layer's
+                # ciphertext back (where it can be seen) while the socket is busy.
+                socket_transport.set_write_buffer_limits(high=0)
+            if self.security is SmtpSecurity.STARTTLS:
+                await smtp.starttls()
+            if self._username is not None:
+                await smtp.login(self._username, self._password or "")
             if smtp.is_ehlo_or_helo_needed:
                 await smtp.ehlo()  # for SIZE / SMTPUTF8 / 8BITMIME before MAIL FROM
+            transport, protocol = smtp.transport, smtp.protocol
+            if not isinstance(transport, asyncio.WriteTransport) or protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost")
         except BaseException as exc:
             smtp.close()
             if isinstance(exc, Exception):
-                raise session_failure(exc, where) from exc
+                raise session_failure(exc, where, connected=connected) from exc
             raise
-        return _Connection(smtp)
+        in_clear = self.security is SmtpSecurity.NONE
+        below_tls = None
+        if not in_clear:
+            # The same for the TLS layer's buffer, but asyncio's TLS transport pauses at
+            # `size >= high` (a socket's at `size > high`): high=0 would pause it even
+            # when empty, and drain() would hang; 1 means "anything waiting" there.
+            transport.set_write_buffer_limits(high=1, low=0)
+            if isinstance(socket_transport, asyncio.WriteTransport):
+                below_tls = socket_transport
+        writer = asyncio.StreamWriter(transport, protocol, None, asyncio.get_running_loop())
+        return _Connection(smtp, writer, below_tls, in_clear)
 
     # -- one transaction --------------------------------------------------------------
 
@@ -263,26 +323,59 @@ class SmtpTransport:
             return Outcome(DeliveryStatus.DEFERRED, None, f"{_describe(exc)} before DATA")
         if on_body is not None:
             on_body()
-        return await self._send_body(smtp, message.data)
+        return await self._send_body(conn, message.data)
 
-    async def _send_body(self, smtp: aiosmtplib.SMTP, data: bytes) -> Outcome:
-        # aiosmtplib's data() sends DATA and the body as one step, so a lost connection
-        # cannot be placed before or after the final dot. We send DATA ourselves (above)
-        # and the body here through the session's public protocol object.
-        protocol, transport = smtp.protocol, smtp.transport
-        if protocol is None or not isinstance(transport, asyncio.WriteTransport):
+    async def _send_body(self, conn: _Connection, data: bytes) -> Outcome:
+        smtp = conn.smtp
+        protocol = smtp.protocol
+        if protocol is None or not smtp.is_connected:
             smtp.close()
-            return Outcome(DeliveryStatus.DEFERRED, None, "connection lost before DATA")
+            return Outcome(
+                DeliveryStatus.DEFERRED, None, "connection lost during DATA, before the body"
+            )
+        body = _dot_stuff(data)
+        # In the clear one write will do: drained, all of it is in the kernel. Under TLS
+        # the dot goes in a write of its own once the body has been handed on, so that it
+        # waits in the TLS layer (where it can be seen) while the socket is still busy.
+        pieces = (body + _END_OF_DATA,) if conn.in_clear else (body, _END_OF_DATA)
+        reading: asyncio.Future[SMTPResponse] | None = None
         try:
-            protocol.write(_dot_stuff(data))
-            reply = await protocol.read_response(timeout=self._timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
-            unsent = transport.get_write_buffer_size()
+            try:
+                for piece in pieces:
+                    if reading is not None and reading.done():
+                        # The server answered or hung up before the end of the data.
+                        return _before_the_dot(smtp, await _stop_reading(reading), None)
+                    protocol.write(piece)
+                    if conn.write_failed():
+                        return _before_the_dot(smtp, await _stop_reading(reading), None)
+                    if conn.unsent():
+                        if reading is None:
+                            # Waiting yields to the loop, and aiosmtplib drops what
+                            # arrives while no read is pending: keep one pending from
+                            # here on, so that neither an early reply nor the final one
+                            # is lost.
+                            reading = _start_reading(protocol)
+                        await asyncio.wait_for(conn.writer.drain(), self._timeout)
+            except OSError as exc:  # lost or stalled (timeout) with the dot still here
+                return _before_the_dot(smtp, await _stop_reading(reading), exc)
+            # From here on the relay may have the whole message.
+            if reading is None:  # the usual case: the kernel took it all at once
+                return await self._final_reply(conn, protocol.read_response(self._timeout))
+            return await self._final_reply(conn, asyncio.wait_for(reading, self._timeout))
+        finally:
+            if reading is not None and not reading.done():
+                reading.cancel()  # cancelled send: the session is closed by send()
+
+    async def _final_reply(self, conn: _Connection, reply_coro: Awaitable[SMTPResponse]) -> Outcome:
+        """The relay's reply once the final dot is in the kernel's hands."""
+        smtp = conn.smtp
+        try:
+            reply = await reply_coro
+        except (aiosmtplib.SMTPServerDisconnected, TimeoutError) as exc:
+            # A timeout leaves the transports open: a dot still queued there never left.
+            unsent = conn.unsent() if smtp.is_connected else 0
             smtp.close()
-            if unsent or _was_reset(exc):
-                # Bytes still queued here, or a TCP reset (the server closed with our data
-                # unread): the final dot never reached the server, so it cannot have
-                # accepted the message.
+            if unsent:
                 return Outcome(DeliveryStatus.DEFERRED, None, f"{_describe(exc)} during DATA")
             return Outcome(
                 DeliveryStatus.UNKNOWN,
@@ -299,12 +392,55 @@ class SmtpTransport:
         return Outcome(classify_reply(reply.code, reply.message), reply.code, reply.message)
 
 
+_END_OF_DATA = b".\r\n"
+
+
+def _start_reading(protocol: SMTPProtocol) -> asyncio.Future[SMTPResponse]:
+    reading = asyncio.ensure_future(protocol.read_response())
+    reading.add_done_callback(_retrieve)  # a hang-up nobody awaits is not an error to log
+    return reading
+
+
+def _retrieve(reading: asyncio.Future[SMTPResponse]) -> None:
+    if not reading.cancelled():
+        reading.exception()
+
+
+async def _stop_reading(reading: asyncio.Future[SMTPResponse] | None) -> SMTPResponse | None:
+    """The reply that came before the end of the data, if one did; the read is cancelled."""
+    if reading is None:
+        return None
+    if not reading.done():
+        reading.cancel()
+        await asyncio.wait([reading])
+    if reading.cancelled() or reading.exception() is not None:
+        return None
+    return reading.result()
+
+
+def _before_the_dot(
+    smtp: aiosmtplib.SMTP, early: SMTPResponse | None, exc: BaseException | None
+) -> Outcome:
+    """The connection failed, stalled, or the server spoke, before the final dot was in
+    the kernel: the relay cannot have accepted the message. The session is in the middle
+    of DATA and cannot be reused."""
+    smtp.close()
+    if early is not None and early.code >= 400:  # e.g. 421 or 552 before the end of data
+        return Outcome(classify_reply(early.code, early.message), early.code, early.message)
+    if early is not None:
+        reason = f"premature reply during DATA: {early.code} {early.message}"
+        return Outcome(DeliveryStatus.DEFERRED, None, reason)
+    described = _describe(exc) if exc is not None else "connection lost"
+    return Outcome(DeliveryStatus.DEFERRED, None, f"{described} during DATA, before the final dot")
+
+
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _dot_stuff(data: bytes) -> bytes:
-    """The DATA payload: CRLF line endings, leading dots doubled (RFC 5321 4.5.2), the dot."""
+    """The DATA payload before the final dot: CRLF line endings, ending in CRLF, leading
+    dots doubled (RFC 5321 4.5.2)."""
     crlf = data.count(b"\r\n")
     if (
         data.count(b"\n") == crlf
@@ -316,11 +452,11 @@ def _dot_stuff(data: bytes) -> bytes:
         # What our composer produces: already CRLF, no line starting with a dot. Three
         # C-speed scans instead of two regex substitutions: ~145 us a message here, the
         # largest per-message cost left in the sender (bench/bench_send.py profile).
-        return data + b".\r\n"
+        return data
     body = _LINE_ENDINGS.sub(b"\r\n", data)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    return _LEADING_DOT.sub(b"..", body) + b".\r\n"
+    return _LEADING_DOT.sub(b"..", body)
 
 
 async def _reset(smtp: aiosmtplib.SMTP) -> None:
@@ -333,11 +469,7 @@ async def _reset(smtp: aiosmtplib.SMTP) -> None:
         smtp.close()  # a session that cannot reset is not reused
 
 
-def _was_reset(exc: BaseException) -> bool:
-    return isinstance(exc.__cause__, ConnectionResetError | BrokenPipeError)
-
-
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timed out"
     return "connection lost"

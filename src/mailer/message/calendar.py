@@ -1,23 +1,36 @@
-"""Event -> its calendar facts: human-readable times, an iCalendar invite, a Google Calendar link.
+"""Event -> its calendar facts: an iCalendar invite and "add to calendar" links.
 
 The invite is METHOD:PUBLISH (an announcement, RFC 5546): no ATTENDEE, so calendar apps
 offer "add" rather than an RSVP that would go back to the organiser's mailbox. It is
-the same for every recipient, so it is built once per campaign.
+the same for every recipient, so it is built once per campaign; its DESCRIPTION is the
+event's summary (title, when, where, organiser, links), never a personal letter.
+
+SEQUENCE (RFC 5545 3.8.7.4) tells a calendar that an invite with the same UID replaces
+the entry it holds: it must grow whenever the time or the place changes. This module
+stays pure, so the caller passes it in; `schedule_key` and `revision` compute it from
+what earlier campaigns of the same event recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import icalendar
 
+from mailer.message.dates import format_span
 from mailer.message.event import Event
+from mailer.message.vtimezone import vtimezone
 
 PRODID = "-//mailer//Event invitations//EN"
-CONTENT_TYPE = 'text/calendar; charset="utf-8"; method=PUBLISH'
+MEDIA_TYPE = 'text/calendar; charset="utf-8"; method=PUBLISH'
+# The MIME part's type: `name` too, for clients that ignore Content-Disposition's filename.
+CONTENT_TYPE = f'{MEDIA_TYPE}; name="invite.ics"'
 _GOOGLE = "https://calendar.google.com/calendar/render"
+_OUTLOOK = "https://outlook.live.com/calendar/0/deeplink/compose"
 
 
 def event_uid(event: Event, *, domain: str) -> str:
@@ -30,24 +43,57 @@ def event_uid(event: Event, *, domain: str) -> str:
     return f"{event.slug}-{digest}@{domain}"
 
 
+def event_summary(event: Event) -> str:
+    """The DESCRIPTION: what a calendar entry needs, the same for everyone who gets it."""
+    lines = [
+        event.title,
+        f"When: {format_span(event.starts_at, event.ends)}",
+        f"Where: {event.place or 'online'}",
+        f"Organiser: {event.organiser.name} <{event.organiser.email}>",
+    ]
+    if event.online_url:
+        lines.append(f"Join online: {event.online_url}")
+    if event.url:
+        lines.append(f"Details: {event.url}")
+    if event.map_url:
+        lines.append(f"Map: {event.map_url}")
+    return "\n".join(lines)
+
+
 def build_ics(
-    event: Event, *, domain: str, description: str, url: str, stamp: datetime | None = None
+    event: Event,
+    *,
+    domain: str,
+    url: str,
+    sequence: int = 0,
+    stamp: datetime | None = None,
 ) -> bytes:
-    """The .ics bytes (CRLF, folded at 75 octets by icalendar) for `event`."""
+    """The .ics bytes (CRLF, folded at 75 octets by icalendar) for `event`.
+
+    `sequence`: how many times the event's time or place has changed since the first
+    invite with this UID went out (see `revision`).
+    """
+    if sequence < 0:
+        raise ValueError(f"sequence must not be negative: {sequence}")
     cal = icalendar.Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
     cal.add("calscale", "GREGORIAN")
     cal.add("method", "PUBLISH")
+    # Our own VTIMEZONE: icalendar's add_missing_timezones() puts spring changes an hour
+    # late (see vtimezone.py). zoneinfo datetimes below get the matching TZID parameter.
+    cal.add_component(
+        vtimezone(event.timezone, first_year=event.starts_at.year, last_year=event.ends.year)
+    )
     vevent = icalendar.Event()
     vevent.add("uid", event_uid(event, domain=domain))
+    vevent.add("sequence", sequence)
     vevent.add("dtstamp", (stamp or datetime.now(UTC)).replace(microsecond=0))
-    # zoneinfo datetimes get TZID parameters; add_missing_timezones writes the VTIMEZONE.
     vevent.add("dtstart", event.starts_at)
     vevent.add("dtend", event.ends)
     vevent.add("summary", event.title)
     vevent.add("location", event.location)
-    vevent.add("description", description)
+    vevent.add("description", event_summary(event))
     vevent.add("url", url)
     vevent.add("status", "CONFIRMED")
     vevent.add("transp", "OPAQUE")
@@ -55,9 +101,70 @@ def build_ics(
     organiser.params["cn"] = icalendar.vText(event.organiser.name)
     vevent.add("organizer", organiser)
     cal.add_component(vevent)
-    cal.add_missing_timezones()
     data: bytes = cal.to_ical()
     return data
+
+
+# -- SEQUENCE without a database in this module -------------------------------------------
+
+
+def schedule_key(event: Event) -> str:
+    """A short digest of what makes a changed invite significant: the start and end
+    instants (UTC), the place and the join link. Store it with each campaign; compare
+    with `revision`."""
+    fmt = "%Y%m%dT%H%M%SZ"
+    facts = "\0".join(
+        (
+            event.starts_at.astimezone(UTC).strftime(fmt),
+            event.ends.astimezone(UTC).strftime(fmt),
+            event.venue or "",
+            event.address or "",
+            event.online_url or "",
+        )
+    )
+    return hashlib.sha256(facts.encode()).hexdigest()[:16]
+
+
+def revision(keys: Iterable[str]) -> int:
+    """SEQUENCE for the last of `keys`: the schedule keys of every campaign of one event
+    (one UID) in the order they were created, the one being built last. Each change from
+    one campaign to the next raises it by one; a resend of the same facts keeps it.
+
+    ["a", "a", "b", "a"] -> 2 (moved, then moved back: still two changes).
+    """
+    count, previous = 0, None
+    for key in keys:
+        if previous is not None and key != previous:
+            count += 1
+        previous = key
+    return count
+
+
+# -- "add to calendar" links --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarLinks:
+    """Where "Add to calendar" can point: Google, Outlook.com, and the campaign's .ics
+    as served by `mailer serve` (None when there is no campaign to name: previews)."""
+
+    google: str
+    outlook: str
+    ics: str | None = None
+
+
+def _details(event: Event) -> str:
+    # Short on purpose: the whole text rides in the URL.
+    return f"Organised by {event.organiser.name}. {event.url or event.map_url or ''}".strip()
+
+
+def calendar_links(event: Event, *, ics_url: str | None = None) -> CalendarLinks:
+    details = _details(event)
+    return CalendarLinks(
+        google=google_calendar_url(event, details=details),
+        outlook=outlook_calendar_url(event, details=details),
+        ics=ics_url,
+    )
 
 
 def google_calendar_url(event: Event, *, details: str) -> str:
@@ -74,3 +181,19 @@ def google_calendar_url(event: Event, *, details: str) -> str:
         "details": details,
     }
     return f"{_GOOGLE}?{urlencode(query)}"
+
+
+def outlook_calendar_url(event: Event, *, details: str) -> str:
+    """An Outlook.com "new event" deep link, times in UTC (the trailing Z), which Outlook
+    shows in the reader's own zone. Spaces as %20: Outlook shows a '+' as it is."""
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    query = {
+        "path": "/calendar/action/compose",
+        "rru": "addevent",
+        "startdt": event.starts_at.astimezone(UTC).strftime(fmt),
+        "enddt": event.ends.astimezone(UTC).strftime(fmt),
+        "subject": event.title,
+        "location": event.location,
+        "body": details,
+    }
+    return f"{_OUTLOOK}?{urlencode(query, quote_via=quote, safe='/:')}"

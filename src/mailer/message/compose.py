@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mailer.errors import UnsafeValueError
 from mailer.message.calendar import CONTENT_TYPE as ICS_CONTENT_TYPE
-from mailer.message.calendar import build_ics, google_calendar_url
+from mailer.message.calendar import build_ics, calendar_links
 from mailer.message.event import Event
 from mailer.message.headers import mailbox, unstructured
 from mailer.message.render import Renderer
@@ -158,7 +158,11 @@ class InvitationBuilder:
         campaign_id: int,
         list_name: str,
         templates_dir: Path,
+        sequence: int = 0,
+        ics_url: str | None = None,
     ) -> None:
+        """`sequence`: the invite's SEQUENCE (calendar.revision); `ics_url`: this campaign's
+        .ics as `mailer serve` has it (tokens.calendar_url), offered as "add to calendar"."""
         self.event = event
         self.campaign_id = campaign_id
         self.sender_address = ascii_address(sender.from_address, field="from_address")
@@ -170,16 +174,22 @@ class InvitationBuilder:
             if sender.unsubscribe_mailto
             else None
         )
-        details = f"Organised by {event.organiser.name}. {event.url or event.map_url or ''}"
-        self.calendar_url = google_calendar_url(event, details=details.strip())
+        if ics_url is not None and not _URL.fullmatch(ics_url):
+            raise UnsafeValueError("ics_url: not a plain http(s) URL", field="ics_url")
+        links = calendar_links(event, ics_url=ics_url)
+        self.calendar_url = links.google
         self.renderer = Renderer(
-            event, templates_dir=templates_dir, list_name=list_name, calendar_url=self.calendar_url
+            event,
+            templates_dir=templates_dir,
+            list_name=list_name,
+            calendar_url=links.google,
+            calendar={"google": links.google, "outlook": links.outlook, "ics": links.ics or ""},
         )
         self._ics = build_ics(
             event,
             domain=self.domain,
-            description=self.renderer.description_text,
             url=event.online_url or event.url or event.map_url or sender.base_url,
+            sequence=sequence,
         )
         tag = hashlib.sha256(f"{campaign_id}\0{event.slug}\0{self.domain}".encode()).hexdigest()
         mixed, alt = f"=_m{tag[:16]}", f"=_a{tag[:16]}"  # "=_" never occurs in QP or base64

@@ -21,3 +21,13 @@ def day(moment: datetime) -> str:
 def format_when(moment: datetime) -> str:
     """'Saturday 11 September 2021, 2:30pm BST' in the moment's own zone."""
     return f"{day(moment)}, {clock(moment)} {moment.tzname()}"
+
+
+def format_span(start: datetime, end: datetime) -> str:
+    """'Saturday 11 September 2021, 2:30pm to 4:30pm BST'; the end's day and zone are
+    written out only when they differ from the start's."""
+    if start.date() != end.date():
+        return f"{format_when(start)} to {format_when(end)}"
+    if start.tzname() != end.tzname():  # a clock change in between
+        return f"{format_when(start)} to {clock(end)} {end.tzname()}"
+    return f"{day(start)}, {clock(start)} to {clock(end)} {end.tzname()}"

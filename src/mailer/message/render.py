@@ -24,6 +24,7 @@ import nh3
 from markdown_it.token import Token
 
 from mailer.errors import TemplateError
+from mailer.message.calendar import calendar_links
 from mailer.message.dates import clock, day, format_when
 from mailer.message.event import Event
 from mailer.message.layouts import find_layout
@@ -261,8 +262,16 @@ class Renderer:
     """One event's templates, compiled once; `render` fills in one subscriber."""
 
     def __init__(
-        self, event: Event, *, templates_dir: Path, list_name: str, calendar_url: str
+        self,
+        event: Event,
+        *,
+        templates_dir: Path,
+        list_name: str,
+        calendar_url: str,
+        calendar: Mapping[str, str] | None = None,
     ) -> None:
+        """`calendar`: the layouts' `calendar.google`, `.outlook` and `.ics` links (`.ics`
+        empty when no campaign serves one); by default made here, without `.ics`."""
         self.event = event
         self._html_env = make_environment(html=True)
         self._text_env = make_environment(html=False)
@@ -271,6 +280,7 @@ class Renderer:
         self._shared = {
             "event": event_context(event, calendar_url=calendar_url),
             "calendar_url": calendar_url,
+            "calendar": dict(calendar) if calendar is not None else _links(event, calendar_url),
             "list_name": list_name,
         }
         layout = find_layout(event.layout, event_path=event.path, templates_dir=templates_dir)
@@ -348,6 +358,10 @@ class Renderer:
             ),
             self._compile(self._text_env, *ph.restore(body, default=self.event.path), "body"),
         )
+
+
+def _links(event: Event, google: str) -> dict[str, str]:
+    return {"google": google, "outlook": calendar_links(event).outlook, "ics": ""}
 
 
 class Blank(dict[str, str]):

@@ -38,7 +38,9 @@ from mailer.message.sandbox import (
 )
 
 # The names a template may use; anything else is a typo we report before sending.
-CONTEXT_NAMES = frozenset({"subscriber", "event", "calendar_url", "unsubscribe_url", "list_name"})
+CONTEXT_NAMES = frozenset(
+    {"subscriber", "event", "calendar_url", "calendar", "unsubscribe_url", "list_name"}
+)
 SUBSCRIBER_FIELDS = frozenset({"name", "first_name", "email", "attributes"})
 EVENT_FIELDS = frozenset(
     {"title", "venue", "address", "location", "map_url", "url", "organiser", "when", "ends"}

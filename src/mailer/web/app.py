@@ -24,6 +24,7 @@ from starlette.routing import Route
 from mailer.config import Settings
 from mailer.store import Store
 from mailer.tokens import TokenSigner
+from mailer.web.calendar_page import CalendarFeed
 from mailer.web.limits import MAX_BODY_BYTES, POST_BURST, POST_RATE_PER_MINUTE
 from mailer.web.pages import Pages
 from mailer.web.rendering import STYLESHEET, PageRenderer, web_templates_dir
@@ -70,8 +71,10 @@ def create_app(
         site_origin=site_origin,
         invalid_link_limiter=limiter,
     )
+    calendar = CalendarFeed(store=store, signer=signer, settings=settings)
     routes = [
         Route("/u/{token}", pages.show, methods=["GET"]),
+        Route("/c/{token}.ics", calendar.ics, methods=["GET"]),
         Route("/u/{token}", pages.unsubscribe, methods=["POST"]),
         Route("/u/{token}/resubscribe", pages.resubscribe, methods=["POST"]),
         Route("/healthz", pages.healthz, methods=["GET"]),
