@@ -99,6 +99,21 @@ def test_description_of_a_letter_with_personal_fields_has_no_holes(tmp_path: Pat
     assert "Dear" not in description
 
 
+def test_an_online_event_says_where_to_join() -> None:
+    """An online-only event: "Where: online" and its join link in DESCRIPTION, the link
+    as LOCATION; changing the link is a change of place for SEQUENCE."""
+    event = load_event(EXAMPLE).model_copy(
+        update={"venue": None, "address": None, "online_url": "https://meet.example.org/cwo"}
+    )
+    description = str(
+        vevent(build_ics(event, domain="x.example", url="https://x.example/"))["DESCRIPTION"]
+    )
+    assert "Where: online" in description.splitlines()
+    assert "Join online: https://meet.example.org/cwo" in description.splitlines()
+    moved = event.model_copy(update={"online_url": "https://meet.example.org/other"})
+    assert schedule_key(moved) != schedule_key(event)
+
+
 def test_sequence_is_written_and_raised_by_the_caller() -> None:
     """SEQUENCE is what the caller passes (0 by default): a later invite with the same UID
     and a higher SEQUENCE replaces the entry; a negative one is refused."""
