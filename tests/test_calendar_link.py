@@ -26,7 +26,7 @@ from mailer.tokens import TokenSigner, calendar_url, load_signer
 from mailer.web import create_app
 from test_compose import EXAMPLE, TEMPLATES
 from test_signing_keys import KEY_A, KEY_B, settings_for
-from test_web import KEY, make_settings, seed
+from test_web import KEY, make_settings, seed, serving
 from web_support import store_snapshot
 
 SITE = "https://lists.example.org"  # make_settings' MAILER_BASE_URL
@@ -194,3 +194,19 @@ async def test_bad_links_get_a_plain_404_and_change_nothing(tmp_path: Path, stor
         assert (await client.post(ics_path(live))).status_code == 405
         assert (await client.get(ics_path(live))).status_code == 200
     assert store_snapshot(store) == before
+
+
+def test_mailer_serve_answers_the_link(tmp_path: Path, sqlite_url: str) -> None:
+    """The route is in the app `mailer serve` runs (as a subprocess, as organisers run it)."""
+    event_path = tmp_path / EXAMPLE.name
+    shutil.copy(EXAMPLE, event_path)
+    store = Store.open(sqlite_url)
+    token = TokenSigner(KEY).sign_calendar(campaign_id=make_campaign(store, event_path))
+    store.close()
+    with serving(tmp_path, sqlite_url) as (base, _), httpx.Client(base_url=base) as client:
+        response = client.get(ics_path(token))
+        missing = client.get(ics_path(TokenSigner(KEY).sign_calendar(campaign_id=999)))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/calendar")
+    assert b"DTSTART;TZID=Europe/London:20210911T143000\r\n" in response.content
+    assert missing.status_code == 404
