@@ -52,6 +52,7 @@ DOTENV_FILE = ".env"
 # `make demo` / `mailer demo` with no configuration leaves only this behind.
 DEMO_STORE = Path("var") / "mailer.db"
 KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12}")
+FEEDBACK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # A .env that names no MAILER_ setting belongs to some other tool: it marks no home.
 _MAILER_LINE = re.compile(r"^\s*(?:export\s+)?MAILER_\w+\s*=", re.MULTILINE)
 # The config file of the load in progress: settings_customise_sources is a classmethod
@@ -156,6 +157,12 @@ class Settings(BaseSettings):
     reply_to: str | None = None
     unsubscribe_mailto: str | None = None
     base_url: str = "http://127.0.0.1:8000"
+    # Shown in every message's footer: bulk-mail rules (and CAN-SPAM) want the sender's
+    # postal address in each message. One line, e.g. "CWO, BM CWO, London WC1N 3XX".
+    postal_address: str | None = Field(default=None, max_length=300)
+    # Gmail's Feedback-ID SenderId (Postmaster Tools groups complaints by it): each
+    # message then says "Feedback-ID: CAMPAIGN:LIST:SENDER". Unset, no Feedback-ID.
+    feedback_id_sender: str | None = None
 
     secret_key: SecretStr | None = None
     secret_key_fallbacks: list[SecretStr] = Field(default_factory=list)
@@ -185,11 +192,21 @@ class Settings(BaseSettings):
     # How load_settings found the home (None for settings built directly, as tests do).
     _found: Home | None = PrivateAttr(default=None)
 
-    @field_validator("from_address", "reply_to", "unsubscribe_mailto", "from_name")
+    @field_validator(
+        "from_address", "reply_to", "unsubscribe_mailto", "from_name", "postal_address"
+    )
     @classmethod
     def _header_safe(cls, value: str | None) -> str | None:
         if value is not None and (problem := find_unsafe(value)) is not None:
             raise ValueError(problem)
+        return value
+
+    @field_validator("feedback_id_sender")
+    @classmethod
+    def _feedback_id(cls, value: str | None) -> str | None:
+        # Its fields are separated by colons, and it is one header token.
+        if value is not None and not FEEDBACK_ID.fullmatch(value):
+            raise ValueError("use 1-64 letters, digits, '.', '_' or '-' (no ':' or spaces)")
         return value
 
     @field_validator("base_url")
@@ -286,6 +303,8 @@ class Settings(BaseSettings):
             base_url=self.base_url,
             reply_to=self.reply_to,
             unsubscribe_mailto=self.unsubscribe_mailto,
+            postal_address=self.postal_address or None,
+            feedback_id_sender=self.feedback_id_sender,
         )
 
     def masked(self) -> dict[str, str]:

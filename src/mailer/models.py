@@ -98,6 +98,10 @@ class SenderIdentity:
     base_url: str
     reply_to: str | None = None
     unsubscribe_mailto: str | None = None
+    # The organiser's postal address for the footer (bulk-mail rules, CAN-SPAM).
+    postal_address: str | None = None
+    # Gmail's Feedback-ID SenderId; None sends no Feedback-ID header.
+    feedback_id_sender: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,14 +128,35 @@ def _escape_mbox_from(encoded: bytes) -> bytes:
     return b"\r\n".join(out)
 
 
-def list_id(list_name: str, domain: str) -> str:
-    """`"Name" <slug.domain>` (RFC 2919); List-* headers are never encoded, so a name
-    that is not plain ASCII is left out rather than encoded."""
-    slug = re.sub(r"[^a-z0-9]+", "-", list_name.lower()).strip("-")[:60] or "list"
-    if _plain(list_name) and len(list_name) <= 100:
-        quoted = list_name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{quoted}" <{slug}.{domain}>'
-    return f"<{slug}.{domain}>"
+def list_slug(list_name: str) -> str:
+    """The list's name as one lower-case token (List-Id, Feedback-ID)."""
+    return re.sub(r"[^a-z0-9]+", "-", list_name.lower()).strip("-")[:60] or "list"
+
+
+def list_id(list_name: str, domain: str, *, title: str | None = None) -> str:
+    """`"Title" <slug.domain>` (RFC 2919: the phrase describes the list, the id is made
+    of its name); List-* headers are never encoded, so a title that is not plain ASCII
+    is left out rather than encoded."""
+    phrase = title or list_name
+    if _plain(phrase) and len(phrase) <= 100:
+        quoted = phrase.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}" <{list_slug(list_name)}.{domain}>'
+    return f"<{list_slug(list_name)}.{domain}>"
+
+
+_FEEDBACK_SENDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def feedback_id(campaign_id: int, list_name: str, sender_id: str | None) -> list[str]:
+    """`Feedback-ID: CAMPAIGN:LIST:SENDER` (Gmail's feedback loop reports complaint rates
+    per value of each field), or nothing without a sender id."""
+    if sender_id is None:
+        return []
+    if not _FEEDBACK_SENDER.fullmatch(sender_id):
+        raise UnsafeValueError(
+            "feedback_id_sender: letters, digits, '.', '_' or '-' only", field="feedback_id"
+        )
+    return [f"Feedback-ID: {campaign_id}:{list_slug(list_name)}:{sender_id}"]
 
 
 _MESSAGE_ID = re.compile(r"<[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+>")
@@ -158,6 +179,7 @@ class InvitationBuilder:
         campaign_id: int,
         list_name: str,
         templates_dir: Path,
+        list_title: str | None = None,
         sequence: int = 0,
         ics_url: str | None = None,
     ) -> None:
@@ -169,6 +191,9 @@ class InvitationBuilder:
         self.domain = self.sender_address.rpartition("@")[2]
         ensure_header_safe(sender.from_name, field="from_name")
         ensure_header_safe(list_name, field="list_name")
+        # Readers see the list's public title (footer, List-Id), else its name.
+        shown_list = ensure_header_safe(list_title or list_name, field="list_title")
+        postal_address = ensure_header_safe(sender.postal_address or "", field="postal_address")
         self.unsubscribe_mailto = (
             ascii_address(sender.unsubscribe_mailto, field="unsubscribe_mailto")
             if sender.unsubscribe_mailto
@@ -181,8 +206,9 @@ class InvitationBuilder:
         self.renderer = Renderer(
             event,
             templates_dir=templates_dir,
-            list_name=list_name,
+            list_name=shown_list,
             calendar_url=links.google,
+            postal_address=postal_address,
             calendar={"google": links.google, "outlook": links.outlook, "ics": links.ics or ""},
         )
         self._ics = build_ics(
@@ -199,8 +225,9 @@ class InvitationBuilder:
         reply_to = sender.reply_to or event.organiser.email
         static.append(f"Reply-To: {ascii_address(reply_to, field='reply_to')}")
         static += [
-            f"List-Id: {list_id(list_name, self.domain)}",
+            f"List-Id: {list_id(list_name, self.domain, title=shown_list)}",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            *feedback_id(campaign_id, list_name, sender.feedback_id_sender),
             "MIME-Version: 1.0",
             f'Content-Type: multipart/mixed; boundary="{mixed}"',
             "",

@@ -83,6 +83,7 @@ class Event(BaseModel):
     address: str | None = Field(default=None, max_length=500, validate_default=True)
     map_url: str | None = None
     url: str | None = None
+    preheader: str | None = Field(default=None, max_length=200)  # the inbox preview line
     organiser: Organiser
     layout: str = "default"
     # Filled in by load_event from the file itself, never from the front matter.

@@ -269,6 +269,7 @@ class Renderer:
         list_name: str,
         calendar_url: str,
         calendar: Mapping[str, str] | None = None,
+        postal_address: str = "",
     ) -> None:
         """`calendar`: the layouts' `calendar.google`, `.outlook` and `.ics` links (`.ics`
         empty when no campaign serves one); by default made here, without `.ics`."""
@@ -282,6 +283,9 @@ class Renderer:
             "calendar_url": calendar_url,
             "calendar": dict(calendar) if calendar is not None else _links(event, calendar_url),
             "list_name": list_name,
+            # Issue 10: the inbox preview line, and the sender's postal address (footer).
+            "preheader": event.preheader or "",
+            "postal_address": postal_address,
         }
         layout = find_layout(event.layout, event_path=event.path, templates_dir=templates_dir)
         html_layout = read_template(layout.html)
