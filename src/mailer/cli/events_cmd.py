@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from mailer.cli import common
-from mailer.errors import InputError, SubscriberFileError
+from mailer.errors import InputError, NotFoundError, SubscriberFileError
 from mailer.models import Recipient
+
+if TYPE_CHECKING:
+    from mailer.store import Store
 
 DEFAULT_SUBSCRIBERS = Path("subscribers.example.csv")
 PREVIEW_TOKEN = "preview-token"  # noqa: S105 - a stand-in shown in previews, not a secret
@@ -50,21 +53,31 @@ def preview_command(
     subscriber: Annotated[
         str | None,
         typer.Option(
-            help="Preview for this subscriber's email (default: the first row).", show_default=False
+            help="Preview for this subscriber's email (default: the first one).",
+            show_default=False,
         ),
     ] = None,
     subscribers: Annotated[
-        Path, typer.Option(help="CSV to take the subscriber from.")
-    ] = DEFAULT_SUBSCRIBERS,
+        Path | None,
+        typer.Option(
+            help=f"CSV to take the subscriber from (default: {DEFAULT_SUBSCRIBERS}).",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
             help="Directory for the files (default: VAR_DIR/preview).", show_default=False
         ),
     ] = None,
-    list_name: Annotated[str, typer.Option("--list", help="List name shown in the footer.")] = (
-        "Preview"
-    ),
+    list_name: Annotated[
+        str | None,
+        typer.Option(
+            "--list",
+            help="Take the subscriber from this list in the store (as a send would).",
+            show_default=False,
+        ),
+    ] = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the HTML in a web browser.")
     ] = False,
@@ -75,16 +88,27 @@ def preview_command(
 
     settings = common.settings_from(ctx)
     common.existing_file(event, what="event file")
+    if list_name is not None and subscribers is not None:
+        raise InputError(
+            "--list and --subscribers both name where the subscriber comes from",
+            hint="Give --list NAME (the store) or --subscribers FILE (a CSV), not both.",
+        )
     loaded = load_event(event)
+    if list_name is not None:
+        # What a send would use: the store's record (as imported last), found by the
+        # address normalised as the import does.
+        with common.open_store(settings) as store:
+            recipient = _member(store, list_name, subscriber)
+    else:
+        recipient = _pick_subscriber(subscribers or DEFAULT_SUBSCRIBERS, subscriber)
     sender = settings.sender_identity
     builder = InvitationBuilder(
         loaded,
         sender=sender,
         campaign_id=0,
-        list_name=list_name,
+        list_name=list_name or "Preview",
         templates_dir=settings.templates_dir,
     )
-    recipient = _pick_subscriber(subscribers, subscriber)
     url = f"{sender.base_url}/u/{PREVIEW_TOKEN}"
     rendered = builder.render(recipient, unsubscribe_url=url)
     message = builder.build(recipient, unsubscribe_url=url)
@@ -146,16 +170,52 @@ def write_previews(directory: Path, stem: str, files: dict[str, bytes]) -> list[
 
 
 def _pick_subscriber(path: Path, email: str | None) -> Recipient:
+    from mailer.addresses import InvalidAddress, normalise
     from mailer.audience.csv_file import parse_csv
 
     common.existing_file(path, what="subscriber file")
-    wanted = email.strip().lower() if email else None
+    wanted = _address_key(email) if email else None
     for row in parse_csv(path):
         found = row.subscriber
-        if found is None or (wanted is not None and found.email.lower() != wanted):
+        if found is None:
             continue
+        if wanted is not None:
+            try:
+                if normalise(found.email).key != wanted:
+                    continue
+            except InvalidAddress:
+                continue
         return Recipient(
             subscriber_id=row.line, email=found.email, name=found.name, attributes=found.attributes
         )
     what = f"no subscriber {email!r}" if email else "no valid subscriber"
     raise SubscriberFileError(f"{what} in the file", path=path, hint="Pick another --subscriber.")
+
+
+def _address_key(email: str) -> str:
+    """How the import recognises an address: `Zoe@Bücher.de` is `zoe@xn--bcher-kva.de`."""
+    from mailer.addresses import InvalidAddress, normalise
+
+    try:
+        return normalise(email).key
+    except InvalidAddress:
+        return email.strip().casefold()
+
+
+def _member(store: Store, list_name: str, email: str | None) -> Recipient:
+    """The list's first mailable member, or the one with this address (normalised)."""
+    if email is None:
+        first = next(iter(store.iter_subscribers(list_name, only_subscribed=True)), None)
+        if first is None or first.id is None:
+            raise NotFoundError(f"list {list_name!r} has no subscribed members to preview for")
+        found = first
+    else:
+        list_id = store.list_id(list_name)
+        found = store.get_subscriber(email)  # NotFoundError names the address
+        if found.id is None or not store.is_mailable(found.id, list_id):
+            raise NotFoundError(
+                f"{found.email} is not a subscribed member of list {list_name!r}",
+                hint="Pick another --subscriber, or leave it out for the list's first member.",
+            )
+    assert found.id is not None
+    return Recipient(found.id, found.email, found.name, found.attributes)
