@@ -119,11 +119,23 @@ def test_a_long_field_is_cut_and_measured_and_later_lines_still_count(quoted: bo
     assert records[2].fields == ["b@example.org", "Bob"]
 
 
-def test_a_row_of_a_million_fields_keeps_only_max_fields() -> None:
-    text = "email,name\n" + "," * 1_000_000 + "x\n"
-    (_, row) = CsvRecords(chunked(text, 1 << 16), field_keep=10, max_fields=5)
-    assert row.field_count == 1_000_001
-    assert row.fields == [""] * 5
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("w", "w"), ('""', ""), ('a"b', 'a"b'), ('"x,""y\nz"', 'x,"y\nz'), ("", "")],
+    ids=["plain", "empty quoted", "quote inside", "quoted comma and line", "empty"],
+)
+def test_a_row_of_a_million_fields_keeps_max_fields_and_counts_them_all(
+    field: str, value: str
+) -> None:
+    """Past `max_fields` a row is only counted (in C, a run of fields at a time), across
+    64 KiB chunks, whatever its fields look like; lines inside quotes still count."""
+    text = "email,name\n" + (field + ",") * 1_000_000 + "last\nnext,row\n"
+    records = list(CsvRecords(chunked(text, 1 << 16), field_keep=10, max_fields=5))
+    assert len(records) == 3
+    assert records[1].field_count == 1_000_001
+    assert records[1].fields == [value] * 5
+    assert records[2].line == 3 + value.count("\n") * 1_000_000
+    assert records[2].fields == ["next", "row"]
 
 
 def scanned_for_one_line(tmp_path: Path, length: int, *, quoted: bool) -> tuple[int, int]:

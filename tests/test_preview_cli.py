@@ -66,16 +66,63 @@ def people(tmp_path: Path) -> Path:
     ],
 )
 def test_validate_reports_key_and_index_errors_on_one_line(
-    tmp_path: Path, body: str, line: int, words: str
+    tmp_path: Path, people: Path, body: str, line: int, words: str
 ) -> None:
-    """Where validate printed a traceback, it prints file:line and what went wrong."""
+    """Where validate printed a traceback, it prints file:line and what went wrong. The
+    KeyError needs the list: `city` is a column of some lists, not of this one."""
+    imported = run(tmp_path, "subscribers", "import", str(people), "--list", "members")
+    assert imported.returncode == 0, imported.stderr
     event = write_event(tmp_path, body)
-    result = run(tmp_path, "validate", str(event))
+    result = run(tmp_path, "validate", str(event), "--list", "members")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     first = result.stderr.splitlines()[0]
-    assert first.startswith(f"{event}:{line}: ")
+    assert first.startswith(f"error: {event}:{line}: ")
     assert words in first
+
+
+def test_validate_without_a_list_accepts_any_attribute(tmp_path: Path) -> None:
+    """The README's `{{ subscriber.attributes.city }}` passes validate (it failed, blaming
+    the text layout, while preview and the dry run accepted it), saying it was not
+    checked against any list."""
+    event = write_event(tmp_path, "You live in {{ subscriber.attributes.city }}.\n")
+    result = run(tmp_path, "validate", str(event))
+    assert result.returncode == 0, result.stderr
+    assert "attributes city not checked: give --list NAME" in result.stdout
+
+
+def test_validate_with_a_list_checks_attribute_names_and_empty_values(tmp_path: Path) -> None:
+    """With --list, a name that is no column is an error at its line (with the likely
+    column), and a column some subscribers left empty is a warning saying how many;
+    a fallback or an {% if %} around it silences the warning."""
+    members = tmp_path / "members.csv"
+    members.write_text(
+        "email,name,city\na@example.org,Ann,London\nb@example.org,Bo,\nc@example.org,Cy,\n",
+        encoding="utf-8",
+    )
+    imported = run(tmp_path, "subscribers", "import", str(members), "--list", "members")
+    assert imported.returncode == 0, imported.stderr
+    body = (
+        "You live in {{ subscriber.attributes.city }}.\n\n"
+        "{% if subscriber.attributes.city %}In {{ subscriber.attributes.city }}.{% endif %}\n\n"
+        '{{ subscriber.attributes.city | default("your town", true) }}\n'
+    )
+    event = write_event(tmp_path, body)
+    result = run(tmp_path, "validate", str(event), "--list", "members")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {event}:{BODY_LINE}: subscriber.attributes.city: empty for 2 of 3 "
+        "subscribers of list 'members'; their message shows nothing there"
+    ]
+    assert "(1 warning)" in result.stdout
+    event.write_text(event.read_text("utf-8") + "{{ subscriber.attributes.town }}\n", "utf-8")
+    result = run(tmp_path, "validate", str(event), "--list", "members")
+    assert result.returncode == 2
+    assert (
+        f"error: {event}:{BODY_LINE + 5}: subscriber.attributes.town: list 'members' has no "
+        "such column (columns: city)"
+    ) in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -221,3 +221,18 @@ def test_an_exported_leading_apostrophe_is_read_back(tmp_path: Path) -> None:
         "'@home",
         {"note": "'Tis"},
     )
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("email," + ",".join(f"c{i}" for i in range(1500)), "has 1,501 columns; at most 1000"),
+        ("email," + "h" * 10_000, "header 2 is 10,000 characters long; at most 4,096"),
+    ],
+)
+def test_a_header_row_past_the_bounds_is_refused(tmp_path: Path, header: str, message: str) -> None:
+    """The header sets how much of each row is kept, so it is bounded too, and named."""
+    path = write(tmp_path, f"{header}\na@example.org\n".encode())
+    with pytest.raises(SubscriberFileError, match=message) as info:
+        list(parse_csv(path))
+    assert info.value.line == 1

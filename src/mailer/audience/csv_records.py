@@ -29,10 +29,12 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 _UNQUOTED_END = re.compile(r"[,\r\n]")
-# A run of whole fields, each followed by its comma: quoted ones, and unquoted ones with no
-# quote in them (the rare literal `"` in an unquoted field ends the run; the state machine
-# takes it from there). Possessive, so a long run never backtracks.
-_FIELDS = re.compile(r'(?:(?:"[^"]*+(?:""[^"]*+)*+"|[^,"\r\n]*+),)*+')
+_QUOTE_OR_LINE_END = re.compile(r'["\r\n]')
+# A run of whole fields, each followed by its comma: quoted, unquoted (a `"` inside one is
+# an ordinary character), or empty. Possessive, so a long run never backtracks.
+_FIELDS = re.compile(r'(?:"[^"]*+(?:""[^"]*+)*+",|[^,"\r\n][^,\r\n]*+,|,)*+')
+# A quoted field: its opening quote starts a field (the text's start, or after a comma).
+_QUOTED_FIELD = re.compile(r'(?<![^,])"[^"]*+(?:""[^"]*+)*+"')
 _NOTHING_CUT: Mapping[int, int] = MappingProxyType({})
 
 
@@ -215,16 +217,24 @@ class CsvRecords:
 
     def _count_fields(self, text: str, pos: int) -> int:
         """Count the whole fields (each ending in a comma) from `pos`; return where they end."""
+        # Up to the next quote or line end, fields are plain: count their commas.
+        special = _QUOTE_OR_LINE_END.search(text, pos)
+        limit = len(text) if special is None else special.start()
+        last_comma = text.rfind(",", pos, limit)
+        self.scanned += 3 * (limit - pos)  # the search, the rfind and the count
+        if last_comma >= 0:
+            self._field_count += text.count(",", pos, limit)
+            pos = last_comma + 1
+        # Then, if a quoted field starts here, a run of whole fields, quoted or not.
         match = _FIELDS.match(text, pos)
         stop = pos if match is None else match.end()  # never None: the run may be empty
         if stop > pos:
             span = text[pos:stop]
-            # Quotes in the run only open, close or double inside quoted fields, so every
-            # other piece between quotes is outside them: its commas end the fields.
-            outside = span.split('"')[0::2]
-            self._field_count += "".join(outside).count(",")
+            # Without their quoted fields, the fields of the run hold no comma: each comma
+            # left ends one. Line ends in a run are all inside quoted fields.
+            self._field_count += _QUOTED_FIELD.sub("", span).count(",")
             self._line += span.count("\n")
-            self.scanned += 5 * len(span)  # the match, the copy, the split, join, the counts
+            self.scanned += 5 * len(span)  # the match, the copy, the sub, the two counts
         return stop
 
     def _take(self, text: str, start: int, stop: int) -> None:

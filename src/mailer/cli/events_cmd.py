@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,10 +12,13 @@ import typer
 from rich.markup import escape
 
 from mailer.cli import common
-from mailer.errors import InputError, NotFoundError, SubscriberFileError
+from mailer.errors import InputError, MailerError, NotFoundError, SubscriberFileError
 from mailer.models import Recipient
 
 if TYPE_CHECKING:
+    from mailer.config import Settings
+    from mailer.message.event import Event
+    from mailer.message.lint import LintReport, ListColumns
     from mailer.store import Store
 
 DEFAULT_SUBSCRIBERS = Path("subscribers.example.csv")
@@ -30,21 +34,90 @@ def register(app: typer.Typer) -> None:
     app.command("preview")(preview_command)
 
 
-def validate_command(ctx: typer.Context, event: EventArgument) -> None:
-    """Check an event's front matter and every template it uses."""
-    from mailer.message.lint import validate_event
+ListOption = Annotated[
+    str | None,
+    typer.Option(
+        "--list",
+        help="Check the subscriber.attributes the templates use against this list's columns.",
+        show_default=False,
+    ),
+]
+
+
+def validate_command(
+    ctx: typer.Context, event: EventArgument, list_name: ListOption = None
+) -> None:
+    """Check an event's front matter and every template it uses (and, with --list, the
+    subscriber attributes against the list)."""
+    from mailer.message.lint import lint_event
 
     settings = common.settings_from(ctx)
     common.existing_file(event, what="event file")
-    problems = validate_event(event, templates_dir=settings.templates_dir)
-    for problem in problems:
-        common.err_console.print(f"{escape(str(problem))}", soft_wrap=True)
-        if problem.hint:
-            common.err_console.print(f"  [dim]hint:[/dim] {escape(problem.hint)}", soft_wrap=True)
-    if problems:
-        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
-        raise InputError(f"{count} found", path=event, hint="Fix them and run validate again.")
-    common.console.print(f"{escape(str(event))}: OK")
+    columns = columns_of(settings, list_name) if list_name is not None else None
+    report = lint_event(event, templates_dir=settings.templates_dir, columns=columns)
+    checked(report, event)
+    notes = []
+    if report.warnings:
+        notes.append(f"{len(report.warnings)} warning{'s' if len(report.warnings) > 1 else ''}")
+    if report.unchecked:
+        names = ", ".join(report.unchecked)
+        notes.append(f"attributes {names} not checked: give --list NAME to check them")
+    common.console.print(f"{escape(str(event))}: OK" + (f" ({'; '.join(notes)})" if notes else ""))
+
+
+def load_checked(settings: Settings, path: Path, *, list_name: str | None = None) -> Event:
+    """The event, after the checks `mailer validate` makes (with the list's columns when
+    there is a list): warnings printed, errors raised with their file and line. Every
+    command that renders or sends an event loads it through here."""
+    from mailer.message.lint import lint_event
+
+    common.existing_file(path, what="event file")
+    columns = columns_of(settings, list_name) if list_name is not None else None
+    return checked(lint_event(path, templates_dir=settings.templates_dir, columns=columns), path)
+
+
+def checked(report: LintReport, path: Path) -> Event:
+    """Print the report's warnings; raise its error (or print its errors and raise a
+    count); else the event."""
+    for warning in report.warnings:
+        _print_problem("[yellow]warning:[/yellow]", warning)
+    if len(report.errors) == 1:
+        raise report.errors[0]
+    if report.errors:
+        for problem in report.errors:
+            _print_problem("[bold red]error:[/bold red]", problem)
+        raise InputError(
+            f"{len(report.errors)} problems found",
+            path=path,
+            hint=f"Fix them; `mailer validate {path}` checks again.",
+        )
+    assert report.event is not None
+    return report.event
+
+
+def _print_problem(label: str, problem: MailerError) -> None:
+    common.err_console.print(f"{label} {escape(str(problem))}", soft_wrap=True)
+    if problem.hint:
+        common.err_console.print(f"  [dim]hint:[/dim] {escape(problem.hint)}", soft_wrap=True)
+
+
+def columns_of(settings: Settings, list_name: str) -> ListColumns:
+    with common.open_store(settings) as store:
+        return list_columns(store, list_name)
+
+
+def list_columns(store: Store, list_name: str) -> ListColumns:
+    """How many subscribed members of the list have each attribute, and have it filled."""
+    from mailer.message.lint import ListColumns
+
+    present: Counter[str] = Counter()
+    filled: Counter[str] = Counter()
+    total = 0
+    for member in store.iter_subscribers(list_name, only_subscribed=True):
+        total += 1
+        present.update(member.attributes.keys())
+        filled.update(key for key, value in member.attributes.items() if value.strip())
+    return ListColumns(list_name, total, dict(present), dict(filled))
 
 
 def preview_command(
@@ -84,7 +157,7 @@ def preview_command(
 ) -> None:
     """Write the .html, .txt, .ics and full .eml one subscriber would receive."""
     from mailer.message.compose import InvitationBuilder
-    from mailer.message.event import load_event
+    from mailer.message.lint import lint_event
 
     settings = common.settings_from(ctx)
     common.existing_file(event, what="event file")
@@ -93,13 +166,17 @@ def preview_command(
             "--list and --subscribers both name where the subscriber comes from",
             hint="Give --list NAME (the store) or --subscribers FILE (a CSV), not both.",
         )
-    loaded = load_event(event)
     if list_name is not None:
         # What a send would use: the store's record (as imported last), found by the
-        # address normalised as the import does.
+        # address normalised as the import does, and the list's columns for the checks.
         with common.open_store(settings) as store:
+            columns = list_columns(store, list_name)
+            report = lint_event(event, templates_dir=settings.templates_dir, columns=columns)
+            loaded = checked(report, event)
             recipient = _member(store, list_name, subscriber)
     else:
+        report = lint_event(event, templates_dir=settings.templates_dir)
+        loaded = checked(report, event)
         recipient = _pick_subscriber(subscribers or DEFAULT_SUBSCRIBERS, subscriber)
     sender = settings.sender_identity
     builder = InvitationBuilder(

@@ -57,13 +57,14 @@ def send(
 
     Running the same command after the campaign finished sends nobody: --new sends the
     event to the list a second time."""
-    from mailer.message.event import load_event
+    from mailer.cli.events_cmd import load_checked
     from mailer.preflight import check_real_send
     from mailer.tokens import load_signer
 
     settings = common.settings_from(ctx)
-    common.existing_file(event_file, what="event file")
-    event = load_event(event_file)  # loaded once: what is confirmed is what is sent
+    # Checked as `mailer validate --list` checks it, and loaded once: what is confirmed
+    # is what is sent.
+    event = load_checked(settings, event_file, list_name=list_name)
     with common.open_store(settings) as store:
         signer = load_signer(settings, store=store)
         if dry_run:

@@ -1,11 +1,26 @@
 """Checks of an event file beyond its front matter: the templates it uses, parsed and tried.
 
+`lint_event` is the one check `mailer validate`, `preview`, `send` (dry run, test send and
+the real thing) and `schedule` run before anything else, so they all report the same
+problems at the same file and line; `ensure_templates` is its static part, which the
+engine runs again on the event it loads (a worker reads the file at send time).
+
+Given the columns of the list it goes to (`ListColumns`), it also checks every
+`subscriber.attributes.NAME` the templates use: a name that is not a column, or that some
+subscribers lack, would fail their messages (an error); an empty value would leave a gap
+("You live in .": a warning with the number of subscribers it concerns).
+
 Separate from the parser because it needs the renderer, which needs the parsed Event.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from jinja2 import nodes
 
 from mailer.errors import InputError, TemplateError
 from mailer.message.event import Event, parse_event
@@ -14,49 +29,305 @@ from mailer.message.render import Blank, Renderer, read_template
 from mailer.message.templating import front_matter_line, make_environment, parse_checked
 from mailer.models import Recipient
 
+_SAMPLE_VALUE = "Sample"
 
-def validate_event(path: Path, *, templates_dir: Path) -> list[InputError]:
-    """Every problem in the event file and the templates it uses, each with its file and line."""
+
+@dataclass(frozen=True, slots=True)
+class ListColumns:
+    """What the subscribers of one list hold, counted once for the checks.
+
+    `present[name]`: subscribers whose attributes have that key at all; `filled[name]`:
+    those whose value is not blank. Lists imported from one CSV have every column for
+    everybody; lists merged from several files may not."""
+
+    list_name: str
+    subscribers: int
+    present: Mapping[str, int]
+    filled: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LintReport:
+    """Everything found in one event file: errors stop a command, warnings are shown."""
+
+    event: Event | None
+    errors: list[InputError] = field(default_factory=list)
+    warnings: list[InputError] = field(default_factory=list)
+    # Attribute names the templates use that nothing checked (no list was given).
+    unchecked: list[str] = field(default_factory=list)
+
+
+def lint_event(
+    path: Path, *, templates_dir: Path, columns: ListColumns | None = None
+) -> LintReport:
+    """Every problem in the event file and the templates it uses, each with its file and
+    line; with `columns`, the attribute names checked against the list too."""
     event, errors = parse_event(path)
     if event is None or errors:
-        return errors
-    return _check_templates(event, templates_dir=templates_dir)
+        return LintReport(event, errors)
+    sources, problems = _sources(event, templates_dir=templates_dir)
+    if problems:
+        return LintReport(event, problems)
+    uses = [use for source in sources for use in attribute_uses(source)]
+    if columns is None:
+        unchecked = sorted({use.name for use in uses})
+        return LintReport(event, _trial_render(event, templates_dir, columns), [], unchecked)
+    errors, warnings = _check_columns(uses, columns)
+    if not errors:
+        errors = _trial_render(event, templates_dir, columns)
+    return LintReport(event, errors, warnings)
 
 
-def _check_templates(event: Event, *, templates_dir: Path) -> list[InputError]:
-    """Static checks of the subject, body and layouts, then a trial render if they pass."""
+def validate_event(path: Path, *, templates_dir: Path) -> list[InputError]:
+    """The errors `lint_event` finds, without a list."""
+    return lint_event(path, templates_dir=templates_dir).errors
+
+
+def ensure_templates(event: Event, *, templates_dir: Path) -> None:
+    """Raise the first problem the static checks find (syntax, unknown names, a missing
+    layout) with the file and line it was written on; compiling would name only the
+    compiled template's line."""
+    _, problems = _sources(event, templates_dir=templates_dir)
+    if problems:
+        raise problems[0]
+
+
+# -- the sources and their static checks ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """One template as written: its text, its file, and the file line its first line is on."""
+
+    text: str
+    path: Path
+    first_line: int
+    tree: nodes.Template
+
+
+def _sources(event: Event, *, templates_dir: Path) -> tuple[list[_Source], list[InputError]]:
+    """The subject, body and layout templates, parsed, or the problems found in them."""
     html_env = make_environment(html=True)
     problems: list[InputError] = []
-    subject_line = front_matter_line(event.path, "subject")
-    problems += parse_checked(
-        html_env, event.subject, path=event.path, first_line=subject_line, extra=frozenset()
-    )
-    problems += parse_checked(
-        html_env, event.description, path=event.path, first_line=event.body_line, extra=frozenset()
-    )
+    wanted: list[tuple[str, Path, int, frozenset[str]]] = [
+        (event.subject, event.path, front_matter_line(event.path, "subject"), frozenset()),
+        (event.description, event.path, event.body_line, frozenset()),
+    ]
     try:
         layout = find_layout(event.layout, event_path=event.path, templates_dir=templates_dir)
     except TemplateError as exc:
         line = front_matter_line(event.path, "layout")
-        return [
-            *problems,
-            TemplateError(str(exc.message), path=event.path, line=line, hint=exc.hint),
-        ]
-    for path in (layout.html, layout.text):
-        problems += parse_checked(
-            html_env, read_template(path), path=path, first_line=1, extra=frozenset({"content"})
-        )
-    if problems:
-        return problems
+        problems.append(TemplateError(str(exc.message), path=event.path, line=line, hint=exc.hint))
+    else:
+        for part in (layout.html, layout.text):
+            wanted.append((read_template(part), part, 1, frozenset({"content"})))
+    sources: list[_Source] = []
+    for text, path, first_line, extra in wanted:
+        found = parse_checked(html_env, text, path=path, first_line=first_line, extra=extra)
+        problems += found
+        if not found:
+            tree = html_env.parse("\n" * (first_line - 1) + text)
+            sources.append(_Source(text, path, first_line, tree))
+    return sources, problems
+
+
+def _trial_render(
+    event: Event, templates_dir: Path, columns: ListColumns | None
+) -> list[InputError]:
+    """Render once for a sample subscriber: finds what only running the template shows.
+
+    Without a list every attribute reads as empty (nobody knows the columns); with one,
+    the sample has exactly the list's columns, so `'{city}'.format_map(...)` fails here
+    as it would in the send."""
+    attributes: dict[str, str] = (
+        Blank()
+        if columns is None
+        else {name: _SAMPLE_VALUE for name, count in columns.present.items() if count}
+    )
     try:
         renderer = Renderer(
             event,
             templates_dir=templates_dir,
-            list_name="List",
+            list_name=columns.list_name if columns else "List",
             calendar_url="https://example.org/",
         )
-        sample = Recipient(0, "sample@example.org", "Sample Subscriber", Blank())
+        sample = Recipient(0, "sample@example.org", "Sample Subscriber", attributes)
         renderer.render(sample, unsubscribe_url="https://example.org/u/sample")
     except TemplateError as exc:
         return [exc]
     return []
+
+
+# -- subscriber.attributes.NAME -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeUse:
+    """One `subscriber.attributes.NAME` in a template."""
+
+    name: str
+    path: Path
+    line: int
+    fails_if_missing: bool  # neither `| default(...)` nor `is defined` protects it
+    shows_blank: bool  # printed as it is, so an empty value leaves a gap in the text
+
+
+def attribute_uses(source: _Source) -> list[AttributeUse]:
+    """Every attribute the template reads, and whether a missing or empty value is
+    handled where it is read (`default`, `is defined`, inside `{% if %}` on it)."""
+    found: list[AttributeUse] = []
+
+    def use(name: str, node: nodes.Node, *, fails: bool, blank: bool) -> None:
+        found.append(AttributeUse(name, source.path, node.lineno, fails, blank))
+
+    def walk(
+        node: nodes.Node, *, known: frozenset[str], truthy: frozenset[str], shown: bool
+    ) -> None:
+        name = _attribute(node)
+        if name is not None:
+            use(name, node, fails=name not in known, blank=shown and name not in truthy)
+            return
+        if isinstance(node, nodes.Output):
+            for shown_node in node.nodes:
+                walk(shown_node, known=known, truthy=truthy, shown=True)
+            return
+        if isinstance(node, nodes.If | nodes.CondExpr):
+            test = node.test
+            walk(test, known=known, truthy=truthy, shown=False)
+            tested = frozenset(_attributes_in(test))
+            # Past a test that read a name, the key exists (StrictUndefined would have
+            # failed the test otherwise), unless the test asked `is defined`.
+            exists = tested - _defined_tests(test)
+            inner_known = known | tested
+            if isinstance(node, nodes.If):
+                for statement in node.body:
+                    walk(statement, known=inner_known, truthy=truthy | tested, shown=shown)
+                for other in (*node.elif_, *node.else_):
+                    walk(other, known=known | exists, truthy=truthy, shown=shown)
+            else:
+                walk(node.expr1, known=inner_known, truthy=truthy | tested, shown=shown)
+                if node.expr2 is not None:
+                    walk(node.expr2, known=known | exists, truthy=truthy, shown=shown)
+            return
+        if isinstance(node, nodes.Filter) and node.name in ("default", "d"):
+            inner = _attribute(node.node) if node.node is not None else None
+            if inner is not None:
+                assert node.node is not None
+                use(inner, node.node, fails=False, blank=shown and not _boolean_default(node))
+            elif node.node is not None:
+                walk(node.node, known=known, truthy=truthy, shown=shown)
+            for arg in (*node.args, *(kw.value for kw in node.kwargs)):
+                walk(arg, known=known, truthy=truthy, shown=shown)
+            return
+        if isinstance(node, nodes.Test) and node.name in ("defined", "undefined"):
+            inner = _attribute(node.node)
+            if inner is not None:
+                use(inner, node.node, fails=False, blank=False)
+                return
+        for child in node.iter_child_nodes():
+            # Anything else passes on whether it is shown: {{ "in " ~ X }} shows X, while
+            # {% set %} and {% for %} outside {{ }} show nothing themselves.
+            walk(child, known=known, truthy=truthy, shown=shown)
+
+    walk(source.tree, known=frozenset(), truthy=frozenset(), shown=False)
+    return found
+
+
+def _attribute(node: nodes.Node) -> str | None:
+    """NAME for `subscriber.attributes.NAME` or `subscriber.attributes["NAME"]`."""
+    if isinstance(node, nodes.Getattr) and _is_attributes(node.node):
+        return node.attr
+    if (
+        isinstance(node, nodes.Getitem)
+        and _is_attributes(node.node)
+        and isinstance(node.arg, nodes.Const)
+        and isinstance(node.arg.value, str)
+    ):
+        return node.arg.value
+    return None
+
+
+def _is_attributes(node: nodes.Node) -> bool:
+    return (
+        isinstance(node, nodes.Getattr)
+        and node.attr == "attributes"
+        and isinstance(node.node, nodes.Name)
+        and node.node.name == "subscriber"
+    )
+
+
+def _attributes_in(node: nodes.Node) -> Iterator[str]:
+    for child in (node, *node.find_all((nodes.Getattr, nodes.Getitem))):
+        if (name := _attribute(child)) is not None:
+            yield name
+
+
+def _defined_tests(node: nodes.Node) -> frozenset[str]:
+    tests = [node, *node.find_all(nodes.Test)]
+    return frozenset(
+        name
+        for test in tests
+        if isinstance(test, nodes.Test) and test.name in ("defined", "undefined")
+        if (name := _attribute(test.node)) is not None
+    )
+
+
+def _boolean_default(node: nodes.Filter) -> bool:
+    """`default(x, true)`: empty values get the fallback too, not only missing ones."""
+    flags = [*node.args[1:2], *(kw.value for kw in node.kwargs if kw.key == "boolean")]
+    return any(isinstance(flag, nodes.Const) and bool(flag.value) for flag in flags)
+
+
+def _check_columns(
+    uses: list[AttributeUse], columns: ListColumns
+) -> tuple[list[InputError], list[InputError]]:
+    errors: list[InputError] = []
+    warnings: list[InputError] = []
+    total, where = columns.subscribers, f"list {columns.list_name!r}"
+    names = sorted(name for name, count in columns.present.items() if count)
+    seen: set[tuple[str, Path, int]] = set()
+    for use in uses:
+        if total == 0 or (use.name, use.path, use.line) in seen:
+            continue
+        seen.add((use.name, use.path, use.line))
+        label = f"subscriber.attributes.{use.name}"
+        present = columns.present.get(use.name, 0)
+        blank = total - columns.filled.get(use.name, 0)
+        if present == 0:
+            close = difflib.get_close_matches(use.name, names, n=1)
+            guess = f"; did you mean {close[0]!r}?" if close else ""
+            message = f"{label}: {where} has no such column{guess} (columns: {_names(names)})"
+            if use.fails_if_missing:
+                errors.append(TemplateError(message, path=use.path, line=use.line))
+            else:
+                warnings.append(
+                    InputError(
+                        f"{message}; everyone gets the fallback", path=use.path, line=use.line
+                    )
+                )
+        elif present < total and use.fails_if_missing:
+            errors.append(
+                TemplateError(
+                    f"{label}: missing for {total - present} of {total} subscribers of "
+                    f"{where}; their messages could not be made",
+                    path=use.path,
+                    line=use.line,
+                    hint=f'Give a fallback: {{{{ {label} | default("...", true) }}}}',
+                )
+            )
+        elif blank and use.shows_blank:
+            warnings.append(
+                InputError(
+                    f"{label}: empty for {blank} of {total} subscribers of {where}; "
+                    "their message shows nothing there",
+                    path=use.path,
+                    line=use.line,
+                    hint=f'Give a fallback: {{{{ {label} | default("...", true) }}}}, or '
+                    f"put the sentence inside {{% if {label} %}}...{{% endif %}}.",
+                )
+            )
+    return errors, warnings
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"

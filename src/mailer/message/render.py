@@ -76,7 +76,12 @@ def subscriber_context(recipient: Recipient) -> dict[str, Any]:
         "name": recipient.name,
         "first_name": words[0] if words else "",
         "email": recipient.email,
-        "attributes": dict(recipient.attributes),
+        # A copy, except the sample's Blank, whose every column reads as empty.
+        "attributes": (
+            recipient.attributes
+            if isinstance(recipient.attributes, Blank)
+            else dict(recipient.attributes)
+        ),
     }
 
 

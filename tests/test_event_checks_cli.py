@@ -1,0 +1,202 @@
+"""One set of checks for an event file: `mailer validate`, `preview`, `send --dry-run` and
+`send` report a broken file with the same file, line and words, and nothing is written,
+stored or sent. Run as the organiser runs them: child processes, a real store, a real
+SMTP server."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from campaign_support import cli_environment, make_settings, run_mailer, seed_list, send
+from mailer.audience.importer import import_file
+from mailer.campaigns.lifecycle import start_or_resume
+from mailer.errors import TemplateError
+from mailer.message.event import load_event
+from mailer.models import CampaignStatus
+from mailer.store import Store
+from smtp_server import SmtpTestServer
+
+# Line numbers below are the lines of this file as written (before any edit).
+GOOD = """---
+title: Meeting
+subject: "Invitation for {{ subscriber.first_name }}"
+timezone: Europe/London
+starts_at: 2030-09-11T14:30
+venue: Calthorpe Arms
+address: 252 Grays Inn Rd, London
+organiser:
+  name: CWO
+  email: events@leftcom.example
+---
+Dear {{ subscriber.first_name }},
+
+See you in {{ subscriber.attributes.city }}.
+"""
+LAST = GOOD.count("\n")
+MEMBERS = "email,name,city\nann.lee@example.org,Ann Lee,London\nbo.kim@example.org,Bo Kim,Leeds\n"
+
+
+def replace(old: str, new: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert text.count(old) == 1, old
+        return text.replace(old, new)
+
+    return edit
+
+
+def append(extra: str) -> Callable[[str], str]:
+    return lambda text: text + extra
+
+
+# (id, edit of GOOD, line of the first error, words in it)
+BROKEN = [
+    ("unknown key", replace("timezone:", "colour: red\ntimezone:"), 4, "colour: unknown key"),
+    ("bad date", replace("2030-09-11T14:30", "2030-13-01T10:00"), 5, "starts_at"),
+    ("unknown zone", replace("Europe/London", "Europe/Londn"), 4, "unknown time zone"),
+    ("no address", replace("address: 252 Grays Inn Rd, London\n", ""), 1, "address: required"),
+    (
+        "bad online_url",
+        replace("venue:", "online_url: meet.jit.si/x\nvenue:"),
+        6,
+        "online_url: must be a plain http(s):// URL",
+    ),
+    ("yaml", replace("title: Meeting", "title: [unclosed"), 3, "not valid YAML"),
+    ("no fence", replace("\n---\nDear", "\nDear"), 1, "no closing '---'"),
+    (
+        "subject syntax",
+        replace('{{ subscriber.first_name }}"', '{{ subscriber.first_name"'),
+        3,
+        "template syntax error",
+    ),
+    ("body syntax", append("{% if subscriber.name %}\nno end\n"), LAST + 1, "syntax error"),
+    ("undefined name", append("{{ subscribr.name }}\n"), LAST + 1, "'subscribr' is undefined"),
+    ("unknown event field", append("{{ event.venu }}\n"), LAST + 1, "'event.venu' is undefined"),
+    ("unknown filter", append("{{ subscriber.name | shout }}\n"), LAST + 1, "shout"),
+    (
+        "autoescape",
+        append("{% autoescape false %}x{% endautoescape %}\n"),
+        LAST + 1,
+        "autoescape",
+    ),
+    (
+        "fails for everyone",
+        append("{{ '{0} {1}'.format(subscriber.first_name) }}\n"),
+        LAST + 1,
+        "IndexError",
+    ),
+    (
+        "no such column",
+        replace("attributes.city", "attributes.citty"),
+        LAST,
+        "no such column; did you mean 'city'?",
+    ),
+    ("missing layout", replace("venue:", "layout: fancy\nvenue:"), 6, "(layouts: default)"),
+]
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> Path:
+    """A store with list 'members' (columns: city) in tmp_path."""
+    csv = tmp_path / "members.csv"
+    csv.write_text(MEMBERS, encoding="utf-8")
+    with Store.open(f"sqlite:///{tmp_path / 'mailer.db'}") as store:
+        import_file(store, csv, list_name="members", rejects_path=tmp_path / "rejects.csv")
+    return tmp_path
+
+
+def first_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "words"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN]
+)
+def test_every_command_reports_the_same_file_and_line(
+    members: Path,
+    smtp_server_thread: SmtpTestServer,
+    edit: Callable[[str], str],
+    line: int,
+    words: str,
+) -> None:
+    """validate, preview, send --dry-run and send fail the same way on a broken event:
+    exit status 2, the same first error naming the event file (or the line a layout
+    problem is on) and line, no preview written, no campaign stored, nothing sent."""
+    tmp_path = members
+    event = tmp_path / "meeting.md"
+    event.write_text(edit(GOOD), encoding="utf-8")
+    env = cli_environment(tmp_path, smtp_server_thread.port, MAILER_RATE_LIMIT="500")
+    commands = {
+        "validate": ["validate", str(event), "--list", "members"],
+        "preview": ["preview", str(event), "--list", "members", "--out", "out"],
+        "dry run": ["send", str(event), "--list", "members", "--dry-run"],
+        "send": ["send", str(event), "--list", "members", "--yes"],
+    }
+    firsts = {}
+    for name, args in commands.items():
+        result = run_mailer(env, tmp_path, *args)
+        assert result.returncode == 2, (name, result.stdout, result.stderr)
+        firsts[name] = first_error(result)
+    expected = f"error: {event}:{line}: "
+    for name, first in firsts.items():
+        assert first.startswith(expected), (name, first)
+        assert words in first, (name, first)
+    assert len(set(firsts.values())) == 1, firsts
+    assert not (tmp_path / "out").exists()
+    assert smtp_server_thread.messages == []
+    with Store.open(env["MAILER_DATABASE_URL"]) as store:
+        assert store.campaigns() == []
+
+
+def test_the_good_file_passes_every_command(
+    members: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    """The file the broken ones are made from passes all four, so each failure above is
+    the edit's."""
+    tmp_path = members
+    event = tmp_path / "meeting.md"
+    event.write_text(GOOD, encoding="utf-8")
+    env = cli_environment(tmp_path, smtp_server_thread.port, MAILER_RATE_LIMIT="500")
+    for args in (
+        ["validate", str(event), "--list", "members"],
+        ["preview", str(event), "--list", "members", "--out", "out"],
+        ["send", str(event), "--list", "members", "--dry-run"],
+        ["send", str(event), "--list", "members", "--yes"],
+    ):
+        result = run_mailer(env, tmp_path, *args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        assert "warning" not in result.stderr, result.stderr
+    assert sorted(m.rcpt_tos[0] for m in smtp_server_thread.messages) == [
+        "ann.lee@example.org",
+        "bo.kim@example.org",
+    ]
+
+
+async def test_the_engine_names_the_event_line_of_a_file_broken_after_scheduling(
+    tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    """A worker reads the event file at send time. Broken since it was scheduled, the
+    campaign pauses with the event file's line (compiling alone blamed the layout), and
+    nothing is sent."""
+    event_path = tmp_path / "meeting.md"
+    event_path.write_text(GOOD, encoding="utf-8")
+    settings = make_settings(tmp_path, smtp_server.port)
+    with Store.open(settings.database_url) as store:
+        seed_list(store, tmp_path, 2)
+        choice = start_or_resume(
+            store, event_path=event_path, event=load_event(event_path), list_name="members"
+        )
+        event_path.write_text(GOOD + "{% if subscriber.name %}\nno end\n", encoding="utf-8")
+        with pytest.raises(TemplateError) as caught:
+            await send(settings, store, choice.campaign.id)
+        assert (caught.value.path, caught.value.line) == (event_path, LAST + 1)
+        campaign = store.get_campaign(choice.campaign.id)
+        assert campaign.status is CampaignStatus.PAUSED
+        assert f"{event_path}:{LAST + 1}: template syntax error" in (campaign.last_error or "")
+    assert smtp_server.messages == []
