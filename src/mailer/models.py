@@ -168,6 +168,8 @@ class CampaignRecord:
     """Paused by the relay: when a worker takes it again by itself."""
     relay_pauses: int = 0
     """Relay pauses in a row (the cool-down doubles with each)."""
+    list_title: str | None = None
+    """What recipients read as the list's name; None: its name."""
 
 
 @dataclass(slots=True)
@@ -249,6 +251,9 @@ class ListSummary:
     subscribed: int
     unsubscribed: int
     created_at: datetime
+    title: str | None = None
+    """What recipients read (footer, unsubscribe page); None: the name."""
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,3 +264,5 @@ class PageRecipient:
     list_name: str
     unsubscribed: bool
     """True when they have left this list (membership or an unlifted list suppression)."""
+    list_title: str | None = None
+    """What the page calls the list; None: its name."""

@@ -30,7 +30,9 @@ def dry_run(
 ) -> DryRunReport:
     """Render and compose every message exactly as a send would, and send nothing."""
     list_id = store.list_id(list_name)
-    builder = invitation_builder(settings, event, campaign_id=0, list_name=list_name)
+    builder = invitation_builder(
+        settings, event, campaign_id=0, list_name=list_name, list_title=store.list_title(list_name)
+    )
     started = time.perf_counter()
     count, size, failures = 0, 0, []
     for subscriber in store.iter_subscribers(list_name, only_subscribed=True):
@@ -76,7 +78,9 @@ async def send_test(
     sample = next(iter(store.iter_subscribers(list_name, only_subscribed=True)), None)
     if sample is None or sample.id is None:
         raise CampaignError(f"list {list_name!r} has no subscribed members to personalise for")
-    builder = invitation_builder(settings, event, campaign_id=0, list_name=list_name)
+    builder = invitation_builder(
+        settings, event, campaign_id=0, list_name=list_name, list_title=store.list_title(list_name)
+    )
     # Never the sample's own token: one click on a test message would unsubscribe her and
     # show her (masked) address to whoever holds the test message.
     token = signer.sign_test_message(list_id=list_id)

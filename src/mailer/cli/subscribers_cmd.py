@@ -1,4 +1,4 @@
-"""`mailer subscribers ...` and `mailer lists`: the organiser's list management."""
+"""`mailer subscribers ...` and `mailer lists ...`: the organiser's list management."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mailer.cli import common
@@ -18,37 +19,141 @@ from mailer.safety import spreadsheet_safe
 def register(app: typer.Typer) -> None:
     subs = typer.Typer(help="Import, inspect and manage subscribers.", no_args_is_help=True)
     app.add_typer(subs, name="subscribers")
-    app.command("lists")(show_lists)
+    lists = typer.Typer(
+        help="Every list with its counts (no command), or create, describe, rename, delete.",
+        invoke_without_command=True,
+    )
+    app.add_typer(lists, name="lists")
+    lists.callback()(show_lists)
+    lists.command("create")(create_list)
+    lists.command("describe")(describe_list)
+    lists.command("rename")(rename_list)
+    lists.command("delete")(delete_list)
     subs.command("import")(import_command)
     subs.command("list")(list_command)
     subs.command("count")(count_command)
     subs.command("export")(export_command)
-    subs.command("remove")(remove_command)
     subs.command("unsubscribe")(unsubscribe_command)
+    subs.command("remove")(remove_command)
 
 
 ListOption = Annotated[str, typer.Option("--list", "-l", help="The list's name.")]
 OptionalList = Annotated[
     str | None, typer.Option("--list", "-l", help="Limit to this list.", show_default=False)
 ]
+ListName = Annotated[str, typer.Argument(metavar="NAME", help="The list's name.")]
+Email = Annotated[str, typer.Argument(metavar="ADDRESS", help="The subscriber's address.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+Title = Annotated[
+    str,
+    typer.Option(
+        "--title", "-t", help="What recipients read: footer, unsubscribe page.", show_default=False
+    ),
+]
+Description = Annotated[
+    str | None,
+    typer.Option("--description", "-d", help="A sentence about the list.", show_default=False),
+]
 
 
 def show_lists(ctx: typer.Context) -> None:
-    """Show every list with its subscribed and unsubscribed counts."""
+    """Every list with its title and its subscribed and unsubscribed counts."""
+    if ctx.invoked_subcommand is not None:
+        return
     with common.open_store(common.settings_from(ctx)) as store:
         summaries = store.lists()
     if not summaries:
-        common.console.print("No lists yet. Import one: mailer subscribers import FILE --list NAME")
+        common.console.print(
+            "No lists yet. Create one: mailer lists create NAME --title TITLE, or import one: "
+            "mailer subscribers import FILE --list NAME",
+            markup=False,
+        )
         return
-    table = Table("list", "subscribed", "unsubscribed", "created")
+    table = Table("list", "title", "subscribed", "unsubscribed", "created")
     for summary in summaries:
         table.add_row(
-            summary.name,
+            escape(summary.name),
+            escape(summary.title or "-"),
             str(summary.subscribed),
             str(summary.unsubscribed),
             f"{summary.created_at:%Y-%m-%d %H:%M}",
         )
     common.console.print(table)
+
+
+def create_list(
+    ctx: typer.Context, name: ListName, title: Title, description: Description = None
+) -> None:
+    """Create an empty list with the title its recipients read."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        change = store.create_list(name, title=title, description=description)
+    common.console.print(f"Created list {change.name!r} ({title.strip()}).", markup=False)
+    if change.revived:
+        common.console.print(
+            f"A list of this name was deleted earlier: its {change.suppressions} recorded "
+            "unsubscribe(s) apply again, so those people stay off it.",
+            markup=False,
+        )
+    common.console.print(
+        f"Add subscribers: mailer subscribers import FILE --list {change.name}", markup=False
+    )
+
+
+def describe_list(
+    ctx: typer.Context,
+    name: ListName,
+    title: Annotated[
+        str | None,
+        typer.Option(
+            "--title",
+            "-t",
+            help="What recipients read: footer, unsubscribe page.",
+            show_default=False,
+        ),
+    ] = None,
+    description: Description = None,
+) -> None:
+    """Change a list's title and/or description (an empty description removes it)."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        store.describe_list(name, title=title, description=description)
+        (summary,) = store.lists(name)
+    common.console.print(f"List {summary.name!r}:", markup=False)
+    common.console.print(f"  title:       {summary.title or summary.name}", markup=False)
+    common.console.print(f"  description: {summary.description or '-'}", markup=False)
+
+
+def rename_list(
+    ctx: typer.Context,
+    old: Annotated[str, typer.Argument(metavar="OLD", help="The list's name now.")],
+    new: Annotated[str, typer.Argument(metavar="NEW", help="Its new name.")],
+) -> None:
+    """Rename a list (its title, what recipients read, stays); links already sent keep working."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        store.rename_list(old, new)
+    common.console.print(f"Renamed list {old!r} to {new.strip()!r}.", markup=False)
+
+
+def delete_list(ctx: typer.Context, name: ListName, yes: Yes = False) -> None:
+    """Delete a list: its members come off it; who unsubscribed stays recorded."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        (summary,) = store.lists(name)
+        common.confirm(
+            f"Delete list {name!r}?",
+            yes=yes,
+            details=[
+                f"List {name!r} ({summary.title or 'no title'}): {summary.subscribed} "
+                f"subscribed, {summary.unsubscribed} unsubscribed.",
+                "Its members come off it (their other lists are untouched). Who unsubscribed "
+                "stays recorded, and campaigns sent to it keep their reports.",
+            ],
+        )
+        change = store.delete_list(name)
+    common.console.print(
+        f"Deleted list {name!r}: {change.members} member(s) taken off; {change.suppressions} "
+        "unsubscribe record(s) kept (a list created again under this name keeps those "
+        "people off it).",
+        markup=False,
+    )
 
 
 def import_command(
@@ -161,7 +266,7 @@ def remove_command(
 
 def unsubscribe_command(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
+    email: Email,
     list_name: OptionalList = None,
 ) -> None:
     """Unsubscribe an address from one list, or (without --list) from every list, for good."""

@@ -19,7 +19,6 @@ from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, ConfigError
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import Event, load_event
-from mailer.message.lint import ensure_templates
 from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
 from mailer.preflight import check_real_send
 from mailer.sending.engine import (
@@ -124,16 +123,20 @@ def journal_error(path: Path, exc: OSError) -> ConfigError:
 
 
 def invitation_builder(
-    settings: Settings, event: Event, *, campaign_id: int, list_name: str
+    settings: Settings,
+    event: Event,
+    *,
+    campaign_id: int,
+    list_name: str,
+    list_title: str | None = None,
 ) -> InvitationBuilder:
-    """The campaign's compiled templates, with the sender from the settings. A template
-    problem is raised where it was written (compiling alone would blame the layout)."""
-    ensure_templates(event, templates_dir=settings.templates_dir)
+    """The campaign's compiled templates, with the sender from the settings."""
     return InvitationBuilder(
         event,
         sender=settings.sender_identity,
         campaign_id=campaign_id,
         list_name=list_name,
+        list_title=list_title,
         templates_dir=settings.templates_dir,
     )
 
@@ -253,7 +256,11 @@ async def run_campaign(
         if event is None:
             event = load_event(Path(campaign.event_path))
         builder = invitation_builder(
-            settings, event, campaign_id=campaign_id, list_name=campaign.list_name
+            settings,
+            event,
+            campaign_id=campaign_id,
+            list_name=campaign.list_name,
+            list_title=campaign.list_title,
         )
         store.snapshot_audience(campaign_id, campaign.list_id, message_id_domain=builder.domain)
     except BaseException as exc:

@@ -64,9 +64,12 @@ class StoreBase:
         return row
 
     def _list_id(self, connection: Connection, name: str) -> int:
-        found = connection.execute(select(lists.c.id).where(lists.c.name == name)).scalar()
+        live = lists.c.deleted_at.is_(None)
+        found = connection.execute(select(lists.c.id).where(lists.c.name == name, live)).scalar()
         if found is None:
-            names = connection.execute(select(lists.c.name).order_by(lists.c.name)).scalars()
+            names = connection.execute(
+                select(lists.c.name).where(live).order_by(lists.c.name)
+            ).scalars()
             known = ", ".join(names) or "none yet"
             raise NotFoundError(
                 f"no list named {name!r} (lists: {known})",
@@ -77,6 +80,8 @@ class StoreBase:
     def ensure_list(self, connection: Connection, name: str) -> int:
         found = connection.execute(select(lists.c.id).where(lists.c.name == name)).scalar()
         if found is not None:
+            # A deleted list of this name comes back, with the unsubscribes it kept.
+            connection.execute(update(lists).where(lists.c.id == found).values(deleted_at=None))
             return int(found)
         result = connection.execute(
             insert(lists).values(name=name, created_at=utcnow()).returning(lists.c.id)

@@ -41,6 +41,7 @@ def _record(row: Row[tuple[object, ...]]) -> CampaignRecord:
         last_error=m["last_error"],
         retry_at=as_utc(m["retry_at"]),
         relay_pauses=int(m["relay_pauses"] or 0),
+        list_title=m["list_title"],
     )
 
 
@@ -53,9 +54,9 @@ def _relay_pause_over(now: datetime) -> ColumnElement[bool]:
     )
 
 
-_CAMPAIGN_QUERY = select(campaigns, lists.c.name.label("list_name")).join(
-    lists, lists.c.id == campaigns.c.list_id
-)
+_CAMPAIGN_QUERY = select(
+    campaigns, lists.c.name.label("list_name"), lists.c.title.label("list_title")
+).join(lists, lists.c.id == campaigns.c.list_id)
 
 
 class CampaignQueries(StoreBase):

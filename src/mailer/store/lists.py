@@ -1,19 +1,76 @@
-"""Lists and subscribers: reading, counting, exporting, removing."""
+"""Lists and subscribers: creating, describing, reading, counting, exporting, removing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from sqlalchemy import and_, case, delete, func, select
+from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
 
-from mailer.clock import as_utc
-from mailer.errors import NotFoundError
+from mailer.clock import as_utc, utcnow
+from mailer.errors import CampaignError, InputError, NotFoundError, StoreError, UnsafeValueError
 from mailer.models import ListSummary, Subscriber, SubscriberStatus
+from mailer.safety import ensure_header_safe, find_unsafe
 from mailer.store.base import StoreBase
-from mailer.store.schema import lists, memberships, subscribers
+from mailer.store.campaigns import UNFINISHED
+from mailer.store.schema import campaigns, lists, memberships, subscribers, suppressions
 
 _EXPORT_BATCH = 1000
+MAX_NAME = 200
+MAX_TITLE = 200
+MAX_DESCRIPTION = 2000
+
+
+def checked_list_name(name: str) -> str:
+    """A list's name as typed: trimmed, not empty, one line (it makes the List-Id)."""
+    name = name.strip()
+    if not name:
+        raise InputError("a list's name cannot be empty")
+    return _header_text(name, what="list name", limit=MAX_NAME)
+
+
+def checked_title(title: str) -> str:
+    """A public title: one line that may reach a header (List-Id) and the footer."""
+    title = title.strip()
+    if not title:
+        raise InputError(
+            "a list's title cannot be empty", hint="Recipients read it: 'Members of ...'."
+        )
+    return _header_text(title, what="title", limit=MAX_TITLE)
+
+
+def checked_description(description: str) -> str:
+    """A description: several lines allowed, no other control characters."""
+    description = description.strip()
+    problem = find_unsafe(description.replace("\n", " ").replace("\t", " "))
+    if problem is not None:
+        raise InputError(f"description: {problem} is not allowed")
+    if len(description) > MAX_DESCRIPTION:
+        raise InputError(
+            f"description: {len(description)} characters is longer than the "
+            f"{MAX_DESCRIPTION} allowed"
+        )
+    return description
+
+
+def _header_text(value: str, *, what: str, limit: int) -> str:
+    try:
+        return ensure_header_safe(value, field=what, max_length=limit)
+    except UnsafeValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ListChange:
+    """What creating or deleting a list did, for the organiser to read."""
+
+    name: str
+    revived: bool = False
+    """Created again under the name of a deleted list: its unsubscribes apply again."""
+    members: int = 0
+    """Deleted: memberships taken off."""
+    suppressions: int = 0
+    """Unsubscribes from this list in force, kept."""
 
 
 def subscriber_from_row(row: object) -> Subscriber:
@@ -38,34 +95,145 @@ class ListQueries(StoreBase):
             raise NotFoundError(f"no list with id {list_id}")
         return str(name)
 
-    def lists(self) -> list[ListSummary]:
+    def lists(self, name: str | None = None) -> list[ListSummary]:
+        """Every list (or the one named), with counts; deleted lists are not shown."""
         both_subscribed = (memberships.c.status == SubscriberStatus.SUBSCRIBED.value) & (
             subscribers.c.status == SubscriberStatus.SUBSCRIBED.value
         )
         active = func.sum(case((both_subscribed, 1), else_=0))
         query = (
             select(
-                lists.c.name, lists.c.created_at, func.count(memberships.c.subscriber_id), active
+                lists.c.name,
+                lists.c.created_at,
+                lists.c.title,
+                lists.c.description,
+                func.count(memberships.c.subscriber_id),
+                active,
             )
             .select_from(
                 lists.outerjoin(memberships, memberships.c.list_id == lists.c.id).outerjoin(
                     subscribers, subscribers.c.id == memberships.c.subscriber_id
                 )
             )
-            .group_by(lists.c.id, lists.c.name, lists.c.created_at)
+            .where(lists.c.deleted_at.is_(None))
+            .group_by(
+                lists.c.id, lists.c.name, lists.c.created_at, lists.c.title, lists.c.description
+            )
             .order_by(lists.c.name)
         )
+        if name is not None:
+            query = query.where(lists.c.name == name)
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
+            if name is not None and not rows:
+                self._list_id(connection, name)  # raises NotFoundError naming the lists
         return [
             ListSummary(
                 name=name,
                 subscribed=int(subscribed or 0),
                 unsubscribed=int(total) - int(subscribed or 0),
                 created_at=as_utc(created_at) or created_at,
+                title=title,
+                description=description,
             )
-            for name, created_at, total, subscribed in rows
+            for name, created_at, title, description, total, subscribed in rows
         ]
+
+    def list_title(self, name: str) -> str | None:
+        """What recipients read as the list's name, if it has a title."""
+        with self.engine.connect() as connection:
+            list_id = self._list_id(connection, name)
+            title = connection.execute(select(lists.c.title).where(lists.c.id == list_id))
+            return title.scalar()
+
+    def create_list(self, name: str, *, title: str, description: str | None = None) -> ListChange:
+        """A new, empty list. The name of a deleted list brings its row back, so whoever
+        unsubscribed from it stays off it; a list that exists is an error."""
+        name = checked_list_name(name)
+        values = {
+            "title": checked_title(title),
+            "description": checked_description(description) if description else None,
+        }
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                select(lists.c.id, lists.c.deleted_at).where(lists.c.name == name)
+            ).first()
+            if row is None:
+                connection.execute(insert(lists).values(name=name, created_at=utcnow(), **values))
+                return ListChange(name)
+            if row.deleted_at is None:
+                raise StoreError(
+                    f"list {name!r} already exists",
+                    hint=f"Change its title with `mailer lists describe {name} --title ...`.",
+                )
+            connection.execute(
+                update(lists).where(lists.c.id == row.id).values(deleted_at=None, **values)
+            )
+            return ListChange(
+                name, revived=True, suppressions=_list_suppressions(connection, row.id)
+            )
+
+    def describe_list(
+        self, name: str, *, title: str | None = None, description: str | None = None
+    ) -> None:
+        """Change the title and/or the description (an empty description removes it)."""
+        values: dict[str, str | None] = {}
+        if title is not None:
+            values["title"] = checked_title(title)
+        if description is not None:
+            values["description"] = checked_description(description) or None
+        if not values:
+            raise InputError("nothing to change", hint="Give --title and/or --description.")
+        with self.engine.begin() as connection:
+            list_id = self._list_id(connection, name)
+            connection.execute(update(lists).where(lists.c.id == list_id).values(**values))
+
+    def rename_list(self, old: str, new: str) -> None:
+        """A new name for the organiser (and List-Id); unsubscribe links keep working, since
+        they name the list by id."""
+        new = checked_list_name(new)
+        with self.engine.begin() as connection:
+            list_id = self._list_id(connection, old)
+            taken = connection.execute(
+                select(lists.c.deleted_at).where(lists.c.name == new, lists.c.id != list_id)
+            ).first()
+            if taken is not None:
+                why = (
+                    "a deleted list keeps that name with its unsubscribes"
+                    if taken.deleted_at is not None
+                    else "that list exists"
+                )
+                raise StoreError(f"cannot rename {old!r} to {new!r}: {why}")
+            connection.execute(update(lists).where(lists.c.id == list_id).values(name=new))
+
+    def delete_list(self, name: str) -> ListChange:
+        """Take everyone off the list and hide it. Its unsubscribes, its campaigns and their
+        reports stay; refused while a campaign to it is not finished."""
+        with self.engine.begin() as connection:
+            list_id = self._list_id(connection, name)
+            busy = connection.execute(
+                select(campaigns.c.id, campaigns.c.status)
+                .where(
+                    campaigns.c.list_id == list_id,
+                    campaigns.c.status.in_([status.value for status in UNFINISHED]),
+                )
+                .order_by(campaigns.c.id)
+            ).first()
+            if busy is not None:
+                raise CampaignError(
+                    f"list {name!r} is used by campaign {busy.id}, which is {busy.status}",
+                    campaign_id=busy.id,
+                    hint=f"Let it finish, or `mailer campaign cancel {busy.id}`, first.",
+                )
+            members = connection.execute(
+                delete(memberships).where(memberships.c.list_id == list_id)
+            ).rowcount
+            connection.execute(
+                update(lists).where(lists.c.id == list_id).values(deleted_at=utcnow())
+            )
+            return ListChange(
+                name, members=int(members), suppressions=_list_suppressions(connection, list_id)
+            )
 
     def iter_subscribers(
         self, list_name: str | None = None, *, only_subscribed: bool = False
@@ -150,3 +318,13 @@ class ListQueries(StoreBase):
             )
             if removed.rowcount == 0:
                 raise NotFoundError(f"{email!r} is not on list {list_name!r}")
+
+
+def _list_suppressions(connection: Connection, list_id: int) -> int:
+    """Unsubscribes from this list in force (who a list of its name must not mail)."""
+    query = (
+        select(func.count())
+        .select_from(suppressions)
+        .where(suppressions.c.list_id == list_id, suppressions.c.lifted_at.is_(None))
+    )
+    return int(connection.execute(query).scalar_one())

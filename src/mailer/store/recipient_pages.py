@@ -25,6 +25,7 @@ class PageQueries(StoreBase):
             select(
                 subscribers.c.email,
                 lists.c.name,
+                lists.c.title,
                 memberships.c.status.label("membership"),
                 list_suppressed.label("suppressed"),
             )
@@ -44,7 +45,9 @@ class PageQueries(StoreBase):
         if row is None:
             return None
         left = row.membership == SubscriberStatus.UNSUBSCRIBED.value or bool(row.suppressed)
-        return PageRecipient(email=row.email, list_name=row.name, unsubscribed=left)
+        return PageRecipient(
+            email=row.email, list_name=row.name, unsubscribed=left, list_title=row.title
+        )
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query (the health check)."""

@@ -41,6 +41,12 @@ lists = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # What recipients read (the footer, the unsubscribe page, List-Id); NULL: the name.
+    Column("title", String(200)),
+    Column("description", Text),
+    # A deleted list keeps its row, so its unsubscribes and its campaigns' history stay;
+    # creating (or importing into) a list of the same name brings the row back, with them.
+    Column("deleted_at", UtcDateTime),
 )
 
 subscribers = Table(

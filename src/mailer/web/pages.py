@@ -252,7 +252,7 @@ class Pages:
             template,
             root_path=_root(request),
             token=str(request.path_params["token"]),
-            list_name=recipient.list_name,
+            list_name=recipient.list_title or recipient.list_name,  # what recipients read
             masked_email=mask_email(recipient.email),
             unsubscribed=recipient.unsubscribed,
         )
