@@ -19,6 +19,7 @@ from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, ConfigError
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import Event, load_event
+from mailer.message.lint import ensure_templates
 from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
 from mailer.preflight import check_real_send
 from mailer.sending.engine import (
@@ -130,7 +131,9 @@ def invitation_builder(
     list_name: str,
     list_title: str | None = None,
 ) -> InvitationBuilder:
-    """The campaign's compiled templates, with the sender from the settings."""
+    """The campaign's compiled templates, with the sender from the settings. A template
+    problem is raised where it was written (compiling alone would blame the layout)."""
+    ensure_templates(event, templates_dir=settings.templates_dir)
     return InvitationBuilder(
         event,
         sender=settings.sender_identity,
