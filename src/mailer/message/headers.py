@@ -91,12 +91,24 @@ class _Lines:
         return "\r\n".join([first.partition(": ")[2], *rest])
 
 
+def _encoded_word(data: bytes, use_q: bool) -> str:
+    if use_q:
+        return "=?utf-8?q?" + "".join([_Q_BYTES[b] for b in data]) + "?="
+    return "=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="
+
+
 def _encoded_run(text: str, lines: _Lines) -> None:
     """`text` as encoded-words on `lines`, each filling the room its line has left."""
+    data = text.encode("utf-8")
+    q_size = sum(len(_Q_BYTES[b]) for b in data)
+    b_size = 4 * -(-len(data) // 3)
+    use_q = text.isascii() or q_size <= b_size
+    if min(_WORD, lines.room()) - _OVERHEAD >= (q_size if use_q else b_size):
+        # The usual case (a name, a short subject): one encoded-word on this line.
+        lines.put(_encoded_word(data, use_q))
+        return
     chars = [char.encode("utf-8") for char in text]
-    size = sum(map(len, chars))
     q_cost = [sum(len(_Q_BYTES[b]) for b in char) for char in chars]
-    use_q = text.isascii() or sum(q_cost) <= 4 * -(-size // 3)
 
     def fits(start: int, budget: int) -> int:
         """The largest end such that text[start:end] encodes within `budget` characters."""
@@ -125,11 +137,7 @@ def _encoded_run(text: str, lines: _Lines) -> None:
                     raise AssertionError("encoded-word budget below one character")
                 lines.fold()
                 continue
-        data = text[start:end].encode("utf-8")
-        if use_q:
-            lines.put("=?utf-8?q?" + "".join(_Q_BYTES[b] for b in data) + "?=")
-        else:
-            lines.put("=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?=")
+        lines.put(_encoded_word(text[start:end].encode("utf-8"), use_q))
         start = end
         if start < len(chars):
             lines.fold()
@@ -179,6 +187,24 @@ def _phrase(name: str, field: str) -> tuple[tuple[str, ...], bool]:
     return tuple(lines.lines), lines.fresh
 
 
+def _single_line(name: str, address: str, *, room: int) -> str | None:
+    """`name <address>` when it fits `room` with each run of words whole (most names):
+    the same units the folding path would make, ~3x faster."""
+    units: list[str] = []
+    for plain, words in _runs(name.split(" ")):
+        text = " ".join(words)
+        if plain:
+            units.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            continue
+        data = text.encode("utf-8")
+        q_size = sum(len(_Q_BYTES[b]) for b in data)
+        use_q = text.isascii() or q_size <= 4 * -(-len(data) // 3)
+        units.append(_encoded_word(data, use_q))
+    units.append(f"<{address}>")
+    value = " ".join(units)
+    return value if len(value) <= room else None
+
+
 def mailbox(name: str, address: str, *, field: str) -> str:
     """`Name <address>` for the `field` header (To, From), folded; `address` is ASCII.
 
@@ -192,6 +218,8 @@ def mailbox(name: str, address: str, *, field: str) -> str:
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
         if len(field) + len(quoted) + len(address) + 7 <= LINE:
             return f'"{quoted}" <{address}>'
+    if (short := _single_line(name, address, room=LINE - len(field) - 2)) is not None:
+        return short
     phrase, fresh = _phrase(name, field)
     lines = _Lines(field)
     lines.lines, lines.fresh = list(phrase), fresh
