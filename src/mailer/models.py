@@ -168,6 +168,8 @@ class CampaignRecord:
     """Paused by the relay: when a worker takes it again by itself."""
     relay_pauses: int = 0
     """Relay pauses in a row (the cool-down doubles with each)."""
+    schedule_key: str | None = None
+    """The time and place its invite was sent for (message.calendar.schedule_key)."""
     list_title: str | None = None
     """What recipients read as the list's name; None: its name."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from mailer.config import Settings
 from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, ConfigError
+from mailer.message.calendar import revision, schedule_key
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import Event, load_event
 from mailer.message.lint import ensure_templates
@@ -35,7 +36,7 @@ from mailer.sending.policy import CircuitBreaker, RetryPolicy
 from mailer.sending.ports import CampaignLedger
 from mailer.sending.ratelimit import RateLimiter
 from mailer.sending.recovery import RecoveryReport, recover_in_flight
-from mailer.tokens import TokenSigner
+from mailer.tokens import TokenSigner, calendar_url
 
 
 def worker_identity() -> str:
@@ -130,10 +131,19 @@ def invitation_builder(
     campaign_id: int,
     list_name: str,
     list_title: str | None = None,
+    sequence: int = 0,
+    signer: TokenSigner | None = None,
 ) -> InvitationBuilder:
     """The campaign's compiled templates, with the sender from the settings. A template
-    problem is raised where it was written (compiling alone would blame the layout)."""
+    problem is raised where it was written (compiling alone would blame the layout).
+
+    `signer`: for a real campaign, the short `BASE/c/TOKEN.ics` link to its calendar file
+    (the text part offers it instead of a long Google URL); `sequence`: see
+    `calendar_sequence`."""
     ensure_templates(event, templates_dir=settings.templates_dir)
+    ics_url = None
+    if signer is not None and campaign_id:
+        ics_url = calendar_url(settings.base_url, signer.sign_calendar(campaign_id=campaign_id))
     return InvitationBuilder(
         event,
         sender=settings.sender_identity,
@@ -141,7 +151,19 @@ def invitation_builder(
         list_name=list_name,
         list_title=list_title,
         templates_dir=settings.templates_dir,
+        sequence=sequence,
+        ics_url=ics_url,
     )
+
+
+def calendar_sequence(store: CampaignLedger, campaign: CampaignRecord, event: Event) -> int:
+    """The invite's SEQUENCE: how many times the event's time, place or join link changed
+    across the campaigns of this event that reached anyone, this one last. Records this
+    campaign's key, so the next campaign counts it (a resend of the same facts keeps the
+    number; a corrected time raises it, and calendars update their entry)."""
+    key = schedule_key(event)
+    store.record_schedule_key(campaign.id, key)
+    return revision([*store.earlier_schedule_keys(campaign.event_slug, campaign.id), key])
 
 
 def make_limiter(settings: Settings, store: CampaignLedger) -> RateLimiter:
@@ -264,6 +286,8 @@ async def run_campaign(
             campaign_id=campaign_id,
             list_name=campaign.list_name,
             list_title=campaign.list_title,
+            sequence=calendar_sequence(store, campaign, event),
+            signer=signer,
         )
         store.snapshot_audience(campaign_id, campaign.list_id, message_id_domain=builder.domain)
     except BaseException as exc:

@@ -41,6 +41,7 @@ def _record(row: Row[tuple[object, ...]]) -> CampaignRecord:
         last_error=m["last_error"],
         retry_at=as_utc(m["retry_at"]),
         relay_pauses=int(m["relay_pauses"] or 0),
+        schedule_key=m["schedule_key"],
         list_title=m["list_title"],
     )
 
@@ -117,6 +118,36 @@ class CampaignQueries(StoreBase):
                 .limit(1)
             ).first()
         return None if row is None else _record(row)
+
+    def record_schedule_key(self, campaign_id: int, key: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(campaigns).where(campaigns.c.id == campaign_id).values(schedule_key=key)
+            )
+
+    def earlier_schedule_keys(self, event_slug: str, campaign_id: int) -> list[str]:
+        """The schedule keys of the earlier campaigns of this event that reached anyone,
+        oldest first: their invites are in calendars, so a change must raise SEQUENCE."""
+        reached = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.campaign_id == campaigns.c.id,
+                deliveries.c.status == DeliveryStatus.SENT.value,
+            )
+            .exists()
+        )
+        query = (
+            select(campaigns.c.schedule_key)
+            .where(
+                campaigns.c.event_slug == event_slug,
+                campaigns.c.id < campaign_id,
+                campaigns.c.schedule_key.is_not(None),
+                reached,
+            )
+            .order_by(campaigns.c.id)
+        )
+        with self.engine.connect() as connection:
+            return [str(key) for key in connection.execute(query).scalars()]
 
     def campaign_status(self, campaign_id: int) -> CampaignStatus:
         """Just the status: a sender reads it a few times a second (primary-key lookup)."""

@@ -133,6 +133,8 @@ campaigns = Table(
     # the cool-down doubling with each such pause in a row. NULL when a person paused it.
     Column("retry_at", UtcDateTime),
     Column("relay_pauses", Integer, nullable=False, server_default="0"),
+    # What time and place the invite was sent for (calendar.schedule_key): SEQUENCE.
+    Column("schedule_key", String(32)),
     Index("ix_campaigns_status", "status"),
 )
 

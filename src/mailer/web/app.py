@@ -22,9 +22,12 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.routing import Route
 
 from mailer.config import Settings
+from mailer.message.calendar import revision, schedule_key
+from mailer.message.event import Event
+from mailer.models import CampaignRecord
 from mailer.store import Store
 from mailer.tokens import TokenSigner
-from mailer.web.calendar_page import CalendarFeed
+from mailer.web.calendar_page import CalendarFeed, SequenceOf
 from mailer.web.limits import MAX_BODY_BYTES, POST_BURST, POST_RATE_PER_MINUTE
 from mailer.web.pages import Pages
 from mailer.web.rendering import STYLESHEET, PageRenderer, web_templates_dir
@@ -71,7 +74,9 @@ def create_app(
         site_origin=site_origin,
         invalid_link_limiter=limiter,
     )
-    calendar = CalendarFeed(store=store, signer=signer, settings=settings)
+    calendar = CalendarFeed(
+        store=store, signer=signer, settings=settings, sequence_of=_served_sequence(store)
+    )
     routes = [
         Route("/u/{token}", pages.show, methods=["GET"]),
         Route("/c/{token}.ics", calendar.ics, methods=["GET"]),
@@ -94,3 +99,17 @@ def create_app(
     # Never answer with a redirect built from the request's Host header (see security.py).
     app.router.redirect_slashes = False
     return app
+
+
+def _served_sequence(store: Store) -> SequenceOf:
+    """The SEQUENCE the calendar link serves: the one the campaign's invite carried
+    (its recorded schedule key against the earlier campaigns'), raised once more if the
+    event file has changed since, so a calendar that fetches again updates its entry."""
+
+    def sequence_of(campaign: CampaignRecord, event: Event) -> int:
+        keys = store.earlier_schedule_keys(campaign.event_slug, campaign.id)
+        if campaign.schedule_key is not None:
+            keys.append(campaign.schedule_key)
+        return revision([*keys, schedule_key(event)])
+
+    return sequence_of
