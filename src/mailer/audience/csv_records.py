@@ -35,6 +35,24 @@ _QUOTE_OR_LINE_END = re.compile(r'["\r\n]')
 _FIELDS = re.compile(r'(?:"[^"]*+(?:""[^"]*+)*+",|[^,"\r\n][^,\r\n]*+,|,)*+')
 # A quoted field: its opening quote starts a field (the text's start, or after a comma).
 _QUOTED_FIELD = re.compile(r'(?<![^,])"[^"]*+(?:""[^"]*+)*+"')
+_LITERAL_QUOTE = re.compile(r'[^,"]"')
+
+
+def _fields_in_run(run: str) -> int:
+    """How many fields a run of whole fields (as _FIELDS matches) holds: its commas that are
+    not inside quotes. All in C, in a few passes over the run."""
+    if run.count('"') % 2 == 0:
+        # If every quote opens, closes or doubles within a quoted field, the pieces between
+        # quotes alternate outside / inside, and what lies outside, joined by quotes, has a
+        # quote only after a comma (an opening one) or after another quote.
+        outside = '"'.join(run.split('"')[0::2])
+        if _LITERAL_QUOTE.search(outside) is None:
+            return outside.count(",")
+    # A `"` inside an unquoted field broke that alternation: drop the quoted fields instead
+    # (slower: one match per quoted field, so only for such rare rows).
+    return _QUOTED_FIELD.sub("", run).count(",")
+
+
 _NOTHING_CUT: Mapping[int, int] = MappingProxyType({})
 
 
@@ -230,11 +248,9 @@ class CsvRecords:
         stop = pos if match is None else match.end()  # never None: the run may be empty
         if stop > pos:
             span = text[pos:stop]
-            # Without their quoted fields, the fields of the run hold no comma: each comma
-            # left ends one. Line ends in a run are all inside quoted fields.
-            self._field_count += _QUOTED_FIELD.sub("", span).count(",")
-            self._line += span.count("\n")
-            self.scanned += 5 * len(span)  # the match, the copy, the sub, the two counts
+            self._field_count += _fields_in_run(span)
+            self._line += span.count("\n")  # line ends in a run are all inside quotes
+            self.scanned += 6 * len(span)  # the match, the copy, the split, join, the counts
         return stop
 
     def _take(self, text: str, start: int, stop: int) -> None:
