@@ -34,6 +34,12 @@ SHAPES = {
         '"",' * (BLOCK // 3) + "," * (BLOCK % 3),
         '""\n',
     ),
+    'quotes inside unquoted (a"b,)': ("big@example.org,", 'a"b,' * (BLOCK // 4), "w\n"),
+    'both mixed (a"b,"",)': (
+        "big@example.org,",
+        'a"b,"",' * (BLOCK // 7) + "," * (BLOCK % 7),
+        "w\n",
+    ),
 }
 
 
