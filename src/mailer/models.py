@@ -24,6 +24,9 @@ class SuppressionReason(enum.StrEnum):
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     MANUAL = "manual"
+    # Not a suppression: the organiser lifted one (`subscribers resubscribe`). Recorded in
+    # the same history, never in force, with the organiser's reason as its detail.
+    RESUBSCRIBED = "resubscribed"
 
 
 class UnsubscribeSource(enum.StrEnum):
@@ -268,3 +271,36 @@ class PageRecipient:
     """True when they have left this list (membership or an unlifted list suppression)."""
     list_title: str | None = None
     """What the page calls the list; None: its name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    list_name: str
+    status: SubscriberStatus
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One suppression of an address (in force or lifted), or an organiser's resubscribe."""
+
+    at: datetime
+    reason: SuppressionReason
+    source: UnsubscribeSource
+    list_name: str | None
+    """None: every list."""
+    campaign_id: int | None = None
+    detail: str | None = None
+    lifted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberRecord:
+    """Everything the store knows about one address, for `mailer subscribers show`."""
+
+    email: str
+    subscriber: Subscriber | None
+    """None: erased (`subscribers remove`); its suppressions are still kept."""
+    created_at: datetime | None
+    memberships: list[Membership]
+    history: list[HistoryEntry]

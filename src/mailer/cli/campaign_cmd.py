@@ -67,6 +67,7 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
         counts = store.delivery_counts(campaign_id)
         next_retry = store.next_retry_at(campaign_id)
         total = lifecycle.audience(store, campaign)
+        unsubscribes = store.campaign_unsubscribes(campaign_id)
     lines = [
         f"Campaign {campaign.id}: {campaign.subject}",
         f"  event:      {campaign.event_path}",
@@ -76,6 +77,7 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
         f"  started:    {_when(campaign.started_at)}",
         f"  finished:   {_when(campaign.finished_at)}",
         f"  progress:   {counts.done}/{total} done: {describe(counts)}",
+        f"  opt-outs:   {unsubscribes} unsubscribed through this campaign's links",
     ]
     if campaign.snapshot_at is None:
         lines.append(f"  audience:   {total} (the list's mailable members now)")
@@ -140,7 +142,8 @@ def report(
         counts = store.delivery_counts(campaign_id)
         common.console.print(
             f"Campaign {campaign.id} ({campaign.subject}), {campaign.status.value}: "
-            f"{describe(counts)} of {counts.total}.",
+            f"{describe(counts)} of {counts.total}; "
+            f"{store.campaign_unsubscribes(campaign_id)} unsubscribed through its links.",
             markup=False,
         )
         problems = [r for r in rows if r.status.value in ("bounced", "failed", "unknown")]

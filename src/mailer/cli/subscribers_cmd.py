@@ -12,7 +12,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailer.cli import common
-from mailer.models import UnsubscribeSource
+from mailer.models import (
+    HistoryEntry,
+    SubscriberRecord,
+    SubscriberStatus,
+    SuppressionReason,
+    UnsubscribeSource,
+)
 from mailer.safety import spreadsheet_safe
 
 
@@ -30,10 +36,13 @@ def register(app: typer.Typer) -> None:
     lists.command("rename")(rename_list)
     lists.command("delete")(delete_list)
     subs.command("import")(import_command)
+    subs.command("add")(add_command)
+    subs.command("show")(show_command)
     subs.command("list")(list_command)
     subs.command("count")(count_command)
     subs.command("export")(export_command)
     subs.command("unsubscribe")(unsubscribe_command)
+    subs.command("resubscribe")(resubscribe_command)
     subs.command("remove")(remove_command)
 
 
@@ -262,6 +271,132 @@ def remove_command(
         store.remove_subscriber(email, list_name)
     where = f"list {list_name!r}" if list_name else "every list (data erased)"
     common.console.print(f"Removed {email} from {where}.", markup=False)
+
+
+def add_command(
+    ctx: typer.Context,
+    email: Email,
+    list_name: ListOption,
+    name: Annotated[str, typer.Option("--name", "-n", help="Their name.")] = "",
+) -> None:
+    """Add one subscriber to a list (someone who left is refused: see `resubscribe`)."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        added = store.add_subscriber(email, list_name, name=name)
+    if added:
+        common.console.print(f"Added {email.strip()} to list {list_name!r}.", markup=False)
+    else:
+        common.console.print(f"{email.strip()} is on list {list_name!r} already.", markup=False)
+
+
+def resubscribe_command(
+    ctx: typer.Context,
+    email: Email,
+    list_name: ListOption,
+    reason: Annotated[
+        str,
+        typer.Option("--reason", "-r", help="Why (kept in their history).", show_default=False),
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Also lift a complaint (marked as spam).")
+    ] = False,
+) -> None:
+    """Put someone back on a list after they left (they asked again, a mistaken bounce).
+
+    Lifts their unsubscribe from the list, an unsubscribe from every list (for this list
+    only: they stay off their other lists) and a bounce; a complaint only with --force."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        done = store.admin_resubscribe(email, list_name, reason=reason, force=force)
+    if not done.changed:
+        common.console.print(
+            f"{done.email} is subscribed to {list_name!r} already; nothing changed.", markup=False
+        )
+        return
+    common.console.print(f"Resubscribed {done.email} to list {list_name!r}.", markup=False)
+    for entry in done.lifted:
+        common.console.print(f"  lifted: {describe_entry(entry)}", markup=False)
+    if done.kept_off:
+        common.console.print(
+            f"  still off: {', '.join(done.kept_off)} (their unsubscribe from every list "
+            "stays for those)",
+            markup=False,
+        )
+    if done.bounce_lifted_on:
+        common.console.print(
+            f"  the lifted bounce also lets {', '.join(done.bounce_lifted_on)} mail them",
+            markup=False,
+        )
+
+
+def show_command(ctx: typer.Context, email: Email) -> None:
+    """A subscriber's lists, status and history: every unsubscribe, bounce and complaint
+    (when, how, from which campaign), and what the organiser lifted."""
+    with common.open_store(common.settings_from(ctx)) as store:
+        record = store.subscriber_record(email)
+    common.console.print(describe_record(record), markup=False)
+
+
+_HOW = {
+    UnsubscribeSource.ONE_CLICK: "one-click button in the mail program",
+    UnsubscribeSource.PAGE: "unsubscribe page",
+    UnsubscribeSource.ADMIN: "by the organiser",
+    UnsubscribeSource.MAILTO: "by email",
+    UnsubscribeSource.BOUNCE: "the relay refused the address",
+    UnsubscribeSource.IMPORT: "import",
+}
+
+
+def describe_entry(entry: HistoryEntry) -> str:
+    """One line of history: when, what, where, how, from which campaign."""
+    where = f"list {entry.list_name!r}" if entry.list_name else "every list"
+    when = f"{entry.at:%Y-%m-%d %H:%M} UTC"
+    if entry.reason is SuppressionReason.RESUBSCRIBED:
+        return f"{when}  resubscribed to {where} by the organiser: {entry.detail}"
+    what = {
+        SuppressionReason.UNSUBSCRIBED: f"unsubscribed from {where}",
+        SuppressionReason.BOUNCED: f"bounced (off {where})",
+        SuppressionReason.COMPLAINED: f"complained, marked as spam (off {where})",
+        SuppressionReason.MANUAL: f"suppressed from {where}",
+    }[entry.reason]
+    how = _HOW.get(entry.source, entry.source.value)
+    if entry.campaign_id is not None:
+        how += f", campaign {entry.campaign_id}"
+    line = f"{when}  {what} ({how})"
+    if entry.detail:
+        line += f": {entry.detail}"
+    if entry.lifted_at is not None:
+        line += f"; lifted {entry.lifted_at:%Y-%m-%d %H:%M} UTC"
+    return line
+
+
+def describe_record(record: SubscriberRecord) -> str:
+    subscriber = record.subscriber
+    if subscriber is None:
+        lines = [f"{record.email}: erased (on no list); what is kept:"]
+    else:
+        name = f" ({subscriber.name})" if subscriber.name else ""
+        lines = [f"{subscriber.email}{name}"]
+        status = subscriber.status
+        lines.append(
+            f"  status:  {status.value}"
+            + ("" if status is SubscriberStatus.SUBSCRIBED else " (no list mails them)")
+        )
+        if record.created_at is not None:
+            lines.append(f"  since:   {record.created_at:%Y-%m-%d %H:%M} UTC")
+        lines.append("  lists:")
+        lines.extend(
+            f"    {m.list_name}: {m.status.value} (joined {m.since:%Y-%m-%d})"
+            for m in record.memberships
+        )
+        if not record.memberships:
+            lines.append("    none")
+        if subscriber.attributes:
+            details = ", ".join(f"{k}={v}" for k, v in subscriber.attributes.items() if v)
+            lines.append(f"  details: {details}")
+    lines.append("  history:")
+    lines.extend(f"    {describe_entry(entry)}" for entry in record.history)
+    if not record.history:
+        lines.append("    nothing: never unsubscribed, bounced or complained")
+    return "\n".join(lines)
 
 
 def unsubscribe_command(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
 
+from mailer.addresses import InvalidAddress, normalise
 from mailer.clock import as_utc, utcnow
 from mailer.errors import CampaignError, InputError, NotFoundError, StoreError, UnsafeValueError
 from mailer.models import ListSummary, Subscriber, SubscriberStatus
@@ -234,6 +235,95 @@ class ListQueries(StoreBase):
             return ListChange(
                 name, members=int(members), suppressions=_list_suppressions(connection, list_id)
             )
+
+    def add_subscriber(self, email: str, list_name: str, *, name: str = "") -> bool:
+        """Put one address on a list; True if it was not on it. Someone who unsubscribed,
+        bounced or complained is refused, as an import skips them: only
+        `subscribers resubscribe`, with a reason, lifts that."""
+        try:
+            address = normalise(email)
+        except InvalidAddress as exc:
+            raise InputError(f"{email!r} is not a valid address: {exc}") from exc
+        name = _header_text(name.strip(), what="name", limit=1000)
+        now = utcnow()
+        with self.engine.begin() as connection:
+            list_id = self._list_id(connection, list_name)
+            existing = connection.execute(
+                select(subscribers.c.id, subscribers.c.status, subscribers.c.name).where(
+                    subscribers.c.email_key == address.key
+                )
+            ).first()
+            membership = None
+            if existing is not None:
+                membership = connection.execute(
+                    select(memberships.c.status).where(
+                        memberships.c.list_id == list_id,
+                        memberships.c.subscriber_id == existing.id,
+                    )
+                ).scalar()
+            blocked = connection.execute(
+                select(suppressions.c.reason, suppressions.c.list_id, suppressions.c.created_at)
+                .where(
+                    suppressions.c.email_key == address.key,
+                    suppressions.c.lifted_at.is_(None),
+                    or_(suppressions.c.list_id.is_(None), suppressions.c.list_id == list_id),
+                )
+                .order_by(suppressions.c.created_at)
+            ).first()
+            if blocked is not None:
+                where = "every list" if blocked.list_id is None else repr(list_name)
+                what = {"unsubscribed": f"unsubscribed from {where}"}.get(
+                    blocked.reason, f"{blocked.reason} (off {where})"
+                )
+                left = f"{what} on {as_utc(blocked.created_at):%Y-%m-%d}"
+            elif existing is not None and existing.status != SubscriberStatus.SUBSCRIBED:
+                left = f"is {existing.status} (off every list)"
+            elif membership == SubscriberStatus.UNSUBSCRIBED:
+                left = f"unsubscribed from {list_name!r}"
+            else:
+                left = None
+            if left is not None:
+                raise StoreError(
+                    f"{address.email} {left}; not added",
+                    hint=f"`mailer subscribers show {address.email}` says how; if they asked "
+                    f"to be back: `mailer subscribers resubscribe {address.email} --list "
+                    f"{list_name} --reason ...`.",
+                )
+            if existing is None:
+                subscriber_id = connection.execute(
+                    insert(subscribers)
+                    .values(
+                        email=address.email,
+                        email_key=address.key,
+                        name=name,
+                        attributes={},
+                        status=SubscriberStatus.SUBSCRIBED.value,
+                        smtputf8=int(address.smtputf8),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(subscribers.c.id)
+                ).scalar_one()
+            else:
+                subscriber_id = existing.id
+                if name and name != existing.name:
+                    connection.execute(
+                        update(subscribers)
+                        .where(subscribers.c.id == subscriber_id)
+                        .values(name=name, updated_at=now)
+                    )
+            if membership is not None:
+                return False
+            connection.execute(
+                insert(memberships).values(
+                    list_id=list_id,
+                    subscriber_id=subscriber_id,
+                    status=SubscriberStatus.SUBSCRIBED.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return True
 
     def iter_subscribers(
         self, list_name: str | None = None, *, only_subscribed: bool = False
