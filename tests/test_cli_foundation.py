@@ -90,11 +90,11 @@ def test_list_management_commands(workdir: Path) -> None:
     exported = run(["subscribers", "export", "-l", "m"], workdir).stdout.splitlines()
     assert exported[0] == "email,name,status,branch,city"
     assert "zoe.martin@example.org,Zoë Martin,unsubscribed,Central London,London" in exported
-    assert run(["subscribers", "remove", "tom.reid@example.org"], workdir).returncode == 0
+    assert run(["subscribers", "remove", "tom.reid@example.org", "--yes"], workdir).returncode == 0
     lists = run(["lists"], workdir).stdout
     assert "m" in lists
     assert "10" in lists
-    gone = run(["subscribers", "remove", "tom.reid@example.org"], workdir)
+    gone = run(["subscribers", "remove", "tom.reid@example.org", "--yes"], workdir)
     assert gone.returncode == 1
     assert "no subscriber" in gone.stderr
 

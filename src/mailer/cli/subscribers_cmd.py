@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailer.cli import common
+from mailer.errors import NotFoundError
 from mailer.models import (
     HistoryEntry,
     SubscriberRecord,
@@ -263,14 +264,37 @@ def export_command(
 
 def remove_command(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The subscriber's address.")],
-    list_name: OptionalList = None,
+    email: Email,
+    list_name: Annotated[
+        str | None,
+        typer.Option(
+            "--list", "-l", help="Only from this list (default: erase).", show_default=False
+        ),
+    ] = None,
+    yes: Yes = False,
 ) -> None:
     """Remove a subscriber from a list, or (without --list) erase them; suppressions stay."""
     with common.open_store(common.settings_from(ctx)) as store:
+        record = store.subscriber_record(email)
+        on = [m.list_name for m in record.memberships]
+        if record.subscriber is None or (list_name is not None and list_name not in on):
+            where = f"list {list_name!r}" if list_name else "any list (already erased)"
+            raise NotFoundError(f"{email!r} is not on {where}")
+        if list_name is None:
+            question = f"Erase {record.email} and everything known about them?"
+            details = [
+                f"{record.email} is on: {', '.join(on) or 'no list'}.",
+                "Their name and details are deleted, and their rows in campaign reports. "
+                "Their unsubscribes, bounces and complaints are kept, so they are never "
+                "mailed again by a later import.",
+            ]
+        else:
+            question = f"Remove {record.email} from list {list_name!r}?"
+            details = []
+        common.confirm(question, yes=yes, details=details)
         store.remove_subscriber(email, list_name)
     where = f"list {list_name!r}" if list_name else "every list (data erased)"
-    common.console.print(f"Removed {email} from {where}.", markup=False)
+    common.console.print(f"Removed {record.email} from {where}.", markup=False)
 
 
 def add_command(
