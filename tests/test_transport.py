@@ -227,17 +227,29 @@ async def test_a_relay_hanging_up_before_the_final_dot_defers_the_message(
     assert server.connections_total == 2
 
 
-async def test_a_refusal_before_the_end_of_the_body_is_the_relays_verdict(
-    server: SmtpTestServer,
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("552 5.3.4 Message too big", Outcome(DeliveryStatus.FAILED, 552, "5.3.4 Message too big")),
+        ("421 4.3.2 Shutting down", Outcome(DeliveryStatus.DEFERRED, 421, "4.3.2 Shutting down")),
+        (
+            "250 2.0.0 OK",
+            Outcome(DeliveryStatus.DEFERRED, None, "premature reply during DATA: 250 2.0.0 OK"),
+        ),
+    ],
+)
+async def test_a_reply_before_the_end_of_the_body_is_the_relays_verdict(
+    server: SmtpTestServer, reply: str, expected: Outcome
 ) -> None:
-    """A relay that answers 552 5.3.4 in the middle of the body and hangs up: the reply
-    decides (FAILED: the message is too big, the mailbox is fine), not the hang-up."""
+    """A relay that answers in the middle of the body and hangs up: a refusal decides
+    (552 5.3.4: FAILED, the message is too big, the mailbox is fine), not the hang-up; a
+    "250" before the dot cannot be an acceptance: DEFERRED."""
     server.close_mid_data = 1
     server.mid_data_bytes = 1 << 20
-    server.mid_data_reply = "552 5.3.4 Message too big"
+    server.mid_data_reply = reply
     async with transport(server) as smtp:
         outcome = await smtp.send(message(data=BIG_BODY))
-    assert outcome == Outcome(DeliveryStatus.FAILED, 552, "5.3.4 Message too big")
+    assert outcome == expected
     assert server.messages == []
 
 

@@ -361,12 +361,21 @@ class SmtpTransport:
             # From here on the relay may have the whole message.
             if reading is None:  # the usual case: the kernel took it all at once
                 return await self._final_reply(conn, protocol.read_response(self._timeout))
-            return await self._final_reply(conn, asyncio.wait_for(reading, self._timeout))
+            # A refusal read while we waited may have come before the end of the data, and
+            # the server may answer the dot as well: such a session is not reused.
+            reply = asyncio.wait_for(reading, self._timeout)
+            return await self._final_reply(conn, reply, reset_after_refusal=False)
         finally:
             if reading is not None and not reading.done():
                 reading.cancel()  # cancelled send: the session is closed by send()
 
-    async def _final_reply(self, conn: _Connection, reply_coro: Awaitable[SMTPResponse]) -> Outcome:
+    async def _final_reply(
+        self,
+        conn: _Connection,
+        reply_coro: Awaitable[SMTPResponse],
+        *,
+        reset_after_refusal: bool = True,
+    ) -> Outcome:
         """The relay's reply once the final dot is in the kernel's hands."""
         smtp = conn.smtp
         try:
@@ -385,9 +394,11 @@ class SmtpTransport:
         except aiosmtplib.SMTPResponseException as exc:  # garbage where the reply should be
             smtp.close()
             return Outcome(DeliveryStatus.UNKNOWN, None, f"unreadable reply to DATA: {exc}")
-        if reply.code == SMTPStatus.domain_unavailable:  # 421: the server is closing
-            smtp.close()
-        elif reply.code != SMTPStatus.completed:
+        if reply.code == SMTPStatus.completed:
+            pass
+        elif reply.code == SMTPStatus.domain_unavailable or not reset_after_refusal:
+            smtp.close()  # 421: the server is closing (or see reset_after_refusal above)
+        else:
             await _reset(smtp)
         return Outcome(classify_reply(reply.code, reply.message), reply.code, reply.message)
 
