@@ -25,7 +25,7 @@ GOOD = """---
 title: Meeting
 subject: "Invitation for {{ subscriber.first_name }}"
 timezone: Europe/London
-starts_at: 2030-09-11T14:30
+starts_at: 2099-09-11T14:30
 venue: Calthorpe Arms
 address: 252 Grays Inn Rd, London
 organiser:
@@ -55,7 +55,7 @@ def append(extra: str) -> Callable[[str], str]:
 # (id, edit of GOOD, line of the first error, words in it)
 BROKEN = [
     ("unknown key", replace("timezone:", "colour: red\ntimezone:"), 4, "colour: unknown key"),
-    ("bad date", replace("2030-09-11T14:30", "2030-13-01T10:00"), 5, "starts_at"),
+    ("bad date", replace("2099-09-11T14:30", "2030-13-01T10:00"), 5, "starts_at"),
     ("unknown zone", replace("Europe/London", "Europe/Londn"), 4, "unknown time zone"),
     ("no address", replace("address: 252 Grays Inn Rd, London\n", ""), 1, "address: required"),
     (

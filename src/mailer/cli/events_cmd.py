@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,7 +26,10 @@ DEFAULT_SUBSCRIBERS = Path("subscribers.example.csv")
 PREVIEW_TOKEN = "preview-token"  # noqa: S105 - a stand-in shown in previews, not a secret
 
 EventArgument = Annotated[
-    Path, typer.Argument(help="The event file, e.g. templates/events/london-public-meeting.md.")
+    Path,
+    typer.Argument(
+        metavar="EVENT", help="The event file, e.g. templates/events/london-public-meeting.md."
+    ),
 ]
 
 
@@ -48,13 +52,14 @@ def validate_command(
     ctx: typer.Context, event: EventArgument, list_name: ListOption = None
 ) -> None:
     """Check an event's front matter and every template it uses (and, with --list, the
-    subscriber attributes against the list)."""
+    subscriber attributes against the list); warn if the event has started."""
+    from mailer.clock import utcnow
     from mailer.message.lint import lint_event
 
     settings = common.settings_from(ctx)
     common.existing_file(event, what="event file")
     columns = columns_of(settings, list_name) if list_name is not None else None
-    report = lint_event(event, templates_dir=settings.templates_dir, columns=columns)
+    report = lint_event(event, templates_dir=settings.templates_dir, columns=columns, now=utcnow())
     checked(report, event)
     notes = []
     if report.warnings:
@@ -65,15 +70,40 @@ def validate_command(
     common.console.print(f"{escape(str(event))}: OK" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
-def load_checked(settings: Settings, path: Path, *, list_name: str | None = None) -> Event:
+def load_checked(
+    settings: Settings,
+    path: Path,
+    *,
+    list_name: str | None = None,
+    now: datetime | None = None,
+    send_at: datetime | None = None,
+) -> Event:
     """The event, after the checks `mailer validate` makes (with the list's columns when
-    there is a list): warnings printed, errors raised with their file and line. Every
-    command that renders or sends an event loads it through here."""
+    there is a list, and whether it will have started by `send_at`, default now):
+    warnings printed, errors raised with their file and line. Every command that
+    renders or sends an event loads it through here."""
+    from mailer.clock import utcnow
     from mailer.message.lint import lint_event
 
     common.existing_file(path, what="event file")
     columns = columns_of(settings, list_name) if list_name is not None else None
-    return checked(lint_event(path, templates_dir=settings.templates_dir, columns=columns), path)
+    report = lint_event(
+        path,
+        templates_dir=settings.templates_dir,
+        columns=columns,
+        now=now or utcnow(),
+        send_at=send_at,
+    )
+    return checked(report, path)
+
+
+def too_late(question: str, event: Event, *, now: datetime, send_at: datetime | None = None) -> str:
+    """The confirmation `question`, opened by why the invitations would come too late
+    ("The event started 5 years ago (...). Send to 12 subscriber(s)?"), if they would."""
+    from mailer.message.lint import timing_problem
+
+    late = timing_problem(event, now=now, send_at=send_at)
+    return f"{late[0].upper()}{late[1:]}. {question}" if late else question
 
 
 def checked(report: LintReport, path: Path) -> Event:
@@ -156,6 +186,7 @@ def preview_command(
     ] = False,
 ) -> None:
     """Write the .html, .txt, .ics and full .eml one subscriber would receive."""
+    from mailer.clock import utcnow
     from mailer.message.compose import InvitationBuilder
     from mailer.message.lint import lint_event
 
@@ -171,11 +202,13 @@ def preview_command(
         # address normalised as the import does, and the list's columns for the checks.
         with common.open_store(settings) as store:
             columns = list_columns(store, list_name)
-            report = lint_event(event, templates_dir=settings.templates_dir, columns=columns)
+            report = lint_event(
+                event, templates_dir=settings.templates_dir, columns=columns, now=utcnow()
+            )
             loaded = checked(report, event)
             recipient = _member(store, list_name, subscriber)
     else:
-        report = lint_event(event, templates_dir=settings.templates_dir)
+        report = lint_event(event, templates_dir=settings.templates_dir, now=utcnow())
         loaded = checked(report, event)
         recipient = _pick_subscriber(subscribers or DEFAULT_SUBSCRIBERS, subscriber)
     sender = settings.sender_identity

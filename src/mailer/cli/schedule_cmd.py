@@ -39,21 +39,24 @@ def schedule(
     from mailer.campaigns import lifecycle
     from mailer.campaigns.summary import summarise_send
     from mailer.campaigns.when import describe_time, parse_send_time
-    from mailer.message.event import load_event
+    from mailer.cli.events_cmd import load_checked, too_late
+    from mailer.clock import utcnow
     from mailer.preflight import check_real_send
 
     settings = common.settings_from(ctx)
     zone = tz or settings.timezone
-    common.existing_file(event_file, what="event file")
-    event = load_event(event_file)
-    when = parse_send_time(at, zone)
+    now = utcnow()
+    when = parse_send_time(at, zone, now=now)
+    # The checks `mailer send` makes, and whether the event starts before `when`.
+    event = load_checked(settings, event_file, list_name=list_name, now=now, send_at=when)
     check_real_send(settings)  # refused now rather than by the worker at its time
     with common.open_store(settings) as store:
         audience = store.count_mailable(store.list_id(list_name))
         summary = summarise_send(settings, event, list_name=list_name, audience=audience)
-        common.confirm(
-            f"Schedule it for {describe_time(when, zone)}?", yes=yes, details=summary.lines()
+        question = too_late(
+            f"Schedule it for {describe_time(when, zone)}?", event, now=now, send_at=when
         )
+        common.confirm(question, yes=yes, details=summary.lines())
         campaign = lifecycle.schedule(
             store, event=event, event_path=event_file, list_name=list_name, when=when
         )

@@ -153,6 +153,8 @@ def _send(
 ) -> RunResult:
     from mailer.campaigns import lifecycle
     from mailer.campaigns.summary import summarise_send
+    from mailer.cli.events_cmd import too_late
+    from mailer.clock import utcnow
     from mailer.sending.run import worker_identity
 
     # Decide, then ask, then write: a campaign row is work a running worker would pick up.
@@ -179,6 +181,7 @@ def _send(
         )
         common.err_console.print(warning, markup=False)
         question = f"Send it again to {plan.audience} subscriber(s)?"
+    question = too_late(question, event, now=utcnow())  # says so, if the event has started
     common.confirm(question, yes=yes, details=details)
     campaign = lifecycle.start_send(
         store, plan, event=event, event_path=event_file, owner=worker_identity()

@@ -10,6 +10,10 @@ Given the columns of the list it goes to (`ListColumns`), it also checks every
 subscribers lack, would fail their messages (an error); an empty value would leave a gap
 ("You live in .": a warning with the number of subscribers it concerns).
 
+Given the time (`now`, and for `schedule` the send time), it warns when the invitation
+would arrive after the event has started: the 2021 example sent in 2026, or a send
+scheduled for 1 April for an event on 18 March.
+
 Separate from the parser because it needs the renderer, which needs the parsed Event.
 """
 
@@ -18,11 +22,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from jinja2 import nodes
 
 from mailer.errors import InputError, TemplateError
+from mailer.message.dates import format_when
 from mailer.message.event import Event, parse_event
 from mailer.message.layouts import find_layout
 from mailer.message.render import Blank, Renderer, read_template
@@ -58,24 +64,75 @@ class LintReport:
 
 
 def lint_event(
-    path: Path, *, templates_dir: Path, columns: ListColumns | None = None
+    path: Path,
+    *,
+    templates_dir: Path,
+    columns: ListColumns | None = None,
+    now: datetime | None = None,
+    send_at: datetime | None = None,
 ) -> LintReport:
     """Every problem in the event file and the templates it uses, each with its file and
-    line; with `columns`, the attribute names checked against the list too."""
+    line; with `columns`, the attribute names checked against the list too; with `now`
+    (and `send_at`), a warning if the event will have started when the invitations go."""
     event, errors = parse_event(path)
     if event is None or errors:
         return LintReport(event, errors)
+    timing: list[InputError] = []
+    if now is not None and (late := timing_problem(event, now=now, send_at=send_at)):
+        line = front_matter_line(event.path, "starts_at")
+        timing.append(InputError(f"starts_at: {late}", path=event.path, line=line))
     sources, problems = _sources(event, templates_dir=templates_dir)
     if problems:
-        return LintReport(event, problems)
+        return LintReport(event, problems, timing)
     uses = [use for source in sources for use in attribute_uses(source)]
     if columns is None:
         unchecked = sorted({use.name for use in uses})
-        return LintReport(event, _trial_render(event, templates_dir, columns), [], unchecked)
+        errors = _trial_render(event, templates_dir, columns)
+        return LintReport(event, errors, timing, unchecked)
     errors, warnings = _check_columns(uses, columns)
     if not errors:
         errors = _trial_render(event, templates_dir, columns)
-    return LintReport(event, errors, warnings)
+    return LintReport(event, errors, timing + warnings)
+
+
+def timing_problem(event: Event, *, now: datetime, send_at: datetime | None = None) -> str | None:
+    """In plain words, why the invitations would come too late, or None: "the event
+    started 5 years ago (...)", "the event starts before the send time: ...".
+
+    `send_at`: when a scheduled send goes out (None: now)."""
+    start = event.starts_at
+    if start <= now:
+        return f"the event started {_ago(now - start)} ({format_when(start)})"
+    if send_at is not None and start <= send_at:
+        return (
+            f"the event starts before the send time: it starts {format_when(start)}, "
+            f"{_duration(send_at - start)} before the invitations go out"
+        )
+    return None
+
+
+# (unit, its length, the least span written in it): "13 days" reads better than "1 week",
+# "40 hours" better than "1 day".
+_UNITS = (
+    ("year", timedelta(days=365), timedelta(days=365)),
+    ("month", timedelta(days=30), timedelta(days=60)),
+    ("day", timedelta(days=1), timedelta(days=2)),
+    ("hour", timedelta(hours=1), timedelta(hours=2)),
+    ("minute", timedelta(minutes=1), timedelta(minutes=1)),
+)
+
+
+def _duration(delta: timedelta) -> str:
+    """'5 years', '13 days', '1 minute': whole units, rounded down."""
+    for unit, size, least in _UNITS:
+        if delta >= least:
+            count = delta // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return "less than a minute"
+
+
+def _ago(delta: timedelta) -> str:
+    return f"{_duration(delta)} ago" if delta >= timedelta(minutes=1) else "just now"
 
 
 def validate_event(path: Path, *, templates_dir: Path) -> list[InputError]:
