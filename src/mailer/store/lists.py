@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, case, delete, func, insert, or_, select, update
 
 from mailer.addresses import InvalidAddress, normalise
 from mailer.clock import as_utc, utcnow
@@ -74,13 +74,14 @@ class ListChange:
     """Unsubscribes from this list in force, kept."""
 
 
-def subscriber_from_row(row: object) -> Subscriber:
+def subscriber_from_row(row: RowMapping) -> Subscriber:
+    """A `subscribers` row, read by column name (a query may add columns of its own)."""
     return Subscriber(
-        id=row.id,  # type: ignore[attr-defined]
-        email=row.email,  # type: ignore[attr-defined]
-        name=row.name,  # type: ignore[attr-defined]
-        attributes=dict(row.attributes or {}),  # type: ignore[attr-defined]
-        status=SubscriberStatus(row.status),  # type: ignore[attr-defined]
+        id=int(row["id"]),
+        email=str(row["email"]),
+        name=str(row["name"]),
+        attributes=dict(row["attributes"] or {}),
+        status=SubscriberStatus(row["status"]),
     )
 
 
@@ -354,9 +355,9 @@ class ListQueries(StoreBase):
             if not rows:
                 return
             for row in rows:
-                subscriber = subscriber_from_row(row)
+                subscriber = subscriber_from_row(row._mapping)
                 # On a list, a list-level unsubscribe is what the organiser needs to see.
-                membership = getattr(row, "membership_status", None)
+                membership = row._mapping.get("membership_status")
                 if (
                     membership == SubscriberStatus.UNSUBSCRIBED
                     and subscriber.status is SubscriberStatus.SUBSCRIBED
@@ -386,7 +387,7 @@ class ListQueries(StoreBase):
             return int(connection.execute(query).scalar_one())
 
     def get_subscriber(self, email: str) -> Subscriber:
-        return subscriber_from_row(self._subscriber_row(email))
+        return subscriber_from_row(self._subscriber_row(email)._mapping)
 
     def remove_subscriber(self, email: str, list_name: str | None = None) -> None:
         """Remove from one list, or erase the subscriber's data entirely.
