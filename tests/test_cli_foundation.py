@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+from typer.testing import CliRunner
+
+from mailer.cli import app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,3 +110,44 @@ def test_db_upgrade_is_idempotent(workdir: Path) -> None:
     second = run(["db", "upgrade"], workdir)
     assert "upgraded to revision" in first.stdout
     assert "already at revision" in second.stdout
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group of the CLI, hidden ones too, as argument paths. (Typer
+    vendors its own Click, so groups are known by their `commands`, not their class.)"""
+    found = [path]
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        found.extend(_commands(sub, (*path, name)))
+    return found
+
+
+def test_help_is_plain_short_and_spelled_one_way(workdir: Path) -> None:
+    """-h works as --help on every command; no `<bool>` beside the flags; argument names
+    in capitals, one spelling (EVENT, ADDRESS, NAME, FILE, ID); `campaign status` is a
+    hidden alias of `campaign show`."""
+    short, long = run(["-h"], workdir), run(["--help"], workdir)
+    assert short.returncode == 0, short.stderr
+    assert short.stdout == long.stdout
+    assert "subscribers" in short.stdout
+    sub = run(["subscribers", "resubscribe", "-h"], workdir)
+    assert sub.returncode == 0, sub.stderr
+    assert "-r, --reason TEXT" in sub.stdout
+
+    runner = CliRunner()
+    paths = _commands(typer.main.get_command(app))
+    assert ("campaign", "status") in paths
+    spellings: set[str] = set()
+    for path in paths:
+        result = runner.invoke(app, [*path, "-h"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output, path
+        usage = result.output.splitlines()[0]
+        assert usage.startswith(f"Usage: mailer {' '.join(path)}".rstrip()), usage
+        for argument in re.findall(r"[{\[]([^\]}]+)[}\]]", usage):
+            if argument not in ("OPTIONS", "ARGS"):
+                assert argument.isupper(), (path, usage)
+                spellings.add(argument)
+    assert spellings == {"ADDRESS", "EVENT", "FILE", "ID", "NAME", "NEW", "OLD"}
+    campaign_help = runner.invoke(app, ["campaign", "-h"]).output
+    assert "  show " in campaign_help
+    assert "  status " not in campaign_help

@@ -18,16 +18,23 @@ import httpx
 from campaign_support import REPO_ROOT
 
 
-def test_demo_sends_the_invitation_and_its_link_works_with_mailer_serve(tmp_path: Path) -> None:
+def test_demo_sends_the_invitation_in_its_own_store_and_says_what_to_do_next(
+    tmp_path: Path,
+) -> None:
+    """The demo keeps everything in var/demo/ (store, outbox): the organiser's store is
+    never opened; its link works under `mailer serve` on the demo's store, as it prints;
+    its last lines are the organiser's path (import, write an event, preview, test, send)."""
     shutil.copy(REPO_ROOT / "subscribers.example.csv", tmp_path)
     shutil.copytree(REPO_ROOT / "templates", tmp_path / "templates")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env["COLUMNS"] = "200"
+    real_store = tmp_path / "real" / "mailer.db"
+    env["MAILER_DATABASE_URL"] = f"sqlite:///{real_store}"
 
-    def demo(cwd: Path = tmp_path) -> str:
+    def demo() -> str:
         result = subprocess.run(
             [sys.executable, "-m", "mailer", "demo"],
-            cwd=cwd,
+            cwd=tmp_path,
             env=env,
             capture_output=True,
             text=True,
@@ -40,26 +47,43 @@ def test_demo_sends_the_invitation_and_its_link_works_with_mailer_serve(tmp_path
     first = demo()
     assert "12 new" in first
     assert "12 sent, 0 deferred, 0 bounced, 0 failed, 0 skipped of 12" in first
-    outbox = sorted((tmp_path / "var" / "outbox").glob("*.eml"))
+    outbox = sorted((tmp_path / "var" / "demo" / "outbox").glob("*.eml"))
     assert len(outbox) == 12
     message = email.message_from_bytes(outbox[0].read_bytes(), policy=policy.default)
     assert message.get_content_type() == "multipart/mixed"
     assert not message.defects
     link = re.search(r"Unsubscribe link: (http://127\.0\.0\.1:8000/u/\S+)", first)
     assert link is not None
-    # The signing key is kept in the store, where every later send and server finds it.
+    serve_with = re.search(r"To try it: mailer --database-url (\S+) serve", first)
+    assert serve_with is not None
+    assert serve_with.group(1) == "sqlite:///var/demo/demo.db"
+    # Nothing of the demo in the organiser's store, nor anywhere else.
+    assert not real_store.exists()
+    assert not (tmp_path / "var" / "mailer.db").exists()
+    assert sorted(p.name for p in (tmp_path / "var").iterdir()) == ["demo"]
+    # The signing key is kept in the demo's store, where `mailer serve` on it finds it.
     assert not (tmp_path / "var" / "secret_key").exists()
 
-    # Runs again from a subfolder: the same home (found by its var/mailer.db), so the list
-    # is already there and a new campaign goes out to the same outbox.
-    (tmp_path / "events").mkdir()
-    second = demo(tmp_path / "events")
-    assert "0 new, 12 already there" in second
-    assert len(list((tmp_path / "var" / "outbox").glob("*.eml"))) == 24
-    assert not (tmp_path / "events" / "var").exists()
+    last = first.strip().splitlines()[-6:]
+    assert last[0].startswith("Next, with your own list")
+    steps = [
+        "mailer subscribers import members.csv --list members",
+        "copy templates/events/london-public-meeting.md, then mailer validate YOUR-EVENT.md",
+        "mailer preview YOUR-EVENT.md --list members --open",
+        "mailer send YOUR-EVENT.md --list members --test-to you@example.org",
+        "mailer send YOUR-EVENT.md --list members",
+    ]
+    for line, step in zip(last[1:], steps, strict=True):
+        assert line.endswith(step), (line, step)
 
-    # The link printed by the demo opens under a `mailer serve` configured with a real key
-    # later: the demo's key stays in the store and keeps verifying (issue 9).
+    # Again: the same demo store, so the list is there already; a new campaign goes out.
+    second = demo()
+    assert "0 new, 12 already there" in second
+    assert len(list((tmp_path / "var" / "demo" / "outbox").glob("*.eml"))) == 24
+    assert not real_store.exists()
+
+    # The link printed by the demo opens under `mailer serve` as the demo says to run it,
+    # even configured with a real key now: the demo's key stays in its store (issue 9).
     env["MAILER_SECRET_KEY"] = "the-production-key-0123456789abcdef"
     port_file = tmp_path / "port"
     server = subprocess.Popen(
@@ -67,6 +91,8 @@ def test_demo_sends_the_invitation_and_its_link_works_with_mailer_serve(tmp_path
             sys.executable,
             "-m",
             "mailer",
+            "--database-url",
+            serve_with.group(1),
             "serve",
             "--port",
             "0",
@@ -90,4 +116,5 @@ def test_demo_sends_the_invitation_and_its_link_works_with_mailer_serve(tmp_path
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
     assert page.status_code == 200
-    assert "Unsubscribe" in page.text
+    assert "Unsubscribe from the mailer demo?" in page.text
+    assert not real_store.exists()

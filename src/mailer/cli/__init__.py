@@ -19,6 +19,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # -h as well as --help, on every command (subcommands inherit it).
+    context_settings={"help_option_names": ["-h", "--help"]},
+    # Click's plain help: Typer's Rich panels print a type beside every option,
+    # `--yes <bool>`, `--help <bool>`, which tells the organiser nothing.
+    rich_markup_mode=None,
 )
 app.callback()(common.root_options)
 

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(campaign, name="campaign")
     campaign.command("list")(list_campaigns)
     campaign.command("show")(show)
-    campaign.command("status")(show)
+    campaign.command("status", hidden=True)(show)  # the old name of `show`
     campaign.command("report")(report)
     campaign.command("resume")(resume)
     campaign.command("send-now")(send_now)

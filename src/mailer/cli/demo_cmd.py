@@ -2,7 +2,12 @@
 
 Imports subscribers.example.csv, then sends the London Public Meeting invitation through
 the real SMTP path (pool, rate limit, ledger, journal) to an embedded catcher on a
-loopback port, which writes every message it receives to var/outbox/ as an .eml file.
+loopback port, which writes every message it receives as an .eml file.
+
+Everything the demo makes stays in its own folder, var/demo/ (its store demo.db, the
+outbox, the journal, the reject files), never in the organiser's store: trying mailer
+out leaves no "demo" list or campaign among the real ones, and the real database (maybe
+PostgreSQL) is not even opened.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from typing import TYPE_CHECKING
 import typer
 
 from mailer.cli import common
-from mailer.cli.send_cmd import print_result
 
 if TYPE_CHECKING:
     from mailer.config import Settings
@@ -24,19 +28,34 @@ if TYPE_CHECKING:
 
 EXAMPLE_LIST = Path("subscribers.example.csv")
 DEMO_LIST = "demo"
+DEMO_TITLE = "the mailer demo"
 DEMO_EVENT = Path("events") / "london-public-meeting.md"
+DEMO_FOLDER = "demo"  # under MAILER_VAR_DIR
+DEMO_STORE = "demo.db"
 
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The organiser's settings with the store and every data folder moved to var/demo/."""
+    var_dir = (
+        settings.var_dir if settings.var_dir.is_absolute() else settings.home / settings.var_dir
+    )
+    folder = var_dir / DEMO_FOLDER
+    return settings.model_copy(
+        update={"database_url": f"sqlite:///{folder / DEMO_STORE}", "var_dir": folder}
+    )
+
+
 def demo(ctx: typer.Context) -> None:
-    """Import the example list and send it the example invitation via a local catcher."""
+    """Import the example list and send it the example invitation via a local catcher
+    (all kept in var/demo/, apart from your own data)."""
     from mailer.audience.importer import default_rejects_path, import_file
     from mailer.tokens import load_signer
 
-    settings = common.settings_from(ctx)
+    settings = demo_settings(common.settings_from(ctx))
     # From the home folder, like every other path: the demo run from a subfolder uses
     # the same list, store and outbox as from the top.
     example_list = common.existing_file(
@@ -45,8 +64,8 @@ def demo(ctx: typer.Context) -> None:
     event_path = settings.templates_dir / DEMO_EVENT
     common.existing_file(event_path, what="example event")
     with common.open_store(settings) as store:
-        # Without MAILER_SECRET_KEY the store's own key signs, the one `mailer serve` on
-        # this store verifies with (see mailer/keyring.py).
+        # Without MAILER_SECRET_KEY the demo store's own key signs, the one `mailer serve`
+        # on this store verifies with (see mailer/keyring.py).
         signer = load_signer(settings, store=store)
         report = import_file(
             store,
@@ -54,17 +73,21 @@ def demo(ctx: typer.Context) -> None:
             list_name=DEMO_LIST,
             rejects_path=default_rejects_path(example_list, settings.var_dir),
         )
+        if store.list_title(DEMO_LIST) is None:
+            store.describe_list(DEMO_LIST, title=DEMO_TITLE)
         counts = report.counts
         common.console.print(
             f"1. Imported {EXAMPLE_LIST} into list '{DEMO_LIST}': {counts.imported} new, "
             f"{counts.unchanged + counts.updated} already there, {counts.suppressed} "
-            f"unsubscribed earlier (skipped), {counts.invalid} invalid."
+            f"unsubscribed earlier (skipped), {counts.invalid} invalid.",
+            markup=False,
         )
         asyncio.run(_send(settings, store, event_path, signer))
 
 
 async def _send(settings: Settings, store: Store, event_path: Path, signer: TokenSigner) -> None:
     from mailer.campaigns.lifecycle import start_or_resume
+    from mailer.cli.progress import describe
     from mailer.config import SmtpSecurity
     from mailer.delivery.catcher import Catcher
     from mailer.message.event import load_event
@@ -89,8 +112,11 @@ async def _send(settings: Settings, store: Store, event_path: Path, signer: Toke
         result = await send_campaign_via_smtp(
             settings=local, store=store, signer=signer, campaign_id=choice.campaign.id
         )
-    common.console.print("3. Sent:")
-    print_result(result)
+    common.console.print(
+        f"3. Sent campaign {result.campaign.id} ({result.campaign.subject}): "
+        f"{describe(result.counts)} of {result.counts.total}.",
+        markup=False,
+    )
     received = sorted(outbox.glob("*.eml"))
     if not received:
         common.console.print("The catcher received nothing.")
@@ -98,12 +124,31 @@ async def _send(settings: Settings, store: Store, event_path: Path, signer: Toke
     sample = received[-1]
     message = message_from_bytes(sample.read_bytes(), policy=policy.default)
     link = str(message.get("List-Unsubscribe", "")).split(",")[0].strip(" <>")
-    common.console.print(
-        f"4. The catcher saved {catcher.received} messages in {outbox}/; one of them:"
-    )
-    common.console.print(f"   {sample}", markup=False)
-    common.console.print(f"   To: {message['To']}   Subject: {message['Subject']}", markup=False)
-    common.console.print(f"   Unsubscribe link: {link}", markup=False)
-    common.console.print(
-        "   Run `mailer serve` (default http://127.0.0.1:8000) and open the link to try it."
-    )
+    database = f"sqlite:///{_shown(settings.var_dir / DEMO_STORE)}"
+    lines = [
+        f"4. The catcher saved {catcher.received} messages in {_shown(outbox)}/; one of them:",
+        f"   {_shown(sample)}",
+        f"   To: {message['To']}   Subject: {message['Subject']}",
+        f"   Unsubscribe link: {link}",
+        f"   To try it: mailer --database-url {database} serve, then open the link.",
+        f"The demo keeps all it made in {_shown(settings.var_dir)}/, apart from your own data.",
+        "",
+        "Next, with your own list (set your relay and sender first: README.md, "
+        "`mailer config check`):",
+        "  1. Import your list:  mailer subscribers import members.csv --list members",
+        f"  2. Write an event:    copy {_shown(event_path)}, then mailer validate YOUR-EVENT.md",
+        "  3. Preview it:        mailer preview YOUR-EVENT.md --list members --open",
+        "  4. Test send:         mailer send YOUR-EVENT.md --list members "
+        "--test-to you@example.org",
+        "  5. Send:              mailer send YOUR-EVENT.md --list members",
+    ]
+    common.console.print("\n".join(lines), markup=False)
+
+
+def _shown(path: Path) -> Path:
+    """`path` from the current folder when it is below it (short, and what a shell
+    typed there means), else in full."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path

@@ -47,9 +47,10 @@ def register(app: typer.Typer) -> None:
     subs.command("remove")(remove_command)
 
 
-ListOption = Annotated[str, typer.Option("--list", "-l", help="The list's name.")]
+ListOption = Annotated[str, typer.Option("--list", "-l", metavar="NAME", help="The list's name.")]
 OptionalList = Annotated[
-    str | None, typer.Option("--list", "-l", help="Limit to this list.", show_default=False)
+    str | None,
+    typer.Option("--list", "-l", metavar="NAME", help="Limit to this list.", show_default=False),
 ]
 ListName = Annotated[str, typer.Argument(metavar="NAME", help="The list's name.")]
 Email = Annotated[str, typer.Argument(metavar="ADDRESS", help="The subscriber's address.")]
@@ -57,12 +58,32 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmat
 Title = Annotated[
     str,
     typer.Option(
-        "--title", "-t", help="What recipients read: footer, unsubscribe page.", show_default=False
+        "--title",
+        "-t",
+        metavar="TEXT",
+        help="What recipients read: footer, unsubscribe page.",
+        show_default=False,
+    ),
+]
+NewTitle = Annotated[
+    str | None,
+    typer.Option(
+        "--title",
+        "-t",
+        metavar="TEXT",
+        help="What recipients read: footer, unsubscribe page.",
+        show_default=False,
     ),
 ]
 Description = Annotated[
     str | None,
-    typer.Option("--description", "-d", help="A sentence about the list.", show_default=False),
+    typer.Option(
+        "--description",
+        "-d",
+        metavar="TEXT",
+        help="A sentence about the list.",
+        show_default=False,
+    ),
 ]
 
 
@@ -112,15 +133,7 @@ def create_list(
 def describe_list(
     ctx: typer.Context,
     name: ListName,
-    title: Annotated[
-        str | None,
-        typer.Option(
-            "--title",
-            "-t",
-            help="What recipients read: footer, unsubscribe page.",
-            show_default=False,
-        ),
-    ] = None,
+    title: NewTitle = None,
     description: Description = None,
 ) -> None:
     """Change a list's title and/or description (an empty description removes it)."""
@@ -168,16 +181,22 @@ def delete_list(ctx: typer.Context, name: ListName, yes: Yes = False) -> None:
 
 def import_command(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV with a header row and an `email` column.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="CSV with a header row and an `email` column.")
+    ],
     list_name: ListOption,
-    encoding: Annotated[str, typer.Option(help="The file's encoding.")] = "utf-8-sig",
+    encoding: Annotated[
+        str, typer.Option(metavar="ENCODING", help="The file's encoding (cp1252, latin-1, ...).")
+    ] = "utf-8-sig",
     check_dns: Annotated[
         bool, typer.Option("--check-dns", help="Also check each domain accepts mail.")
     ] = False,
     rejects: Annotated[
         Path | None,
         typer.Option(
-            help="Where to write rejected rows (default: var/rejects/).", show_default=False
+            metavar="FILE",
+            help="Where to write rejected rows (default: var/rejects/).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
@@ -231,7 +250,8 @@ def export_command(
     ctx: typer.Context,
     list_name: OptionalList = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")
+        Path | None,
+        typer.Option("--out", "-o", metavar="FILE", help="Write here instead of stdout."),
     ] = None,
 ) -> None:
     """Export subscribers as CSV (email, name, status, then every attribute)."""
@@ -268,7 +288,11 @@ def remove_command(
     list_name: Annotated[
         str | None,
         typer.Option(
-            "--list", "-l", help="Only from this list (default: erase).", show_default=False
+            "--list",
+            "-l",
+            metavar="NAME",
+            help="Only from this list (default: erase).",
+            show_default=False,
         ),
     ] = None,
     yes: Yes = False,
@@ -301,7 +325,7 @@ def add_command(
     ctx: typer.Context,
     email: Email,
     list_name: ListOption,
-    name: Annotated[str, typer.Option("--name", "-n", help="Their name.")] = "",
+    name: Annotated[str, typer.Option("--name", "-n", metavar="TEXT", help="Their name.")] = "",
 ) -> None:
     """Add one subscriber to a list (someone who left is refused: see `resubscribe`)."""
     with common.open_store(common.settings_from(ctx)) as store:
@@ -318,7 +342,13 @@ def resubscribe_command(
     list_name: ListOption,
     reason: Annotated[
         str,
-        typer.Option("--reason", "-r", help="Why (kept in their history).", show_default=False),
+        typer.Option(
+            "--reason",
+            "-r",
+            metavar="TEXT",
+            help="Why (kept in their history).",
+            show_default=False,
+        ),
     ],
     force: Annotated[
         bool, typer.Option("--force", help="Also lift a complaint (marked as spam).")
