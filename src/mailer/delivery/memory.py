@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import TypeAlias
 
@@ -19,6 +20,11 @@ class MemoryTransport:
     `outcomes` decides what each send returns: a mapping from recipient address to an
     Outcome (or an exception to raise, e.g. TransportError to simulate a dead relay), or
     a callable taking the message. Recipients not in the mapping get `default`.
+
+    `delay` makes it a slow relay: each send hands the body over (`on_body`) and then
+    waits `delay` seconds for the answer, as a real relay busy after DATA does, so tests
+    can pause, cancel or start a second sender while messages are in flight. A message is
+    recorded only once answered: a send cancelled while waiting has no outcome here.
     """
 
     def __init__(
@@ -26,8 +32,12 @@ class MemoryTransport:
         outcomes: OutcomeSource | None = None,
         *,
         default: Outcome | None = None,
+        delay: float = 0.0,
     ) -> None:
+        if not delay >= 0:
+            raise ValueError(f"delay must be zero or more seconds, not {delay!r}")
         self._outcomes = outcomes
+        self._delay = delay
         self._default = default or Outcome(DeliveryStatus.SENT, 250, "2.0.0 Recorded in memory")
         self.messages: list[OutgoingMessage] = []
         self.outcomes: list[Outcome] = []
@@ -57,6 +67,8 @@ class MemoryTransport:
             raise result
         if on_body is not None:
             on_body()
+        if self._delay:
+            await asyncio.sleep(self._delay)
         self.messages.append(message)
         self.outcomes.append(result)
         return result
