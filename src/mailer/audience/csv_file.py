@@ -76,7 +76,7 @@ def parse_csv(
             # Enough to keep a whole valid row, and some of what a long row has beyond it.
             records.max_fields = len(header.columns) + _EXTRA_FIELDS_KEPT
             for record in rows:
-                if _is_blank(record):
+                if not "".join(record.fields).strip() and _is_blank(record):
                     continue  # blank lines are layout, not data
                 yield _parse_row(record, header, check_dns=check_dns)
         except MalformedCsv as exc:
@@ -132,12 +132,9 @@ def _decoded_text(handle: BinaryIO, encoding: str, path: Path) -> Iterator[str]:
 
 
 def _is_blank(record: Record) -> bool:
-    """Only commas and spaces, all of them seen: a row with anything cut or dropped is data."""
-    return (
-        not record.cut
-        and record.field_count == len(record.fields)
-        and not any(value.strip() for value in record.fields)
-    )
+    """Given blank fields kept, is the row blank? Not if anything was cut or dropped: then it
+    has text the fields kept do not show, and is data (to reject, not to skip unseen)."""
+    return not record.cut and record.field_count == len(record.fields)
 
 
 def _read_header(rows: Iterator[Record], path: Path) -> CsvHeader:
@@ -202,7 +199,9 @@ def _parse_row(record: Record, header: CsvHeader, *, check_dns: bool) -> ParsedR
         # the bounds cut off, which the reason then states.
         raw = {column: fields[i] if i < len(fields) else "" for i, column in enumerate(columns)}
         raw[EXTRA_FIELDS] = "\t".join(fields[len(columns) :])
-        return ParsedRow(record.line, raw, error=reason + _cut_note(record, columns))
+        if record.cut or record.field_count > len(fields):
+            reason += _cut_note(record, columns)
+        return ParsedRow(record.line, raw, error=reason)
 
     if record.field_count != len(columns):
         return reject(f"expected {len(columns)} fields, found {record.field_count:,}")
@@ -238,7 +237,7 @@ def _parse_row(record: Record, header: CsvHeader, *, check_dns: bool) -> ParsedR
 
 
 def _cut_note(record: Record, columns: list[str]) -> str:
-    """What the reject file will not hold whole, said in the reason: nothing goes silently."""
+    """What the reject file will not hold whole, for the reason: nothing goes silently."""
     notes = [
         f"the first {FIELD_KEEP:,} of the {length:,} characters of "
         + (columns[index] if index < len(columns) else f"field {index + 1}")

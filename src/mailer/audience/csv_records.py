@@ -53,7 +53,7 @@ def _fields_in_run(run: str) -> int:
     return _QUOTED_FIELD.sub("", run).count(",")
 
 
-_NOTHING_CUT: Mapping[int, int] = MappingProxyType({})
+_NO_CUT: Mapping[int, int] = MappingProxyType({})
 
 
 class MalformedCsv(Exception):
@@ -74,7 +74,7 @@ class Record(NamedTuple):
     """The first `max_fields` fields, each cut to `field_keep` characters."""
     field_count: int
     """How many fields the record has, kept or not."""
-    cut: Mapping[int, int] = _NOTHING_CUT
+    cut: Mapping[int, int] = _NO_CUT
     """Index -> full length, for each kept field longer than `field_keep`."""
 
 
@@ -85,6 +85,12 @@ class _State(Enum):
     QUOTED = auto()
     AFTER_QUOTE = auto()  # a `"` inside a quoted field: the first of `""`, or the closing one
     AFTER_CR = auto()  # a CR outside quotes: only more CRs, then LF or the end, may follow
+
+
+# Module names for the states: the fast path tests one per row, and a global is read several
+# times faster than an Enum member.
+_START_RECORD, _START_FIELD, _UNQUOTED = _State.START_RECORD, _State.START_FIELD, _State.UNQUOTED
+_QUOTED, _AFTER_QUOTE, _AFTER_CR = _State.QUOTED, _State.AFTER_QUOTE, _State.AFTER_CR
 
 
 class _OneLine:
@@ -114,7 +120,7 @@ class CsvRecords:
         self.scanned = 0
         """Characters looked at (searched, split or copied), counting every repeat look."""
         self._line = 1
-        self._state = _State.START_RECORD
+        self._state = _START_RECORD
         self._record_line = 1
         self._quote_line = 1
         self._fields: list[str] = []
@@ -127,42 +133,49 @@ class CsvRecords:
         self._csv = csv.reader(self._one_line, strict=True)
 
     def __iter__(self) -> Iterator[Record]:
-        for chunk in self._chunks:
-            yield from self._read(chunk)
+        for text in self._chunks:
+            pos, end = 0, len(text)
+            fast = 0  # characters of this chunk read by the fast path
+            while pos < end:
+                if self._state is _START_RECORD:
+                    # Fast path (one line of this chunk, short enough that no field needs
+                    # cutting): C code does the work, str.split or else the csv module.
+                    # Written out here, not called: it runs once per row.
+                    newline = text.find("\n", pos)
+                    if 0 <= newline - pos <= self.field_keep:
+                        line = text[pos:newline]
+                        if '"' not in line:
+                            if line.endswith("\r"):
+                                line = line.rstrip("\r")
+                            fields: list[str] | None = None if "\r" in line else line.split(",")
+                        else:
+                            fields = self._quoted_line(text[pos : newline + 1])
+                        if fields is not None and len(fields) <= self.max_fields:
+                            # Record's own __new__ costs a third more, once per row.
+                            yield tuple.__new__(Record, (self._line, fields, len(fields), _NO_CUT))
+                            self._line += 1
+                            fast += newline + 1 - pos
+                            pos = newline + 1
+                            continue
+                    # The find, and the fast path's look if it had one.
+                    self.scanned += 4 * ((end if newline < 0 else newline + 1) - pos)
+                    self._state = _START_FIELD
+                    self._record_line = self._line
+                pos, record = self._advance(text, pos, end)
+                if record is not None:
+                    yield record
+            self.scanned += 5 * fast  # the find, the copy, two searches and the split
         last = self._finish()
         if last is not None:
             yield last
 
-    def _read(self, text: str) -> Iterator[Record]:
-        pos, end = 0, len(text)
-        while pos < end:
-            if self._state is _State.START_RECORD:
-                # Fast path: a whole line of this chunk, short enough that no field needs
-                # cutting; the C code of str.split, or of the csv module, does all the work.
-                newline = text.find("\n", pos)
-                self.scanned += (end if newline < 0 else newline + 1) - pos
-                if 0 <= newline - pos <= self.field_keep:
-                    fields = self._split_line(text[pos : newline + 1])
-                    if fields is not None and len(fields) <= self.max_fields:
-                        yield Record(self._line, fields, len(fields))
-                        self._line += 1
-                        pos = newline + 1
-                        continue
-                self._state = _State.START_FIELD
-                self._record_line = self._line
-            pos, record = self._advance(text, pos, end)
-            if record is not None:
-                yield record
+    def _quoted_line(self, line: str) -> list[str] | None:
+        """The fields of `line` (with quotes, ending in LF) if it holds one whole record.
 
-    def _split_line(self, line: str) -> list[str] | None:
-        """The fields of `line` (ending in LF) if it holds one whole, well-formed record."""
-        self.scanned += 3 * len(line)  # the copy, the search and the split
-        if '"' not in line:
-            content = line.rstrip("\r\n")
-            return None if "\r" in content else content.split(",")
-        # Quotes: the csv module, on this line alone. It asks for another line only when a
-        # quoted field goes on past this one, and raises on malformed quoting: either way
-        # the state machine reads the record instead (and words any error itself).
+        The csv module reads it, on this line alone. It asks for another line only when a
+        quoted field goes on past this one, and raises on malformed quoting: either way the
+        state machine reads the record instead (and words any error itself).
+        """
         self._one_line.line = line
         try:
             return next(self._csv) or [""]  # a blank line is [] there, one empty field here
@@ -173,13 +186,13 @@ class CsvRecords:
         """Read on from `pos` until the record ends (and return it) or the text does."""
         while pos < end:
             state = self._state
-            if state is _State.START_FIELD and self._field_count >= self.max_fields:
+            if state is _START_FIELD and self._field_count >= self.max_fields:
                 # Past the fields kept, a long row is only counted, a run of whole fields at
                 # a time in C: a line of a billion tiny fields is not a billion Python steps.
                 pos = self._count_fields(text, pos)
                 if pos == end:
                     return end, None
-            if state is _State.QUOTED:
+            if state is _QUOTED:
                 quote = text.find('"', pos)
                 stop = end if quote < 0 else quote
                 self.scanned += 2 * (stop - pos)  # the search and the line count
@@ -187,10 +200,10 @@ class CsvRecords:
                 self._take(text, pos, stop)
                 if quote < 0:
                     return end, None
-                self._state = _State.AFTER_QUOTE
+                self._state = _AFTER_QUOTE
                 pos = quote + 1
                 continue
-            if state is _State.UNQUOTED:
+            if state is _UNQUOTED:
                 match = _UNQUOTED_END.search(text, pos)
                 stop = end if match is None else match.start()
                 self.scanned += stop - pos
@@ -198,11 +211,11 @@ class CsvRecords:
                 if match is None:
                     return end, None
                 pos = stop
-                state = self._state = _State.START_FIELD  # the separator, as after any field
+                state = self._state = _START_FIELD  # the separator, as after any field
             char = text[pos]
             pos += 1
             self.scanned += 1
-            if state is _State.AFTER_CR:
+            if state is _AFTER_CR:
                 if char == "\n":
                     return pos, self._end_record()
                 if char != "\r":
@@ -215,8 +228,8 @@ class CsvRecords:
                 self._save_field()
                 if char == "\n":
                     return pos, self._end_record()
-                self._state = _State.START_FIELD if char == "," else _State.AFTER_CR
-            elif state is _State.AFTER_QUOTE:
+                self._state = _START_FIELD if char == "," else _AFTER_CR
+            elif state is _AFTER_QUOTE:
                 if char != '"':
                     raise MalformedCsv(
                         f"{char!r} after the closing quote of a field "
@@ -224,12 +237,12 @@ class CsvRecords:
                         line=self._line,
                     )
                 self._take('"', 0, 1)  # `""` inside quotes stands for one `"`
-                self._state = _State.QUOTED
+                self._state = _QUOTED
             elif char == '"':  # START_FIELD
-                self._state = _State.QUOTED
+                self._state = _QUOTED
                 self._quote_line = self._line
             else:  # START_FIELD, and the field's first character is ordinary text
-                self._state = _State.UNQUOTED
+                self._state = _UNQUOTED
                 pos -= 1
         return pos, None
 
@@ -278,19 +291,19 @@ class CsvRecords:
         record = Record(self._record_line, self._fields, self._field_count, self._cut)
         self._fields, self._field_count, self._cut = [], 0, {}
         self._line += 1  # the LF that ended it (at the end of the text, nothing reads it)
-        self._state = _State.START_RECORD
+        self._state = _START_RECORD
         return record
 
     def _finish(self) -> Record | None:
         """The end of the text: close the last record, unless it has no end."""
         state = self._state
-        if state is _State.START_RECORD:
+        if state is _START_RECORD:
             return None
-        if state is _State.QUOTED:
+        if state is _QUOTED:
             raise MalformedCsv(
                 f"the quoted field that opens on line {self._quote_line} never closes",
                 line=self._quote_line,
             )
-        if state is not _State.AFTER_CR:
+        if state is not _AFTER_CR:
             self._save_field()
         return self._end_record()
