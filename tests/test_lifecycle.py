@@ -112,7 +112,11 @@ def test_lifecycle_rules_refuse_what_the_table_forbids(tmp_path: Path) -> None:
         event = load_event(EVENT)
         later = datetime.now(UTC) + timedelta(days=1)
         campaign = lifecycle.schedule(
-            store, event=event, event_path=EVENT, list_name="members", when=later
+            store,
+            lifecycle.plan_schedule(store, event=event, list_name="members", new=False),
+            event=event,
+            event_path=EVENT,
+            when=later,
         )
         lifecycle.cancel(store, campaign.id)
         for action in (lifecycle.pause, lifecycle.cancel):

@@ -75,11 +75,12 @@ async def test_worker_claims_nothing_while_the_settings_would_send_broken_mail(
     sqlite_store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     seed_list(sqlite_store, tmp_path, 2)
+    event = load_event(EVENT)
     campaign = lifecycle.schedule(
         sqlite_store,
-        event=load_event(EVENT),
+        lifecycle.plan_schedule(sqlite_store, event=event, list_name="members", new=False),
+        event=event,
         event_path=EVENT,
-        list_name="members",
         when=datetime.now(UTC) - timedelta(seconds=1),
     )
     settings = make_settings(

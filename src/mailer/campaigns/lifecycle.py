@@ -210,19 +210,11 @@ def plan_send(store: Store, *, event: Event, list_name: str, new: bool) -> SendP
     """Resume the unfinished campaign of this event to this list; refuse to mail the list
     a second time unless `new` (the organiser said so, after being told of the first)."""
     list_id = store.list_id(list_name)
-    earlier = store.last_sent_campaign(event.slug, list_id)
-    earlier_sent = store.delivery_counts(earlier.id).sent if earlier else 0
+    earlier, earlier_sent = _earlier_send(store, event, list_id)
     if not new:
         existing = store.find_unfinished_campaign(event.slug, list_id)
         if existing is not None:
-            if existing.status is S.SCHEDULED:
-                raise CampaignError(
-                    f"campaign {existing.id} of this event to {list_name!r} is scheduled for "
-                    f"{existing.scheduled_at:%Y-%m-%d %H:%M} UTC",
-                    campaign_id=existing.id,
-                    hint=f"`mailer campaign send-now {existing.id}` sends it now; "
-                    f"`mailer campaign cancel {existing.id}` drops it; --new sends another.",
-                )
+            _refuse_if_waiting_for_its_time(existing, list_name)
             counts = store.delivery_counts(existing.id)
             return SendPlan(
                 SendKind.RESUME,
@@ -233,16 +225,7 @@ def plan_send(store: Store, *, event: Event, list_name: str, new: bool) -> SendP
                 None,
                 0,
             )
-        if earlier is not None:
-            when = earlier.finished_at or earlier.started_at or earlier.created_at
-            raise CampaignError(
-                f"this event already went to {list_name!r}: campaign {earlier.id} "
-                f"({earlier.status.value} {when:%Y-%m-%d %H:%M} UTC) reached {earlier_sent} "
-                "subscriber(s); nothing was sent",
-                campaign_id=earlier.id,
-                hint=f"`mailer campaign report {earlier.id}` shows who got it; pass --new to "
-                "send the event to the whole list again.",
-            )
+        _refuse_if_already_sent(earlier, earlier_sent, list_name)
     return SendPlan(
         SendKind.NEW,
         list_name,
@@ -251,6 +234,57 @@ def plan_send(store: Store, *, event: Event, list_name: str, new: bool) -> SendP
         None,
         earlier,
         earlier_sent,
+    )
+
+
+def _earlier_send(store: Store, event: Event, list_id: int) -> tuple[CampaignRecord | None, int]:
+    """The last campaign of this event that reached this list (finished, cancelled, or
+    still unfinished), and how many it reached (sent, or probably sent: unknown)."""
+    candidates = [
+        c
+        for c in (
+            store.last_sent_campaign(event.slug, list_id),
+            store.find_unfinished_campaign(event.slug, list_id),
+        )
+        if c is not None
+    ]
+    best: tuple[CampaignRecord | None, int] = (None, 0)
+    for campaign in sorted(candidates, key=lambda c: c.id):
+        counts = store.delivery_counts(campaign.id)
+        if counts.sent + counts.unknown:
+            best = (campaign, counts.sent + counts.unknown)
+    return best
+
+
+def _refuse_if_waiting_for_its_time(existing: CampaignRecord, list_name: str) -> None:
+    """A scheduled campaign, or one paused before its time, goes at its time: sending it
+    now is `campaign send-now`, which says so and asks."""
+    waiting = existing.status is S.SCHEDULED or (
+        existing.status is S.PAUSED
+        and never_started(existing)
+        and existing.scheduled_at is not None
+    )
+    if waiting:
+        raise CampaignError(
+            f"campaign {existing.id} of this event to {list_name!r} is {existing.status.value},"
+            f" scheduled for {existing.scheduled_at:%Y-%m-%d %H:%M} UTC",
+            campaign_id=existing.id,
+            hint=f"`mailer campaign send-now {existing.id}` sends it now; "
+            f"`mailer campaign cancel {existing.id}` drops it; --new sends another.",
+        )
+
+
+def _refuse_if_already_sent(earlier: CampaignRecord | None, reached: int, list_name: str) -> None:
+    if earlier is None:
+        return
+    when = earlier.finished_at or earlier.started_at or earlier.created_at
+    raise CampaignError(
+        f"this event already went to {list_name!r}: campaign {earlier.id} "
+        f"({earlier.status.value} {when:%Y-%m-%d %H:%M} UTC) reached {reached} "
+        "subscriber(s); nothing was sent",
+        campaign_id=earlier.id,
+        hint=f"`mailer campaign report {earlier.id}` shows who got it; pass --new to "
+        "send the event to the whole list again.",
     )
 
 
@@ -264,11 +298,32 @@ def start_send(
     return _create(store, event, event_path, plan.list_id, status=S.SENDING, owner=owner)
 
 
-def schedule(
-    store: Store, *, event: Event, event_path: Path, list_name: str, when: datetime
-) -> CampaignRecord:
+def plan_schedule(store: Store, *, event: Event, list_name: str, new: bool) -> SendPlan:
+    """The same guard as `plan_send`: an event already sent to the list, or with a
+    campaign to it still unfinished (scheduled, paused, sending), is not scheduled again
+    unless `new`."""
     list_id = store.list_id(list_name)
-    return _create(store, event, event_path, list_id, status=S.SCHEDULED, scheduled_at=when)
+    earlier, earlier_sent = _earlier_send(store, event, list_id)
+    if not new:
+        existing = store.find_unfinished_campaign(event.slug, list_id)
+        if existing is not None:
+            raise CampaignError(
+                f"campaign {existing.id} of this event to {list_name!r} is "
+                f"{existing.status.value}; nothing was scheduled",
+                campaign_id=existing.id,
+                hint=f"`mailer campaign reschedule {existing.id} --at ...` moves it; "
+                "--new schedules another.",
+            )
+        _refuse_if_already_sent(earlier, earlier_sent, list_name)
+    return SendPlan(
+        SendKind.NEW, list_name, list_id, store.count_mailable(list_id), None, earlier, earlier_sent
+    )
+
+
+def schedule(
+    store: Store, plan: SendPlan, *, event: Event, event_path: Path, when: datetime
+) -> CampaignRecord:
+    return _create(store, event, event_path, plan.list_id, status=S.SCHEDULED, scheduled_at=when)
 
 
 def _create(

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from mailer.cli import common
-from mailer.errors import ConfigError, InputError, MailerError
+from mailer.errors import ConfigError, InputError, MailerError, StoreError
 
 app = typer.Typer(
     name="mailer",
@@ -67,3 +67,19 @@ def main(argv: list[str] | None = None) -> None:
         common.print_error(exc)
         status = EXIT_USAGE if isinstance(exc, ConfigError | InputError) else EXIT_FAILURE
         sys.exit(status)
+    except Exception as exc:
+        # The database went away mid-command (a restart, a killed connection): one line,
+        # not a traceback; whatever was sending is resumable (its lease expires).
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        common.print_error(
+            StoreError(
+                f"the database failed: {reason}",
+                hint="Check MAILER_DATABASE_URL and that the database is up; an interrupted "
+                "send goes on with `mailer campaign resume ID`.",
+            )
+        )
+        sys.exit(EXIT_FAILURE)

@@ -34,8 +34,17 @@ def schedule(
     at: At,
     tz: Tz = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    new: Annotated[
+        bool,
+        typer.Option(
+            "--new", help="Schedule the event for the list again, even if it already went."
+        ),
+    ] = False,
 ) -> None:
-    """Schedule an invitation; a running `mailer worker` (or `mailer serve`) sends it then."""
+    """Schedule an invitation; a running `mailer worker` (or `mailer serve`) sends it then.
+
+    An event already sent to the list, or with a campaign to it still unfinished, is not
+    scheduled again unless --new."""
     from mailer.campaigns import lifecycle
     from mailer.campaigns.summary import summarise_send
     from mailer.campaigns.when import describe_time, parse_send_time
@@ -51,15 +60,20 @@ def schedule(
     event = load_checked(settings, event_file, list_name=list_name, now=now, send_at=when)
     check_real_send(settings)  # refused now rather than by the worker at its time
     with common.open_store(settings) as store:
-        audience = store.count_mailable(store.list_id(list_name))
+        plan = lifecycle.plan_schedule(store, event=event, list_name=list_name, new=new)
+        audience = plan.audience
         summary = summarise_send(settings, event, list_name=list_name, audience=audience)
+        if plan.earlier is not None:
+            common.err_console.print(
+                f"This event already went to '{list_name}': campaign {plan.earlier.id} "
+                f"reached {plan.earlier_sent}. --new mails them again.",
+                markup=False,
+            )
         question = too_late(
             f"Schedule it for {describe_time(when, zone)}?", event, now=now, send_at=when
         )
         common.confirm(question, yes=yes, details=summary.lines())
-        campaign = lifecycle.schedule(
-            store, event=event, event_path=event_file, list_name=list_name, when=when
-        )
+        campaign = lifecycle.schedule(store, plan, event=event, event_path=event_file, when=when)
     common.console.print(
         f"Campaign {campaign.id} scheduled for {describe_time(when, zone)}.\n"
         "A running `mailer worker` or `mailer serve` sends it then; "

@@ -156,9 +156,18 @@ class Dispatcher:
         self._cause: Stop | None = None
         self._pending: list[RecordedOutcome] = []
         self._flush_lock = asyncio.Lock()
-        # Rows deferred because no connection could be made, since the last reply from
-        # the relay: when they reach `concurrency`, every connection has failed.
+        # Connections that could not be made, since the last reply from the relay: when
+        # they reach `concurrency`, every connection has failed. `_unreached` holds the
+        # rows they left deferred (due again at once if the send stops for it).
+        self._unreachable_streak = 0
         self._unreached: list[int] = []
+        # Rows whose body has started towards the relay in this run: never given back.
+        self._at_relay: set[int] = set()
+        # When the lease was last renewed (monotonic, taken before the renewal): nothing
+        # goes to the relay once half the lease has passed without one (a suspended or
+        # stalled process may have lost the campaign to another sender meanwhile).
+        self._renewed_at = time.monotonic()
+        self._lease_lost = False
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -200,7 +209,7 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._flush(progress)
-        if stop.reason is StopReason.RELAY_DOWN and self._unreached:
+        if stop.reason is StopReason.RELAY_DOWN and self._unreached and not self._lease_lost:
             # They never reached the relay: due again as soon as the campaign goes on.
             await asyncio.to_thread(self.store.requeue_deferred, self._unreached)
         return stop, progress
@@ -273,6 +282,7 @@ class Dispatcher:
                     owner=self.owner,
                 )
                 if marked is None:  # the lease is someone else's now: take nothing more
+                    self._lease_lost = True
                     self._halt(Stop(StopReason.LEASE_LOST))
                     return
                 to_send, skipped = marked
@@ -296,6 +306,12 @@ class Dispatcher:
                 self._fail(exc, f"sending to row {delivery.id}")
                 if any(o.delivery_id == delivery.id for o in self._pending):
                     continue  # its outcome is known and will be recorded: never undo it
+                if delivery.id in self._at_relay:
+                    # The body went (at least in part) and no reply came back: the relay
+                    # may have it. Unknown, as after a crash; never queued again.
+                    self._pending.append(_unknown_after_error(delivery, exc))
+                    _move(progress.counts, delivery.status, DeliveryStatus.UNKNOWN)
+                    continue
                 with contextlib.suppress(Exception):  # left `sending`: recovery settles it
                     await self._give_back(delivery)
 
@@ -308,7 +324,11 @@ class Dispatcher:
         if self._halted() or not await self._wait_for_turn():
             await self._give_back(delivery)
             return
-        outcome, message_id = await self._send_one(delivery)
+        sent = await self._send_one(delivery)
+        if sent is None:
+            await self._give_back(delivery)
+            return
+        outcome, message_id = sent
         recorded = self.retry.settle(
             delivery, outcome, message_id=message_id, now=datetime.now(UTC)
         )
@@ -318,20 +338,25 @@ class Dispatcher:
         _move(progress.counts, delivery.status, recorded.status)
         if recorded.status is DeliveryStatus.SENT:
             progress.sent_this_run += 1
-        self._watch_connections(delivery, outcome)
+        self._watch_connections(delivery, outcome, recorded)
         self.breaker.record(outcome)
         self.journal.outcome(recorded)
         if len(self._pending) >= _FLUSH_SIZE:
             await self._flush(progress)
 
-    def _watch_connections(self, delivery: DueDelivery, outcome: Outcome) -> None:
+    def _watch_connections(
+        self, delivery: DueDelivery, outcome: Outcome, recorded: RecordedOutcome
+    ) -> None:
         """Stop within seconds when the relay cannot be reached at all, instead of
         deferring every recipient for the retry horizon."""
         if not is_unreachable(outcome):
+            self._unreachable_streak = 0
             self._unreached.clear()
             return
-        self._unreached.append(delivery.id)
-        if len(self._unreached) >= self.options.concurrency:
+        self._unreachable_streak += 1
+        if recorded.status is DeliveryStatus.DEFERRED:  # not one that just gave up (failed)
+            self._unreached.append(delivery.id)
+        if self._unreachable_streak >= self.options.concurrency:
             self._halt(Stop(StopReason.RELAY_DOWN, outcome.reply))
 
     def _fail(self, exc: BaseException, doing: str) -> None:
@@ -375,7 +400,20 @@ class Dispatcher:
             campaign_id=self.campaign_id,
         )
 
-    async def _send_one(self, delivery: DueDelivery) -> tuple[Outcome, str | None]:
+    def _lease_stale(self) -> bool:
+        return time.monotonic() - self._renewed_at > self.options.lease_seconds / 2
+
+    def _body(self, delivery: DueDelivery) -> None:
+        """Just before the body goes: the last moment to hold back (the lease) and the
+        moment the relay may have it from (the journal)."""
+        if self._lease_stale():
+            raise _LeaseStale
+        self.journal.body_started(delivery.id)
+        self._at_relay.add(delivery.id)
+
+    async def _send_one(self, delivery: DueDelivery) -> tuple[Outcome, str | None] | None:
+        """Build and send one message: its outcome and Message-ID; None when it was held
+        back (the lease may be gone) and nothing reached the relay."""
         token = self.signer.sign(
             subscriber_id=delivery.subscriber_id,
             list_id=self.list_id,
@@ -398,10 +436,14 @@ class Dispatcher:
         except Exception as exc:  # a template or data problem this recipient alone has
             reason = f"could not build the message: {type(exc).__name__}: {exc}"
             return Outcome(DeliveryStatus.FAILED, None, reason), None
+        if self._lease_stale():
+            self._halt(Stop(StopReason.LEASE_LOST))
+            return None
         try:
-            outcome = await self.transport.send(
-                message, on_body=lambda: self.journal.body_started(delivery.id)
-            )
+            outcome = await self.transport.send(message, on_body=lambda: self._body(delivery))
+        except _LeaseStale:
+            self._halt(Stop(StopReason.LEASE_LOST))
+            return None
         except TransportError as exc:
             # Bad credentials, TLS or a refused sender: no retry will fix it. Pause.
             self._halt(Stop(StopReason.BREAKER, str(exc)))
@@ -447,6 +489,7 @@ class Dispatcher:
         last_renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.options.lease_seconds / 6)
+            asked_at = time.monotonic()
             try:
                 status = await asyncio.to_thread(
                     self.store.renew_lease, self.campaign_id, owner=self.owner, lease=lease
@@ -459,9 +502,10 @@ class Dispatcher:
                     continue
                 status = None
             if status is None:
+                self._lease_lost = True
                 self._halt(Stop(StopReason.LEASE_LOST))
                 return
-            last_renewed = time.monotonic()
+            last_renewed = self._renewed_at = asked_at
             if status is not CampaignStatus.SENDING:
                 # Paused or cancelled: stop taking recipients, but keep the lease renewed
                 # until the messages in flight are recorded (run() cancels this task), so
@@ -481,6 +525,21 @@ class Dispatcher:
             if status is not CampaignStatus.SENDING:
                 self._halt(Stop(StopReason.HALTED))
                 return
+
+
+class _LeaseStale(Exception):
+    """Raised from the body callback: the lease was not renewed for half its length."""
+
+
+def _unknown_after_error(delivery: DueDelivery, exc: Exception) -> RecordedOutcome:
+    return RecordedOutcome(
+        delivery_id=delivery.id,
+        subscriber_id=delivery.subscriber_id,
+        status=DeliveryStatus.UNKNOWN,
+        attempts=delivery.attempts + 1,
+        reply=f"error after the body reached the relay: {type(exc).__name__}: {exc}"[:2000],
+        message_id=delivery.message_id,
+    )
 
 
 def is_unreachable(outcome: Outcome) -> bool:

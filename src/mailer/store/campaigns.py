@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Text,
+    case,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 
 from mailer.clock import as_utc, utcnow
 from mailer.errors import NotFoundError
 from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts, DeliveryStatus
 from mailer.store.base import StoreBase
-from mailer.store.schema import campaigns, deliveries, lists
+from mailer.store.schema import UtcDateTime, campaigns, deliveries, lists
 
 UNFINISHED = (
     CampaignStatus.SCHEDULED,
@@ -132,7 +145,8 @@ class CampaignQueries(StoreBase):
             select(deliveries.c.id)
             .where(
                 deliveries.c.campaign_id == campaigns.c.id,
-                deliveries.c.status == DeliveryStatus.SENT.value,
+                # unknown: the relay probably has it (a crash after the body went)
+                deliveries.c.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value]),
             )
             .exists()
         )
@@ -166,7 +180,8 @@ class CampaignQueries(StoreBase):
             select(deliveries.c.id)
             .where(
                 deliveries.c.campaign_id == campaigns.c.id,
-                deliveries.c.status == DeliveryStatus.SENT.value,
+                # unknown: the relay probably has it (a crash after the body went)
+                deliveries.c.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value]),
             )
             .exists()
         )
@@ -323,25 +338,38 @@ class CampaignQueries(StoreBase):
     ) -> None:
         """Give the lease up, moving to `status` (None: keep what an organiser set).
 
+        The status (and the note, the relay-pause streak, the finish time) changes only
+        while the campaign is still `sending`: a pause or cancel an organiser made while
+        the run drained is never overwritten, whatever ended the run.
+
         `retry_after`: paused by the relay; a worker takes it again after this cool-down
         (one more relay pause in a row). Any other release ends the streak."""
         now = utcnow()
+        still_sending = campaigns.c.status == CampaignStatus.SENDING.value
+
+        def if_sending(value: object, column: ColumnElement[Any]) -> ColumnElement[Any]:
+            return case((still_sending, value), else_=column)
+
         values: dict[str, object] = {
             "lease_owner": None,
             "lease_expires_at": None,
             "updated_at": now,
-            "last_error": error,
+            "last_error": if_sending(literal(error, Text), campaigns.c.last_error),
         }
         if status is not None:
-            values["status"] = status.value
+            values["status"] = if_sending(literal(status.value), campaigns.c.status)
         if retry_after is not None:
-            values["retry_at"] = now + retry_after
-            values["relay_pauses"] = campaigns.c.relay_pauses + 1
+            values["retry_at"] = if_sending(
+                literal(now + retry_after, UtcDateTime), campaigns.c.retry_at
+            )
+            values["relay_pauses"] = if_sending(
+                campaigns.c.relay_pauses + 1, campaigns.c.relay_pauses
+            )
         elif status is not None:
-            values["retry_at"] = None
-            values["relay_pauses"] = 0
+            values["retry_at"] = if_sending(null(), campaigns.c.retry_at)
+            values["relay_pauses"] = if_sending(literal(0), campaigns.c.relay_pauses)
         if status is CampaignStatus.FINISHED:
-            values["finished_at"] = now
+            values["finished_at"] = if_sending(literal(now, UtcDateTime), campaigns.c.finished_at)
         with self.engine.begin() as connection:
             connection.execute(
                 update(campaigns)

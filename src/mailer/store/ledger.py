@@ -372,7 +372,14 @@ class LedgerQueries(SuppressionQueries, StoreBase):
         with self.engine.begin() as connection:
             connection.execute(
                 update(deliveries)
-                .where(deliveries.c.id.in_(ids))
+                # only rows still deferred or left sending: never one that gave up (failed)
+                # or one another sender has since taken or settled
+                .where(
+                    deliveries.c.id.in_(ids),
+                    deliveries.c.status.in_(
+                        [DeliveryStatus.DEFERRED.value, DeliveryStatus.SENDING.value]
+                    ),
+                )
                 .values(status=DeliveryStatus.DEFERRED.value, next_attempt_at=now, updated_at=now)
             )
 
