@@ -5,12 +5,14 @@ its `field_size_limit` (128 KiB) it raises, which ended the whole import (issue 
 subscriber file is untrusted input: a 1 GiB line must cost one pass and a few KiB, and come
 out as a record its caller can reject with its line number.
 
-The dialect is the one the import has always read (the csv module's `excel`, strict): `,`
-separates fields; a field that starts with `"` is quoted, `""` inside it stands for one `"`,
-and it may hold `,`, CR and LF; a `"` inside an unquoted field is an ordinary character; a
-record ends at LF, and CRs just before that LF are dropped. Malformed (MalformedCsv, with its
-line): anything but `,` or the end of the line after a closing quote, a CR that does not end
-a line outside quotes, and a file that ends inside quotes.
+The dialect is the one the import has always read (the csv module's `excel`, strict), with
+the delimiter the caller gives (`,` by default; `;` and TAB, as spreadsheets in many locales
+write them, too): it separates fields; a field that starts with `"` is quoted, `""` inside
+it stands for one `"`, and it may hold the delimiter, CR and LF; a `"` inside an unquoted
+field is an ordinary character; a record ends at LF, and CRs just before that LF are
+dropped. Malformed (MalformedCsv, with its line): anything but the delimiter or the end of
+the line after a closing quote, a CR that does not end a line outside quotes, and a file
+that ends inside quotes.
 
 Bounds: a field keeps its first `field_keep` characters, and the record says how long it
 really was (`Record.cut`); a record keeps its first `max_fields` fields and counts the rest.
@@ -28,29 +30,54 @@ from enum import Enum, auto
 from types import MappingProxyType
 from typing import NamedTuple
 
-_UNQUOTED_END = re.compile(r"[,\r\n]")
+DELIMITERS = {",": "a comma", ";": "a semicolon", "\t": "a tab"}
+"""The delimiters read, with how an error message names each."""
 _QUOTE_OR_LINE_END = re.compile(r'["\r\n]')
-# A run of whole fields, each followed by its comma: quoted, unquoted (a `"` inside one is
-# an ordinary character), or empty. Possessive, so a long run never backtracks.
-_FIELDS = re.compile(r'(?:"[^"]*+(?:""[^"]*+)*+",|[^,"\r\n][^,\r\n]*+,|,)*+')
-# A quoted field: its opening quote starts a field (the text's start, or after a comma).
-_QUOTED_FIELD = re.compile(r'(?<![^,])"[^"]*+(?:""[^"]*+)*+"')
-_LITERAL_QUOTE = re.compile(r'[^,"]"')
 
 
-def _fields_in_run(run: str) -> int:
-    """How many fields a run of whole fields (as _FIELDS matches) holds: its commas that are
-    not inside quotes. All in C, in a few passes over the run."""
+class _Dialect(NamedTuple):
+    """The patterns for one delimiter (D below)."""
+
+    delimiter: str
+    ends: str
+    """What ends an unquoted field: D, CR or LF."""
+    unquoted_end: re.Pattern[str]
+    fields: re.Pattern[str]
+    """A run of whole fields, each followed by its D: quoted, unquoted (a `"` inside one is
+    an ordinary character), or empty. Possessive, so a long run never backtracks."""
+    quoted_field: re.Pattern[str]
+    """A quoted field: its opening quote starts a field (the text's start, or after a D)."""
+    literal_quote: re.Pattern[str]
+
+
+def _dialect(delimiter: str) -> _Dialect:
+    d = re.escape(delimiter)
+    return _Dialect(
+        delimiter,
+        delimiter + "\r\n",
+        re.compile(rf"[{d}\r\n]"),
+        re.compile(rf'(?:"[^"]*+(?:""[^"]*+)*+"{d}|[^{d}"\r\n][^{d}\r\n]*+{d}|{d})*+'),
+        re.compile(rf'(?<![^{d}])"[^"]*+(?:""[^"]*+)*+"'),
+        re.compile(rf'[^{d}"]"'),
+    )
+
+
+_DIALECTS = {delimiter: _dialect(delimiter) for delimiter in DELIMITERS}
+
+
+def _fields_in_run(run: str, dialect: _Dialect) -> int:
+    """How many fields a run of whole fields (as dialect.fields matches) holds: its
+    delimiters that are not inside quotes. All in C, in a few passes over the run."""
     if run.count('"') % 2 == 0:
         # If every quote opens, closes or doubles within a quoted field, the pieces between
         # quotes alternate outside / inside, and what lies outside, joined by quotes, has a
-        # quote only after a comma (an opening one) or after another quote.
+        # quote only after a delimiter (an opening one) or after another quote.
         outside = '"'.join(run.split('"')[0::2])
-        if _LITERAL_QUOTE.search(outside) is None:
-            return outside.count(",")
+        if dialect.literal_quote.search(outside) is None:
+            return outside.count(dialect.delimiter)
     # A `"` inside an unquoted field broke that alternation: drop the quoted fields instead
     # (slower: one match per quoted field, so only for such rare rows).
-    return _QUOTED_FIELD.sub("", run).count(",")
+    return dialect.quoted_field.sub("", run).count(dialect.delimiter)
 
 
 _NO_CUT: Mapping[int, int] = MappingProxyType({})
@@ -112,8 +139,14 @@ class _OneLine:
 class CsvRecords:
     """Iterate over the records in `chunks` (consecutive pieces of one text)."""
 
-    def __init__(self, chunks: Iterable[str], *, field_keep: int, max_fields: int) -> None:
+    def __init__(
+        self, chunks: Iterable[str], *, field_keep: int, max_fields: int, delimiter: str = ","
+    ) -> None:
+        if delimiter not in _DIALECTS:
+            raise ValueError(f"delimiter {delimiter!r}: one of {sorted(DELIMITERS)} expected")
         self._chunks = chunks
+        self.delimiter = delimiter
+        self._dialect = _DIALECTS[delimiter]
         self.field_keep = field_keep
         self.max_fields = max_fields
         """May be changed between records (e.g. once the header is known)."""
@@ -130,9 +163,10 @@ class CsvRecords:
         self._kept = 0
         self._length = 0
         self._one_line = _OneLine()
-        self._csv = csv.reader(self._one_line, strict=True)
+        self._csv = csv.reader(self._one_line, strict=True, delimiter=delimiter)
 
     def __iter__(self) -> Iterator[Record]:
+        delimiter = self.delimiter
         for text in self._chunks:
             pos, end = 0, len(text)
             fast = 0  # characters of this chunk read by the fast path
@@ -147,7 +181,9 @@ class CsvRecords:
                         if '"' not in line:
                             if line.endswith("\r"):
                                 line = line.rstrip("\r")
-                            fields: list[str] | None = None if "\r" in line else line.split(",")
+                            fields: list[str] | None = (
+                                None if "\r" in line else line.split(delimiter)
+                            )
                         else:
                             fields = self._quoted_line(text[pos : newline + 1])
                         if fields is not None and len(fields) <= self.max_fields:
@@ -204,7 +240,7 @@ class CsvRecords:
                 pos = quote + 1
                 continue
             if state is _UNQUOTED:
-                match = _UNQUOTED_END.search(text, pos)
+                match = self._dialect.unquoted_end.search(text, pos)
                 stop = end if match is None else match.start()
                 self.scanned += stop - pos
                 self._take(text, pos, stop)
@@ -224,16 +260,16 @@ class CsvRecords:
                         "(only LF or CR LF may end a line)",
                         line=self._line,
                     )
-            elif char in ",\r\n":  # ends a field: START_FIELD (an empty one) or AFTER_QUOTE
-                self._save_field()
+            elif char in self._dialect.ends:  # ends a field: START_FIELD (an empty one)
+                self._save_field()  # or AFTER_QUOTE
                 if char == "\n":
                     return pos, self._end_record()
-                self._state = _START_FIELD if char == "," else _AFTER_CR
+                self._state = _START_FIELD if char == self.delimiter else _AFTER_CR
             elif state is _AFTER_QUOTE:
                 if char != '"':
                     raise MalformedCsv(
                         f"{char!r} after the closing quote of a field "
-                        "(expected a comma or the end of the line)",
+                        f"(expected {DELIMITERS[self.delimiter]} or the end of the line)",
                         line=self._line,
                     )
                 self._take('"', 0, 1)  # `""` inside quotes stands for one `"`
@@ -247,21 +283,23 @@ class CsvRecords:
         return pos, None
 
     def _count_fields(self, text: str, pos: int) -> int:
-        """Count the whole fields (each ending in a comma) from `pos`; return where they end."""
-        # Up to the next quote or line end, fields are plain: count their commas.
+        """Count the whole fields (each ending in a delimiter) from `pos`; return where they
+        end."""
+        dialect = self._dialect
+        # Up to the next quote or line end, fields are plain: count their delimiters.
         special = _QUOTE_OR_LINE_END.search(text, pos)
         limit = len(text) if special is None else special.start()
-        last_comma = text.rfind(",", pos, limit)
+        last_delimiter = text.rfind(dialect.delimiter, pos, limit)
         self.scanned += 3 * (limit - pos)  # the search, the rfind and the count
-        if last_comma >= 0:
-            self._field_count += text.count(",", pos, limit)
-            pos = last_comma + 1
+        if last_delimiter >= 0:
+            self._field_count += text.count(dialect.delimiter, pos, limit)
+            pos = last_delimiter + 1
         # Then, if a quoted field starts here, a run of whole fields, quoted or not.
-        match = _FIELDS.match(text, pos)
+        match = dialect.fields.match(text, pos)
         stop = pos if match is None else match.end()  # never None: the run may be empty
         if stop > pos:
             span = text[pos:stop]
-            self._field_count += _fields_in_run(span)
+            self._field_count += _fields_in_run(span, dialect)
             self._line += span.count("\n")  # line ends in a run are all inside quotes
             self.scanned += 6 * len(span)  # the match, the copy, the split, join, the counts
         return stop

@@ -201,6 +201,7 @@ def import_command(
     ] = None,
 ) -> None:
     """Import (or update) subscribers from a CSV file into a list, in one transaction."""
+    from mailer.audience.csv_records import DELIMITERS
     from mailer.audience.importer import default_rejects_path, import_file
 
     settings = common.settings_from(ctx)
@@ -217,17 +218,41 @@ def import_command(
         )
     counts = report.counts
     common.console.print(
-        f"Imported {file} into list [bold]{list_name}[/bold]: "
+        f"Imported {escape(str(file))} into list [bold]{escape(list_name)}[/bold]: "
         f"{counts.imported} imported, {counts.updated} updated, {counts.unchanged} unchanged, "
         f"{counts.duplicates} duplicates merged, {counts.suppressed} suppressed (skipped), "
         f"{counts.invalid} invalid."
     )
+    if report.delimiter != ",":
+        common.console.print(
+            f"Columns separated by {DELIMITERS[report.delimiter]}, as its header row is.",
+            markup=False,
+        )
     if report.first_invalid:
         common.console.print("First invalid rows:")
         for rejected in report.first_invalid:
             common.console.print(f"  {file}:{rejected.line}: {rejected.reason}", markup=False)
+    if report.first_merged:
+        # Never merged silently: which rows, and into which (later non-empty values win).
+        common.console.print(
+            "Merged rows (the same address again; later non-empty values win):", markup=False
+        )
+        for merged in report.first_merged:
+            common.console.print(f"  {file}:{merged.line}: {merged.reason}", markup=False)
+        if counts.duplicates > len(report.first_merged):
+            common.console.print(
+                f"  ... and {counts.duplicates - len(report.first_merged)} more", markup=False
+            )
     if report.rejects_path is not None:
-        common.console.print(f"All {counts.invalid} rejected rows: {report.rejects_path}")
+        what = " and ".join(
+            part
+            for part in (
+                f"{counts.invalid} rejected" if counts.invalid else "",
+                f"{counts.duplicates} merged" if counts.duplicates else "",
+            )
+            if part
+        )
+        common.console.print(f"All {what} rows: {report.rejects_path}", markup=False)
 
 
 def list_command(ctx: typer.Context, list_name: OptionalList = None) -> None:

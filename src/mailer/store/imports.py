@@ -1,7 +1,8 @@
 """Importing subscribers into a list: one transaction, batched, duplicates merged.
 
 Counts: `imported` (new to the list), `updated` (on the list, details changed), `unchanged`,
-`duplicates` (the address appeared earlier in the same file; merged into that row),
+`duplicates` (the address appeared earlier in the same file; merged into that row, and each
+one reported to the caller with its line, never merged silently),
 `suppressed` (unsubscribed, bounced or complained: never re-added by an import).
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -28,6 +29,13 @@ _BATCH = 2000
 class ImportRow:
     subscriber: Subscriber
     smtputf8: bool = False
+    line: int | None = None
+    """Where the row is in its file, for the organiser."""
+
+
+DuplicateCallback = Callable[[ImportRow, "int | None"], None]
+"""Told of each row merged into an earlier one of the same file: the row, and the line of
+the row it was merged into when known (within the last 2,000 rows), else None."""
 
 
 def _batches(rows: Iterable[ImportRow], size: int) -> Iterator[list[ImportRow]]:
@@ -48,7 +56,13 @@ def _merge(old_name: str, old_attrs: dict[str, Any], new: Subscriber) -> tuple[s
 
 class ImportQueries(StoreBase):
     def import_subscribers(
-        self, list_name: str, rows: Iterable[ImportRow], *, source: str, invalid: Iterable[Any] = ()
+        self,
+        list_name: str,
+        rows: Iterable[ImportRow],
+        *,
+        source: str,
+        invalid: Iterable[Any] = (),
+        on_duplicate: DuplicateCallback | None = None,
     ) -> ImportCounts:
         """Add or update `rows` on `list_name` in ONE transaction: interrupted, nothing changes.
 
@@ -65,7 +79,7 @@ class ImportQueries(StoreBase):
                 .returning(imports.c.id)
             ).scalar_one()
             for batch in _batches(rows, _BATCH):
-                self._import_batch(connection, list_id, import_id, batch, counts)
+                self._import_batch(connection, list_id, import_id, batch, counts, on_duplicate)
             connection.execute(
                 update(imports)
                 .where(imports.c.id == import_id)
@@ -80,10 +94,13 @@ class ImportQueries(StoreBase):
         import_id: int,
         batch: list[ImportRow],
         counts: ImportCounts,
+        on_duplicate: DuplicateCallback | None = None,
     ) -> None:
         now = utcnow()
         # Duplicates inside the batch merge into the first occurrence.
         merged: dict[str, tuple[str, str, dict[str, Any], bool]] = {}
+        first: dict[str, ImportRow] = {}
+        repeats: dict[str, list[ImportRow]] = {}
         for row in batch:
             sub = row.subscriber
             key = sub.email.casefold()
@@ -92,8 +109,10 @@ class ImportQueries(StoreBase):
                 email, name, attrs, utf8 = merged[key]
                 name, attrs = _merge(name, attrs, sub)
                 merged[key] = (email, name, attrs, utf8)
+                repeats.setdefault(key, []).append(row)
             else:
                 merged[key] = (sub.email, sub.name, dict(sub.attributes), row.smtputf8)
+                first[key] = row
         keys = list(merged)
         # Expanding parameters: the statement is compiled once and cached, instead of
         # compiling 2,000 separate binds for every batch.
@@ -133,9 +152,18 @@ class ImportQueries(StoreBase):
         changed_subscribers: list[dict[str, Any]] = []
         new_members: list[int] = []
         touched_members: list[int] = []
+        duplicates: list[tuple[ImportRow, int | None]] = []
         for key, (email, name, attrs, utf8) in merged.items():
             old = existing.get(key)
             membership = member.get(old.id) if old is not None else None
+            # A row of an earlier batch had this address: this batch's rows of it are all
+            # merged into that one, whose line is no longer known here.
+            earlier = membership is not None and membership.last_import_id == import_id
+            if earlier:
+                duplicates.append((first[key], None))
+            duplicates.extend(
+                (repeat, None if earlier else first[key].line) for repeat in repeats.get(key, ())
+            )
             if (
                 key in suppressed
                 or (old is not None and old.status != SubscriberStatus.SUBSCRIBED.value)
@@ -174,6 +202,9 @@ class ImportQueries(StoreBase):
                     counts.updated += 1
                 else:
                     counts.unchanged += 1
+        if on_duplicate is not None:
+            for row, into in sorted(duplicates, key=lambda d: d[0].line or 0):
+                on_duplicate(row, into)
         if new_subscribers:
             # Plain executemany, then one SELECT for the ids: RETURNING with ordered rows
             # makes SQLAlchemy fall back to one INSERT per row on SQLite.

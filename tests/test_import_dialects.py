@@ -1,0 +1,165 @@
+"""Import, issue 10 (5): files separated by `;` or TAB (what spreadsheets write in many
+locales) are read as such, found from the header line; and every row merged into an
+earlier one of the same address is named, with its line, in the report and the reject
+file: nothing is merged silently."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from campaign_support import cli_environment, run_mailer
+from mailer.audience.csv_file import parse_csv, sniff_delimiter
+from mailer.audience.csv_records import CsvRecords, MalformedCsv
+from mailer.audience.importer import MergedRow, import_file
+from mailer.store import Store
+
+
+@pytest.mark.parametrize(
+    ("header", "delimiter"),
+    [
+        ("email,name,city", ","),
+        ("email;name;city", ";"),
+        ("email\tname\tcity", "\t"),
+        ('"email";"name"', ";"),
+        ('email;name;"Home, City"', ";"),
+        ('email,"Name; full",city', ","),
+        ("email", ","),  # one column: nothing to tell, a comma
+        ("", ","),
+    ],
+)
+def test_the_delimiter_is_read_from_the_header_line(header: str, delimiter: str) -> None:
+    assert sniff_delimiter(header) == delimiter
+
+
+def _rows(text: str, delimiter: str, chunk: int) -> tuple[list[list[str]], bool]:
+    pieces = [text[i : i + chunk] for i in range(0, len(text), chunk)]
+    try:
+        records = CsvRecords(pieces, field_keep=100, max_fields=100, delimiter=delimiter)
+        return [record.fields for record in records], False
+    except MalformedCsv:
+        return [], True
+
+
+def _csv_module(text: str, delimiter: str) -> tuple[list[list[str]], bool]:
+    reader = csv.reader(io.StringIO(text, newline="\n"), strict=True, delimiter=delimiter)
+    try:
+        return [fields or [""] for fields in reader], False
+    except csv.Error:
+        return [], True
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    delimiter=st.sampled_from([";", "\t"]),
+    text=st.text(alphabet='a ,;\t"\r\n', max_size=40),
+    chunk=st.integers(min_value=1, max_value=20),
+)
+def test_semicolon_and_tab_records_are_the_csv_modules(
+    delimiter: str, text: str, chunk: int
+) -> None:
+    """With `;` or TAB the reader agrees with the csv module given the same delimiter,
+    wherever the chunks split the text: a comma is then ordinary text."""
+    expected, refused = _csv_module(text, delimiter)
+    ours, we_refused = _rows(text, delimiter, chunk)
+    assert we_refused == refused
+    if not refused:
+        assert ours == expected
+
+
+def test_a_long_semicolon_row_is_counted_past_the_fields_kept() -> None:
+    text = "email;name\n" + '"x;y";' * 100_000 + "last\nb@example.org;Bob\n"
+    records = list(CsvRecords([text], field_keep=20, max_fields=3, delimiter=";"))
+    assert records[1].field_count == 100_001
+    assert records[1].fields == ["x;y"] * 3
+    assert records[2].fields == ["b@example.org", "Bob"]
+
+
+def test_a_semicolon_file_parses_into_subscribers(tmp_path: Path) -> None:
+    path = tmp_path / "members.csv"
+    path.write_text(
+        'email;name;city\nann@example.org;"Lee, Ann";Leeds\nbob@example.org;Bob;York\n',
+        encoding="utf-8-sig",
+    )
+    rows = list(parse_csv(path))
+    assert [row.subscriber.name for row in rows if row.subscriber] == ["Lee, Ann", "Bob"]
+    assert [row.subscriber.attributes for row in rows if row.subscriber] == [
+        {"city": "Leeds"},
+        {"city": "York"},
+    ]
+
+
+def test_import_reads_semicolons_and_tabs_and_names_every_merged_row(tmp_path: Path) -> None:
+    """From the command line: the report says how the columns are separated, lists the
+    merged rows with their lines and the line they went into, and the reject file holds
+    them in line order with the invalid ones."""
+    env = cli_environment(tmp_path, 2525)
+    (tmp_path / "semi.csv").write_text(
+        "email;name;city\n"
+        "ann@example.org;Ann;Leeds\n"
+        "bob@example.org;Bob;York\n"
+        "ANN@example.org;Ann Lee;\n"
+        "nope;X;Y\n"
+        "ann@example.org;;Hull\n",
+        encoding="utf-8",
+    )
+    result = run_mailer(env, tmp_path, "subscribers", "import", "semi.csv", "--list", "m")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "2 imported, 0 updated, 0 unchanged, 2 duplicates merged" in out
+    assert "Columns separated by a semicolon, as its header row is." in out
+    assert "semi.csv:4: duplicate of line 2 (ANN@example.org): merged into it" in out
+    assert "semi.csv:6: duplicate of line 2 (ann@example.org): merged into it" in out
+    assert "semi.csv:5: email: An email address must have an @-sign." in out
+    assert "All 1 rejected and 2 merged rows: " in out
+    (rejects,) = (tmp_path / "var" / "rejects").glob("semi-*.rejects.csv")
+    with rejects.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["line"], r["email"], r["name"], r["city"]) for r in rows] == [
+        ("4", "ANN@example.org", "Ann Lee", ""),
+        ("5", "nope", "X", "Y"),
+        ("6", "ann@example.org", "", "Hull"),
+    ]
+    assert rows[0]["reason"] == "duplicate of line 2 (ANN@example.org): merged into it"
+    listed = run_mailer(env, tmp_path, "subscribers", "export", "-l", "m").stdout.splitlines()
+    assert listed == [
+        "email,name,status,city",
+        "ann@example.org,Ann Lee,subscribed,Hull",
+        "bob@example.org,Bob,subscribed,York",
+    ]
+
+    (tmp_path / "tabs.csv").write_text(
+        "email\tname\tcity\ncat@example.org\tCat, the\tHull\n", encoding="utf-8"
+    )
+    tabs = run_mailer(env, tmp_path, "subscribers", "import", "tabs.csv", "--list", "m")
+    assert tabs.returncode == 0, tabs.stderr
+    assert "1 imported" in tabs.stdout
+    assert "Columns separated by a tab" in tabs.stdout
+    assert "Cat, the" in run_mailer(env, tmp_path, "subscribers", "list", "-l", "m").stdout
+
+
+def test_merged_rows_across_batches_are_reported_too(store: Store, tmp_path: Path) -> None:
+    """A repeat far from the first row (another batch of the store) is reported as merged
+    into an earlier row; one near it, with that row's line (both stores)."""
+    path = tmp_path / "big.csv"
+    lines = ["email,name"] + [f"user{i}@example.org,User {i}" for i in range(3000)]
+    lines.append("USER7@example.org,Seven")  # line 3002: user7 is on line 9
+    lines.append("user2999@example.org,Last")  # line 3003: user2999 is on line 3001
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = import_file(store, path, list_name="big", rejects_path=tmp_path / "rejects.csv")
+    assert report.counts.duplicates == 2
+    assert report.first_merged == [
+        MergedRow(3002, "USER7@example.org", None),
+        MergedRow(3003, "user2999@example.org", 3001),
+    ]
+    assert report.first_merged[0].reason == (
+        "duplicate of an earlier row (USER7@example.org): merged into it"
+    )
+    assert report.rejects_path is not None
+    with report.rejects_path.open(encoding="utf-8", newline="") as handle:
+        assert [row["line"] for row in csv.DictReader(handle)] == ["3002", "3003"]
