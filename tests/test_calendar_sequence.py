@@ -4,7 +4,6 @@ text part serves the same SEQUENCE."""
 
 from __future__ import annotations
 
-import base64
 import re
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -26,7 +25,9 @@ def ics_of(data: bytes) -> str:
     assert isinstance(message, EmailMessage)
     for part in message.walk():
         if part.get_content_type() == "text/calendar":
-            return base64.b64decode(part.get_payload()).decode()
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return payload.decode()
     raise AssertionError("no calendar part")
 
 

@@ -78,9 +78,12 @@ def composed(path: Path) -> tuple[str, str, icalendar.Event]:
     parts = {part.get_content_type(): part for part in parsed.walk()}
     text = parts["text/plain"].get_content()
     html = parts["text/html"].get_content()
-    calendar = icalendar.Calendar.from_ical(parts["text/calendar"].get_payload(decode=True))
+    ics = parts["text/calendar"].get_payload(decode=True)
+    assert isinstance(ics, bytes)
+    calendar = icalendar.Calendar.from_ical(ics)
     (vevent,) = calendar.walk("VEVENT")
-    return text, html, vevent
+    assert isinstance(vevent, icalendar.Event)
+    return str(text), str(html), vevent
 
 
 def test_online_event_needs_no_venue_and_has_a_join_link_in_every_part(tmp_path: Path) -> None:
