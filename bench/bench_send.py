@@ -267,7 +267,7 @@ def child_e2e(port: int, count: int, profile_out: str | None = None) -> None:
     from mailer.campaigns.lifecycle import start_or_resume
     from mailer.message.event import load_event
     from mailer.sending.run import send_campaign_via_smtp
-    from mailer.tokens import load_signer
+    from mailer.store.signer import load_signer
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -312,7 +312,7 @@ def child_dry_run(db_dir: str) -> None:
     from mailer.campaigns.trial import dry_run
     from mailer.message.event import load_event
     from mailer.store import Store
-    from mailer.tokens import load_signer
+    from mailer.store.signer import load_signer
 
     tmp = Path(db_dir)
     settings = _settings(tmp, 2525)

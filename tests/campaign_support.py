@@ -12,7 +12,7 @@ from mailer.audience.importer import import_file
 from mailer.config import Settings, load_settings
 from mailer.sending.run import RunResult, send_campaign_via_smtp
 from mailer.store import Store
-from mailer.tokens import load_signer
+from mailer.store.signer import load_signer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENT = REPO_ROOT / "templates" / "events" / "london-public-meeting.md"

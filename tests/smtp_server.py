@@ -406,7 +406,9 @@ class _Session(SMTP):
             sock.setsockopt(socket.SOL_SOCKET, *socket_option)
         if sock is not None and shutdown:
             sock.shutdown(socket.SHUT_WR)
-        transport.abort()  # closes the socket with input unread: the kernel sends RST
+        # closes the socket with input unread: the kernel sends RST
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.abort()
 
     async def smtp_EHLO(self, hostname: str) -> None:
         await self.owner._delay("EHLO")

@@ -17,12 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailer.errors import TokenError
-from mailer.keyring import KEY_REFRESH_INTERVAL, StoreKeySigner, load_keyring
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import load_event
 from mailer.models import CampaignStatus
 from mailer.store import Store
-from mailer.tokens import TokenSigner, calendar_url, load_signer
+from mailer.store.keyring import KEY_REFRESH_INTERVAL, StoreKeySigner, load_keyring
+from mailer.store.signer import load_signer
+from mailer.tokens import TokenSigner, calendar_url
 from mailer.web import create_app
 from test_compose import EXAMPLE, TEMPLATES
 from test_signing_keys import KEY_A, KEY_B, settings_for

@@ -15,7 +15,7 @@ from campaign_support import EVENT, make_settings, seed_list, send
 from mailer.campaigns import lifecycle
 from mailer.message.event import load_event
 from mailer.store import Store
-from mailer.tokens import load_signer
+from mailer.store.signer import load_signer
 from mailer.web import create_app
 from smtp_server import SmtpTestServer
 

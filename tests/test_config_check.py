@@ -33,8 +33,7 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from mailer.config import Settings, SmtpSecurity
-from mailer.doctor import (
+from mailer.campaigns.doctor import (
     Finding,
     Status,
     check_dns,
@@ -43,6 +42,7 @@ from mailer.doctor import (
     run_checks,
     settings_findings,
 )
+from mailer.config import Settings, SmtpSecurity
 from mailer.store import Store
 from mailer.tokens import TokenSigner
 from mailer.web.app import create_app

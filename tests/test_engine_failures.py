@@ -35,7 +35,7 @@ from mailer.models import CampaignStatus, DeliveryStatus, RecordedOutcome
 from mailer.sending.journal import Journal
 from mailer.sending.run import RunResult, run_campaign
 from mailer.store import Store
-from mailer.tokens import load_signer
+from mailer.store.signer import load_signer
 from smtp_server import SmtpServerProcess, SmtpTestServer
 
 

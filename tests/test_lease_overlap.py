@@ -25,7 +25,7 @@ from mailer.message.event import load_event
 from mailer.models import CampaignStatus, DeliveryStatus, Outcome, OutgoingMessage
 from mailer.sending.run import RunResult, run_campaign
 from mailer.store import Store
-from mailer.tokens import load_signer
+from mailer.store.signer import load_signer
 
 ACCEPTED = Outcome(DeliveryStatus.SENT, 250, "2.0.0 ok")
 

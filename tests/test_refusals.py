@@ -20,7 +20,7 @@ from mailer.delivery.memory import MemoryTransport
 from mailer.message.event import load_event
 from mailer.models import CampaignStatus
 from mailer.store import Store
-from mailer.tokens import load_signer
+from mailer.store.signer import load_signer
 
 OFF_MACHINE = {"MAILER_SMTP_HOST": "relay.invalid", "MAILER_SMTP_PORT": "25"}
 

@@ -16,7 +16,7 @@ from mailer.delivery.memory import MemoryTransport
 from mailer.models import CampaignStatus, DeliveryStatus, Outcome
 from mailer.sending.run import cooldown
 from mailer.store import Store
-from mailer.tokens import load_signer
+from mailer.store.signer import load_signer
 
 DOWN = Outcome(DeliveryStatus.DEFERRED, None, "cannot connect to 127.0.0.1:1: refused")
 

@@ -26,7 +26,7 @@ from mailer.models import CampaignStatus, DeliveryStatus, Outcome, OutgoingMessa
 from mailer.sending.engine import StopReason
 from mailer.sending.run import run_campaign
 from mailer.store import Store
-from mailer.tokens import load_signer
+from mailer.store.signer import load_signer
 from smtp_server import SmtpTestServer
 
 DOWN = Outcome(DeliveryStatus.DEFERRED, None, "cannot connect to 127.0.0.1:1: refused")

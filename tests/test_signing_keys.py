@@ -20,7 +20,8 @@ from pydantic import SecretStr
 from campaign_support import EVENT, REPO_ROOT, cli_environment, mailer_command, run_mailer
 from mailer.config import Settings
 from mailer.errors import ConfigError, TokenError
-from mailer.keyring import (
+from mailer.store import Store
+from mailer.store.keyring import (
     KEY_REFRESH_INTERVAL,
     KeyOrigin,
     SigningKey,
@@ -28,8 +29,8 @@ from mailer.keyring import (
     key_id,
     load_keyring,
 )
-from mailer.store import Store
-from mailer.tokens import TokenSigner, UnsubscribeClaims, load_signer
+from mailer.store.signer import load_signer
+from mailer.tokens import TokenSigner, UnsubscribeClaims
 from smtp_server import SmtpTestServer
 
 KEY_A = "configured-key-A-0123456789abcdef"

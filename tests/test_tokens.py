@@ -13,11 +13,11 @@ from pydantic import SecretStr
 
 from mailer.config import Settings
 from mailer.errors import ConfigError, TokenError
+from mailer.store.signer import load_signer
 from mailer.tokens import (
     TestMessageClaims,
     TokenSigner,
     UnsubscribeClaims,
-    load_signer,
     unsubscribe_url,
 )
 

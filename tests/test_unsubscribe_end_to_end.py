@@ -15,7 +15,7 @@ from mailer.campaigns.lifecycle import start_or_resume
 from mailer.message.event import load_event
 from mailer.store import Store
 from mailer.store.schema import suppressions
-from mailer.tokens import load_signer
+from mailer.store.signer import load_signer
 from mailer.web import create_app
 from mailer.web.rendering import mask_email
 from smtp_server import SmtpTestServer

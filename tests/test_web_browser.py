@@ -33,7 +33,8 @@ from mailer.message.event import load_event
 from mailer.models import Recipient, Subscriber
 from mailer.store import Store
 from mailer.store.imports import ImportRow
-from mailer.tokens import load_signer, unsubscribe_url
+from mailer.store.signer import load_signer
+from mailer.tokens import unsubscribe_url
 from mailer.web import create_app
 from smtp_server import SmtpTestServer
 

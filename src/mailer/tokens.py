@@ -29,7 +29,7 @@ own HMAC domain keeps it from ever verifying as an unsubscribe link, and the oth
 
 Key rotation: tokens are signed with the current key and verified against it and then
 every older key, each compare in constant time (hmac.compare_digest). Which keys those are
-is load_signer's business (mailer/keyring.py): every key that ever signed links on the
+is load_signer's business (mailer/store/keyring.py): every key that ever signed links on the
 store keeps verifying until it is deliberately retired.
 """
 
@@ -41,13 +41,8 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from mailer.config import Settings
 from mailer.errors import TokenError
-
-if TYPE_CHECKING:
-    from mailer.keyring import KeyStore
 
 VERSION = 1
 TEST_MESSAGE_KIND = 2
@@ -184,32 +179,6 @@ def unsubscribe_url(base_url: str, token: str) -> str:
 def calendar_url(base_url: str, token: str) -> str:
     """The campaign's .ics as `mailer serve` has it: the short "add to calendar" link."""
     return f"{base_url}/c/{token}.ics"
-
-
-def load_signer(settings: Settings, *, store: KeyStore | None = None) -> TokenSigner:
-    """The signer for these settings: signs with MAILER_SECRET_KEY, or without it with the
-    store's own key (made on first use); verifies with every key that ever signed links on
-    this store, plus MAILER_SECRET_KEY_FALLBACKS, less MAILER_RETIRED_KEY_IDS.
-
-    See mailer/keyring.py. Keys live in the store rather than in a file under var/, so a
-    send and a server on the same store always agree, from any folder or machine. Pass
-    the `store` already open (a server must: it then also accepts keys recorded after it
-    started); without one, the store named by the settings is opened here, briefly.
-    """
-    from mailer.keyring import StoreKeySigner, load_keyring
-
-    if store is not None:
-        # The store stays open with the signer: a server learns keys recorded later.
-        ring = load_keyring(settings, store)
-        return StoreKeySigner(ring, store=store, retired=settings.retired_key_ids)
-    # The kernel reaching into the store, lazily: callers that hold only settings (and
-    # the old call shape) must still get the store's keys, never a guess.
-    from mailer.store import Store
-
-    with Store.open(settings.database_url) as opened:
-        ring = load_keyring(settings, opened)
-    signing, *others = ring.secrets
-    return TokenSigner(signing, fallbacks=others)
 
 
 # -- internals ------------------------------------------------------------------------------

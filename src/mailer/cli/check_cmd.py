@@ -46,7 +46,7 @@ def register(config_app: typer.Typer) -> None:
 
         Nothing is sent: the relay check logs in (when credentials are set) and quits.
         """
-        from mailer.doctor import run_checks, system_resolver
+        from mailer.campaigns.doctor import run_checks, system_resolver
 
         if dkim_selector is not None and not _SELECTOR.match(dkim_selector):
             raise typer.BadParameter(

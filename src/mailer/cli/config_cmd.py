@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         """Print the home folder, every setting in effect and where the signing keys come
         from; secrets are masked. Reads the store only if it exists, and changes nothing."""
         from mailer.config import DOTENV_FILE
-        from mailer.keyring import describe
+        from mailer.store.keyring import describe
         from mailer.store.keys import read_recorded_keys
 
         settings = common.settings_from(ctx)

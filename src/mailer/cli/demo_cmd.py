@@ -53,7 +53,7 @@ def demo(ctx: typer.Context) -> None:
     """Import the example list and send it the example invitation via a local catcher
     (all kept in var/demo/, apart from your own data)."""
     from mailer.audience.importer import default_rejects_path, import_file
-    from mailer.tokens import load_signer
+    from mailer.store.signer import load_signer
 
     settings = demo_settings(common.settings_from(ctx))
     # From the home folder, like every other path: the demo run from a subfolder uses
@@ -65,7 +65,7 @@ def demo(ctx: typer.Context) -> None:
     common.existing_file(event_path, what="example event")
     with common.open_store(settings) as store:
         # Without MAILER_SECRET_KEY the demo store's own key signs, the one `mailer serve`
-        # on this store verifies with (see mailer/keyring.py).
+        # on this store verifies with (see mailer/store/keyring.py).
         signer = load_signer(settings, store=store)
         report = import_file(
             store,

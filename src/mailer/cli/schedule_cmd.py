@@ -118,7 +118,7 @@ async def run_worker(
     """The scheduler loop with clean SIGINT/SIGTERM handling; used by `worker` and `serve`."""
     from mailer.campaigns.scheduler import Scheduler
     from mailer.delivery.smtp import SmtpTransport
-    from mailer.tokens import load_signer
+    from mailer.store.signer import load_signer
 
     scheduler = Scheduler(
         settings=settings,

@@ -59,7 +59,7 @@ def send(
     event to the list a second time."""
     from mailer.cli.events_cmd import load_checked
     from mailer.preflight import check_real_send
-    from mailer.tokens import load_signer
+    from mailer.store.signer import load_signer
 
     settings = common.settings_from(ctx)
     # Checked as `mailer validate --list` checks it, and loaded once: what is confirmed
@@ -209,7 +209,7 @@ def run_with_signals(
     event: Event | None = None,
 ) -> RunResult:
     """Run the campaign with a progress display; SIGINT/SIGTERM stop it cleanly (paused)."""
-    from mailer.tokens import load_signer
+    from mailer.store.signer import load_signer
 
     signer = load_signer(settings, store=store)
     return asyncio.run(

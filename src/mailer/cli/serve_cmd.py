@@ -66,7 +66,7 @@ def serve(
     ] = "",
 ) -> None:
     """Serve the unsubscribe pages (GET shows, POST unsubscribes); Ctrl-C stops."""
-    from mailer.tokens import load_signer
+    from mailer.store.signer import load_signer
     from mailer.web import create_app
 
     trusted_proxies = parse_trusted_proxies(forwarded_allow_ips)

@@ -1,4 +1,4 @@
-"""The keys that have signed links (see mailer/keyring.py for why the store keeps them)."""
+"""The keys that have signed links (see mailer/store/keyring.py for why the store keeps them)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from sqlalchemy.sql.dml import Insert
 
 from mailer.clock import as_utc
 from mailer.errors import MailerError
-from mailer.keyring import KeyOrigin, SigningKey
 from mailer.store.base import StoreBase
+from mailer.store.keyring import KeyOrigin, SigningKey
 from mailer.store.schema import UtcDateTime, metadata
 
 # Created by migration 0004. Kept beside its queries: nothing else reads it.
