@@ -68,6 +68,8 @@ from typing import Any, NamedTuple
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
+from mailer.delivery.catcher import close_server
+
 HOSTNAME = "smtp.test"
 _EOF_GRACE = 0.5  # seconds a session keeps reading buffered input after the client's EOF
 
@@ -160,16 +162,9 @@ class SmtpTestServer:
         server, self._server = self._server, None
         if server is None:
             return
-        server.close()
         sessions = list(self._sessions)
         self.drop_connections()
-        tasks = [s._handler_coroutine for s in sessions if s._handler_coroutine is not None]
-        for task in tasks:
-            # After a failed TLS handshake aiosmtpd waits forever for it to complete
-            # (no connection_lost reaches it), so its handler task must be cancelled.
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
+        await close_server(server, sessions)
 
     async def __aenter__(self) -> SmtpTestServer:
         await self.start()

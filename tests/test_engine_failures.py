@@ -162,8 +162,7 @@ async def _run(
     *,
     journal_factory: Callable[[Path], Journal],
 ) -> RunResult:
-    transport = SmtpTransport.from_settings(settings)
-    try:
+    async with SmtpTransport.from_settings(settings) as transport:
         return await run_campaign(
             settings=settings,
             store=store,
@@ -172,8 +171,6 @@ async def _run(
             campaign_id=campaign_id,
             journal_factory=journal_factory,
         )
-    finally:
-        await transport.aclose()
 
 
 @pytest.mark.postgres

@@ -126,8 +126,7 @@ async def _send_test(
     from mailer.campaigns.trial import send_test
     from mailer.delivery.smtp import SmtpTransport
 
-    transport = SmtpTransport.from_settings(settings)
-    try:
+    async with SmtpTransport.from_settings(settings) as transport:
         return await send_test(
             store,
             settings=settings,
@@ -137,8 +136,6 @@ async def _send_test(
             to=to,
             signer=signer,
         )
-    finally:
-        await transport.aclose()
 
 
 def _send(

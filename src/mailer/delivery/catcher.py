@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,18 +70,7 @@ class Catcher:
         server, self._server = self._server, None
         if server is None:
             return
-        server.close()
-        sessions = list(self._sessions)
-        for session in sessions:
-            if session.transport is not None:
-                session.transport.close()
-        # Python 3.11's wait_closed() does not wait for open connections; wait for their
-        # handler tasks ourselves so nothing is left pending when the loop closes.
-        tasks = [s._handler_coroutine for s in sessions if s._handler_coroutine is not None]
-        for task in tasks:
-            task.cancel()  # a session mid-command would otherwise finish it first
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
+        await close_server(server, list(self._sessions))
 
     async def __aenter__(self) -> Catcher:
         await self.start()
@@ -135,3 +124,20 @@ class _Session(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
         self._catcher._sessions.discard(self)
+
+
+async def close_server(server: asyncio.Server, sessions: Sequence[SMTP]) -> None:
+    """Stop an aiosmtpd server and every session it has open, leaving nothing pending.
+
+    Python 3.11's wait_closed() does not wait for open connections, and a session
+    mid-command (or after a failed TLS handshake, which never reaches connection_lost)
+    would wait for ever: close their transports and cancel their handler tasks first."""
+    server.close()
+    for session in sessions:
+        if session.transport is not None:
+            session.transport.close()
+    tasks = [s._handler_coroutine for s in sessions if s._handler_coroutine is not None]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await server.wait_closed()

@@ -195,8 +195,7 @@ async def send_campaign_via_smtp(
     """`run_campaign` through a fresh SMTP pool for the settings' relay, closed afterwards."""
     from mailer.delivery.smtp import SmtpTransport
 
-    transport = SmtpTransport.from_settings(settings)
-    try:
+    async with SmtpTransport.from_settings(settings) as transport:
         return await run_campaign(
             settings=settings,
             store=store,
@@ -210,8 +209,6 @@ async def send_campaign_via_smtp(
             early=early,
             event=event,
         )
-    finally:
-        await transport.aclose()
 
 
 async def run_campaign(
