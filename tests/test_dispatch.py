@@ -32,19 +32,19 @@ def ledger(store: Store, campaign_id: int) -> dict[str, tuple[str, int]]:
 
 
 async def test_every_recipient_delivered_once_over_few_connections(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """200 recipients, 3 connections: each gets one well-formed message; the ledger says sent."""
-    addresses = seed_list(sqlite_store, tmp_path, 200)
+    addresses = seed_list(store, tmp_path, 200)
     settings = make_settings(tmp_path, smtp_server.port, concurrency=3)
-    campaign_id = new_campaign(sqlite_store)
-    result = await send(settings, sqlite_store, campaign_id)
+    campaign_id = new_campaign(store)
+    result = await send(settings, store, campaign_id)
     assert result.reason is StopReason.FINISHED
     assert result.campaign.status is CampaignStatus.FINISHED
     assert sorted(smtp_server.recipients) == sorted(addresses)
     assert smtp_server.peak_connections <= 3
     assert smtp_server.connections_total <= 3
-    assert set(ledger(sqlite_store, campaign_id).values()) == {("sent", 1)}
+    assert set(ledger(store, campaign_id).values()) == {("sent", 1)}
     message = message_from_bytes(smtp_server.messages[0].data, policy=policy.default)
     assert message["List-Unsubscribe"].startswith("<https://mailer.example.org/u/")
     ids = {m.data.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0] for m in smtp_server.messages}
@@ -52,124 +52,122 @@ async def test_every_recipient_delivered_once_over_few_connections(
 
 
 async def test_temporary_failure_is_deferred_then_delivered(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """A 450 defers the row with a retry time; the next run after it delivers it, once."""
-    seed_list(sqlite_store, tmp_path, 5)
+    seed_list(store, tmp_path, 5)
     smtp_server.rcpt_replies["person00002@example.org"] = "450 4.2.1 Mailbox busy"
     settings = make_settings(tmp_path, smtp_server.port, retry_horizon=0, retry_delay=0.3)
-    campaign_id = new_campaign(sqlite_store)
-    first = await send(settings, sqlite_store, campaign_id)
+    campaign_id = new_campaign(store)
+    first = await send(settings, store, campaign_id)
     assert first.reason is StopReason.WAITING
     assert first.counts.deferred == 1
-    assert ledger(sqlite_store, campaign_id)["person00002@example.org"] == ("deferred", 1)
-    assert sqlite_store.next_retry_at(campaign_id) is not None
+    assert ledger(store, campaign_id)["person00002@example.org"] == ("deferred", 1)
+    assert store.next_retry_at(campaign_id) is not None
     smtp_server.reset_faults()
     await asyncio.sleep(0.35)
-    second = await send(settings, sqlite_store, campaign_id)
+    second = await send(settings, store, campaign_id)
     assert second.reason is StopReason.FINISHED
-    assert ledger(sqlite_store, campaign_id)["person00002@example.org"] == ("sent", 2)
+    assert ledger(store, campaign_id)["person00002@example.org"] == ("sent", 2)
     assert smtp_server.recipients.count("person00002@example.org") == 1
     assert len(smtp_server.recipients) == 5
 
 
 async def test_retries_within_the_horizon_happen_in_the_same_run(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """A connection dropped mid-DATA is retried on a fresh connection and delivered."""
-    seed_list(sqlite_store, tmp_path, 6)
+    seed_list(store, tmp_path, 6)
     smtp_server.drop_mid_data = 1
     settings = make_settings(tmp_path, smtp_server.port, concurrency=1, retry_delay=0.1)
-    campaign_id = new_campaign(sqlite_store)
-    result = await send(settings, sqlite_store, campaign_id)
+    campaign_id = new_campaign(store)
+    result = await send(settings, store, campaign_id)
     assert result.reason is StopReason.FINISHED, result.stop
     assert sorted(set(smtp_server.recipients)) == sorted(smtp_server.recipients)
     assert len(smtp_server.recipients) == 6
-    attempts = sorted(a for _, a in ledger(sqlite_store, campaign_id).values())
+    attempts = sorted(a for _, a in ledger(store, campaign_id).values())
     assert attempts == [1, 1, 1, 1, 1, 2]
 
 
 async def test_slow_server_times_out_and_is_retried(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """No reply to MAIL within the timeout: deferred, then delivered once the server is back."""
-    seed_list(sqlite_store, tmp_path, 2)
+    seed_list(store, tmp_path, 2)
     smtp_server.delays["MAIL"] = 1.5
     settings = make_settings(
         tmp_path, smtp_server.port, smtp_timeout=0.3, retry_delay=0.1, retry_horizon=0
     )
-    campaign_id = new_campaign(sqlite_store)
-    first = await send(settings, sqlite_store, campaign_id)
+    campaign_id = new_campaign(store)
+    first = await send(settings, store, campaign_id)
     assert first.counts.deferred == 2
     smtp_server.reset_faults()
     await asyncio.sleep(0.15)
-    second = await send(settings, sqlite_store, campaign_id)
+    second = await send(settings, store, campaign_id)
     assert second.reason is StopReason.FINISHED
     assert sorted(smtp_server.recipients) == ["person00000@example.org", "person00001@example.org"]
 
 
 async def test_hard_bounce_suppresses_and_policy_rejection_does_not(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """550 5.1.1 -> bounced + suppressed for every later campaign; 550 5.7.1 -> failed only."""
-    seed_list(sqlite_store, tmp_path, 4)
+    seed_list(store, tmp_path, 4)
     smtp_server.rcpt_replies["person00001@example.org"] = "550 5.1.1 No such user"
     smtp_server.rcpt_replies["person00002@example.org"] = "550 5.7.1 Rejected by policy"
     settings = make_settings(tmp_path, smtp_server.port)
-    campaign_id = new_campaign(sqlite_store)
-    result = await send(settings, sqlite_store, campaign_id)
+    campaign_id = new_campaign(store)
+    result = await send(settings, store, campaign_id)
     assert (result.counts.sent, result.counts.bounced, result.counts.failed) == (2, 1, 1)
-    bounced = sqlite_store.get_subscriber("person00001@example.org")
+    bounced = store.get_subscriber("person00001@example.org")
     assert bounced.status is SubscriberStatus.BOUNCED
-    assert (
-        sqlite_store.get_subscriber("person00002@example.org").status is SubscriberStatus.SUBSCRIBED
-    )
-    with sqlite_store.engine.connect() as connection:
+    assert store.get_subscriber("person00002@example.org").status is SubscriberStatus.SUBSCRIBED
+    with store.engine.connect() as connection:
         reasons = connection.execute(select(suppressions.c.reason, suppressions.c.source)).all()
     assert reasons == [("bounced", "bounce")]
     smtp_server.reset_faults()
-    again = await send(settings, sqlite_store, new_campaign(sqlite_store))
+    again = await send(settings, store, new_campaign(store))
     assert again.counts.total == 3  # the bounced address is not in the next snapshot
 
 
 async def test_unsubscribe_after_snapshot_is_skipped(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """Someone who leaves after the audience was frozen is skipped, not mailed."""
-    seed_list(sqlite_store, tmp_path, 5)
-    campaign_id = new_campaign(sqlite_store)
-    list_id = sqlite_store.list_id("members")
-    assert sqlite_store.snapshot_audience(campaign_id, list_id) == 5
-    leaver = sqlite_store.get_subscriber_id("person00003@example.org")
-    sqlite_store.unsubscribe(leaver, list_id, source=UnsubscribeSource.ONE_CLICK)
-    result = await send(make_settings(tmp_path, smtp_server.port), sqlite_store, campaign_id)
+    seed_list(store, tmp_path, 5)
+    campaign_id = new_campaign(store)
+    list_id = store.list_id("members")
+    assert store.snapshot_audience(campaign_id, list_id) == 5
+    leaver = store.get_subscriber_id("person00003@example.org")
+    store.unsubscribe(leaver, list_id, source=UnsubscribeSource.ONE_CLICK)
+    result = await send(make_settings(tmp_path, smtp_server.port), store, campaign_id)
     assert (result.counts.sent, result.counts.skipped) == (4, 1)
     assert "person00003@example.org" not in smtp_server.recipients
-    assert ledger(sqlite_store, campaign_id)["person00003@example.org"] == ("skipped", 0)
+    assert ledger(store, campaign_id)["person00003@example.org"] == ("skipped", 0)
 
 
 async def test_rate_limit_spaces_the_messages(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """At 20/s, 30 messages take at least 29/20 s, however many connections there are."""
-    seed_list(sqlite_store, tmp_path, 30)
+    seed_list(store, tmp_path, 30)
     settings = make_settings(tmp_path, smtp_server.port, rate_limit=20.0, concurrency=8)
     started = time.monotonic()
-    result = await send(settings, sqlite_store, new_campaign(sqlite_store))
+    result = await send(settings, store, new_campaign(store))
     elapsed = time.monotonic() - started
     assert result.counts.sent == 30
     assert elapsed >= 29 / 20 * 0.98
 
 
 async def test_breaker_pauses_when_the_relay_refuses_everything(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """Every MAIL answered 421: the campaign pauses with a clear reason, most rows untouched."""
-    seed_list(sqlite_store, tmp_path, 100)
+    seed_list(store, tmp_path, 100)
     smtp_server.mail_reply = "451 4.3.0 Temporary local problem"
     settings = make_settings(tmp_path, smtp_server.port, breaker_window=10, concurrency=2)
-    campaign_id = new_campaign(sqlite_store)
-    result = await send(settings, sqlite_store, campaign_id)
+    campaign_id = new_campaign(store)
+    result = await send(settings, store, campaign_id)
     assert result.reason is StopReason.BREAKER
     assert result.campaign.status is CampaignStatus.PAUSED
     assert "of the last 10 attempts failed" in result.message
@@ -177,11 +175,11 @@ async def test_breaker_pauses_when_the_relay_refuses_everything(
     assert result.counts.queued >= 80
     assert result.counts.sending == 0
     smtp_server.reset_faults()
-    sqlite_store.set_campaign_status(
+    store.set_campaign_status(
         campaign_id, CampaignStatus.SENDING, only_from=[CampaignStatus.PAUSED]
     )
     await asyncio.sleep(0.25)
-    resumed = await send(settings, sqlite_store, campaign_id)
+    resumed = await send(settings, store, campaign_id)
     assert resumed.reason is StopReason.FINISHED
     assert len(smtp_server.recipients) == 100
     assert len(set(smtp_server.recipients)) == 100
@@ -206,11 +204,11 @@ async def send_over_starttls(
 
 
 async def test_starttls_and_auth_from_settings(
-    sqlite_store: Store, tls_files: TlsFiles, tmp_path: Path
+    store: Store, tls_files: TlsFiles, tmp_path: Path
 ) -> None:
     """STARTTLS with certificate checks against a trustme CA, then AUTH, then delivery."""
-    seed_list(sqlite_store, tmp_path, 3)
-    server, _, result = await send_over_starttls(sqlite_store, tls_files, tmp_path, password="pw")
+    seed_list(store, tmp_path, 3)
+    server, _, result = await send_over_starttls(store, tls_files, tmp_path, password="pw")
     assert result.counts.sent == 3
     assert server.logins
     assert set(server.logins) == {"org"}  # every connection logged in, as org
@@ -219,56 +217,56 @@ async def test_starttls_and_auth_from_settings(
 
 
 async def test_bad_credentials_pause_instead_of_failing_everyone(
-    sqlite_store: Store, tls_files: TlsFiles, tmp_path: Path
+    store: Store, tls_files: TlsFiles, tmp_path: Path
 ) -> None:
     """A 535 at login pauses the campaign at once: no recipient is marked failed."""
-    seed_list(sqlite_store, tmp_path, 20)
+    seed_list(store, tmp_path, 20)
     server, campaign_id, result = await send_over_starttls(
-        sqlite_store, tls_files, tmp_path, password="wrong"
+        store, tls_files, tmp_path, password="wrong"
     )
     assert result.reason is StopReason.BREAKER
     assert result.campaign.status is CampaignStatus.PAUSED
-    counts = sqlite_store.delivery_counts(campaign_id)
+    counts = store.delivery_counts(campaign_id)
     assert counts.failed == 0
     assert counts.sent == 0
     assert counts.queued + counts.deferred == 20
     assert not server.messages
-    statuses = {status for status, _ in ledger(sqlite_store, campaign_id).values()}
+    statuses = {status for status, _ in ledger(store, campaign_id).values()}
     assert DeliveryStatus.SENDING.value not in statuses
 
 
 async def test_daily_cap_counts_earlier_sends_and_stops_instead_of_sleeping(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """A cap of 5 a day, 3 already sent today by another campaign: 2 more go, then the run
     stops with the time sending may go on, leaving the rest queued for a worker."""
-    seed_list(sqlite_store, tmp_path, 3, list_name="first")
-    seed_list(sqlite_store, tmp_path, 8, list_name="second")
+    seed_list(store, tmp_path, 3, list_name="first")
+    seed_list(store, tmp_path, 8, list_name="second")
     settings = make_settings(tmp_path, smtp_server.port, daily_limit=5, concurrency=1)
-    await send(settings, sqlite_store, new_campaign(sqlite_store, list_name="first"))
-    second = new_campaign(sqlite_store, list_name="second")
-    result = await send(settings, sqlite_store, second)
+    await send(settings, store, new_campaign(store, list_name="first"))
+    second = new_campaign(store, list_name="second")
+    result = await send(settings, store, second)
     assert result.reason is StopReason.CAPPED
     assert "the daily cap is reached; sending can go on at" in result.message
     assert result.campaign.status is CampaignStatus.SENDING
     assert result.campaign.lease_owner is None
-    counts = sqlite_store.delivery_counts(second)
+    counts = store.delivery_counts(second)
     assert (counts.sent, counts.queued, counts.sending) == (2, 6, 0)
     assert len(smtp_server.messages) == 5
 
 
 async def test_pause_while_sending_stops_the_sender_and_resume_finishes(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """`campaign pause` during a send: the sender notices at its next heartbeat, finishes
     what is in flight, releases the campaign as paused; resuming sends only the rest."""
-    addresses = seed_list(sqlite_store, tmp_path, 60)
+    addresses = seed_list(store, tmp_path, 60)
     settings = make_settings(tmp_path, smtp_server.port, rate_limit=40.0, lease_seconds=1.2)
-    campaign_id = new_campaign(sqlite_store)
-    sending = asyncio.create_task(send(settings, sqlite_store, campaign_id))
+    campaign_id = new_campaign(store)
+    sending = asyncio.create_task(send(settings, store, campaign_id))
     while len(smtp_server.messages) < 10:  # noqa: ASYNC110 - the recording is a plain list
         await asyncio.sleep(0.02)
-    assert sqlite_store.set_campaign_status(
+    assert store.set_campaign_status(
         campaign_id, CampaignStatus.PAUSED, only_from=[CampaignStatus.SENDING]
     )
     result = await sending
@@ -276,57 +274,51 @@ async def test_pause_while_sending_stops_the_sender_and_resume_finishes(
     assert result.campaign.status is CampaignStatus.PAUSED
     assert result.campaign.lease_owner is None
     assert 10 <= len(smtp_server.messages) < 60
-    assert sqlite_store.delivery_counts(campaign_id).sending == 0
-    sqlite_store.set_campaign_status(
+    assert store.delivery_counts(campaign_id).sending == 0
+    store.set_campaign_status(
         campaign_id, CampaignStatus.SENDING, only_from=[CampaignStatus.PAUSED]
     )
-    resumed = await send(settings, sqlite_store, campaign_id)
+    resumed = await send(settings, store, campaign_id)
     assert resumed.reason is StopReason.FINISHED
     assert sorted(smtp_server.recipients) == sorted(addresses)
 
 
 async def test_sending_the_same_event_again_resumes_a_paused_campaign(
-    sqlite_store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
     """After Ctrl-C (paused), the very same `mailer send` goes on with that campaign."""
     from campaign_support import EVENT
     from mailer.campaigns.lifecycle import start_or_resume
     from mailer.message.event import load_event
 
-    seed_list(sqlite_store, tmp_path, 3)
-    campaign_id = new_campaign(sqlite_store)
-    sqlite_store.set_campaign_status(campaign_id, CampaignStatus.PAUSED)
-    choice = start_or_resume(
-        sqlite_store, event_path=EVENT, event=load_event(EVENT), list_name="members"
-    )
+    seed_list(store, tmp_path, 3)
+    campaign_id = new_campaign(store)
+    store.set_campaign_status(campaign_id, CampaignStatus.PAUSED)
+    choice = start_or_resume(store, event_path=EVENT, event=load_event(EVENT), list_name="members")
     assert choice.resumed
     assert choice.campaign.id == campaign_id
     settings = make_settings(tmp_path, smtp_server.port)
     with pytest.raises(CampaignError, match="is paused"):  # a worker may not take it
-        await send(settings, sqlite_store, campaign_id)
-    assert sqlite_store.get_campaign(campaign_id).status is CampaignStatus.PAUSED
-    result = await send(settings, sqlite_store, campaign_id, resume=True)
+        await send(settings, store, campaign_id)
+    assert store.get_campaign(campaign_id).status is CampaignStatus.PAUSED
+    result = await send(settings, store, campaign_id, resume=True)
     assert result.reason is StopReason.FINISHED
     assert len(smtp_server.messages) == 3
 
 
-def test_a_campaign_being_started_is_not_due_for_a_worker(
-    sqlite_store: Store, tmp_path: Path
-) -> None:
+def test_a_campaign_being_started_is_not_due_for_a_worker(store: Store, tmp_path: Path) -> None:
     """`mailer send` creates its campaign already leased to itself: a running worker
     cannot take it in the moment between creation and the sender's claim."""
     from campaign_support import EVENT
     from mailer.campaigns.lifecycle import start_or_resume
     from mailer.message.event import load_event
 
-    seed_list(sqlite_store, tmp_path, 2)
+    seed_list(store, tmp_path, 2)
     event = load_event(EVENT)
     held = start_or_resume(
-        sqlite_store, event_path=EVENT, event=event, list_name="members", owner="host:7"
+        store, event_path=EVENT, event=event, list_name="members", owner="host:7"
     )
     assert held.campaign.lease_owner == "host:7"
-    assert sqlite_store.due_campaigns() == []
-    unheld = start_or_resume(
-        sqlite_store, event_path=EVENT, event=event, list_name="members", new=True
-    )
-    assert sqlite_store.due_campaigns() == [unheld.campaign.id]
+    assert store.due_campaigns() == []
+    unheld = start_or_resume(store, event_path=EVENT, event=event, list_name="members", new=True)
+    assert store.due_campaigns() == [unheld.campaign.id]

@@ -174,7 +174,16 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     audience,
                 )
             )
-            return int(result.rowcount)
+            if result.rowcount is not None and result.rowcount >= 0:
+                return int(result.rowcount)
+            # psycopg reports -1 for INSERT ... SELECT: count what was just written.
+            return int(
+                connection.execute(
+                    select(func.count())
+                    .select_from(deliveries)
+                    .where(deliveries.c.campaign_id == campaign_id)
+                ).scalar_one()
+            )
 
     def fetch_due(
         self,
