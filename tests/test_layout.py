@@ -38,8 +38,6 @@ KERNEL_MODULES = frozenset(
         "addresses",
         "clock",
         "preflight",
-        "doctor",
-        "keyring",
         "assets",
         "logs",  # one log format; the standard library only
     }
