@@ -69,7 +69,7 @@ def test_kill_9_mid_campaign_then_resume_delivers_each_exactly_once(tmp_path: Pa
         second = subprocess.run(
             command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
         )
-        assert second.returncode == 0, second.stderr
+        assert second.returncode in (0, 1), second.stderr  # 1 only with unknown rows: below
         assert "Resuming unfinished campaign 1" in second.stdout
         assert "Recovered from an interrupted run" in second.stdout
         counts = received_counts(server)
@@ -89,6 +89,8 @@ def test_kill_9_mid_campaign_then_resume_delivers_each_exactly_once(tmp_path: Pa
     # relay may have them; here it did), never resent by default: at most one per connection.
     assert set(statuses) <= {"sent", "unknown"}
     assert statuses["unknown"] <= 4
+    # A send ending with unknown outcomes did not do all that was asked: non-zero.
+    assert second.returncode == (1 if statuses["unknown"] else 0)
 
 
 def test_sigterm_finishes_in_flight_and_says_how_to_resume(tmp_path: Path) -> None:
