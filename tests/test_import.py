@@ -6,10 +6,10 @@ import csv
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 
 from mailer.audience.csv_file import FIELD_KEEP, parse_csv
-from mailer.audience.importer import RejectedRow, import_file
+from mailer.audience.importer import ImportReport, RejectedRow, import_file
 from mailer.errors import NotFoundError, SubscriberFileError
 from mailer.models import SubscriberStatus, UnsubscribeSource
 from mailer.store import Store
@@ -18,11 +18,13 @@ from mailer.store.schema import memberships, subscribers, suppressions
 EXAMPLE = Path(__file__).resolve().parent.parent / "subscribers.example.csv"
 
 
-def run_import(store: Store, path: Path, tmp_path: Path, list_name: str = "members"):  # type: ignore[no-untyped-def]
+def run_import(
+    store: Store, path: Path, tmp_path: Path, list_name: str = "members"
+) -> ImportReport:
     return import_file(store, path, list_name=list_name, rejects_path=tmp_path / "rejects.csv")
 
 
-def table_count(store: Store, table) -> int:  # type: ignore[no-untyped-def]
+def table_count(store: Store, table: Table) -> int:
     with store.engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
 
