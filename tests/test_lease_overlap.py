@@ -80,8 +80,10 @@ async def test_pause_then_send_again_while_the_first_sender_drains(
     """The first sender keeps its lease until what it has in flight is recorded, so the
     second `mailer send` is refused meanwhile, and later sends only the rest."""
     seed_list(store, tmp_path, 12)
+    # A lease of 3 s renewed every 0.5 s: six chances, so a loaded machine (two suites on
+    # two cores) still renews it; the relay answers after 5 s, the check comes at 3.5 s.
     settings = make_settings(
-        tmp_path, 2525, database_url=database_url, lease_seconds=0.6, concurrency=4
+        tmp_path, 2525, database_url=database_url, lease_seconds=3.0, concurrency=4
     )
     campaign_id = new_campaign(store)
     paused = asyncio.Event()
@@ -90,10 +92,10 @@ async def test_pause_then_send_again_while_the_first_sender_drains(
         store.set_campaign_status(campaign_id, CampaignStatus.PAUSED)
         paused.set()
 
-    slow = MemoryTransport(accept_all_and(pause, at_send=1), delay=2.0)
+    slow = MemoryTransport(accept_all_and(pause, at_send=1), delay=5.0)
     first = run(settings, store, campaign_id, slow, "host-a:1")
     await paused.wait()
-    await asyncio.sleep(1.0)  # longer than the lease: it must have been renewed meanwhile
+    await asyncio.sleep(3.5)  # longer than the lease: it must have been renewed meanwhile
     choice = start_or_resume(store, event_path=EVENT, event=load_event(EVENT), list_name="members")
     refused = MemoryTransport()
     with pytest.raises(CampaignError, match="being sent by host-a:1"):
