@@ -136,7 +136,7 @@ def test_ordinary_domains_that_merely_look_reserved_are_accepted(domain: str) ->
 
 
 def test_every_problem_is_listed_whatever_the_relay() -> None:
-    """`config check` lists the rules even for a local relay (a local Postfix reaches people)."""
+    """`config check` lists the rules even for a local relay (a local MTA relays to real people)."""
     problems = real_send_problems(settings(smtp_host="127.0.0.1"))
     assert [problem.setting for problem in problems] == ["MAILER_BASE_URL", "MAILER_FROM_ADDRESS"]
     assert all(problem.hint for problem in problems)
