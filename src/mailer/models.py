@@ -304,3 +304,38 @@ class SubscriberRecord:
     created_at: datetime | None
     memberships: list[Membership]
     history: list[HistoryEntry]
+
+
+class FeedbackKind(enum.StrEnum):
+    """What a message mailed back to us (or a relay's webhook) says about a recipient."""
+
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE = "soft_bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+    AUTO_REPLY = "auto_reply"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """One classified bounce, complaint, mailed unsubscribe or other returned message.
+
+    Built by `feedback.classify` from raw bytes (or by a webhook handler) and applied to the
+    store by the feedback use case; it names addresses and tokens only, never store ids.
+    """
+
+    kind: FeedbackKind
+    recipients: tuple[str, ...]
+    """The addresses the report is about (Final-Recipient, the ARF's Original-Rcpt-To)."""
+    verp_token: str | None
+    """TOKEN of `bounces+TOKEN@domain` when the message came back to a VERP address."""
+    message_id: str | None
+    """The Message-ID of the message we sent, when the report quotes it."""
+    status: str | None
+    """RFC 3463 status code, e.g. `5.1.1`."""
+    diagnostic: str | None
+    unsubscribe_token: str | None
+    """The token of a mailed unsubscribe (from the subject or the `+TOKEN` local part)."""
+    source: str
+    """Where it came from: `imap`, `pop3`, `maildir`, `ses`, `webhook`, ... (for the log)."""
