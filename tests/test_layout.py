@@ -48,6 +48,7 @@ ROOMS = frozenset(
         "message",
         "delivery",
         "sending",
+        "feedback",
         "campaigns",
         "store",
         "migrations",
@@ -76,6 +77,11 @@ FORBIDDEN: tuple[tuple[frozenset[str], frozenset[str], str], ...] = (
         frozenset({"message"}),
         frozenset({"sending", "campaigns"}),
         "a message is built without knowing how or when it is sent",
+    ),
+    (
+        frozenset({"feedback"}),
+        frozenset({"store", "sending", "campaigns", "cli", "web"}),
+        "reading and classifying returned mail works on records; campaigns/ applies them",
     ),
 )
 
@@ -269,7 +275,8 @@ def test_no_cycle_between_rooms(mailer_imports: list[Import]) -> None:
 
 def test_no_import_against_the_pipeline(mailer_imports: list[Import]) -> None:
     """sending/message/delivery never import store/cli/web; store never imports audience;
-    message never imports sending or campaigns."""
+    message never imports sending or campaigns; feedback never imports store, sending,
+    campaigns, cli or web."""
     wrong = forbidden_imports(mailer_imports, REPO_ROOT)
     assert not wrong, "\n".join(wrong)
 

@@ -1,0 +1,1 @@
+"""Bounces, complaints and mailed unsubscribes: read the mailbox, classify, decide the policy."""
