@@ -63,3 +63,35 @@ def undo_spreadsheet_safe(cell: str) -> str:
     if cell.startswith("'") and _FORMULA_START.match(cell, 1):
         return cell[1:]
     return cell
+
+
+# Whitespace that looks like a space to a reader but is not one: TAB, NEL (U+0085), NBSP,
+# the Unicode spaces (U+2000-200A, U+202F, U+205F, U+3000, ...) and the line and paragraph
+# separators (U+2028/2029), which some mail software breaks a line at.
+_ODD_SPACE = "\t\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Format characters (Unicode category Cf) render as nothing, or reorder what follows: the
+# bidi overrides and isolates (U+202A-202E, U+2066-2069) make "Dear \u202elive," read
+# "Dear evil,". ZWNJ and ZWJ (U+200C, U+200D) are kept: Persian and Indic names are spelt
+# with them, and emoji sequences use ZWJ. tests/test_name_normalisation.py checks this
+# list against unicodedata, so it cannot drift from Python's Unicode tables.
+_FORMAT = (
+    "\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u200e\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f"
+)
+_UNTIDY = re.compile(f"[{_ODD_SPACE}{_FORMAT}]|  ")
+_ODD_SPACES = re.compile(f"[ {_ODD_SPACE}]+")
+_FORMATS = re.compile(f"[{_FORMAT}]+")
+
+
+def tidy_text(value: str) -> str:
+    """`value` as one plain line for a name: every kind of space one ASCII space, format
+    characters (bidi overrides, zero-width spaces, soft hyphens) gone, no edge spaces.
+
+    Line breaks and other controls are left for `find_unsafe` to refuse: a CR or LF in a
+    name is an attempt on a header, not a typing slip.
+    """
+    if _UNTIDY.search(value) is None:  # the hot path of an import: one scan, no copy
+        return value.strip()
+    return _ODD_SPACES.sub(" ", _FORMATS.sub("", value)).strip()

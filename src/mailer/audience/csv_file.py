@@ -24,7 +24,7 @@ from mailer.addresses import InvalidAddress, normalise
 from mailer.audience.csv_records import DELIMITERS, CsvRecords, MalformedCsv, Record
 from mailer.errors import SubscriberFileError
 from mailer.models import Subscriber
-from mailer.safety import MAX_FIELD_LENGTH, find_unsafe, undo_spreadsheet_safe
+from mailer.safety import MAX_FIELD_LENGTH, find_unsafe, tidy_text, undo_spreadsheet_safe
 
 _READ_SIZE = 1 << 16
 FIELD_KEEP = 4096
@@ -244,19 +244,28 @@ def _parse_row(record: Record, header: CsvHeader, *, check_dns: bool) -> ParsedR
         # without it, and a `'`-led address of that form is far rarer than a neutralised one.
         fields = [undo_spreadsheet_safe(value) for value in fields]
         joined = "\t".join(fields)
+    typed = fields
 
     def reject(reason: str) -> ParsedRow:
         # Every header column (empty when the row is short), and what a long row has
         # beyond them, so the reject file loses nothing the organiser typed, except what
-        # the bounds cut off, which the reason then states.
-        raw = {column: fields[i] if i < len(fields) else "" for i, column in enumerate(columns)}
-        raw[EXTRA_FIELDS] = "\t".join(fields[len(columns) :])
-        if record.cut or record.field_count > len(fields):
+        # the bounds cut off, which the reason then states; values as typed, not tidied.
+        raw = {column: typed[i] if i < len(typed) else "" for i, column in enumerate(columns)}
+        raw[EXTRA_FIELDS] = "\t".join(typed[len(columns) :])
+        if record.cut or record.field_count > len(typed):
             reason += _cut_note(record, columns)
         return ParsedRow(record.line, raw, error=reason)
 
     if record.field_count != len(columns):
         return reject(f"expected {len(columns)} fields, found {record.field_count:,}")
+    # Names and attributes reach the greeting and the To header: odd spaces become one
+    # space and bidi overrides go here, at the edge, so none is ever stored raw. The
+    # address is left as typed: normalise() below refuses what it cannot read.
+    email_index = header.email_index
+    fields = [
+        value if index == email_index else tidy_text(value) for index, value in enumerate(fields)
+    ]
+    joined = "\t".join(fields)
     # One scan of the whole row on the hot path; the per-field search runs only on a hit.
     # TAB is allowed in values, so joining with it cannot create or hide a finding. A field
     # that was cut is still longer than MAX_FIELD_LENGTH (FIELD_KEEP is larger), so no row
@@ -282,8 +291,8 @@ def _parse_row(record: Record, header: CsvHeader, *, check_dns: bool) -> ParsedR
         return reject(
             "email: non-ASCII characters before the @ need SMTPUTF8, which mailer does not send yet"
         )
-    name = fields[header.name_index].strip() if header.name_index is not None else ""
-    attributes = {key: fields[index].strip() for index, key in header.attribute_columns}
+    name = fields[header.name_index] if header.name_index is not None else ""
+    attributes = {key: fields[index] for index, key in header.attribute_columns}
     subscriber = Subscriber(email=address.email, name=name, attributes=attributes)
     return ParsedRow(record.line, {}, subscriber=subscriber, smtputf8=address.smtputf8)
 

@@ -11,7 +11,7 @@ from mailer.addresses import InvalidAddress, normalise
 from mailer.clock import as_utc, utcnow
 from mailer.errors import CampaignError, InputError, NotFoundError, StoreError, UnsafeValueError
 from mailer.models import ListSummary, Subscriber, SubscriberStatus
-from mailer.safety import ensure_header_safe, find_unsafe
+from mailer.safety import ensure_header_safe, find_unsafe, tidy_text
 from mailer.store.base import StoreBase
 from mailer.store.campaigns import UNFINISHED
 from mailer.store.schema import campaigns, lists, memberships, subscribers, suppressions
@@ -245,7 +245,7 @@ class ListQueries(StoreBase):
             address = normalise(email)
         except InvalidAddress as exc:
             raise InputError(f"{email!r} is not a valid address: {exc}") from exc
-        name = _header_text(name.strip(), what="name", limit=1000)
+        name = _header_text(tidy_text(name), what="name", limit=1000)
         now = utcnow()
         with self.engine.begin() as connection:
             list_id = self._list_id(connection, list_name)
