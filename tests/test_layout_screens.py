@@ -1,4 +1,5 @@
-"""The example invitation in Chromium (issue 10): light and dark, phone and desktop widths.
+"""The example invitations in Chromium (issue 10): the meeting at a venue and the online
+reading group, light and dark, phone and desktop widths.
 
 The HTML part is taken from the raw message bytes, shown in headless Chromium at 375 and
 800 px in light and dark colour schemes, measured (card width, horizontal overflow,
@@ -17,19 +18,21 @@ from typing import Literal
 
 import pytest
 
-from test_compose import SENDER, ZOE, make_builder
+from test_compose import EXAMPLE, SENDER, TEMPLATES, ZOE, make_builder
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 Scheme = Literal["light", "dark"]
+ONLINE = TEMPLATES / "events" / "online-reading-group.md"
+EVENTS = {"meeting": EXAMPLE, "online": ONLINE}
 COLOUR = re.compile(r"rgba?\((\d+), (\d+), (\d+)(?:, ([\d.]+))?\)")
 
 
-def invitation_html() -> str:
-    """The example event's HTML part, as decoded from the bytes on the wire."""
-    message = make_builder().build(ZOE, unsubscribe_url=f"{SENDER.base_url}/u/t7")
+def invitation_html(event: Path = EXAMPLE) -> str:
+    """An event's HTML part, as decoded from the bytes on the wire."""
+    message = make_builder(event_path=event).build(ZOE, unsubscribe_url=f"{SENDER.base_url}/u/t7")
     parsed = email.message_from_bytes(message.data, policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     part = parsed.get_body(("html",))
@@ -71,14 +74,16 @@ def test_outlook_ghost_table_and_colour_scheme_are_in_the_markup() -> None:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-async def test_the_invitation_in_chromium(tmp_path: Path, scheme: Scheme) -> None:
+@pytest.mark.parametrize("event", sorted(EVENTS))
+async def test_the_invitation_in_chromium(tmp_path: Path, event: str, scheme: Scheme) -> None:
     """At 375 and 800 px: the card is 600 px wide on a desktop and fits a phone without
     sideways scrolling; in dark mode backgrounds are dark and text light (not the light
     card a dark-mode reader would be dazzled by); text, links and the button keep WCAG AA
-    contrast (4.5:1) in both schemes."""
+    contrast (4.5:1) in both schemes. The online event's "Join online" button is there,
+    on the screen, and leads to the meeting."""
     from playwright.async_api import async_playwright
 
-    html = invitation_html()
+    html = invitation_html(EVENTS[event])
     folder = tmp_path / "screens"
     folder.mkdir()
     print(f"screenshots: {folder}")
@@ -94,7 +99,8 @@ async def test_the_invitation_in_chromium(tmp_path: Path, scheme: Scheme) -> Non
             )
             page = await context.new_page()
             await page.set_content(html)
-            await page.screenshot(path=folder / f"invitation-{width}-{scheme}.png", full_page=True)
+            shot = folder / f"{event}-{width}-{scheme}.png"
+            await page.screenshot(path=shot, full_page=True)
             card = page.locator(".card")
             box = await card.bounding_box()
             assert box is not None
@@ -126,9 +132,16 @@ async def test_the_invitation_in_chromium(tmp_path: Path, scheme: Scheme) -> Non
             for foreground in (text, title, link, footer):
                 assert contrast(foreground, paper) >= 4.5, (foreground, paper)
             assert contrast(label, button) >= 4.5
+            if event == "online":
+                join = page.get_by_role("link", name="Join online")
+                assert await join.get_attribute("href") == (
+                    "https://meet.jit.si/cwo-reading-group-chapter-1"
+                )
+                join_box = await join.bounding_box()
+                assert join_box is not None and join_box["width"] <= width
             await context.close()
         await browser.close()
     assert sorted(p.name for p in folder.iterdir()) == [
-        f"invitation-375-{scheme}.png",
-        f"invitation-800-{scheme}.png",
+        f"{event}-375-{scheme}.png",
+        f"{event}-800-{scheme}.png",
     ]
