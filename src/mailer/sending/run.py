@@ -328,8 +328,18 @@ async def run_campaign(
         # at once if this process is gone) settles the rows in flight from the journal.
         journal.close()
         raise
-    counts = store.delivery_counts(campaign_id)
     reason = stop.reason
+    if reason is not StopReason.LEASE_LOST and store.in_flight(campaign_id):
+        # A row whose give-back failed (the database blinked) is still `sending`. Settle it
+        # from our own journal while the lease is ours: once released, the next sender
+        # cannot know whose journal to read and would call the row unknown, and that
+        # person would not be mailed. If this fails too, the lease and journal are kept.
+        try:
+            recover_in_flight(store, journal_of(owner), campaign_id)
+        except BaseException:
+            journal.close()
+            raise
+    counts = store.delivery_counts(campaign_id)
     status, message = _final_state(stop, counts, campaign_id, store)
     if reason is not StopReason.LEASE_LOST:
         final: CampaignStatus | None = status
