@@ -30,3 +30,5 @@ def _value(value: object) -> str:
 def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations say enough on error
+    # flufl.bounce logs each of its 17 detectors at INFO for every message it scans.
+    logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
