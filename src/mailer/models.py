@@ -150,6 +150,41 @@ class Suppression:
 # -- campaigns, the ledger and what the store reports ---------------------------------
 
 
+class MessageKind(enum.StrEnum):
+    """What a campaign of an event sends (issue 14): the invitation, or a follow-up."""
+
+    INVITATION = "invitation"
+    REMINDER = "reminder"  # the event file's `--- reminder ---` section
+    UPDATE = "update"  # the `--- update ---` section; the invite's SEQUENCE is raised
+
+
+class RsvpStatus(enum.StrEnum):
+    """A guest's answer as stored: "yes" holds a place; "waiting" said yes when none was free."""
+
+    YES = "yes"
+    WAITING = "waiting"
+    MAYBE = "maybe"
+    NO = "no"
+
+
+class RsvpChoice(enum.StrEnum):
+    """What a guest presses on the RSVP page."""
+
+    YES = "yes"
+    MAYBE = "maybe"
+    NO = "no"
+
+
+class AudienceFilter(enum.StrEnum):
+    """`mailer send --only ...`: a follow-up to those whose answer is one of these."""
+
+    YES = "yes"
+    WAITING = "waiting"
+    MAYBE = "maybe"
+    NO = "no"
+    NO_ANSWER = "no-answer"
+
+
 @dataclass(frozen=True, slots=True)
 class CampaignRecord:
     id: int
@@ -175,6 +210,10 @@ class CampaignRecord:
     """The time and place its invite was sent for (message.calendar.schedule_key)."""
     list_title: str | None = None
     """What recipients read as the list's name; None: its name."""
+    message: MessageKind = MessageKind.INVITATION
+    """What it sends: the invitation, or a follow-up (reminder, update)."""
+    audience_filter: frozenset[AudienceFilter] | None = None
+    """Only those with these answers (`--only`); None: the whole list."""
 
 
 @dataclass(slots=True)
@@ -304,6 +343,78 @@ class SubscriberRecord:
     created_at: datetime | None
     memberships: list[Membership]
     history: list[HistoryEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class Rsvp:
+    """One guest's answer to one event."""
+
+    status: RsvpStatus
+    guests: int
+    note: str
+    answered_at: datetime
+    promoted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RsvpCounts:
+    """An event's answers among one list's audience (or everyone who answered)."""
+
+    yes: int = 0
+    waiting: int = 0
+    maybe: int = 0
+    no: int = 0
+    no_answer: int = 0
+    guests_yes: int = 0
+    """Guests brought by those with a place ("yes"): places taken = yes + guests_yes."""
+    guests_waiting: int = 0
+    guests_maybe: int = 0
+
+    @property
+    def places_taken(self) -> int:
+        return self.yes + self.guests_yes
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpAudience:
+    """Whom a campaign of an event takes from its list (issue 14): those whose answer is in
+    `only` (None: everyone), less, for a reminder, anyone already sent this event's reminder."""
+
+    event_slug: str
+    message: MessageKind
+    only: frozenset[AudienceFilter] | None = None
+
+    @property
+    def once_per_person(self) -> bool:
+        # Nobody gets the same reminder twice, whatever --only said each time; an update
+        # can go again (each change of time or place is news).
+        return self.message is MessageKind.REMINDER
+
+
+@dataclass(frozen=True, slots=True)
+class RsvpOutcome:
+    """What recording one answer did."""
+
+    rsvp: Rsvp
+    changed: bool
+    """False: the same answer again (a second click), nothing written."""
+    promoted: tuple[int, ...] = ()
+    """Subscribers moved up from the waiting list by this change (to be told by mail)."""
+    refused_guests: bool = False
+    """A guest with a place asked for more guests than places are left: kept as before."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attendee:
+    """A row of `mailer rsvps --csv`."""
+
+    name: str
+    email: str
+    status: RsvpStatus | None
+    """None: no answer yet."""
+    guests: int
+    note: str
+    answered_at: datetime | None
 
 
 class FeedbackKind(enum.StrEnum):

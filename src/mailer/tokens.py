@@ -27,6 +27,15 @@ The "add to calendar" link (`/c/TOKEN.ics`) names only a campaign:
 The same for every recipient of the campaign, so it says nothing about who clicked; its
 own HMAC domain keeps it from ever verifying as an unsubscribe link, and the other way.
 
+A guest's RSVP link (`/r/TOKEN`) names the campaign that invited them and who they are:
+
+    kind 4 (1 byte) | subscriber_id | campaign_id   (varints)
+    | the first 16 bytes of HMAC-SHA256(key, RSVP_DOMAIN | ...)
+
+Its own HMAC domain: it can never unsubscribe anyone, and an unsubscribe link can never
+answer an invitation. The RSVP page also accepts a test message's token (a test send's
+RSVP links), which answers nothing.
+
 Key rotation: tokens are signed with the current key and verified against it and then
 every older key, each compare in constant time (hmac.compare_digest). Which keys those are
 is load_signer's business (mailer/store/keyring.py): every key that ever signed links on the
@@ -47,12 +56,14 @@ from mailer.errors import TokenError
 VERSION = 1
 TEST_MESSAGE_KIND = 2
 CALENDAR_KIND = 3
+RSVP_KIND = 4
 TAG_BYTES = 16
 # Domain separation: the same secret may one day sign other things (e.g. preference links);
 # a tag made for one purpose must never verify for another.
 _DOMAIN = b"mailer/unsubscribe\x00"
 _TEST_MESSAGE_DOMAIN = b"mailer/test-message\x00"
 _CALENDAR_DOMAIN = b"mailer/calendar\x00"
+_RSVP_DOMAIN = b"mailer/rsvp\x00"
 # Longest well-formed token: 1 + 3 varints of at most 10 bytes + tag -> 47 bytes -> 63 chars.
 _MAX_TOKEN_CHARS = 64
 _MAX_ID = 2**63 - 1  # BIGINT ids in the store
@@ -78,6 +89,14 @@ class TestMessageClaims:
 
 
 LinkClaims = UnsubscribeClaims | TestMessageClaims
+
+
+@dataclass(frozen=True)
+class RsvpClaims:
+    """What a valid RSVP token says: who was invited, by which campaign."""
+
+    subscriber_id: int
+    campaign_id: int
 
 
 class TokenSigner:
@@ -116,6 +135,34 @@ class TokenSigner:
         payload = bytes([CALENDAR_KIND]) + _varint(campaign_id)
         raw = payload + _tag(self._keys[0], payload, domain=_CALENDAR_DOMAIN)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def sign_rsvp(self, *, subscriber_id: int, campaign_id: int) -> str:
+        """The token of a guest's RSVP link (`rsvp_url`), per (campaign, subscriber)."""
+        for name, value in (("subscriber_id", subscriber_id), ("campaign_id", campaign_id)):
+            if not 0 <= value <= _MAX_ID:
+                raise ValueError(f"{name} out of range: {value}")
+        payload = bytes([RSVP_KIND]) + _varint(subscriber_id) + _varint(campaign_id)
+        raw = payload + _tag(self._keys[0], payload, domain=_RSVP_DOMAIN)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def verify_rsvp(self, token: str) -> RsvpClaims | TestMessageClaims:
+        """A guest's RSVP token, or a test message's (whose RSVP page answers nothing);
+        TokenError otherwise, whichever check failed."""
+        raw = _decode(token)
+        if len(raw) >= 1 + 1 + TAG_BYTES and raw[0] == TEST_MESSAGE_KIND:
+            claims = self.verify_link(token)
+            if isinstance(claims, TestMessageClaims):
+                return claims
+        if len(raw) < 1 + 2 + TAG_BYTES or raw[0] != RSVP_KIND:
+            raise TokenError("this link is not valid")
+        payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+        matched = False
+        for key in self._keys:  # every key, as in verify_link
+            matched |= hmac.compare_digest(_tag(key, payload, domain=_RSVP_DOMAIN), tag)
+        numbers = _read_varints(payload, 1)
+        if not matched or numbers is None or len(numbers) != 2:
+            raise TokenError("this link is not valid")
+        return RsvpClaims(subscriber_id=numbers[0], campaign_id=numbers[1])
 
     def verify_calendar(self, token: str) -> int:
         """The campaign id a calendar token we signed names; TokenError otherwise."""
@@ -174,6 +221,11 @@ class TokenSigner:
 def unsubscribe_url(base_url: str, token: str) -> str:
     """The link for List-Unsubscribe and the message footers."""
     return f"{base_url}/u/{token}"
+
+
+def rsvp_url(base_url: str, token: str) -> str:
+    """A guest's answer page: GET shows it, only its form's POST records an answer."""
+    return f"{base_url}/r/{token}"
 
 
 def calendar_url(base_url: str, token: str) -> str:

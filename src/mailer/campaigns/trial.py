@@ -13,7 +13,7 @@ from mailer.message.event import Event
 from mailer.models import Outcome, Recipient
 from mailer.sending.run import invitation_builder
 from mailer.store import Store
-from mailer.tokens import TokenSigner, unsubscribe_url
+from mailer.tokens import TokenSigner, rsvp_url, unsubscribe_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +41,13 @@ def dry_run(
         recipient = Recipient(
             subscriber.id, subscriber.email, subscriber.name, subscriber.attributes
         )
+        rsvp = None
+        if event.rsvp_enabled:
+            rsvp_token = signer.sign_rsvp(subscriber_id=subscriber.id, campaign_id=0)
+            rsvp = rsvp_url(settings.base_url, rsvp_token)
         try:
             message = builder.build(
-                recipient, unsubscribe_url=unsubscribe_url(settings.base_url, token)
+                recipient, unsubscribe_url=unsubscribe_url(settings.base_url, token), rsvp_url=rsvp
             )
         except MailerError as exc:
             failures.append((subscriber.email, str(exc)))
@@ -85,7 +89,11 @@ async def send_test(
     # show her (masked) address to whoever holds the test message.
     token = signer.sign_test_message(list_id=list_id)
     recipient = Recipient(sample.id, address, sample.name, sample.attributes)
+    # Its RSVP links carry the same test token: the page says it was a test, records nothing.
     message = builder.build(
-        recipient, unsubscribe_url=unsubscribe_url(settings.base_url, token), test=True
+        recipient,
+        unsubscribe_url=unsubscribe_url(settings.base_url, token),
+        test=True,
+        rsvp_url=rsvp_url(settings.base_url, token) if event.rsvp_enabled else None,
     )
     return await transport.send(replace(message, recipient=address))

@@ -220,8 +220,9 @@ def preview_command(
         templates_dir=settings.templates_dir,
     )
     url = f"{sender.base_url}/u/{PREVIEW_TOKEN}"
-    rendered = builder.render(recipient, unsubscribe_url=url)
-    message = builder.build(recipient, unsubscribe_url=url)
+    rsvp = f"{sender.base_url}/r/{PREVIEW_TOKEN}" if loaded.rsvp_enabled else None
+    rendered = builder.render(recipient, unsubscribe_url=url, rsvp_url=rsvp)
+    message = builder.build(recipient, unsubscribe_url=url, rsvp_url=rsvp)
     directory = out if out is not None else settings.var_dir / "preview"
     written = {
         ".html": rendered.html.encode("utf-8"),

@@ -125,6 +125,18 @@ def schedule_key(event: Event) -> str:
     return hashlib.sha256(facts.encode()).hexdigest()[:16]
 
 
+def update_key(key: str, campaign_id: int) -> str:
+    """The key an update campaign records (`mailer send --message update`): unlike any
+    other, so its invite's SEQUENCE rises even when the file's time and place did not
+    change (the organiser says it is an update), and the next campaign's rises again."""
+    return f"{key}+u{campaign_id}"
+
+
+def base_key(key: str) -> str:
+    """The time-and-place part of a recorded key (an update's key without its mark)."""
+    return key.partition("+")[0]
+
+
 def revision(keys: Iterable[str]) -> int:
     """SEQUENCE for the last of `keys`: the schedule keys of every campaign of one event
     (one UID) in the order they were created, the one being built last. Each change from

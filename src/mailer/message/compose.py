@@ -264,10 +264,17 @@ class InvitationBuilder:
         """The campaign's calendar invite (identical for every recipient)."""
         return self._ics
 
-    def render(self, recipient: Recipient, *, unsubscribe_url: str) -> RenderedMessage:
-        """Subject, text and HTML for one recipient (used by preview and validate too)."""
+    def render(
+        self, recipient: Recipient, *, unsubscribe_url: str, rsvp_url: str | None = None
+    ) -> RenderedMessage:
+        """Subject, text and HTML for one recipient (used by preview and validate too).
+
+        `rsvp_url`: the guest's RSVP page (tokens.rsvp_url), for an event that takes
+        answers (Event.rsvp_enabled); None leaves the RSVP links out."""
         _check_recipient(recipient)
-        return self.renderer.render(recipient, unsubscribe_url=unsubscribe_url)
+        if rsvp_url is not None and not _URL.fullmatch(rsvp_url):
+            raise UnsafeValueError("rsvp_url: not a plain http(s) URL", field="rsvp_url")
+        return self.renderer.render(recipient, unsubscribe_url=unsubscribe_url, rsvp_url=rsvp_url)
 
     def build(
         self,
@@ -276,6 +283,7 @@ class InvitationBuilder:
         unsubscribe_url: str,
         test: bool = False,
         message_id: str | None = None,
+        rsvp_url: str | None = None,
     ) -> OutgoingMessage:
         """The complete message for one recipient; raises UnsafeValueError, TemplateError.
 
@@ -286,7 +294,7 @@ class InvitationBuilder:
             raise UnsafeValueError(
                 "unsubscribe_url: not a plain http(s) URL", field="unsubscribe_url"
             )
-        rendered = self.render(recipient, unsubscribe_url=unsubscribe_url)
+        rendered = self.render(recipient, unsubscribe_url=unsubscribe_url, rsvp_url=rsvp_url)
         subject = f"[TEST] {rendered.subject}" if test else rendered.subject
         if (problem := find_unsafe(subject)) is not None:
             raise UnsafeValueError(f"subject: {problem}", field="subject")

@@ -10,9 +10,19 @@
     organiser: {name: CWO, email: events@example.org}
     ---
 
+    Dear {{ subscriber.first_name | default("comrade", true) }}, ...
+
+    --- reminder ---
+    The meeting is tomorrow ...
+
 An online event gives `online_url` (the join link) instead of `venue` and `address`; a
 hybrid event gives all three.
-    Dear {{ subscriber.first_name | default("comrade", true) }}, ...
+
+RSVP (issue 14): `rsvp: true`, or any of `capacity`, `max_guests`, `rsvp_note_prompt`,
+`rsvp_closes`, `reminder`, makes the invitation answerable ("I'll come", "Maybe", "Can't
+come"); without them the message carries no RSVP links (a newsletter needs none).
+Follow-up bodies are sections of the same file after a `--- reminder ---` or
+`--- update ---` line, so an event and everything sent about it stay in one file.
 
 Every problem is reported with the file and the line it is on, because organisers fix
 these files by hand. `load_event` stops at the first problem; `parse_event` returns them
@@ -22,6 +32,7 @@ all (the template checks live in mailer.message.lint).
 from __future__ import annotations
 
 import difflib
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,14 +40,31 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mailer.errors import EventFileError, InputError
+from mailer.models import MessageKind
 from mailer.safety import find_unsafe
 
 DEFAULT_DURATION = timedelta(hours=2)
 FENCE = "---"
-_LOADER_FIELDS = frozenset({"description", "slug", "path", "body_line"})
+_LOADER_FIELDS = frozenset(
+    {"description", "slug", "path", "body_line", "sections", "section_lines"}
+)
+# Any of these keys makes the invitation answerable (unless `rsvp: false`).
+RSVP_KEYS = frozenset({"capacity", "max_guests", "rsvp_note_prompt", "rsvp_closes", "reminder"})
+_SECTION = re.compile(r"---[ \t]*(reminder|update)[ \t]*---[ \t]*")
+_BEFORE = re.compile(r"(\d{1,4})\s*(minute|hour|day|week)s?\s+before", re.IGNORECASE)
+_UNITS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
+FOLLOW_UP_SUBJECT = {MessageKind.REMINDER: "Reminder", MessageKind.UPDATE: "Update"}
 ONLINE_URL_GIVEN = "online_url_given"  # validation context key, see Event._place
 
 
@@ -86,13 +114,42 @@ class Event(BaseModel):
     preheader: str | None = Field(default=None, max_length=200)  # the inbox preview line
     organiser: Organiser
     layout: str = "default"
+    # RSVP (issue 14); see the module docstring for when links appear.
+    rsvp: bool | None = None
+    capacity: int | None = Field(default=None, ge=1, le=100_000)
+    max_guests: int = Field(default=0, ge=0, le=20)
+    rsvp_note_prompt: str | None = Field(default=None, max_length=200)
+    rsvp_closes: datetime | None = None
+    reminder: timedelta | None = None
     # Filled in by load_event from the file itself, never from the front matter.
     description: str = ""
     slug: str = ""
     path: Path = Path()
     body_line: int = 1
+    sections: dict[str, str] = Field(default_factory=dict)
+    section_lines: dict[str, int] = Field(default_factory=dict)
 
     _strings = field_validator("title", "subject")(_one_line)
+    _prompt = field_validator("rsvp_note_prompt")(_one_line)
+
+    @field_validator("reminder", mode="before")
+    @classmethod
+    def _reminder(cls, value: object) -> timedelta | None:
+        if value is None:
+            return None
+        match = _BEFORE.fullmatch(str(value).strip())
+        if not isinstance(value, str) or match is None:
+            raise ValueError("write it like '1 day before' or '3 hours before'")
+        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+
+    @model_validator(mode="after")
+    def _rsvp_rules(self) -> Event:
+        given = sorted(RSVP_KEYS & self.model_fields_set)
+        if self.rsvp is False and given:
+            raise ValueError(f"rsvp: false, yet {', '.join(given)} given (leave them out)")
+        if self.rsvp_closes is not None and self.rsvp_closes > self.ends:
+            raise ValueError("rsvp_closes: must not be after the event ends")
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -105,7 +162,7 @@ class Event(BaseModel):
             ) from exc
         return value
 
-    @field_validator("starts_at", "ends_at")
+    @field_validator("starts_at", "ends_at", "rsvp_closes")
     @classmethod
     def _localise(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
         zone_name = info.data.get("timezone")
@@ -165,6 +222,41 @@ class Event(BaseModel):
         if not value or not value.replace("-", "").replace("_", "").isalnum():
             raise ValueError("must be a plain name like 'default' (letters, digits, - and _)")
         return value
+
+    @property
+    def rsvp_enabled(self) -> bool:
+        """Whether the invitation carries RSVP links: `rsvp: true` or any RSVP key."""
+        return self.rsvp if self.rsvp is not None else bool(RSVP_KEYS & self.model_fields_set)
+
+    @property
+    def answers_close(self) -> datetime:
+        """Until when answers can be given or changed: `rsvp_closes`, else the start."""
+        return self.rsvp_closes if self.rsvp_closes is not None else self.starts_at
+
+    @property
+    def reminder_at(self) -> datetime | None:
+        """When the reminder goes, from `reminder: N days before`; None without one."""
+        return None if self.reminder is None else self.starts_at - self.reminder
+
+    def for_message(self, kind: MessageKind) -> Event:
+        """The event as `kind` sends it: a follow-up's body is its section of the file and
+        its subject says what it is; the invitation is the event itself."""
+        if kind is MessageKind.INVITATION:
+            return self
+        subject = self.subject if "{" in self.title else self.title
+        changes: dict[str, object] = {"subject": f"{FOLLOW_UP_SUBJECT[kind]}: {subject}"}
+        if kind.value in self.sections:
+            changes.update(
+                description=self.sections[kind.value], body_line=self.section_lines[kind.value]
+            )
+        elif kind is MessageKind.REMINDER:
+            raise EventFileError(
+                "no reminder to send: the event file has no '--- reminder ---' section",
+                path=self.path,
+                hint="End the invitation with a line '--- reminder ---' and write the "
+                "reminder's text below it.",
+            )
+        return self.model_copy(update=changes)
 
     @property
     def ends(self) -> datetime:
@@ -254,7 +346,29 @@ def parse_event(path: Path) -> tuple[Event | None, list[InputError]]:
         for key in sorted(_LOADER_FIELDS & data.keys())
     ]
     fields = {k: v for k, v in data.items() if k not in _LOADER_FIELDS}
-    fields.update(description=body, slug=path.stem, path=path, body_line=body_line)
+    body, sections, section_lines = _sections(body, body_line)
+    errors += [
+        EventFileError(f"'--- {name} ---' appears twice", path=path, line=line)
+        for name, line in section_lines.items()
+        if line < 0
+    ]
+    section_lines = {name: abs(line) for name, line in section_lines.items()}
+    if "reminder" in data and "reminder" not in sections:
+        errors.append(
+            EventFileError(
+                "reminder: the file has no '--- reminder ---' section to send",
+                path=path,
+                line=lines[("reminder",)] + 1,
+            )
+        )
+    fields.update(
+        description=body,
+        slug=path.stem,
+        path=path,
+        body_line=body_line,
+        sections=sections,
+        section_lines=section_lines,
+    )
     try:
         given = fields.get("online_url") is not None
         event = Event.model_validate(fields, context={ONLINE_URL_GIVEN: given})
@@ -269,6 +383,24 @@ def parse_event(path: Path) -> tuple[Event | None, list[InputError]]:
             errors.append(EventFileError(f"{'.'.join(loc)}: {message}", path=path, line=line))
         return None, sorted(errors, key=lambda error: error.line or 0)
     return (event, errors) if errors else (event, [])
+
+
+def _sections(body: str, body_line: int) -> tuple[str, dict[str, str], dict[str, int]]:
+    """(the invitation's body, follow-up bodies by name, the line each starts on). A name
+    seen twice gets a negative line (reported as an error by the caller)."""
+    parts: dict[str, list[str]] = {}
+    starts: dict[str, int] = {}
+    current: list[str] = []
+    main = current
+    for number, line in enumerate(body.splitlines(keepends=True), start=body_line):
+        found = _SECTION.fullmatch(line.rstrip("\r\n"))
+        if found is None:
+            current.append(line)
+            continue
+        name = found.group(1)
+        starts[name] = -number if name in starts else number + 1
+        current = parts.setdefault(name, [])
+    return "".join(main), {k: "".join(v) for k, v in parts.items()}, starts
 
 
 def front_matter_keys(model: type[BaseModel] = Event) -> list[str]:

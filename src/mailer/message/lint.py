@@ -33,7 +33,7 @@ from mailer.message.event import Event, parse_event
 from mailer.message.layouts import find_layout
 from mailer.message.render import Blank, Renderer, read_template
 from mailer.message.templating import front_matter_line, make_environment, parse_checked
-from mailer.models import Recipient
+from mailer.models import MessageKind, Recipient
 
 _SAMPLE_VALUE = "Sample"
 
@@ -169,6 +169,11 @@ def _sources(event: Event, *, templates_dir: Path) -> tuple[list[_Source], list[
     wanted: list[tuple[str, Path, int, frozenset[str]]] = [
         (event.subject, event.path, front_matter_line(event.path, "subject"), frozenset()),
         (event.description, event.path, event.body_line, frozenset()),
+        # Follow-up sections (issue 14) are checked with the invitation, not when sent.
+        *(
+            (text, event.path, event.section_lines[name], frozenset())
+            for name, text in event.sections.items()
+        ),
     ]
     try:
         layout = find_layout(event.layout, event_path=event.path, templates_dir=templates_dir)
@@ -201,15 +206,19 @@ def _trial_render(
         if columns is None
         else {name: _SAMPLE_VALUE for name, count in columns.present.items() if count}
     )
+    rsvp = "https://example.org/r/sample" if event.rsvp_enabled else None
+    # The invitation, then each follow-up section as it would be sent.
+    messages = [event] + [event.for_message(MessageKind(name)) for name in event.sections]
     try:
-        renderer = Renderer(
-            event,
-            templates_dir=templates_dir,
-            list_name=columns.list_name if columns else "List",
-            calendar_url="https://example.org/",
-        )
-        sample = Recipient(0, "sample@example.org", "Sample Subscriber", attributes)
-        renderer.render(sample, unsubscribe_url="https://example.org/u/sample")
+        for message in messages:
+            renderer = Renderer(
+                message,
+                templates_dir=templates_dir,
+                list_name=columns.list_name if columns else "List",
+                calendar_url="https://example.org/",
+            )
+            sample = Recipient(0, "sample@example.org", "Sample Subscriber", attributes)
+            renderer.render(sample, unsubscribe_url="https://example.org/u/sample", rsvp_url=rsvp)
     except TemplateError as exc:
         return [exc]
     return []

@@ -302,22 +302,38 @@ class Renderer:
         anonymous = {"name": "", "first_name": "", "email": "", "attributes": Blank()}
         self.description_text = tidy_text(self._call(body_text, anonymous, ""))
 
-    def render(self, recipient: Recipient, *, unsubscribe_url: str) -> RenderedMessage:
-        """Subject, text and HTML for one subscriber; raises TemplateError (file, line)."""
+    def render(
+        self, recipient: Recipient, *, unsubscribe_url: str, rsvp_url: str | None = None
+    ) -> RenderedMessage:
+        """Subject, text and HTML for one subscriber; raises TemplateError (file, line).
+
+        `rsvp_url`: the guest's RSVP page (issue 14); the layouts show "I'll come",
+        "Maybe" and "Can't come" links to it, each naming its answer, when given."""
         subscriber = subscriber_context(recipient)
+        rsvp = rsvp_links(rsvp_url)
         subject = self.event.subject
         if self._subject is not None:
-            subject = " ".join(self._call(self._subject, subscriber, unsubscribe_url).split())
-        text = tidy_text(self._call(self._text, subscriber, unsubscribe_url), self._wrapped)
-        html = self._call(self._html, subscriber, unsubscribe_url)
+            subject = " ".join(self._call(self._subject, subscriber, unsubscribe_url, rsvp).split())
+        text = tidy_text(self._call(self._text, subscriber, unsubscribe_url, rsvp), self._wrapped)
+        html = self._call(self._html, subscriber, unsubscribe_url, rsvp)
         return RenderedMessage(subject=subject, text=text, html=html)
 
     # -- internals ----------------------------------------------------------------------
 
-    def _call(self, part: _Part, subscriber: Mapping[str, Any], url: str) -> str:
+    def _call(
+        self,
+        part: _Part,
+        subscriber: Mapping[str, Any],
+        url: str,
+        rsvp: Mapping[str, str] | None = None,
+    ) -> str:
         try:
             return render_bounded(
-                part.template, self._shared, subscriber=subscriber, unsubscribe_url=url
+                part.template,
+                self._shared,
+                subscriber=subscriber,
+                unsubscribe_url=url,
+                rsvp=rsvp,
             )
         except RENDER_FAILURES as exc:
             raise render_error(exc, lines=part.lines, what=f"rendering the {part.what}") from exc
@@ -367,6 +383,14 @@ class Renderer:
             ),
             self._compile(self._text_env, *ph.restore(body, default=self.event.path), "body"),
         )
+
+
+def rsvp_links(url: str | None) -> dict[str, str] | None:
+    """The layouts' `rsvp`: the page, and the page naming each answer (which the page
+    offers first; only the page's own button records it)."""
+    if url is None:
+        return None
+    return {"url": url, **{answer: f"{url}?answer={answer}" for answer in ("yes", "maybe", "no")}}
 
 
 def _links(event: Event, google: str) -> dict[str, str]:

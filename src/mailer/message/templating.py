@@ -40,7 +40,7 @@ from mailer.message.sandbox import (
 # The names a template may use; anything else is a typo we report before sending.
 CONTEXT_NAMES = frozenset(
     {"subscriber", "event", "calendar_url", "calendar", "unsubscribe_url", "list_name"}
-    | {"preheader", "postal_address"}
+    | {"preheader", "postal_address", "rsvp"}
 )
 SUBSCRIBER_FIELDS = frozenset({"name", "first_name", "email", "attributes"})
 EVENT_FIELDS = frozenset(

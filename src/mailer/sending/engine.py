@@ -37,7 +37,7 @@ from mailer.sending.journal import Journal
 from mailer.sending.policy import CircuitBreaker, RetryPolicy
 from mailer.sending.ports import Ledger
 from mailer.sending.ratelimit import Limit, RateLimiter
-from mailer.tokens import TokenSigner, unsubscribe_url
+from mailer.tokens import TokenSigner, rsvp_url, unsubscribe_url
 
 log = logging.getLogger("mailer.worker")
 
@@ -425,11 +425,20 @@ class Dispatcher:
             name=delivery.name,
             attributes=delivery.attributes,
         )
+        rsvp = None
+        if self.builder.event.rsvp_enabled:  # issue 14: the guest's own answer page
+            rsvp = rsvp_url(
+                self.base_url,
+                self.signer.sign_rsvp(
+                    subscriber_id=delivery.subscriber_id, campaign_id=self.campaign_id
+                ),
+            )
         try:
             message = self.builder.build(
                 recipient,
                 unsubscribe_url=unsubscribe_url(self.base_url, token),
                 message_id=delivery.message_id,
+                rsvp_url=rsvp,
             )
         except MailerError as exc:
             return Outcome(DeliveryStatus.FAILED, None, f"could not build the message: {exc}"), None

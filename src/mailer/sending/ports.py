@@ -17,6 +17,7 @@ from mailer.models import (
     DeliveryCounts,
     DeliveryStatus,
     DueDelivery,
+    FollowUpAudience,
     RecordedOutcome,
 )
 
@@ -94,7 +95,12 @@ class CampaignLedger(Ledger, Protocol):
     ) -> None: ...
 
     def snapshot_audience(
-        self, campaign_id: int, list_id: int, *, message_id_domain: str = ...
+        self,
+        campaign_id: int,
+        list_id: int,
+        *,
+        message_id_domain: str = ...,
+        audience: FollowUpAudience | None = ...,
     ) -> int | None: ...
 
     def in_flight(self, campaign_id: int) -> list[tuple[int, int, int]]: ...

@@ -17,11 +17,17 @@ from pathlib import Path
 from mailer.config import Settings
 from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, ConfigError
-from mailer.message.calendar import revision, schedule_key
+from mailer.message.calendar import revision, schedule_key, update_key
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import Event, load_event
 from mailer.message.lint import ensure_templates
-from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
+from mailer.models import (
+    CampaignRecord,
+    CampaignStatus,
+    DeliveryCounts,
+    FollowUpAudience,
+    MessageKind,
+)
 from mailer.preflight import check_real_send
 from mailer.sending.engine import (
     Dispatcher,
@@ -160,10 +166,20 @@ def calendar_sequence(store: CampaignLedger, campaign: CampaignRecord, event: Ev
     """The invite's SEQUENCE: how many times the event's time, place or join link changed
     across the campaigns of this event that reached anyone, this one last. Records this
     campaign's key, so the next campaign counts it (a resend of the same facts keeps the
-    number; a corrected time raises it, and calendars update their entry)."""
+    number; a corrected time raises it, and calendars update their entry). An update
+    (`--message update`) always raises it (calendar.update_key)."""
     key = schedule_key(event)
+    if campaign.message is MessageKind.UPDATE:
+        key = update_key(key, campaign.id)
     store.record_schedule_key(campaign.id, key)
     return revision([*store.earlier_schedule_keys(campaign.event_slug, campaign.id), key])
+
+
+def follow_up_audience(campaign: CampaignRecord) -> FollowUpAudience | None:
+    """Whom of its list a follow-up campaign takes; None for a plain invitation."""
+    if campaign.message is MessageKind.INVITATION and campaign.audience_filter is None:
+        return None
+    return FollowUpAudience(campaign.event_slug, campaign.message, campaign.audience_filter)
 
 
 def make_limiter(settings: Settings, store: CampaignLedger) -> RateLimiter:
@@ -277,6 +293,8 @@ async def run_campaign(
         journal = journal_factory(journal_of(owner))
         if event is None:
             event = load_event(Path(campaign.event_path))
+        # A reminder or an update sends its section of the event file (issue 14).
+        event = event.for_message(campaign.message)
         builder = invitation_builder(
             settings,
             event,
@@ -286,7 +304,12 @@ async def run_campaign(
             sequence=calendar_sequence(store, campaign, event),
             signer=signer,
         )
-        store.snapshot_audience(campaign_id, campaign.list_id, message_id_domain=builder.domain)
+        store.snapshot_audience(
+            campaign_id,
+            campaign.list_id,
+            message_id_domain=builder.domain,
+            audience=follow_up_audience(campaign),
+        )
     except BaseException as exc:
         problem = journal_error(journal_of(owner), exc) if isinstance(exc, OSError) else exc
         store.release_campaign(

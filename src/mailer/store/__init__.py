@@ -15,6 +15,7 @@ from mailer.store.keys import SigningKeyQueries
 from mailer.store.ledger import LedgerQueries
 from mailer.store.lists import ListQueries
 from mailer.store.recipient_pages import PageQueries
+from mailer.store.rsvps import RsvpQueries
 from mailer.store.suppressions import SuppressionQueries
 
 
@@ -27,6 +28,7 @@ class Store(
     SuppressionQueries,
     PageQueries,
     SigningKeyQueries,
+    RsvpQueries,
 ):
     """The database: lists, subscribers, suppressions, campaigns and their ledger."""
 

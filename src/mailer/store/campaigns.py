@@ -22,7 +22,14 @@ from sqlalchemy import (
 
 from mailer.clock import as_utc, utcnow
 from mailer.errors import NotFoundError
-from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts, DeliveryStatus
+from mailer.models import (
+    AudienceFilter,
+    CampaignRecord,
+    CampaignStatus,
+    DeliveryCounts,
+    DeliveryStatus,
+    MessageKind,
+)
 from mailer.store.base import StoreBase
 from mailer.store.schema import UtcDateTime, campaigns, deliveries, lists
 
@@ -56,7 +63,20 @@ def _record(row: Row[tuple[object, ...]]) -> CampaignRecord:
         relay_pauses=int(m["relay_pauses"] or 0),
         schedule_key=m["schedule_key"],
         list_title=m["list_title"],
+        message=MessageKind(m["message"] or MessageKind.INVITATION.value),
+        audience_filter=parse_audience(m["audience_filter"]),
     )
+
+
+def parse_audience(value: str | None) -> frozenset[AudienceFilter] | None:
+    """The stored `--only` list (comma-separated AudienceFilter values); None: everyone."""
+    if not value:
+        return None
+    return frozenset(AudienceFilter(part) for part in value.split(","))
+
+
+def format_audience(only: frozenset[AudienceFilter] | None) -> str | None:
+    return None if not only else ",".join(sorted(f.value for f in only))
 
 
 def _relay_pause_over(now: datetime) -> ColumnElement[bool]:
@@ -66,6 +86,13 @@ def _relay_pause_over(now: datetime) -> ColumnElement[bool]:
         & campaigns.c.retry_at.is_not(None)
         & (campaigns.c.retry_at <= now)
     )
+
+
+def _same_audience(only: frozenset[AudienceFilter] | None) -> ColumnElement[bool]:
+    stored = format_audience(only)
+    if stored is None:
+        return campaigns.c.audience_filter.is_(None)
+    return campaigns.c.audience_filter == stored
 
 
 _CAMPAIGN_QUERY = select(
@@ -85,9 +112,12 @@ class CampaignQueries(StoreBase):
         scheduled_at: datetime | None = None,
         lease_owner: str | None = None,
         lease: timedelta | None = None,
+        message: MessageKind = MessageKind.INVITATION,
+        only: frozenset[AudienceFilter] | None = None,
     ) -> int:
         """A new campaign; with `lease_owner`, held by that sender from the start, so a
-        running worker cannot take it between its creation and the creator's claim."""
+        running worker cannot take it between its creation and the creator's claim.
+        `message` and `only`: a follow-up (issue 14) and whose answers it goes to."""
         now = utcnow()
         with self.engine.begin() as connection:
             return int(
@@ -104,6 +134,8 @@ class CampaignQueries(StoreBase):
                         updated_at=now,
                         lease_owner=lease_owner,
                         lease_expires_at=now + lease if lease_owner and lease else None,
+                        message=message.value,
+                        audience_filter=format_audience(only),
                     )
                     .returning(campaigns.c.id)
                 ).scalar_one()
@@ -118,13 +150,23 @@ class CampaignQueries(StoreBase):
             )
         return _record(row)
 
-    def find_unfinished_campaign(self, event_slug: str, list_id: int) -> CampaignRecord | None:
-        """The newest campaign of this event to this list that has not finished."""
+    def find_unfinished_campaign(
+        self,
+        event_slug: str,
+        list_id: int,
+        *,
+        message: MessageKind = MessageKind.INVITATION,
+        only: frozenset[AudienceFilter] | None = None,
+    ) -> CampaignRecord | None:
+        """The newest campaign of this event to this list that has not finished, sending
+        the same message to the same answers (a reminder is not the invitation)."""
         with self.engine.connect() as connection:
             row = connection.execute(
                 _CAMPAIGN_QUERY.where(
                     campaigns.c.event_slug == event_slug,
                     campaigns.c.list_id == list_id,
+                    campaigns.c.message == message.value,
+                    _same_audience(only),
                     campaigns.c.status.in_([s.value for s in UNFINISHED]),
                 )
                 .order_by(campaigns.c.id.desc())
@@ -173,9 +215,17 @@ class CampaignQueries(StoreBase):
             raise NotFoundError(f"no campaign {campaign_id}")
         return CampaignStatus(value)
 
-    def last_sent_campaign(self, event_slug: str, list_id: int) -> CampaignRecord | None:
+    def last_sent_campaign(
+        self,
+        event_slug: str,
+        list_id: int,
+        *,
+        message: MessageKind = MessageKind.INVITATION,
+        only: frozenset[AudienceFilter] | None = None,
+    ) -> CampaignRecord | None:
         """The newest finished or cancelled campaign of this event to this list that
-        reached anyone (a `sent` row): sending the event again would mail them twice."""
+        reached anyone (a `sent` row): sending the event again would mail them twice.
+        Only campaigns of the same message to the same answers count."""
         reached = (
             select(deliveries.c.id)
             .where(
@@ -190,6 +240,8 @@ class CampaignQueries(StoreBase):
                 _CAMPAIGN_QUERY.where(
                     campaigns.c.event_slug == event_slug,
                     campaigns.c.list_id == list_id,
+                    campaigns.c.message == message.value,
+                    _same_audience(only),
                     campaigns.c.status.in_(
                         [CampaignStatus.FINISHED.value, CampaignStatus.CANCELLED.value]
                     ),

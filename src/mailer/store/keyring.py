@@ -38,7 +38,7 @@ from typing import Protocol
 from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.errors import ConfigError, TokenError
-from mailer.tokens import LinkClaims, TokenSigner
+from mailer.tokens import LinkClaims, RsvpClaims, TestMessageClaims, TokenSigner
 
 MIN_KEY_CHARS = 16
 # A server reads the store for new keys at most this often (seconds), on unknown links only.
@@ -174,6 +174,14 @@ class StoreKeySigner(TokenSigner):
             if not self._learn_new_keys():
                 raise
         return self._verifier.verify_calendar(token)
+
+    def verify_rsvp(self, token: str) -> RsvpClaims | TestMessageClaims:
+        try:
+            return self._verifier.verify_rsvp(token)
+        except TokenError:
+            if not self._learn_new_keys():
+                raise
+        return self._verifier.verify_rsvp(token)
 
     def _learn_new_keys(self) -> bool:
         """True if the store holds keys this signer did not know (now it does)."""

@@ -30,6 +30,7 @@ from mailer.clock import as_utc, utcnow
 from mailer.models import (
     DeliveryStatus,
     DueDelivery,
+    FollowUpAudience,
     RecordedOutcome,
     ReportRow,
     SubscriberStatus,
@@ -37,6 +38,7 @@ from mailer.models import (
     UnsubscribeSource,
 )
 from mailer.store.base import StoreBase
+from mailer.store.rsvps import follow_up_condition
 from mailer.store.schema import campaigns, deliveries, memberships, subscribers
 from mailer.store.suppressions import SuppressionQueries, active_suppression
 
@@ -123,9 +125,17 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             return int(connection.execute(query).scalar_one())
 
     def snapshot_audience(
-        self, campaign_id: int, list_id: int, *, message_id_domain: str = "mailer.invalid"
+        self,
+        campaign_id: int,
+        list_id: int,
+        *,
+        message_id_domain: str = "mailer.invalid",
+        audience: FollowUpAudience | None = None,
     ) -> int | None:
         """Freeze the audience into the ledger once; None if it was already taken.
+
+        `audience`: a follow-up (issue 14) takes only the list's members it names (by
+        their answers; a reminder never anyone who already had it).
 
         Each row gets its Message-ID here, random (128 bits or more) and on the row before
         any message is built: a resend of an unknown outcome reuses it, and no two stores
@@ -141,7 +151,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             ).rowcount
             if not first:
                 return None
-            audience = (
+            taken = (
                 select(
                     literal(campaign_id),
                     subscribers.c.id,
@@ -158,7 +168,14 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                         memberships.c.list_id == list_id,
                     ),
                 )
-                .where(_mailable(list_id))
+                .where(
+                    _mailable(list_id),
+                    *(
+                        [follow_up_condition(audience, campaign_id=campaign_id)]
+                        if audience is not None
+                        else []
+                    ),
+                )
             )
             result = connection.execute(
                 insert(deliveries).from_select(
@@ -171,7 +188,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                         "updated_at",
                         "message_id",
                     ],
-                    audience,
+                    taken,
                 )
             )
             if result.rowcount is not None and result.rowcount >= 0:

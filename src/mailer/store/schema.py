@@ -135,6 +135,10 @@ campaigns = Table(
     Column("relay_pauses", Integer, nullable=False, server_default="0"),
     # What time and place the invite was sent for (calendar.schedule_key): SEQUENCE.
     Column("schedule_key", String(32)),
+    # Issue 14: what the campaign sends (models.MessageKind) and to which answers
+    # (a comma list of models.AudienceFilter values; NULL: the whole list).
+    Column("message", String(20), nullable=False, server_default="invitation"),
+    Column("audience_filter", String(100)),
     Index("ix_campaigns_status", "status"),
 )
 
@@ -155,4 +159,35 @@ deliveries = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
     Index("ix_deliveries_campaign_status", "campaign_id", "status", "id"),
+)
+
+# -- RSVP (issue 14) ---------------------------------------------------------------------
+
+# One row per event that has answers: locked (FOR UPDATE on PostgreSQL) while its places
+# are counted and given out, so concurrent "yes" answers never over-fill it.
+rsvp_events = Table(
+    "rsvp_events",
+    metadata,
+    Column("event_slug", String(200), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# One answer per (event, subscriber); the event is its file's slug, as for the invite's UID.
+rsvps = Table(
+    "rsvps",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_slug", String(200), nullable=False),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("campaign_id", BigInteger),  # whose link answered last (for the record)
+    Column("status", String(20), nullable=False),  # models.RsvpStatus
+    Column("guests", Integer, nullable=False, server_default="0"),
+    Column("note", Text),
+    Column("answered_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("waiting_since", UtcDateTime),  # the waiting list's order
+    Column("promoted_at", UtcDateTime),  # moved up from the waiting list
+    Column("notified_at", UtcDateTime),  # ... and told so by mail
+    UniqueConstraint("event_slug", "subscriber_id", name="uq_rsvps_event_subscriber"),
+    Index("ix_rsvps_subscriber", "subscriber_id"),
 )

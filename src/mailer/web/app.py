@@ -13,6 +13,8 @@ is checked and before the body is read: only they know whether a token is valid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -21,8 +23,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.routing import Route
 
+from mailer.clock import utcnow
 from mailer.config import Settings
-from mailer.message.calendar import revision, schedule_key
+from mailer.message.calendar import base_key, revision, schedule_key
 from mailer.message.event import Event
 from mailer.models import CampaignRecord
 from mailer.store import Store
@@ -31,6 +34,7 @@ from mailer.web.calendar_page import CalendarFeed, SequenceOf
 from mailer.web.limits import MAX_BODY_BYTES, POST_BURST, POST_RATE_PER_MINUTE
 from mailer.web.pages import Pages
 from mailer.web.rendering import STYLESHEET, PageRenderer, web_templates_dir
+from mailer.web.rsvp_page import Notifier, RsvpPages
 from mailer.web.security import (
     AccessLogMiddleware,
     SecurityHeadersMiddleware,
@@ -50,9 +54,13 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     max_rate_clients: int = 10_000,
     templates_dir: Path | None = None,
+    now: Callable[[], datetime] = utcnow,
+    notify_promoted: Notifier | None = None,
 ) -> Starlette:
     """The unsubscribe app. `post_rate_per_minute` / `post_burst`: the budget per client
-    for POSTs with an invalid link (`None` turns it off); valid links are never limited."""
+    for POSTs with an invalid link (`None` turns it off); valid links are never limited.
+    `now`: the clock RSVP answers are checked against (`rsvp_closes`); `notify_promoted`:
+    tells guests moved up from a waiting list (default: a message through the relay)."""
     renderer = PageRenderer(
         templates_dir or web_templates_dir(settings.templates_dir),
         organisation=settings.from_name,
@@ -77,8 +85,21 @@ def create_app(
     calendar = CalendarFeed(
         store=store, signer=signer, settings=settings, sequence_of=_served_sequence(store)
     )
+    rsvp = RsvpPages(
+        store=store,
+        signer=signer,
+        renderer=renderer,
+        site_origin=site_origin,
+        base_url=settings.base_url,
+        now=now,
+        notify=notify_promoted or _notify_by_mail(store, signer, settings, now),
+        invalid_link_limiter=limiter,
+        refuse_invalid_post=pages.refuse_invalid_post,
+    )
     routes = [
         Route("/u/{token}", pages.show, methods=["GET"]),
+        Route("/r/{token}", rsvp.show, methods=["GET"]),
+        Route("/r/{token}", rsvp.answer, methods=["POST"]),
         Route("/c/{token}.ics", calendar.ics, methods=["GET"]),
         Route("/u/{token}", pages.unsubscribe, methods=["POST"]),
         Route("/u/{token}/resubscribe", pages.resubscribe, methods=["POST"]),
@@ -101,6 +122,25 @@ def create_app(
     return app
 
 
+def _notify_by_mail(
+    store: Store, signer: TokenSigner, settings: Settings, now: Callable[[], datetime]
+) -> Notifier:
+    async def notify(campaign: CampaignRecord, event: Event, moved: tuple[int, ...]) -> int:
+        from mailer.campaigns.rsvp import tell_promoted_via_smtp
+
+        return await tell_promoted_via_smtp(
+            store,
+            settings=settings,
+            signer=signer,
+            campaign=campaign,
+            event=event,
+            subscriber_ids=moved,
+            now=now(),
+        )
+
+    return notify
+
+
 def _served_sequence(store: Store) -> SequenceOf:
     """The SEQUENCE the calendar link serves: the one the campaign's invite carried
     (its recorded schedule key against the earlier campaigns'), raised once more if the
@@ -108,8 +148,11 @@ def _served_sequence(store: Store) -> SequenceOf:
 
     def sequence_of(campaign: CampaignRecord, event: Event) -> int:
         keys = store.earlier_schedule_keys(campaign.event_slug, campaign.id)
+        current = schedule_key(event)
         if campaign.schedule_key is not None:
             keys.append(campaign.schedule_key)
-        return revision([*keys, schedule_key(event)])
+            if base_key(campaign.schedule_key) == current:  # an update's mark is no change
+                return revision(keys)
+        return revision([*keys, current])
 
     return sequence_of

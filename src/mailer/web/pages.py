@@ -93,14 +93,14 @@ class Pages:
         """POST /u/{token}: off the list now; idempotent; 200 with a confirmation."""
         claims = self._claims(request)
         if claims is None:
-            return self._refuse_invalid_post(request)
+            return self.refuse_invalid_post(request)
         source = await _source_of(request)
         if isinstance(claims, TestMessageClaims):
             logger.info(fields(event="test-link-posted", list=claims.list_id, source=source.value))
             return self._test_message_page(request)
         recipient = await self._db(self._unsubscribe, claims, source)
         if recipient is None:
-            return self._refuse_invalid_post(request)
+            return self.refuse_invalid_post(request)
         logger.info(
             fields(
                 event="unsubscribed",
@@ -117,7 +117,7 @@ class Pages:
         only; a bounce or complaint stays in force)."""
         claims = self._claims(request)
         if claims is None:
-            return self._refuse_invalid_post(request)
+            return self.refuse_invalid_post(request)
         if not is_same_origin_form_post(request.headers, self.site_origin):
             logger.warning(fields(event="resubscribe-refused", reason="posted from another site"))
             return self.renderer.message(
@@ -132,7 +132,7 @@ class Pages:
             return self._test_message_page(request)
         recipient = await self._db(self._resubscribe, claims)
         if recipient is None:
-            return self._refuse_invalid_post(request)
+            return self.refuse_invalid_post(request)
         logger.info(
             fields(event="resubscribed", subscriber=claims.subscriber_id, list=claims.list_id)
         )
@@ -195,7 +195,7 @@ class Pages:
         except TokenError:
             return None
 
-    def _refuse_invalid_post(self, request: Request) -> Response:
+    def refuse_invalid_post(self, request: Request) -> Response:
         """The 404 for a POST with an invalid link, or 429 once this client has sent too
         many of them. Valid links never come here, so they are never limited."""
         if self.invalid_link_limiter is not None:

@@ -1,7 +1,8 @@
 """Request and response hardening, and a request log that never contains a token.
 
 The token in /u/{token} is a bearer credential for one person's subscription: anyone who
-reads it from a log could unsubscribe (or resubscribe) them. uvicorn's own access log
+reads it from a log could unsubscribe (or resubscribe) them; an RSVP link's (/r/{token})
+could answer for them. uvicorn's own access log
 prints the raw path, so `mailer serve` turns it off and this middleware logs instead,
 with the token and any query string removed.
 
@@ -42,7 +43,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 NO_STORE = (b"cache-control", b"no-store")
 
-_TOKEN_PATH = re.compile(r"^/u/[^/]*")
+_TOKEN_PATH = re.compile(r"^/([ur])/[^/]*")
 
 access_logger = logging.getLogger("mailer.web.access")
 
@@ -107,8 +108,8 @@ class TrailingSlashMiddleware:
 
 
 def redact_path(path: str) -> str:
-    """`/u/<token>/resubscribe` -> `/u/<redacted>/resubscribe`."""
-    return _TOKEN_PATH.sub("/u/<redacted>", path, count=1)
+    """`/u/<token>/resubscribe` -> `/u/<redacted>/resubscribe`; RSVP links (`/r/`) too."""
+    return _TOKEN_PATH.sub(r"/\1/<redacted>", path, count=1)
 
 
 class SecurityHeadersMiddleware:
