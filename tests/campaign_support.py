@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +106,36 @@ def run_mailer(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Complet
         check=False,
         stdin=subprocess.DEVNULL,
     )
+
+
+def answer_at_a_terminal(
+    env: dict[str, str], cwd: Path, answer: bytes, *args: str
+) -> tuple[int, str]:
+    """Run `mailer ARGS` on a real terminal (a pty), wait for its [y/N] question, type
+    `answer` and Enter; the exit status and everything the screen showed."""
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        mailer_command(*args), cwd=cwd, env=env, stdin=terminal, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    seen = b""
+    try:
+        while b"[y/N]" not in seen:
+            ready, _, _ = select.select([controller], [], [], 60)
+            assert ready, f"no question; the screen so far: {seen!r}"
+            seen += os.read(controller, 4096)
+        os.write(controller, answer + b"\n")
+        status = child.wait(timeout=60)
+        while select.select([controller], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if child.poll() is None:
+            child.kill()
+        os.close(controller)
+    return status, seen.decode("utf-8", "replace")

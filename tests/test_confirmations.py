@@ -3,43 +3,9 @@ and default to No; without one they refuse unless --yes; declined, nothing chang
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import subprocess
 from pathlib import Path
 
-from campaign_support import cli_environment, mailer_command, run_mailer
-
-
-def _at_a_terminal(env: dict[str, str], cwd: Path, answer: bytes, *args: str) -> tuple[int, str]:
-    """Run `mailer ARGS` on a pty, answer its [y/N] question; the status and the screen."""
-    controller, terminal = pty.openpty()
-    child = subprocess.Popen(
-        mailer_command(*args), cwd=cwd, env=env, stdin=terminal, stdout=terminal, stderr=terminal
-    )
-    os.close(terminal)
-    seen = b""
-    try:
-        while b"[y/N]" not in seen:
-            ready, _, _ = select.select([controller], [], [], 60)
-            assert ready, f"no question; the screen so far: {seen!r}"
-            seen += os.read(controller, 4096)
-        os.write(controller, answer + b"\n")
-        status = child.wait(timeout=60)
-        while select.select([controller], [], [], 0.5)[0]:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        if child.poll() is None:
-            child.kill()
-        os.close(controller)
-    return status, seen.decode("utf-8", "replace")
+from campaign_support import answer_at_a_terminal, cli_environment, run_mailer
 
 
 def _members(tmp_path: Path) -> dict[str, str]:
@@ -66,14 +32,16 @@ def test_remove_asks_first(tmp_path: Path) -> None:
     )
     assert "pass --yes to confirm" in unasked.stderr
 
-    status, screen = _at_a_terminal(env, tmp_path, b"", "subscribers", "remove", "ann@example.org")
+    status, screen = answer_at_a_terminal(
+        env, tmp_path, b"", "subscribers", "remove", "ann@example.org"
+    )
     assert status == 0
     assert "ann@example.org is on: friends, members." in screen
     assert "unsubscribes, bounces and complaints are kept" in screen
     assert "Nothing was changed." in screen
     assert (_count(env, tmp_path, "members"), _count(env, tmp_path, "friends")) == ("2", "2")
 
-    status, screen = _at_a_terminal(
+    status, screen = answer_at_a_terminal(
         env, tmp_path, b"y", "subscribers", "remove", "ann@example.org", "--list", "members"
     )
     assert status == 0
@@ -88,13 +56,13 @@ def test_remove_asks_first(tmp_path: Path) -> None:
 
 def test_delete_a_list_asks_first(tmp_path: Path) -> None:
     env = _members(tmp_path)
-    status, screen = _at_a_terminal(env, tmp_path, b"n", "lists", "delete", "members")
+    status, screen = answer_at_a_terminal(env, tmp_path, b"n", "lists", "delete", "members")
     assert status == 0
     assert "List 'members' (no title): 2 subscribed, 0 unsubscribed." in screen
     assert "Nothing was changed." in screen
     assert _count(env, tmp_path, "members") == "2"
 
-    status, screen = _at_a_terminal(env, tmp_path, b"y", "lists", "delete", "members")
+    status, screen = answer_at_a_terminal(env, tmp_path, b"y", "lists", "delete", "members")
     assert status == 0
     assert "Deleted list 'members': 2 member(s) taken off" in screen
     assert "members" not in run_mailer(env, tmp_path, "lists").stdout

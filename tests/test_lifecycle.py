@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, cli_environment, run_mailer
+from campaign_support import EVENT, answer_at_a_terminal, cli_environment, run_mailer
 from mailer.campaigns import lifecycle
 from mailer.errors import CampaignError
 from mailer.message.event import load_event
@@ -133,43 +133,13 @@ def test_the_send_confirmation_shows_what_recipients_will_see_and_defaults_to_no
 ) -> None:
     """At a real terminal (a pty): From, Reply-To, subject, the unsubscribe base, the list
     and its mailable count, and the relay, then a question whose default is No."""
-    import os
-    import pty
-    import select
-    import subprocess
-
-    from campaign_support import mailer_command
-
     env = members(tmp_path, smtp_server_thread.port, count=3)
     env["MAILER_REPLY_TO"] = "replies@cwo.example.org"
-    controller, terminal = pty.openpty()
-    child = subprocess.Popen(
-        mailer_command("send", str(EVENT), "--list", "members"),
-        cwd=tmp_path,
-        env=env,
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
+    # Enter: the default.
+    status, screen = answer_at_a_terminal(
+        env, tmp_path, b"", "send", str(EVENT), "--list", "members"
     )
-    os.close(terminal)
-    seen = b""
-    try:
-        while b"[y/N]" not in seen:
-            ready, _, _ = select.select([controller], [], [], 60)
-            assert ready, f"no prompt; the screen so far: {seen!r}"
-            seen += os.read(controller, 4096)
-        os.write(controller, b"\n")  # Enter: the default
-        assert child.wait(timeout=60) == 0
-        while select.select([controller], [], [], 0.5)[0]:
-            try:
-                seen += os.read(controller, 4096)
-            except OSError:  # the child closed the terminal
-                break
-    finally:
-        if child.poll() is None:
-            child.kill()
-        os.close(controller)
-    screen = seen.decode("utf-8", "replace")
+    assert status == 0
     assert "From:         Mailer demo <invitations@cwo.example.org>" in screen
     assert "Reply-To:     replies@cwo.example.org" in screen
     assert "Subject:      Invitation: CWO London Public Meeting" in screen

@@ -6,17 +6,13 @@ clock cannot change what they see."""
 
 from __future__ import annotations
 
-import os
-import pty
 import re
-import select
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, cli_environment, mailer_command, run_mailer
+from campaign_support import EVENT, answer_at_a_terminal, cli_environment, run_mailer
 from mailer.audience.importer import import_file
 from mailer.message.event import load_event
 from mailer.message.lint import lint_event, timing_problem
@@ -147,34 +143,11 @@ def test_at_a_terminal_the_question_says_it_and_enter_means_no(
 ) -> None:
     """At a real terminal (a pty) the question says the event has started; Enter takes
     the default, No: nothing stored, nothing sent."""
-    controller, terminal = pty.openpty()
-    child = subprocess.Popen(
-        mailer_command("send", str(EVENT), "--list", "members"),
-        cwd=tmp_path,
-        env=members,
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
+    status, screen = answer_at_a_terminal(
+        members, tmp_path, b"", "send", str(EVENT), "-l", "members"
     )
-    os.close(terminal)
-    seen = b""
-    try:
-        while b"[y/N]" not in seen:
-            ready, _, _ = select.select([controller], [], [], 60)
-            assert ready, f"no prompt; the screen so far: {seen!r}"
-            seen += os.read(controller, 4096)
-        os.write(controller, b"\n")
-        assert child.wait(timeout=60) == 0
-        while select.select([controller], [], [], 0.5)[0]:
-            try:
-                seen += os.read(controller, 4096)
-            except OSError:  # the child closed the terminal
-                break
-    finally:
-        if child.poll() is None:
-            child.kill()
-        os.close(controller)
-    screen = " ".join(seen.decode("utf-8", "replace").split())
+    assert status == 0
+    screen = " ".join(screen.split())
     assert re.search(r"The event started \d+ years ago \(Saturday 11 September 2021", screen)
     assert "Send to 2 subscriber(s)? [y/N]" in screen
     assert "Nothing was changed." in screen
