@@ -29,6 +29,20 @@ DOMAINS = [
     "example.org",
 ]
 NAMES = ["Zoë", "José", "Łukasz", "Amira", "Seán", "Priya", "Kwame", "Ingrid", "Mehmet", "Chloé"]
+# Local parts stay ASCII: one with non-ASCII letters needs SMTPUTF8, which mailer does not
+# send yet, so the import refuses it (every row must import for the figure to count).
+LOCAL_PARTS = [
+    "zoe",
+    "jose",
+    "lukasz",
+    "amira",
+    "sean",
+    "priya",
+    "kwame",
+    "ingrid",
+    "mehmet",
+    "chloe",
+]
 CITIES = ["London", "Manchester", "Leeds", "Glasgow", "Cardiff", "Belfast", "Bristol"]
 
 
@@ -37,11 +51,10 @@ def generate(path: Path, rows: int) -> None:
     with path.open("w", encoding="utf-8") as handle:
         handle.write("email,name,city,member_since\n")
         for i in range(rows):
-            name = rng.choice(NAMES)
+            which = rng.randrange(len(NAMES))
+            name, local = NAMES[which], LOCAL_PARTS[which]
             domain = rng.choice(DOMAINS) if i % 50 else f"club{i % 997}.example.net"
-            handle.write(
-                f"{name.lower()}.{i}@{domain},{name} {i},{rng.choice(CITIES)},{2000 + i % 25}\n"
-            )
+            handle.write(f"{local}.{i}@{domain},{name} {i},{rng.choice(CITIES)},{2000 + i % 25}\n")
 
 
 def child(csv_path: str, db_path: str) -> None:
