@@ -33,7 +33,12 @@ def root_options(
     ctx: typer.Context,
     database_url: Annotated[
         str | None,
-        typer.Option("--database-url", help="Overrides MAILER_DATABASE_URL.", show_default=False),
+        typer.Option(
+            "--database-url",
+            metavar="URL",
+            help="Overrides MAILER_DATABASE_URL.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Self-hosted mailing lists and event invitations."""
