@@ -11,7 +11,9 @@
     │   └── NotFoundError           a list, subscriber or campaign that does not exist
     ├── CampaignError               the campaign state forbids it (or the breaker paused it)
     ├── TransportError              the relay cannot be reached or refuses us as a whole (.code)
-    └── TokenError                  an unsubscribe token is malformed, forged or of an unknown key
+    ├── TokenError                  an unsubscribe token is malformed, forged or of an unknown key
+    └── WebhookError                a webhook request not acted on (.authenticated)
+        └── CertificateUnavailable  the SNS signing certificate could not be fetched (retry)
 
 Every class carries structured attributes rather than just a string, so that callers
 (the CLI, the web app, tests) can decide what to show without parsing messages.
@@ -110,3 +112,17 @@ class TransportError(MailerError, ConnectionError):
 
 class TokenError(MailerError, ValueError):
     """An unsubscribe token is malformed, tampered with, or signed by a key we do not hold."""
+
+
+class WebhookError(MailerError, ValueError):
+    """A relay's webhook request that is not acted on. `authenticated` False: unsigned,
+    badly signed, signed by a certificate off the SNS hosts, or from a topic that is not
+    ours (the web answers 401); True: genuine but not something we can read (400)."""
+
+    def __init__(self, message: str, *, authenticated: bool = False) -> None:
+        super().__init__(message)
+        self.authenticated = authenticated
+
+
+class CertificateUnavailable(WebhookError, ConnectionError):
+    """The signing certificate (on an SNS host) could not be fetched: SNS retries later."""

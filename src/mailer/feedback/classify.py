@@ -106,8 +106,8 @@ def _classify(
     addressed = [envelope_recipient or ""]
     for name in _RECIPIENT_HEADERS:
         addressed += header_values(message, name)
-    verp_token = _tagged_token(addressed, own.bounce)
-    mailed_unsubscribe_token = _tagged_token(addressed, own.unsubscribe)
+    verp_token = tagged_token(addressed, own.bounce)
+    mailed_unsubscribe_token = tagged_token(addressed, own.unsubscribe)
     to_unsubscribe = mailed_unsubscribe_token is not None or _addressed_to(
         addressed, own.unsubscribe
     )
@@ -129,7 +129,7 @@ def _classify(
         return Feedback(
             kind=FeedbackKind.COMPLAINT if abuse.is_complaint else FeedbackKind.OTHER,
             recipients=abuse.recipients,
-            verp_token=verp_token or _tagged_token(abuse.envelope_senders, own.bounce),
+            verp_token=verp_token or tagged_token(abuse.envelope_senders, own.bounce),
             message_id=abuse.message_id,
             status=None,
             diagnostic=f"Feedback-Type: {abuse.feedback_type}",
@@ -190,7 +190,7 @@ def _classify(
     return _other(source, "not a bounce, complaint or unsubscribe")
 
 
-def _tagged_token(values: Sequence[str], base: str | None) -> str | None:
+def tagged_token(values: Sequence[str], base: str | None) -> str | None:
     """TOKEN of the first `local+TOKEN@domain` in `values` (header values, addresses) for
     base `local@domain`; local part and domain compared without case, as servers deliver."""
     if not base or "@" not in base:
