@@ -55,6 +55,7 @@ KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12}")
 FEEDBACK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # A .env that names no MAILER_ setting belongs to some other tool: it marks no home.
 _MAILER_LINE = re.compile(r"^\s*(?:export\s+)?MAILER_\w+\s*=", re.MULTILINE)
+_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}")
 # The config file of the load in progress: settings_customise_sources is a classmethod
 # called from inside Settings(), so the file found with the home reaches it this way.
 _config_file: ContextVar[Path | None] = ContextVar("mailer_config_file", default=None)
@@ -189,6 +190,28 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=2.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
 
+    # Bounces (issue 12). With a bounce address, each message's envelope sender is
+    # `LOCAL+TOKEN@DOMAIN` (VERP), naming its ledger row; unset, it is the From address.
+    bounce_address: str | None = None
+    # Where bounces, complaints and mailed unsubscribes arrive: imaps://USER@HOST/INBOX,
+    # pop3s://USER@HOST, maildir:/PATH (imap:// and pop3:// on this machine only).
+    bounce_mailbox: str | None = None
+    bounce_password: SecretStr | None = None
+    bounce_poll_interval: float = Field(default=300.0, gt=0)
+    # A hard bounce suppresses at once; soft bounces once this many within the days.
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    soft_bounce_days: float = Field(default=30.0, gt=0)
+    # IMAP/Maildir: where handled messages go ("": deleted; POP3 always deletes them), and
+    # where messages for a person go (unset: left where they are).
+    bounce_processed_folder: str = "Processed"
+    bounce_unhandled_folder: str | None = None
+    # Relays that report by HTTP (issue 12). POST /webhooks/bounce needs a body signed with
+    # this secret (HMAC-SHA256); unset, the route does not exist (404).
+    webhook_secret: SecretStr | None = None
+    # POST /webhooks/ses acts only on SNS messages from these topics (JSON list of ARNs):
+    # SNS signs any topic's messages, an attacker's own too. Empty: the route is 404.
+    ses_topic_arns: list[str] = Field(default_factory=list)
+
     # How load_settings found the home (None for settings built directly, as tests do).
     _found: Home | None = PrivateAttr(default=None)
 
@@ -199,6 +222,63 @@ class Settings(BaseSettings):
     def _header_safe(cls, value: str | None) -> str | None:
         if value is not None and (problem := find_unsafe(value)) is not None:
             raise ValueError(problem)
+        return value
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        local, at, domain = value.rpartition("@")
+        if not at or not local or not domain or find_unsafe(value) is not None:
+            raise ValueError("must be a plain address, e.g. bounces@lists.example.org")
+        if "+" in local or any(c in value for c in ' <>"(),;:[]'):
+            # The token goes after the first '+': a '+' of its own would hide it.
+            raise ValueError("must be a plain address without '+' (the token goes after it)")
+        return value
+
+    @field_validator("bounce_mailbox")
+    @classmethod
+    def _bounce_mailbox(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("imaps://", "imap://", "pop3s://", "pop3://", "maildir:")):
+            raise ValueError(
+                "must start with imaps://, pop3s:// or maildir: "
+                "(imap:// and pop3:// only on this machine)"
+            )
+        if find_unsafe(value) is not None or " " in value:
+            raise ValueError("must be one line without spaces")
+        return value
+
+    @field_validator("bounce_processed_folder", "bounce_unhandled_folder")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        if value is not None and (find_unsafe(value) is not None or '"' in value):
+            raise ValueError("must be a plain folder name")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 16:
+            # An HMAC is only as strong as its key: a short one can be guessed offline
+            # from any one signed body.
+            raise ValueError("must be at least 16 characters (e.g. secrets.token_urlsafe(32))")
+        return value
+
+    @field_validator("ses_topic_arns")
+    @classmethod
+    def _topic_arns(cls, value: list[str]) -> list[str]:
+        for arn in value:
+            if not _TOPIC_ARN.fullmatch(arn):
+                raise ValueError(
+                    f"{arn!r} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+                )
         return value
 
     @field_validator("feedback_id_sender")

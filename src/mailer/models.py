@@ -37,6 +37,8 @@ class UnsubscribeSource(enum.StrEnum):
     ADMIN = "admin"
     MAILTO = "mailto"
     BOUNCE = "bounce"
+    FEEDBACK_LOOP = "feedback-loop"
+    """A complaint: the reader marked a message as spam (an ARF report, a relay's webhook)."""
     IMPORT = "import"
 
 
@@ -274,6 +276,8 @@ class ReportRow:
     message_id: str | None
     sent_at: datetime | None
     updated_at: datetime | None
+    later: LaterOutcome | None = None
+    """What came back after the relay accepted it (a bounce, a complaint); None: nothing."""
 
 
 @dataclass(slots=True)
@@ -369,6 +373,8 @@ class RsvpCounts:
     """Guests brought by those with a place ("yes"): places taken = yes + guests_yes."""
     guests_waiting: int = 0
     guests_maybe: int = 0
+    untold: int = 0
+    """Moved up from the waiting list, but the message telling them was not accepted."""
 
     @property
     def places_taken(self) -> int:
@@ -450,3 +456,73 @@ class Feedback:
     """The token of a mailed unsubscribe (from the subject or the `+TOKEN` local part)."""
     source: str
     """Where it came from: `imap`, `pop3`, `maildir`, `ses`, `webhook`, ... (for the log)."""
+
+
+class LaterOutcome(enum.StrEnum):
+    """What a `sent` ledger row learnt after the relay accepted it (`deliveries.feedback`)."""
+
+    SOFT_BOUNCED = "soft-bounced"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class FeedbackAction(enum.StrEnum):
+    """What the bounce policy did about one recipient of a report."""
+
+    SUPPRESSED = "suppressed"
+    """A hard bounce, or the soft bounce that reached the limit: off every list."""
+    COUNTED = "counted"
+    """A soft bounce below the limit: remembered, nothing else."""
+    COMPLAINED = "complained"
+    """Off every list, for good (a resubscribe click never lifts it)."""
+    UNSUBSCRIBED = "unsubscribed"
+    """A mailed unsubscribe: off the list, recorded as `mailto`."""
+    ALREADY = "already"
+    """Already suppressed for this: recorded, nothing changed."""
+
+
+class Disposition(enum.StrEnum):
+    """What becomes of a message in the bounce mailbox once its outcome is committed."""
+
+    PROCESSED = "processed"
+    """Moved to the processed folder (or deleted): the store holds all it said."""
+    LEFT_ALONE = "left-alone"
+    """Not ours to act on (an auto-reply, a person's mail, a report we could not tie to a
+    message we sent): left for a person, or moved to the folder for them."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackTarget:
+    """Whom a report is about: the ledger row it was tied to (by VERP token, Message-ID or
+    address), or the person and list a mailed unsubscribe names."""
+
+    delivery_id: int | None
+    """None for a mailed unsubscribe: its token names the person and list, not a row."""
+    campaign_id: int | None
+    subscriber_id: int
+    list_id: int
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEvent:
+    """One recipient of one report as `mailer bounces list` shows it."""
+
+    at: datetime
+    email: str
+    kind: FeedbackKind
+    action: FeedbackAction
+    campaign_id: int | None
+    status: str | None
+    diagnostic: str | None
+    source: str
+
+
+@dataclass(slots=True)
+class FeedbackCounts:
+    """A campaign's later outcomes, for `campaign show` / `campaign report`."""
+
+    bounced: int = 0
+    """Sent rows that bounced after the relay accepted them (hard, or soft past the limit)."""
+    soft_bounced: int = 0
+    complained: int = 0

@@ -36,6 +36,16 @@ Its own HMAC domain: it can never unsubscribe anyone, and an unsubscribe link ca
 answer an invitation. The RSVP page also accepts a test message's token (a test send's
 RSVP links), which answers nothing.
 
+A bounce address (VERP, `bounces+TOKEN@domain`) names one ledger row:
+
+    kind 5 (1 byte) | delivery_id (varint)
+    | the first 12 bytes of HMAC-SHA256(key, BOUNCE_DOMAIN | ...)
+
+in lower-case base32 without padding (about 26 characters): a mail system may change the
+case of a local part, and base32 survives that. 96 bits keep forgery out of reach for
+what it could do (mark one row bounced); its own HMAC domain keeps it from ever verifying
+as a link, and the other way.
+
 Key rotation: tokens are signed with the current key and verified against it and then
 every older key, each compare in constant time (hmac.compare_digest). Which keys those are
 is load_signer's business (mailer/store/keyring.py): every key that ever signed links on the
@@ -63,6 +73,10 @@ TAG_BYTES = 16
 _DOMAIN = b"mailer/unsubscribe\x00"
 _TEST_MESSAGE_DOMAIN = b"mailer/test-message\x00"
 _CALENDAR_DOMAIN = b"mailer/calendar\x00"
+BOUNCE_KIND = 5
+BOUNCE_TAG_BYTES = 12
+_BOUNCE_DOMAIN = b"mailer/bounce\x00"
+_MAX_BOUNCE_TOKEN_CHARS = 40  # 1 + 10 + 12 bytes -> 37 base32 characters
 _RSVP_DOMAIN = b"mailer/rsvp\x00"
 # Longest well-formed token: 1 + 3 varints of at most 10 bytes + tag -> 47 bytes -> 63 chars.
 _MAX_TOKEN_CHARS = 64
@@ -178,6 +192,35 @@ class TokenSigner:
             raise TokenError("this link is not valid")
         return numbers[0]
 
+    def sign_bounce(self, *, delivery_id: int) -> str:
+        """The token of a message's envelope sender (`verp_address`): its ledger row."""
+        if not 0 <= delivery_id <= _MAX_ID:
+            raise ValueError(f"delivery_id out of range: {delivery_id}")
+        payload = bytes([BOUNCE_KIND]) + _varint(delivery_id)
+        tag = _tag(self._keys[0], payload, domain=_BOUNCE_DOMAIN)[:BOUNCE_TAG_BYTES]
+        return base64.b32encode(payload + tag).decode("ascii").rstrip("=").lower()
+
+    def verify_bounce(self, token: str) -> int:
+        """The delivery id a bounce token we signed names (any case); TokenError otherwise."""
+        if not 0 < len(token) <= _MAX_BOUNCE_TOKEN_CHARS or not token.isascii():
+            raise TokenError("not a bounce token of ours")
+        spelled = token.upper()
+        try:
+            raw = base64.b32decode(spelled + "=" * (-len(spelled) % 8))
+        except (binascii.Error, ValueError) as exc:
+            raise TokenError("not a bounce token of ours") from exc
+        if len(raw) < 2 + BOUNCE_TAG_BYTES or raw[0] != BOUNCE_KIND:
+            raise TokenError("not a bounce token of ours")
+        payload, tag = raw[:-BOUNCE_TAG_BYTES], raw[-BOUNCE_TAG_BYTES:]
+        matched = False
+        for key in self._keys:  # every key, as in verify_link
+            expected = _tag(key, payload, domain=_BOUNCE_DOMAIN)[:BOUNCE_TAG_BYTES]
+            matched |= hmac.compare_digest(expected, tag)
+        numbers = _read_varints(payload, 1)
+        if not matched or numbers is None or len(numbers) != 1:
+            raise TokenError("not a bounce token of ours")
+        return numbers[0]
+
     def verify(self, token: str) -> UnsubscribeClaims:
         """The claims of a subscriber's token we signed (with any key we hold); TokenError
         otherwise, including for a test message's token.
@@ -226,6 +269,14 @@ def unsubscribe_url(base_url: str, token: str) -> str:
 def rsvp_url(base_url: str, token: str) -> str:
     """A guest's answer page: GET shows it, only its form's POST records an answer."""
     return f"{base_url}/r/{token}"
+
+
+def verp_address(bounce_address: str, token: str) -> str:
+    """`bounces@lists.example.org` + TOKEN -> `bounces+TOKEN@lists.example.org` (VERP): a
+    relay with `recipient_delimiter = +` delivers it to the bounce mailbox, and the DSN
+    it comes back with names the ledger row whatever the report says."""
+    local, _, domain = bounce_address.rpartition("@")
+    return f"{local}+{token}@{domain}"
 
 
 def calendar_url(base_url: str, token: str) -> str:

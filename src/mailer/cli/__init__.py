@@ -28,11 +28,13 @@ app = typer.Typer(
 app.callback()(common.root_options)
 
 # Each command module adds its commands; this order is the order of `mailer --help`.
+from mailer.cli.bounces_cmd import register as register_bounces  # noqa: E402
 from mailer.cli.campaign_cmd import register as register_campaign  # noqa: E402
 from mailer.cli.catcher_cmd import register as register_catcher  # noqa: E402
 from mailer.cli.config_cmd import register as register_config  # noqa: E402
 from mailer.cli.demo_cmd import register as register_demo  # noqa: E402
 from mailer.cli.events_cmd import register as register_events  # noqa: E402
+from mailer.cli.rsvps_cmd import register as register_rsvps  # noqa: E402
 from mailer.cli.schedule_cmd import register as register_schedule  # noqa: E402
 from mailer.cli.send_cmd import register as register_send  # noqa: E402
 from mailer.cli.serve_cmd import register as register_serve  # noqa: E402
@@ -45,6 +47,8 @@ for register in (
     register_send,
     register_schedule,
     register_campaign,
+    register_rsvps,
+    register_bounces,
     register_config,
     register_catcher,
     register_serve,

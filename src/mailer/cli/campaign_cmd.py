@@ -5,13 +5,19 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from mailer.cli import common
+
+if TYPE_CHECKING:
+    from mailer.models import CampaignRecord
+    from mailer.store import Store
 from mailer.cli.schedule_cmd import reschedule
+from mailer.models import DeliveryCounts, FeedbackCounts, LaterOutcome
 
 CampaignId = Annotated[int, typer.Argument(metavar="ID", help="The campaign's number.")]
 
@@ -68,6 +74,7 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
         next_retry = store.next_retry_at(campaign_id)
         total = lifecycle.audience(store, campaign)
         unsubscribes = store.campaign_unsubscribes(campaign_id)
+        later = store.feedback_counts(campaign_id)
     lines = [
         f"Campaign {campaign.id}: {campaign.subject}",
         f"  event:      {campaign.event_path}",
@@ -78,6 +85,7 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
         f"  finished:   {_when(campaign.finished_at)}",
         f"  progress:   {counts.done}/{total} done: {describe(counts)}",
         f"  opt-outs:   {unsubscribes} unsubscribed through this campaign's links",
+        *feedback_lines(counts, later),
     ]
     if campaign.snapshot_at is None:
         lines.append(f"  audience:   {total} (the list's mailable members now)")
@@ -97,6 +105,30 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
     if campaign.last_error:
         lines.append(f"  note:       {campaign.last_error}")
     common.console.print("\n".join(lines), markup=False)
+
+
+def feedback_lines(counts: DeliveryCounts, later: FeedbackCounts) -> list[str]:
+    """What came back after sending (bounces mailed back, complaints), with the rates
+    receivers judge a sender by and a warning above their limits."""
+    from mailer.feedback.policy import rates
+
+    found = rates(sent=counts.sent, bounced_at_relay=counts.bounced, later=later)
+    lines = [
+        f"  bounces:    {counts.bounced} refused by the relay, {later.bounced} bounced after "
+        f"acceptance, {later.soft_bounced} soft; bounce rate {found.bounce:.1%}",
+        f"  complaints: {later.complained} (marked as spam); complaint rate {found.complaint:.2%}",
+    ]
+    lines.extend(f"  WARNING:    {warning}" for warning in found.warnings())
+    return lines
+
+
+def _later(outcome: LaterOutcome | None) -> str:
+    return {
+        None: "",
+        LaterOutcome.BOUNCED: "bounced after acceptance",
+        LaterOutcome.SOFT_BOUNCED: "soft bounce after acceptance",
+        LaterOutcome.COMPLAINED: "complained",
+    }[outcome]
 
 
 def report(
@@ -119,7 +151,16 @@ def report(
             try:
                 writer = csv.writer(handle)
                 writer.writerow(
-                    ["email", "status", "attempts", "code", "reply", "message_id", "sent_at"]
+                    [
+                        "email",
+                        "status",
+                        "attempts",
+                        "code",
+                        "reply",
+                        "message_id",
+                        "sent_at",
+                        "later",
+                    ]
                 )
                 for row in rows:
                     # Addresses and relay replies come from outside: a cell starting with
@@ -133,6 +174,7 @@ def report(
                             spreadsheet_safe(row.reply),
                             row.message_id or "",
                             row.sent_at.isoformat() if row.sent_at else "",
+                            row.later.value if row.later else "",
                         ]
                     )
             finally:
@@ -140,17 +182,30 @@ def report(
                     handle.close()
             return
         counts = store.delivery_counts(campaign_id)
+        later = store.feedback_counts(campaign_id)
         common.console.print(
             f"Campaign {campaign.id} ({campaign.subject}), {campaign.status.value}: "
             f"{describe(counts)} of {counts.total}; "
             f"{store.campaign_unsubscribes(campaign_id)} unsubscribed through its links.",
             markup=False,
         )
-        problems = [r for r in rows if r.status.value in ("bounced", "failed", "unknown")]
+        common.console.print("\n".join(feedback_lines(counts, later)), markup=False)
+        common.console.print("\n".join(rsvp_lines(store, campaign)), markup=False)
+        problems = [
+            r
+            for r in rows
+            if r.status.value in ("bounced", "failed", "unknown") or r.later is not None
+        ]
     if problems:
-        table = Table("email", "status", "code", "reply", title="Not delivered")
+        table = Table("email", "status", "later", "code", "reply", title="Not delivered")
         for row in problems[:200]:
-            table.add_row(row.email, row.status.value, str(row.code or ""), row.reply)
+            table.add_row(
+                Text(row.email),
+                row.status.value,
+                _later(row.later),
+                str(row.code or ""),
+                Text(row.reply),
+            )
         common.console.print(table)
         policy = [r for r in problems if r.reply.lstrip().startswith("5.7.")]
         if policy:
@@ -159,6 +214,23 @@ def report(
                 "receivers refused the content or the sender (SPF/DKIM/DMARC?). These "
                 "addresses are not suppressed."
             )
+
+
+def rsvp_lines(store: Store, campaign: CampaignRecord) -> list[str]:
+    """The event's RSVP figures among the campaign's list, as `mailer rsvps --list` gives
+    them; nothing when the event takes no answers (or its file cannot be read now)."""
+    from mailer.cli.rsvps_cmd import describe
+    from mailer.errors import InputError
+    from mailer.message.event import load_event
+
+    try:
+        event = load_event(Path(campaign.event_path))
+    except InputError:
+        return []
+    if not event.rsvp_enabled:
+        return []
+    counts = store.rsvp_counts(campaign.event_slug, list_id=campaign.list_id)
+    return describe(event, counts, list_name=campaign.list_name)
 
 
 def resume(

@@ -120,10 +120,11 @@ async def run_worker(
     from mailer.delivery.smtp import SmtpTransport
     from mailer.store.signer import load_signer
 
+    signer = load_signer(settings, store=store)
     scheduler = Scheduler(
         settings=settings,
         store=store,
-        signer=load_signer(settings, store=store),
+        signer=signer,
         transport_factory=SmtpTransport.from_settings,
     )
     if stop is None:
@@ -132,7 +133,20 @@ async def run_worker(
             loop.add_signal_handler(sig, scheduler.request_stop)
     else:
         asyncio.get_running_loop().create_task(_stop_when(stop, scheduler.request_stop))
-    await scheduler.run()
+    if settings.bounce_mailbox is None:
+        await scheduler.run()
+        return
+    # The bounce mailbox is read beside the scheduler, every MAILER_BOUNCE_POLL_INTERVAL,
+    # and stops with it (a message being read is finished first: its outcome is committed).
+    from mailer.campaigns.feedback import poll_bounces
+
+    polling_stop = asyncio.Event()
+    polling = asyncio.create_task(poll_bounces(settings, store, signer=signer, stop=polling_stop))
+    try:
+        await scheduler.run()
+    finally:
+        polling_stop.set()
+        await polling
 
 
 async def _stop_when(event: asyncio.Event, callback: Callable[[], None]) -> None:

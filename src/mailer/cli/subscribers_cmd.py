@@ -419,7 +419,8 @@ _HOW = {
     UnsubscribeSource.PAGE: "unsubscribe page",
     UnsubscribeSource.ADMIN: "by the organiser",
     UnsubscribeSource.MAILTO: "by email",
-    UnsubscribeSource.BOUNCE: "the relay refused the address",
+    UnsubscribeSource.BOUNCE: "the address bounced",
+    UnsubscribeSource.FEEDBACK_LOOP: "marked a message as spam",
     UnsubscribeSource.IMPORT: "import",
 }
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -37,7 +37,7 @@ from mailer.sending.journal import Journal
 from mailer.sending.policy import CircuitBreaker, RetryPolicy
 from mailer.sending.ports import Ledger
 from mailer.sending.ratelimit import Limit, RateLimiter
-from mailer.tokens import TokenSigner, rsvp_url, unsubscribe_url
+from mailer.tokens import TokenSigner, rsvp_url, unsubscribe_url, verp_address
 
 log = logging.getLogger("mailer.worker")
 
@@ -91,6 +91,9 @@ class EngineOptions:
     retry_horizon: float = 600.0
     resend_unknown: bool = False
     lease_seconds: float = 30.0
+    bounce_address: str | None = None
+    """MAILER_BOUNCE_ADDRESS: each message's envelope sender is then its VERP address,
+    `LOCAL+TOKEN@DOMAIN`, naming its ledger row (mailer.tokens.verp_address)."""
     status_interval: float = 0.25
     """How often the campaign's status is read while sending: a pause or cancel takes
     effect within this (plus the messages already with the relay)."""
@@ -445,6 +448,13 @@ class Dispatcher:
         except Exception as exc:  # a template or data problem this recipient alone has
             reason = f"could not build the message: {type(exc).__name__}: {exc}"
             return Outcome(DeliveryStatus.FAILED, None, reason), None
+        if self.options.bounce_address is not None:
+            # Bounces then come back to an address that names this row and cannot be
+            # forged, whatever the remote server's DSN says or leaves out.
+            verp = verp_address(
+                self.options.bounce_address, self.signer.sign_bounce(delivery_id=delivery.id)
+            )
+            message = replace(message, sender=verp)
         if self._lease_stale():
             self._halt(Stop(StopReason.LEASE_LOST))
             return None

@@ -339,6 +339,7 @@ async def run_campaign(
             retry_horizon=settings.retry_horizon,
             resend_unknown=resend_unknown,
             lease_seconds=settings.lease_seconds,
+            bounce_address=settings.bounce_address,
         ),
         owner=owner,
         on_progress=on_progress,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from mailer.store.admin import AdminQueries
 from mailer.store.campaigns import CampaignQueries, SchedulingQueries
 from mailer.store.database import create_store_engine, upgrade
+from mailer.store.feedback import FeedbackQueries
 from mailer.store.imports import ImportQueries
 from mailer.store.keys import SigningKeyQueries
 from mailer.store.ledger import LedgerQueries
@@ -25,10 +27,12 @@ class Store(
     CampaignQueries,
     SchedulingQueries,
     LedgerQueries,
+    FeedbackQueries,
     SuppressionQueries,
     PageQueries,
     SigningKeyQueries,
     RsvpQueries,
+    AdminQueries,
 ):
     """The database: lists, subscribers, suppressions, campaigns and their ledger."""
 

@@ -183,6 +183,14 @@ class StoreKeySigner(TokenSigner):
                 raise
         return self._verifier.verify_rsvp(token)
 
+    def verify_bounce(self, token: str) -> int:
+        try:
+            return self._verifier.verify_bounce(token)
+        except TokenError:
+            if not self._learn_new_keys():
+                raise
+        return self._verifier.verify_bounce(token)
+
     def _learn_new_keys(self) -> bool:
         """True if the store holds keys this signer did not know (now it does)."""
         now = self._clock()

@@ -31,6 +31,7 @@ from mailer.models import (
     DeliveryStatus,
     DueDelivery,
     FollowUpAudience,
+    LaterOutcome,
     RecordedOutcome,
     ReportRow,
     SubscriberStatus,
@@ -453,5 +454,6 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     message_id=row.message_id,
                     sent_at=as_utc(row.sent_at),
                     updated_at=as_utc(row.updated_at),
+                    later=LaterOutcome(row.feedback) if row.feedback else None,
                 )
             after = rows[-1].id

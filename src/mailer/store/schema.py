@@ -157,6 +157,10 @@ deliveries = Table(
     Column("message_id", String(400)),
     Column("sent_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
+    # What came back after the relay accepted it (models.LaterOutcome: a bounce mailed
+    # back, a complaint); `status` stays `sent`. NULL: nothing came back.
+    Column("feedback", String(20)),
+    Column("feedback_at", UtcDateTime),
     UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
     Index("ix_deliveries_campaign_status", "campaign_id", "status", "id"),
 )
@@ -190,4 +194,41 @@ rsvps = Table(
     Column("notified_at", UtcDateTime),  # ... and told so by mail
     UniqueConstraint("event_slug", "subscriber_id", name="uq_rsvps_event_subscriber"),
     Index("ix_rsvps_subscriber", "subscriber_id"),
+)
+
+# -- bounces, complaints, mailed unsubscribes (issue 12) ---------------------------------
+
+# One row per message read from the bounce mailbox (or webhook notification), by a digest
+# of its bytes, written with its outcome: a message is deleted or moved only once this row
+# is committed, so reading it again after a crash changes nothing.
+feedback_messages = Table(
+    "feedback_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_key", String(80), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),  # models.FeedbackKind
+    Column("disposition", String(20), nullable=False),  # models.Disposition
+    Column("source", String(20), nullable=False),
+    Column("note", Text),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+# One row per recipient a report was about, with what the policy did (models.FeedbackAction).
+feedback_events = Table(
+    "feedback_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_key", String(80)),
+    Column("kind", String(20), nullable=False),
+    Column("action", String(20), nullable=False),
+    Column("email_key", String(320), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("campaign_id", BigInteger),
+    Column("delivery_id", BigInteger),
+    Column("status", String(20)),
+    Column("diagnostic", Text),
+    Column("source", String(20), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_feedback_events_email_key", "email_key", "kind"),
+    Index("ix_feedback_events_campaign", "campaign_id"),
 )
