@@ -53,6 +53,11 @@ def require_servers() -> None:
         for name in ("postfix", "postqueue", "dovecot")
         if shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin") is None
     ]
+    missing += [
+        f"dovecot-{name}d"
+        for name in ("imap", "pop3")
+        if not Path(f"/usr/lib/dovecot/{name}").exists()
+    ]
     if not missing:
         return
     message = f"not installed: {', '.join(missing)} (apt-get install postfix dovecot-imapd "
