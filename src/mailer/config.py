@@ -190,6 +190,11 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=2.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
 
+    # The dashboard (issue 13): a session ends after this many seconds unused, and this
+    # many seconds after signing in whatever happens (30 minutes; 12 hours).
+    admin_idle_timeout: float = Field(default=30 * 60, gt=0)
+    admin_session_lifetime: float = Field(default=12 * 3600, gt=0)
+
     # Bounces (issue 12). With a bounce address, each message's envelope sender is
     # `LOCAL+TOKEN@DOMAIN` (VERP), naming its ledger row; unset, it is the From address.
     bounce_address: str | None = None

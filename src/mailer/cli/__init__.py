@@ -39,6 +39,7 @@ from mailer.cli.schedule_cmd import register as register_schedule  # noqa: E402
 from mailer.cli.send_cmd import register as register_send  # noqa: E402
 from mailer.cli.serve_cmd import register as register_serve  # noqa: E402
 from mailer.cli.subscribers_cmd import register as register_subscribers  # noqa: E402
+from mailer.cli.users_cmd import register as register_users  # noqa: E402
 
 for register in (
     register_demo,
@@ -52,6 +53,7 @@ for register in (
     register_config,
     register_catcher,
     register_serve,
+    register_users,
 ):
     register(app)
 

@@ -1,0 +1,317 @@
+"""The dashboard's users, their sessions and the sign-in throttle (migration 0010).
+
+The tables sit beside their queries, as signing_keys does: nothing else reads them.
+A session row is keyed by the SHA-256 of the cookie's secret, never the secret itself, so
+a copy of the database signs nobody in; deleting a user deletes their sessions in the
+same transaction, which is what makes `mailer users remove` end them at once.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from mailer.clock import as_utc
+from mailer.errors import InputError, NotFoundError
+from mailer.store.base import StoreBase
+from mailer.store.schema import Id, UtcDateTime, metadata
+
+admin_users = Table(
+    "admin_users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column(
+        "user_id",
+        Id,
+        ForeignKey("admin_users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+admin_login_failures = Table(
+    "admin_login_failures",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("first_failed_at", UtcDateTime, nullable=False),
+    Column("locked_until", UtcDateTime),
+)
+
+
+class AdminRole(enum.StrEnum):
+    """`organiser`: everything; `viewer`: reads the overview and reports, changes nothing."""
+
+    ORGANISER = "organiser"
+    VIEWER = "viewer"
+
+    def may(self, needed: AdminRole) -> bool:
+        """Whether this role may do what `needed` may (an organiser may all a viewer may)."""
+        return self is AdminRole.ORGANISER or needed is AdminRole.VIEWER
+
+
+@dataclass(frozen=True, slots=True)
+class AdminUser:
+    id: int
+    name: str
+    role: AdminRole
+    password_hash: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSession:
+    key: str
+    """SHA-256 (hex) of the cookie's secret."""
+    user: AdminUser
+    csrf_token: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailures:
+    failures: int
+    first_failed_at: datetime
+    locked_until: datetime | None
+
+
+def _user(row: object) -> AdminUser:
+    return AdminUser(
+        id=int(row.id),  # type: ignore[attr-defined]
+        name=str(row.name),  # type: ignore[attr-defined]
+        role=AdminRole(row.role),  # type: ignore[attr-defined]
+        password_hash=str(row.password_hash),  # type: ignore[attr-defined]
+        created_at=as_utc(row.created_at) or row.created_at,  # type: ignore[attr-defined]
+    )
+
+
+class AdminQueries(StoreBase):
+    # -- users --------------------------------------------------------------------------
+
+    def add_admin_user(
+        self, name: str, *, role: AdminRole, password_hash: str, now: datetime
+    ) -> AdminUser:
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    insert(admin_users).values(
+                        name=name,
+                        role=role.value,
+                        password_hash=password_hash,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError as exc:
+            raise InputError(
+                f"a user named {name!r} already exists",
+                hint="`mailer users reset-password NAME` changes their password.",
+            ) from exc
+        return self.admin_user(name)
+
+    def admin_user(self, name: str) -> AdminUser:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(admin_users).where(admin_users.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(
+                f"no dashboard user named {name!r}", hint="`mailer users list` shows them."
+            )
+        return _user(row)
+
+    def find_admin_user(self, name: str) -> AdminUser | None:
+        try:
+            return self.admin_user(name)
+        except NotFoundError:
+            return None
+
+    def admin_users(self) -> list[AdminUser]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(admin_users).order_by(admin_users.c.name)).all()
+        return [_user(row) for row in rows]
+
+    def remove_admin_user(self, name: str) -> int:
+        """Delete the user and every session of theirs; how many sessions ended."""
+        user = self.admin_user(name)
+        with self.engine.begin() as connection:
+            ended = connection.execute(
+                delete(admin_sessions).where(admin_sessions.c.user_id == user.id)
+            ).rowcount
+            connection.execute(delete(admin_users).where(admin_users.c.id == user.id))
+        return int(ended)
+
+    def set_admin_password(self, name: str, *, password_hash: str, now: datetime) -> int:
+        """New password; every session of the user ends (whoever knew the old one is out).
+        How many sessions ended."""
+        user = self.admin_user(name)
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(admin_users)
+                .where(admin_users.c.id == user.id)
+                .values(password_hash=password_hash, updated_at=now)
+            )
+            ended = connection.execute(
+                delete(admin_sessions).where(admin_sessions.c.user_id == user.id)
+            ).rowcount
+        return int(ended)
+
+    def rehash_admin_password(self, user_id: int, *, password_hash: str, now: datetime) -> None:
+        """The same password under newer hashing parameters; sessions stay."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(admin_users)
+                .where(admin_users.c.id == user_id)
+                .values(password_hash=password_hash, updated_at=now)
+            )
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def add_admin_session(
+        self,
+        *,
+        key: str,
+        user_id: int,
+        csrf_token: str,
+        now: datetime,
+        expires_at: datetime,
+    ) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(admin_sessions).values(
+                    key=key,
+                    user_id=user_id,
+                    csrf_token=csrf_token,
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=expires_at,
+                )
+            )
+
+    def admin_session(self, key: str) -> AdminSession | None:
+        query = (
+            select(admin_sessions, admin_users)
+            .join(admin_users, admin_users.c.id == admin_sessions.c.user_id)
+            .where(admin_sessions.c.key == key)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        return AdminSession(
+            key=row.key,
+            user=_user(row),
+            csrf_token=row.csrf_token,
+            created_at=as_utc(row.created_at) or row.created_at,
+            last_seen_at=as_utc(row.last_seen_at) or row.last_seen_at,
+            expires_at=as_utc(row.expires_at) or row.expires_at,
+        )
+
+    def touch_admin_session(self, key: str, *, now: datetime) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(admin_sessions).where(admin_sessions.c.key == key).values(last_seen_at=now)
+            )
+
+    def end_admin_session(self, key: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(delete(admin_sessions).where(admin_sessions.c.key == key))
+
+    def end_stale_admin_sessions(self, *, idle_before: datetime, now: datetime) -> int:
+        """Forget sessions past their absolute end or idle since `idle_before`."""
+        with self.engine.begin() as connection:
+            gone = connection.execute(
+                delete(admin_sessions).where(
+                    (admin_sessions.c.expires_at <= now)
+                    | (admin_sessions.c.last_seen_at < idle_before)
+                )
+            ).rowcount
+        return int(gone)
+
+    # -- sign-in throttle ---------------------------------------------------------------
+
+    def login_failures(self, key: str) -> LoginFailures | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(admin_login_failures).where(admin_login_failures.c.key == key)
+            ).first()
+        if row is None:
+            return None
+        return LoginFailures(
+            failures=int(row.failures),
+            first_failed_at=as_utc(row.first_failed_at) or row.first_failed_at,
+            locked_until=as_utc(row.locked_until),
+        )
+
+    def record_login_failure(
+        self, key: str, *, now: datetime, window_start: datetime, limit: int, lock_until: datetime
+    ) -> LoginFailures:
+        """Count one failure under `key` (a count older than `window_start` starts again);
+        at `limit` failures the key is locked until `lock_until`. One transaction, so
+        concurrent attempts are all counted."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                select(admin_login_failures)
+                .where(admin_login_failures.c.key == key)
+                .with_for_update()
+            ).first()
+            if row is None or (as_utc(row.first_failed_at) or now) < window_start:
+                failures, first = 1, now
+                connection.execute(
+                    delete(admin_login_failures).where(admin_login_failures.c.key == key)
+                )
+                connection.execute(
+                    insert(admin_login_failures).values(
+                        key=key, failures=1, first_failed_at=now, locked_until=None
+                    )
+                )
+            else:
+                failures, first = int(row.failures) + 1, as_utc(row.first_failed_at) or now
+                connection.execute(
+                    update(admin_login_failures)
+                    .where(admin_login_failures.c.key == key)
+                    .values(failures=failures)
+                )
+            locked = lock_until if failures >= limit else None
+            if locked is not None:
+                connection.execute(
+                    update(admin_login_failures)
+                    .where(admin_login_failures.c.key == key)
+                    .values(locked_until=locked)
+                )
+        return LoginFailures(failures=failures, first_failed_at=first, locked_until=locked)
+
+    def clear_login_failures(self, key: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                delete(admin_login_failures).where(admin_login_failures.c.key == key)
+            )
