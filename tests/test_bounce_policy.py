@@ -387,3 +387,40 @@ def test_bad_bounce_settings_are_refused_by_name(setting: str, value: str, tmp_p
 
     with pytest.raises(ConfigError, match=f"MAILER_{setting.upper()}"):
         load_settings(home=tmp_path, **{setting: value})
+
+
+async def test_the_list_unsubscribe_mailto_carries_the_token_and_a_mailed_request_acts(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """What a mail client's unsubscribe sends (the mailto's address and subject, RFC 2369)
+    takes that reader off the list, recorded as mailto, when the mailbox is read."""
+    from email import message_from_bytes
+    from urllib.parse import unquote, urlsplit
+
+    from mailer.feedback.classify import classify
+
+    addresses = seed_list(store, tmp_path, 2)
+    settings = make_settings(
+        tmp_path, smtp_server.port, unsubscribe_mailto="unsubscribe@lists.example.org"
+    )
+    campaign_id = new_campaign(store)
+    await send(settings, store, campaign_id)
+    sent_to = {m.rcpt_tos[0]: m.data for m in smtp_server.messages}
+    header = str(message_from_bytes(sent_to[addresses[0]])["List-Unsubscribe"])
+    mailto = urlsplit(header.split("<mailto:", 1)[1].rstrip(">"))
+    subject = unquote(mailto.query.removeprefix("subject="))
+    assert subject.startswith("unsubscribe ")
+    request = (
+        f"From: {addresses[0]}\r\nTo: {mailto.path}\r\nSubject: {subject}\r\n"
+        "Message-ID: <request@example.org>\r\n\r\n\r\n"
+    ).encode()
+    own = OwnAddresses(unsubscribe="unsubscribe@lists.example.org")
+    feedback = classify(request, own=own, source="imap")
+    assert feedback.kind is FeedbackKind.UNSUBSCRIBE
+    applied = apply_feedback(
+        store, feedback, signer=load_signer(settings), policy=POLICY, now=NOW, key="request"
+    )
+    assert applied.actions == (FeedbackAction.UNSUBSCRIBED,)
+    [entry] = store.subscriber_record(addresses[0]).history
+    assert (entry.source, entry.campaign_id) == (UnsubscribeSource.MAILTO, campaign_id)
+    assert store.is_mailable(store.get_subscriber_id(addresses[1]), 1)

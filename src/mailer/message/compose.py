@@ -38,6 +38,7 @@ from mailer.safety import ensure_header_safe, find_unsafe
 
 MAX_LINE = 998
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
+_LINK_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _URL = re.compile(r"https?://[!#-;=?-~]+")  # printable ASCII without space, quote, < and >
 
 
@@ -302,7 +303,8 @@ class InvitationBuilder:
         if self.unsubscribe_mailto:
             # Folding after the comma is the only break allowed; the URIs stay whole.
             fold = "\r\n " if len(unsubscribe_url) + len(self.unsubscribe_mailto) > 900 else " "
-            unsubscribe += f",{fold}<mailto:{self.unsubscribe_mailto}?subject=unsubscribe>"
+            subject_field = _mailto_subject(unsubscribe_url)
+            unsubscribe += f",{fold}<mailto:{self.unsubscribe_mailto}?subject={subject_field}>"
         if len(unsubscribe_url) > MAX_LINE - 30:
             raise UnsafeValueError(
                 "unsubscribe_url: too long for a header", field="unsubscribe_url"
@@ -337,6 +339,14 @@ class InvitationBuilder:
             self._date_second = second
             self._date = format_datetime(datetime.fromtimestamp(second, UTC))
         return self._date
+
+
+def _mailto_subject(unsubscribe_url: str) -> str:
+    """The subject a mail client sends the List-Unsubscribe mailto with: the link's token
+    after `unsubscribe`, so the mailed request names the person as the link does (the
+    bounce mailbox reader acts on it); plain `unsubscribe` for a link without one."""
+    token = unsubscribe_url.rpartition("/u/")[2]
+    return f"unsubscribe%20{token}" if _LINK_TOKEN.fullmatch(token) else "unsubscribe"
 
 
 def _check_recipient(recipient: Recipient) -> None:
