@@ -297,7 +297,10 @@ async def test_a_maildir_is_read_once_handled_mail_moved_the_rest_left_alone(
             reader.close()
         return report.read, report.processed, report.left_alone
 
-    assert read() == (3, 1, 2)
+    # 50 MB of one line: only the first MAX_MESSAGE_BYTES are read, and it is no report.
+    huge = box.add(b"Subject: huge\r\n\r\n" + b"x" * (50 * 1024 * 1024))
+    assert read() == (4, 1, 3)
+    box.remove(huge)
     assert len(box.get_folder("Processed")) == 1
     assert len(box) == 2
     assert not store.is_mailable(store.get_subscriber_id(gone), 1)
@@ -424,3 +427,29 @@ async def test_the_list_unsubscribe_mailto_carries_the_token_and_a_mailed_reques
     [entry] = store.subscriber_record(addresses[0]).history
     assert (entry.source, entry.campaign_id) == (UnsubscribeSource.MAILTO, campaign_id)
     assert store.is_mailable(store.get_subscriber_id(addresses[1]), 1)
+
+
+def test_fetch_without_a_mailbox_or_with_one_that_is_down_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    from campaign_support import cli_environment, run_mailer
+    from mail_servers import free_port
+
+    env = cli_environment(tmp_path, 2525)
+    unset = run_mailer(env, tmp_path, "bounces", "fetch")
+    assert unset.returncode == 2
+    assert "MAILER_BOUNCE_MAILBOX is not set" in unset.stderr
+    down = run_mailer(
+        env
+        | {
+            "MAILER_BOUNCE_MAILBOX": f"imap://box@127.0.0.1:{free_port()}/INBOX",
+            "MAILER_BOUNCE_PASSWORD": "hunter2-secret",
+        },
+        tmp_path,
+        "bounces",
+        "fetch",
+    )
+    assert down.returncode == 1
+    assert "bounce mailbox imap://box@127.0.0.1:" in down.stderr
+    assert "Traceback" not in down.stderr
+    assert "hunter2" not in down.stderr + down.stdout

@@ -190,6 +190,10 @@ def test_postfix_dsns_fetched_over_imap_suppress_once_and_mark_the_ledger(
     assert "Read 1 message(s)" in again
     assert "0 handled" in again
     assert_bounced_once(database_url, dead, live)
+    # With a folder for people's mail, it goes there (created on the server) instead.
+    cli(env | {"MAILER_BOUNCE_UNHANDLED_FOLDER": "For people"}, tmp_path, "bounces", "fetch")
+    assert servers.inbox_count(box) == 0
+    assert servers.folder_count(box, "For people") == 1
 
     shown = cli(env, tmp_path, "campaign", "show", "1")
     assert "0 refused by the relay, 4 bounced after acceptance, 0 soft" in shown
