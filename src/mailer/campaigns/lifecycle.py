@@ -12,6 +12,13 @@ the store's status setters. Campaigns are created here only (`start_send`, `sche
                  finished (to resend unknown outcomes only)   sending, now
     send-now     scheduled, missed, paused (never started)    sending, now
 
+Follow-ups (issue 14): a reminder or an update of an event, to those of the list whose
+RSVP answers are chosen (`--only yes,maybe`), is a campaign of its own, identified by its
+event, list, message and answers, so it is never mistaken for the invitation (which it
+neither resumes nor counts as "already sent"). A reminder is never sent to anyone twice
+(its snapshot leaves out whoever already had one). An invitation whose event says
+`reminder: 1 day before` schedules that reminder, to yes and maybe, when it is created.
+
 A running sender notices pause and cancel at its next status check and stops taking rows;
 the messages already with the relay finish and are recorded.
 """
@@ -21,12 +28,20 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from mailer.clock import utcnow
 from mailer.errors import CampaignError
 from mailer.message.event import Event
-from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
+from mailer.models import (
+    AudienceFilter,
+    CampaignRecord,
+    CampaignStatus,
+    DeliveryCounts,
+    FollowUpAudience,
+    MessageKind,
+)
 from mailer.store import Store
 
 S = CampaignStatus
@@ -160,6 +175,23 @@ def back_to_schedule(store: Store, plan: ResumePlan) -> CampaignRecord:
     return _move(store, plan.campaign.id, Action.RESUME, S.SCHEDULED)
 
 
+# The dashboard's resume and send-now leave the campaign for the worker running beside
+# the web app (`mailer serve`), which takes it at its next poll; the CLI sends it in its
+# own process instead. Same rules (`check`), same table.
+
+
+def send_now_by_worker(store: Store, plan: ResumePlan, *, now: datetime) -> CampaignRecord:
+    """Send-now: back to `scheduled` at `now`, so the worker's claim takes it as due."""
+    return _move(store, plan.campaign.id, Action.SEND_NOW, S.SCHEDULED, scheduled_at=now)
+
+
+def resume_by_worker(store: Store, plan: ResumePlan) -> CampaignRecord:
+    """Resume: a campaign paused before its time goes back to it; any other to `sending`."""
+    if plan.kind is ResumeKind.BACK_TO_SCHEDULE:
+        return back_to_schedule(store, plan)
+    return _move(store, plan.campaign.id, Action.RESUME, S.SENDING)
+
+
 def plan_send_now(store: Store, campaign_id: int) -> ResumePlan:
     campaign = store.get_campaign(campaign_id)
     check(campaign, Action.SEND_NOW)
@@ -204,15 +236,43 @@ class SendPlan:
     earlier: CampaignRecord | None
     """With --new: the last campaign of this event that reached this list."""
     earlier_sent: int
+    message: MessageKind = MessageKind.INVITATION
+    only: frozenset[AudienceFilter] | None = None
+    """A follow-up's audience by RSVP answer; None: the whole list."""
 
 
-def plan_send(store: Store, *, event: Event, list_name: str, new: bool) -> SendPlan:
+REMINDER_AUDIENCE = frozenset({AudienceFilter.YES, AudienceFilter.MAYBE})
+"""Whom `reminder: N days before` (and `--message reminder` without --only) reminds."""
+
+
+def plan_send(
+    store: Store,
+    *,
+    event: Event,
+    list_name: str,
+    new: bool,
+    message: MessageKind = MessageKind.INVITATION,
+    only: frozenset[AudienceFilter] | None = None,
+) -> SendPlan:
     """Resume the unfinished campaign of this event to this list; refuse to mail the list
-    a second time unless `new` (the organiser said so, after being told of the first)."""
+    a second time unless `new` (the organiser said so, after being told of the first).
+
+    `message` and `only`: a follow-up (see the module docstring); a reminder is never
+    refused as "already sent": whoever had it is left out of its audience instead."""
     list_id = store.list_id(list_name)
-    earlier, earlier_sent = _earlier_send(store, event, list_id)
+    if only is None and message is MessageKind.REMINDER:
+        only = REMINDER_AUDIENCE
+    if only is not None and not event.rsvp_enabled:
+        raise CampaignError(
+            "--only chooses people by their RSVP answers, and this event takes none",
+            hint="Add `rsvp: true` (or a capacity) to the front matter to make the "
+            "invitation answerable.",
+        )
+    earlier, earlier_sent = _earlier_send(store, event, list_id, message=message, only=only)
+    if message is MessageKind.REMINDER:
+        earlier, earlier_sent = None, 0
     if not new:
-        existing = store.find_unfinished_campaign(event.slug, list_id)
+        existing = store.find_unfinished_campaign(event.slug, list_id, message=message, only=only)
         if existing is not None:
             _refuse_if_waiting_for_its_time(existing, list_name)
             counts = store.delivery_counts(existing.id)
@@ -224,27 +284,36 @@ def plan_send(store: Store, *, event: Event, list_name: str, new: bool) -> SendP
                 existing,
                 None,
                 0,
+                message,
+                only,
             )
         _refuse_if_already_sent(earlier, earlier_sent, list_name)
+    audience_now = (
+        store.count_mailable(list_id)
+        if message is MessageKind.INVITATION and only is None
+        else store.count_follow_up(list_id, FollowUpAudience(event.slug, message, only))
+    )
     return SendPlan(
-        SendKind.NEW,
-        list_name,
-        list_id,
-        store.count_mailable(list_id),
-        None,
-        earlier,
-        earlier_sent,
+        SendKind.NEW, list_name, list_id, audience_now, None, earlier, earlier_sent, message, only
     )
 
 
-def _earlier_send(store: Store, event: Event, list_id: int) -> tuple[CampaignRecord | None, int]:
-    """The last campaign of this event that reached this list (finished, cancelled, or
-    still unfinished), and how many it reached (sent, or probably sent: unknown)."""
+def _earlier_send(
+    store: Store,
+    event: Event,
+    list_id: int,
+    *,
+    message: MessageKind = MessageKind.INVITATION,
+    only: frozenset[AudienceFilter] | None = None,
+) -> tuple[CampaignRecord | None, int]:
+    """The last campaign of this event (sending the same message to the same answers)
+    that reached this list (finished, cancelled, or still unfinished), and how many it
+    reached (sent, or probably sent: unknown)."""
     candidates = [
         c
         for c in (
-            store.last_sent_campaign(event.slug, list_id),
-            store.find_unfinished_campaign(event.slug, list_id),
+            store.last_sent_campaign(event.slug, list_id, message=message, only=only),
+            store.find_unfinished_campaign(event.slug, list_id, message=message, only=only),
         )
         if c is not None
     ]
@@ -295,7 +364,19 @@ def start_send(
     so a running worker cannot take it before the creator's own claim."""
     if plan.existing is not None:
         return plan.existing
-    return _create(store, event, event_path, plan.list_id, status=S.SENDING, owner=owner)
+    campaign = _create(
+        store,
+        event,
+        event_path,
+        plan.list_id,
+        status=S.SENDING,
+        owner=owner,
+        message=plan.message,
+        only=plan.only,
+    )
+    if plan.message is MessageKind.INVITATION and plan.only is None:
+        schedule_reminder(store, event, event_path, plan.list_id, after=utcnow())
+    return campaign
 
 
 def plan_schedule(store: Store, *, event: Event, list_name: str, new: bool) -> SendPlan:
@@ -323,7 +404,46 @@ def plan_schedule(store: Store, *, event: Event, list_name: str, new: bool) -> S
 def schedule(
     store: Store, plan: SendPlan, *, event: Event, event_path: Path, when: datetime
 ) -> CampaignRecord:
-    return _create(store, event, event_path, plan.list_id, status=S.SCHEDULED, scheduled_at=when)
+    campaign = _create(
+        store, event, event_path, plan.list_id, status=S.SCHEDULED, scheduled_at=when
+    )
+    schedule_reminder(store, event, event_path, plan.list_id, after=when)
+    return campaign
+
+
+def schedule_reminder(
+    store: Store, event: Event, event_path: Path, list_id: int, *, after: datetime
+) -> CampaignRecord | None:
+    """The event's `reminder: N days before`, to those who answered yes or maybe, as a
+    scheduled campaign (a worker sends it at its time, from the file as it reads then).
+    None when the event has no reminder, its time is not after `after` (the invitation's
+    own time), or a reminder to this list is already waiting to go."""
+    when = event.reminder_at
+    if when is None or when <= after:
+        return None
+    waiting = store.find_unfinished_campaign(
+        event.slug, list_id, message=MessageKind.REMINDER, only=REMINDER_AUDIENCE
+    )
+    if waiting is not None:
+        return None
+    return _create(
+        store,
+        event,
+        event_path,
+        list_id,
+        status=S.SCHEDULED,
+        scheduled_at=when.astimezone(UTC),
+        message=MessageKind.REMINDER,
+        only=REMINDER_AUDIENCE,
+    )
+
+
+def pending_reminder(store: Store, event: Event, list_id: int) -> CampaignRecord | None:
+    """The scheduled reminder of this event to this list, if one waits (for the CLI)."""
+    found = store.find_unfinished_campaign(
+        event.slug, list_id, message=MessageKind.REMINDER, only=REMINDER_AUDIENCE
+    )
+    return found if found is not None and found.status is S.SCHEDULED else None
 
 
 def _create(
@@ -335,12 +455,16 @@ def _create(
     status: CampaignStatus,
     scheduled_at: datetime | None = None,
     owner: str | None = None,
+    message: MessageKind = MessageKind.INVITATION,
+    only: frozenset[AudienceFilter] | None = None,
 ) -> CampaignRecord:
     campaign_id = store.create_campaign(
         event_path=str(event_path.resolve()),
         event_slug=event.slug,
         list_id=list_id,
-        subject=event.subject,
+        subject=event.for_message(message).subject,
+        message=message,
+        only=only,
         status=status,
         scheduled_at=scheduled_at,
         lease_owner=owner,

@@ -14,7 +14,7 @@ from mailer.cli import common
 if TYPE_CHECKING:
     from mailer.config import Settings
     from mailer.message.event import Event
-    from mailer.models import Outcome
+    from mailer.models import AudienceFilter, MessageKind, Outcome
     from mailer.sending.run import RunResult
     from mailer.store import Store
     from mailer.tokens import TokenSigner
@@ -52,31 +52,88 @@ def send(
             help="Also resend messages whose outcome was lost in a crash (same Message-ID).",
         ),
     ] = False,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            metavar="ANSWERS",
+            help="Only those whose RSVP answer is one of these, comma-separated: yes, "
+            "waiting, maybe, no, no-answer (e.g. --only yes,maybe).",
+        ),
+    ] = None,
+    message: Annotated[
+        str,
+        typer.Option(
+            "--message",
+            metavar="KIND",
+            help="invitation (default); reminder: the event file's '--- reminder ---' "
+            "section (to yes and maybe unless --only); update: its '--- update ---' "
+            "section (or the invitation) with the calendar entry's SEQUENCE raised.",
+        ),
+    ] = "invitation",
 ) -> None:
     """Send an event invitation to a list; run it again after a crash to resume.
 
     Running the same command after the campaign finished sends nobody: --new sends the
-    event to the list a second time."""
+    event to the list a second time. --message and --only send a follow-up (a reminder,
+    an update) to those who answered so; nobody gets the same reminder twice."""
     from mailer.cli.events_cmd import load_checked
     from mailer.preflight import check_real_send
     from mailer.store.signer import load_signer
 
     settings = common.settings_from(ctx)
+    kind, answers = _follow_up(message, only)
     # Checked as `mailer validate --list` checks it, and loaded once: what is confirmed
     # is what is sent.
     event = load_checked(settings, event_file, list_name=list_name)
+    shown = event.for_message(kind)  # a follow-up without its section stops here
     with common.open_store(settings) as store:
         signer = load_signer(settings, store=store)
         if dry_run:
-            _dry_run(store, settings, event, list_name, signer)
+            _dry_run(store, settings, shown, list_name, signer)
             return
         check_real_send(settings)  # before any connection, a test send's too
         if test_to is not None:
-            _test_send(store, settings, event, list_name, test_to, signer)
+            _test_send(store, settings, shown, list_name, test_to, signer)
             return
-        result = _send(store, settings, event, event_file, list_name, new, yes, resend_unknown)
+        result = _send(
+            store,
+            settings,
+            event,
+            event_file,
+            list_name,
+            new,
+            yes,
+            resend_unknown,
+            kind=kind,
+            only=answers,
+        )
     print_result(result)
     exit_for(result)
+
+
+def _follow_up(
+    message: str, only: str | None
+) -> tuple[MessageKind, frozenset[AudienceFilter] | None]:
+    """--message and --only, read; a bad value is one line naming the option."""
+    from mailer.errors import InputError
+    from mailer.models import AudienceFilter, MessageKind
+
+    try:
+        kind = MessageKind(message.strip().lower())
+    except ValueError as exc:
+        kinds = ", ".join(k.value for k in MessageKind)
+        raise InputError(f"--message {message!r}: not one of {kinds}") from exc
+    if only is None:
+        return kind, None
+    answers: set[AudienceFilter] = set()
+    for word in only.split(","):
+        try:
+            answers.add(AudienceFilter(word.strip().lower()))
+        except ValueError as exc:
+            known = ", ".join(f.value for f in AudienceFilter)
+            raise InputError(f"--only {word.strip()!r}: not one of {known}") from exc
+    return kind, frozenset(answers)
 
 
 def _dry_run(
@@ -147,6 +204,9 @@ def _send(
     new: bool,
     yes: bool,
     resend_unknown: bool,
+    *,
+    kind: MessageKind,
+    only: frozenset[AudienceFilter] | None,
 ) -> RunResult:
     from mailer.campaigns import lifecycle
     from mailer.campaigns.summary import summarise_send
@@ -155,9 +215,16 @@ def _send(
     from mailer.sending.run import worker_identity
 
     # Decide, then ask, then write: a campaign row is work a running worker would pick up.
-    plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=new)
-    summary = summarise_send(settings, event, list_name=list_name, audience=plan.audience)
+    plan = lifecycle.plan_send(
+        store, event=event, list_name=list_name, new=new, message=kind, only=only
+    )
+    shown = event.for_message(kind)
+    summary = summarise_send(settings, shown, list_name=list_name, audience=plan.audience)
     details = summary.lines()
+    if plan.only is not None:
+        answers = ", ".join(sorted(a.value for a in plan.only))
+        reminded = " (leaving out anyone already reminded)" if kind.value == "reminder" else ""
+        details.append(f"Only those who answered: {answers}{reminded}.")
     if plan.existing is not None:
         from mailer.cli.progress import describe
 
@@ -183,6 +250,14 @@ def _send(
     campaign = lifecycle.start_send(
         store, plan, event=event, event_path=event_file, owner=worker_identity()
     )
+    reminder = lifecycle.pending_reminder(store, event, plan.list_id)
+    if reminder is not None and reminder.scheduled_at is not None:
+        common.console.print(
+            f"The reminder (campaign {reminder.id}, to those who answered yes or maybe) is "
+            f"scheduled for {reminder.scheduled_at:%Y-%m-%d %H:%M} UTC; a running "
+            "`mailer worker` or `mailer serve` sends it then.",
+            markup=False,
+        )
     return run_with_signals(
         store,
         settings,

@@ -243,7 +243,19 @@ class RsvpQueries(StoreBase):
                         )
                     ).scalar_one()
                 )
+            untold = int(
+                connection.execute(
+                    select(func.count()).where(
+                        rsvps.c.event_slug == event_slug,
+                        rsvps.c.status == RsvpStatus.YES.value,
+                        rsvps.c.promoted_at.is_not(None),
+                        rsvps.c.notified_at.is_(None),
+                        *([_member_of(list_id)] if list_id is not None else []),
+                    )
+                ).scalar_one()
+            )
         return RsvpCounts(
+            untold=untold,
             yes=counts.get("yes", 0),
             waiting=counts.get("waiting", 0),
             maybe=counts.get("maybe", 0),

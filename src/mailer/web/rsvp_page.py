@@ -58,7 +58,7 @@ Notifier = Callable[[CampaignRecord, Event, tuple[int, ...]], Awaitable[int]]
 
 LABELS = {
     RsvpStatus.YES: "I'll come",
-    RsvpStatus.WAITING: "I'll come (waiting list)",
+    RsvpStatus.WAITING: "I'll come: on the waiting list",
     RsvpStatus.MAYBE: "Maybe",
     RsvpStatus.NO: "Can't come",
 }
