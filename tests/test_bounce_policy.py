@@ -383,6 +383,8 @@ def test_bad_mailbox_urls_name_the_setting(url: str, says: str, tmp_path: Path) 
         ("bounce_address", "not an address"),
         ("bounce_mailbox", "imap4://box@mail.example.org"),
         ("soft_bounce_limit", "0"),
+        ("bounce_processed_folder", 'Done"*'),
+        ("bounce_unhandled_folder", "Boîte"),
     ],
 )
 def test_bad_bounce_settings_are_refused_by_name(setting: str, value: str, tmp_path: Path) -> None:

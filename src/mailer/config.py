@@ -52,6 +52,7 @@ DOTENV_FILE = ".env"
 # `make demo` / `mailer demo` with no configuration leaves only this behind.
 DEMO_STORE = Path("var") / "mailer.db"
 KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12}")
+MAILBOX_FOLDER = re.compile(r"[A-Za-z0-9 ._/-]{0,200}")
 FEEDBACK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # A .env that names no MAILER_ setting belongs to some other tool: it marks no home.
 _MAILER_LINE = re.compile(r"^\s*(?:export\s+)?MAILER_\w+\s*=", re.MULTILINE)
@@ -261,8 +262,10 @@ class Settings(BaseSettings):
     @field_validator("bounce_processed_folder", "bounce_unhandled_folder")
     @classmethod
     def _folder(cls, value: str | None) -> str | None:
-        if value is not None and (find_unsafe(value) is not None or '"' in value):
-            raise ValueError("must be a plain folder name")
+        # IMAP names outside ASCII need modified UTF-7, and quotes or wildcards would
+        # change the command: plain names only.
+        if value is not None and not MAILBOX_FOLDER.fullmatch(value):
+            raise ValueError("use letters, digits, spaces and . _ / - (at most 200)")
         return value
 
     @field_validator("webhook_secret")

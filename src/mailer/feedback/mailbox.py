@@ -180,11 +180,13 @@ def open_mailbox(
     timeout: float = 30.0,
 ) -> Mailbox:
     """A connected, logged-in reader; MailboxError saying what failed, never the password."""
-    for name in (folders.processed, folders.unhandled):
+    for setting, name in (
+        ("MAILER_BOUNCE_PROCESSED_FOLDER", folders.processed),
+        ("MAILER_BOUNCE_UNHANDLED_FOLDER", folders.unhandled),
+    ):
         if name and not _FOLDER.fullmatch(name):
             raise ConfigError(
-                f"folder {name!r}: use letters, digits, spaces and . _ / -",
-                setting="MAILER_BOUNCE_PROCESSED_FOLDER",
+                f"{setting}: {name!r}: use letters, digits, spaces and . _ / -", setting=setting
             )
     if location.protocol is MailboxProtocol.MAILDIR:
         return MaildirReader(location, folders)
