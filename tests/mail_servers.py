@@ -303,9 +303,15 @@ def mail_servers() -> Iterator[MailServers]:
     (root / "dovecot.conf").write_text(_dovecot_conf(root, servers.imap_port, servers.pop3_port))
     dovecot: subprocess.Popen[bytes] | None = None
     try:
-        subprocess.run(
+        started = subprocess.run(
             ["postfix", "-c", str(config), "start"], check=False, capture_output=True, timeout=60
         )
+        if started.returncode != 0:
+            log = root / "maillog"
+            raise RuntimeError(
+                "postfix did not start: "
+                + (log.read_text(errors="replace")[-2000:] if log.exists() else "no log")
+            )
         dovecot = subprocess.Popen(
             ["dovecot", "-F", "-c", str(root / "dovecot.conf")],
             stdout=subprocess.DEVNULL,
