@@ -5,6 +5,7 @@ Middleware, outermost first (each sees what the next one answers):
     SecurityHeaders   every response gets the headers, including 413 and 429
     AccessLog         one redacted line per request
     RequestBodyLimit  16 KiB: a one-click body is 26 bytes, the page's form is empty
+                      (320 KiB on /webhooks/ses: an SNS message may be 256 KiB)
     TrailingSlash     /u/TOKEN/ is served as /u/TOKEN, never redirected
 
 The POST budget for invalid links is applied by the handlers (pages.py), once the token
@@ -25,6 +26,7 @@ from starlette.routing import Route
 
 from mailer.clock import utcnow
 from mailer.config import Settings
+from mailer.feedback.sns import Fetch, fetch_from_sns
 from mailer.message.calendar import base_key, revision, schedule_key
 from mailer.message.event import Event
 from mailer.models import CampaignRecord
@@ -42,6 +44,7 @@ from mailer.web.security import (
     origin_of,
 )
 from mailer.web.throttle import ClientRateLimiter
+from mailer.web.webhooks import SES_MAX_BODY_BYTES, Webhooks
 
 
 def create_app(
@@ -56,11 +59,14 @@ def create_app(
     templates_dir: Path | None = None,
     now: Callable[[], datetime] = utcnow,
     notify_promoted: Notifier | None = None,
+    sns_fetch: Fetch = fetch_from_sns,
 ) -> Starlette:
     """The unsubscribe app. `post_rate_per_minute` / `post_burst`: the budget per client
     for POSTs with an invalid link (`None` turns it off); valid links are never limited.
     `now`: the clock RSVP answers are checked against (`rsvp_closes`); `notify_promoted`:
-    tells guests moved up from a waiting list (default: a message through the relay)."""
+    tells guests moved up from a waiting list (default: a message through the relay).
+    `sns_fetch`: how SNS signing certificates are fetched (default: https from the SNS
+    hosts only; tests pass their own, as no test can reach the real ones)."""
     renderer = PageRenderer(
         templates_dir or web_templates_dir(settings.templates_dir),
         organisation=settings.from_name,
@@ -96,6 +102,7 @@ def create_app(
         invalid_link_limiter=limiter,
         refuse_invalid_post=pages.refuse_invalid_post,
     )
+    webhooks = Webhooks(store=store, signer=signer, settings=settings, fetch=sns_fetch, now=now)
     routes = [
         Route("/u/{token}", pages.show, methods=["GET"]),
         Route("/r/{token}", rsvp.show, methods=["GET"]),
@@ -104,6 +111,8 @@ def create_app(
         Route("/u/{token}", pages.unsubscribe, methods=["POST"]),
         Route("/u/{token}/resubscribe", pages.resubscribe, methods=["POST"]),
         Route("/healthz", pages.healthz, methods=["GET"]),
+        Route("/webhooks/ses", webhooks.ses, methods=["POST"], max_body_size=SES_MAX_BODY_BYTES),
+        Route("/webhooks/bounce", webhooks.bounce, methods=["POST"]),
         Route(f"/static/{STYLESHEET}", pages.stylesheet, methods=["GET"]),
     ]
     middleware = [
