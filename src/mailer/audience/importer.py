@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import heapq
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,13 +168,19 @@ def import_file(
     rejects_path: Path,
     encoding: str = "utf-8-sig",
     check_dns: bool = False,
+    on_line: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Import `path` into `list_name`; SubscriberFileError (and no change) if unreadable."""
+    """Import `path` into `list_name`; SubscriberFileError (and no change) if unreadable.
+
+    `on_line` is told the line number of each row as it is read (the dashboard shows a
+    long import's progress with it); it runs in the importing thread, so keep it cheap."""
     layout = CsvLayout()
     rejects = _RejectWriter(rejects_path, layout)
 
     def valid_rows() -> Iterator[ImportRow]:
         for row in parse_csv(path, encoding=encoding, check_dns=check_dns, layout=layout):
+            if on_line is not None:
+                on_line(row.line)
             if row.subscriber is None:
                 rejects.add(row)
             else:

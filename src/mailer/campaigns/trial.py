@@ -67,28 +67,34 @@ async def send_test(
     list_name: str,
     to: str,
     signer: TokenSigner,
+    personalise_as: str | None = None,
 ) -> Outcome:
     """One sample ([TEST] in the subject) to `to`, personalised as the list's first
-    subscriber; it is not recorded in any ledger."""
+    subscriber (or the member `personalise_as`); it is not recorded in any ledger."""
     from dataclasses import replace
 
     from mailer.addresses import InvalidAddress, normalise
+    from mailer.campaigns.preview import member_recipient
 
     try:
         address = normalise(to).email
     except InvalidAddress as exc:
         raise CampaignError(f"--test-to {to!r}: {exc}") from exc
     list_id = store.list_id(list_name)
-    sample = next(iter(store.iter_subscribers(list_name, only_subscribed=True)), None)
-    if sample is None or sample.id is None:
-        raise CampaignError(f"list {list_name!r} has no subscribed members to personalise for")
+    if personalise_as is None:
+        first = next(iter(store.iter_subscribers(list_name, only_subscribed=True)), None)
+        if first is None or first.id is None:
+            raise CampaignError(f"list {list_name!r} has no subscribed members to personalise for")
+        sample = Recipient(first.id, first.email, first.name, first.attributes)
+    else:
+        sample = member_recipient(store, list_name, personalise_as)
     builder = invitation_builder(
         settings, event, campaign_id=0, list_name=list_name, list_title=store.list_title(list_name)
     )
     # Never the sample's own token: one click on a test message would unsubscribe her and
     # show her (masked) address to whoever holds the test message.
     token = signer.sign_test_message(list_id=list_id)
-    recipient = Recipient(sample.id, address, sample.name, sample.attributes)
+    recipient = replace(sample, email=address)
     # Its RSVP links carry the same test token: the page says it was a test, records nothing.
     message = builder.build(
         recipient,

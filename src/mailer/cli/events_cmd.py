@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,17 +12,15 @@ import typer
 from rich.markup import escape
 
 from mailer.cli import common
-from mailer.errors import InputError, MailerError, NotFoundError, SubscriberFileError
+from mailer.errors import InputError, MailerError, SubscriberFileError
 from mailer.models import Recipient
 
 if TYPE_CHECKING:
     from mailer.config import Settings
     from mailer.message.event import Event
     from mailer.message.lint import LintReport, ListColumns
-    from mailer.store import Store
 
 DEFAULT_SUBSCRIBERS = Path("subscribers.example.csv")
-PREVIEW_TOKEN = "preview-token"  # noqa: S105 - a stand-in shown in previews, not a secret
 
 EventArgument = Annotated[
     Path,
@@ -132,22 +129,10 @@ def _print_problem(label: str, problem: MailerError) -> None:
 
 
 def columns_of(settings: Settings, list_name: str) -> ListColumns:
+    from mailer.campaigns.preview import list_columns
+
     with common.open_store(settings) as store:
         return list_columns(store, list_name)
-
-
-def list_columns(store: Store, list_name: str) -> ListColumns:
-    """How many subscribed members of the list have each attribute, and have it filled."""
-    from mailer.message.lint import ListColumns
-
-    present: Counter[str] = Counter()
-    filled: Counter[str] = Counter()
-    total = 0
-    for member in store.iter_subscribers(list_name, only_subscribed=True):
-        total += 1
-        present.update(member.attributes.keys())
-        filled.update(key for key, value in member.attributes.items() if value.strip())
-    return ListColumns(list_name, total, dict(present), dict(filled))
 
 
 def preview_command(
@@ -186,8 +171,8 @@ def preview_command(
     ] = False,
 ) -> None:
     """Write the .html, .txt, .ics and full .eml one subscriber would receive."""
+    from mailer.campaigns.preview import list_columns, member_recipient, render_preview
     from mailer.clock import utcnow
-    from mailer.message.compose import InvitationBuilder
     from mailer.message.lint import lint_event
 
     settings = common.settings_from(ctx)
@@ -206,29 +191,18 @@ def preview_command(
                 event, templates_dir=settings.templates_dir, columns=columns, now=utcnow()
             )
             loaded = checked(report, event)
-            recipient = _member(store, list_name, subscriber)
+            recipient = member_recipient(store, list_name, subscriber)
     else:
         report = lint_event(event, templates_dir=settings.templates_dir, now=utcnow())
         loaded = checked(report, event)
         recipient = _pick_subscriber(subscribers or DEFAULT_SUBSCRIBERS, subscriber)
-    sender = settings.sender_identity
-    builder = InvitationBuilder(
-        loaded,
-        sender=sender,
-        campaign_id=0,
-        list_name=list_name or "Preview",
-        templates_dir=settings.templates_dir,
-    )
-    url = f"{sender.base_url}/u/{PREVIEW_TOKEN}"
-    rsvp = f"{sender.base_url}/r/{PREVIEW_TOKEN}" if loaded.rsvp_enabled else None
-    rendered = builder.render(recipient, unsubscribe_url=url, rsvp_url=rsvp)
-    message = builder.build(recipient, unsubscribe_url=url, rsvp_url=rsvp)
+    preview = render_preview(settings, loaded, recipient, list_name=list_name)
     directory = out if out is not None else settings.var_dir / "preview"
     written = {
-        ".html": rendered.html.encode("utf-8"),
-        ".txt": rendered.text.encode("utf-8"),
-        ".ics": builder.ics,
-        ".eml": message.data,
+        ".html": preview.html.encode("utf-8"),
+        ".txt": preview.text.encode("utf-8"),
+        ".ics": preview.ics,
+        ".eml": preview.eml,
     }
     paths = write_previews(directory, loaded.slug, written)
     common.console.print(f"Preview for {escape(recipient.name or recipient.email)}:")
@@ -311,22 +285,3 @@ def _address_key(email: str) -> str:
         return normalise(email).key
     except InvalidAddress:
         return email.strip().casefold()
-
-
-def _member(store: Store, list_name: str, email: str | None) -> Recipient:
-    """The list's first mailable member, or the one with this address (normalised)."""
-    if email is None:
-        first = next(iter(store.iter_subscribers(list_name, only_subscribed=True)), None)
-        if first is None or first.id is None:
-            raise NotFoundError(f"list {list_name!r} has no subscribed members to preview for")
-        found = first
-    else:
-        list_id = store.list_id(list_name)
-        found = store.get_subscriber(email)  # NotFoundError names the address
-        if found.id is None or not store.is_mailable(found.id, list_id):
-            raise NotFoundError(
-                f"{found.email} is not a subscribed member of list {list_name!r}",
-                hint="Pick another --subscriber, or leave it out for the list's first member.",
-            )
-    assert found.id is not None
-    return Recipient(found.id, found.email, found.name, found.attributes)
