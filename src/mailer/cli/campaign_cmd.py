@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -140,8 +139,8 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the CSV here.")] = None,
 ) -> None:
     """The outcome per recipient (CSV), or a summary with the failures."""
+    from mailer.campaigns.report_csv import write_report
     from mailer.cli.progress import describe
-    from mailer.safety import spreadsheet_safe
 
     with common.open_store(common.settings_from(ctx)) as store:
         campaign = store.get_campaign(campaign_id)
@@ -149,34 +148,7 @@ def report(
         if as_csv or out:
             handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
             try:
-                writer = csv.writer(handle)
-                writer.writerow(
-                    [
-                        "email",
-                        "status",
-                        "attempts",
-                        "code",
-                        "reply",
-                        "message_id",
-                        "sent_at",
-                        "later",
-                    ]
-                )
-                for row in rows:
-                    # Addresses and relay replies come from outside: a cell starting with
-                    # = + - @ would run as a formula in a spreadsheet.
-                    writer.writerow(
-                        [
-                            spreadsheet_safe(row.email),
-                            row.status.value,
-                            row.attempts,
-                            row.code or "",
-                            spreadsheet_safe(row.reply),
-                            row.message_id or "",
-                            row.sent_at.isoformat() if row.sent_at else "",
-                            row.later.value if row.later else "",
-                        ]
-                    )
+                write_report(rows, handle)
             finally:
                 if out:
                     handle.close()

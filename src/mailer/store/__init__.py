@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from mailer.store.admin import AdminQueries
 from mailer.store.campaigns import CampaignQueries, SchedulingQueries
+from mailer.store.dashboard import DashboardQueries
 from mailer.store.database import create_store_engine, upgrade
 from mailer.store.feedback import FeedbackQueries
 from mailer.store.imports import ImportQueries
@@ -33,6 +34,7 @@ class Store(
     SigningKeyQueries,
     RsvpQueries,
     AdminQueries,
+    DashboardQueries,
 ):
     """The database: lists, subscribers, suppressions, campaigns and their ledger."""
 

@@ -3,6 +3,7 @@
 Middleware, outermost first (each sees what the next one answers):
 
     SecurityHeaders   every response gets the headers, including 413 and 429
+    AdminHeaders      /admin (the dashboard): no-store always, and its own CSP
     AccessLog         one redacted line per request
     RequestBodyLimit  16 KiB: a one-click body is 26 bytes, the page's form is empty
                       (320 KiB on /webhooks/ses: an SNS message may be 256 KiB)
@@ -32,6 +33,9 @@ from mailer.message.event import Event
 from mailer.models import CampaignRecord
 from mailer.store import Store
 from mailer.tokens import TokenSigner
+from mailer.web.admin import Admin, admin_routes
+from mailer.web.admin.headers import AdminHeadersMiddleware
+from mailer.web.admin.passwords import Passwords
 from mailer.web.calendar_page import CalendarFeed, SequenceOf
 from mailer.web.limits import MAX_BODY_BYTES, POST_BURST, POST_RATE_PER_MINUTE
 from mailer.web.pages import Pages
@@ -60,13 +64,16 @@ def create_app(
     now: Callable[[], datetime] = utcnow,
     notify_promoted: Notifier | None = None,
     sns_fetch: Fetch = fetch_from_sns,
+    passwords: Passwords | None = None,
 ) -> Starlette:
     """The unsubscribe app. `post_rate_per_minute` / `post_burst`: the budget per client
     for POSTs with an invalid link (`None` turns it off); valid links are never limited.
     `now`: the clock RSVP answers are checked against (`rsvp_closes`); `notify_promoted`:
     tells guests moved up from a waiting list (default: a message through the relay).
     `sns_fetch`: how SNS signing certificates are fetched (default: https from the SNS
-    hosts only; tests pass their own, as no test can reach the real ones)."""
+    hosts only; tests pass their own, as no test can reach the real ones).
+    `passwords`: the dashboard's password hashing (tests pass cheaper Argon2 parameters);
+    `now` is also the dashboard's clock (sessions, lockouts, times shown)."""
     renderer = PageRenderer(
         templates_dir or web_templates_dir(settings.templates_dir),
         organisation=settings.from_name,
@@ -115,8 +122,18 @@ def create_app(
         Route("/webhooks/bounce", webhooks.bounce, methods=["POST"]),
         Route(f"/static/{STYLESHEET}", pages.stylesheet, methods=["GET"]),
     ]
+    admin = Admin(
+        store=store,
+        settings=settings,
+        signer=signer,
+        site_origin=site_origin,
+        now=now,
+        passwords=passwords,
+    )
+    routes += admin_routes(admin)
     middleware = [
         Middleware(SecurityHeadersMiddleware),
+        Middleware(AdminHeadersMiddleware),
         Middleware(AccessLogMiddleware),
         Middleware(RequestBodyLimitMiddleware, max_body_size=max_body_bytes),
         Middleware(TrailingSlashMiddleware),

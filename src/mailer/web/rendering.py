@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from mailer.assets import BUILTIN_WEB
 
 STYLESHEET = "style.css"
+ADMIN_FOLDER = "admin/"
 # The pages shipped in the package, used unless MAILER_TEMPLATES_DIR has a web/ of its own.
 BUILTIN_TEMPLATES = BUILTIN_WEB
 
@@ -49,6 +50,8 @@ class PageRenderer:
         self.organisation = organisation
         self.stylesheet = (directory / STYLESHEET).read_bytes()
         for name in self.environment.list_templates(extensions=["j2"]):
+            if name.startswith(ADMIN_FOLDER):
+                continue  # the dashboard's own environment (web/admin) compiles those
             self.environment.get_template(name)  # fail at startup, not at first visit
 
     def page(

@@ -25,6 +25,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from mailer.errors import NotFoundError
 from mailer.logs import fields
 from mailer.store.admin import AdminRole, AdminSession, AdminUser
 from mailer.web.admin.csrf import submitted_token, tokens_match
@@ -91,15 +92,10 @@ def guard(admin: Admin, role: AdminRole, handler: Handler) -> Endpoint:
                 )
         signed_in = SignedIn(session=session, form=form)
         try:
-            if inspect.iscoroutinefunction(handler):
-                result = handler(request, signed_in)
-                assert inspect.isawaitable(result)
-                answered = await result
-                assert isinstance(answered, Response)
-                return answered
-            answer = await run_in_threadpool(handler, request, signed_in)
-            assert isinstance(answer, Response)
-            return answer
+            return await _answer(handler, request, signed_in)
+        except NotFoundError:
+            # A campaign, list or subscriber named in the path that does not exist.
+            return PlainTextResponse("Not found.", status_code=404)
         finally:
             await form.close()  # uploaded files spooled to disk are removed now
 
@@ -107,3 +103,15 @@ def guard(admin: Admin, role: AdminRole, handler: Handler) -> Endpoint:
     endpoint.__doc__ = handler.__doc__
     endpoint.required_role = role  # type: ignore[attr-defined]  # read by the route walk
     return endpoint
+
+
+async def _answer(handler: Handler, request: Request, signed_in: SignedIn) -> Response:
+    if inspect.iscoroutinefunction(handler):
+        result = handler(request, signed_in)
+        assert inspect.isawaitable(result)
+        answered = await result
+        assert isinstance(answered, Response)
+        return answered
+    answer = await run_in_threadpool(handler, request, signed_in)
+    assert isinstance(answer, Response)
+    return answer
