@@ -161,6 +161,9 @@ deliveries = Table(
     # back, a complaint); `status` stays `sent`. NULL: nothing came back.
     Column("feedback", String(20)),
     Column("feedback_at", UtcDateTime),
+    # The MAILER_RELAYS relay that gave the row its last outcome (issue 15); NULL with the
+    # single-relay settings.
+    Column("relay", String(100)),
     UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
     Index("ix_deliveries_campaign_status", "campaign_id", "status", "id"),
 )
