@@ -57,7 +57,7 @@ def read_arf(message: Message) -> AbuseReport | None:
     if not blocks:
         return None
     fields = blocks[0]
-    feedback_type = header_text(fields, "Feedback-Type").strip().lower() or "abuse"
+    feedback_type = " ".join(header_text(fields, "Feedback-Type").split()).lower()[:64] or "abuse"
     returned = returned_headers(message)
     recipients = addresses(header_values(fields, "Original-Rcpt-To"))
     if not recipients and returned is not None:

@@ -33,6 +33,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import Message
+from email.utils import getaddresses
 
 import flufl.bounce
 
@@ -61,6 +62,12 @@ PARSE_BYTES = 256 * 1024
 and the returned message last (RFC 3464, 5965, 6522), so the start holds all we read;
 and the email package's cost grows with the parts (10 MB of tiny parts: 9 s here)."""
 
+MAX_BOUNDARY_LINES = 2000
+MAX_MULTIPARTS = 100
+"""Lines starting `--`, and `multipart/` types, in the parsed start: a report has a
+handful of each. More are a crafted tree (thousands of tiny parts, nesting a thousand
+deep), which costs the parser seconds: refused before parsing."""
+
 _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "To")
 _SUBJECT_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])([A-Za-z0-9_-]{20,64})(?![A-Za-z0-9_-])")
 
@@ -81,21 +88,46 @@ def classify(
     own: OwnAddresses,
     source: str,
     envelope_recipient: str | None = None,
+    size: int | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Feedback:
-    """What `raw` (one whole message as received) says. `envelope_recipient`: the RCPT TO
-    the reader knows (a Maildir's or a pipe's), when it knows one."""
-    if len(raw) > max_bytes:
-        log.warning(fields(event="feedback-too-large", source=source, bytes=len(raw)))
+    """What `raw` (one whole message as received, or its start) says. `envelope_recipient`:
+    the RCPT TO the reader knows (a Maildir's or a pipe's), when it knows one; `size`: the
+    whole message's size when the reader read only its start.
+
+    Messages left for a person (OTHER, AUTO_REPLY) are logged here with the reason (and
+    the parser's count of MIME defects); the feedback use case logs what acts."""
+    size = max(size or 0, len(raw))
+    if size > max_bytes:
+        log.warning(fields(event="feedback-too-large", source=source, bytes=size))
         return _other(source, f"larger than {max_bytes} bytes: not parsed")
+    head = raw[:PARSE_BYTES]
+    if (
+        head.count(b"\n--") > MAX_BOUNDARY_LINES
+        or head.lower().count(b"multipart/") > MAX_MULTIPARTS
+    ):
+        log.warning(fields(event="feedback-too-many-parts", source=source))
+        return _other(source, "a crafted MIME tree (thousands of parts, or deep nesting)")
     try:
-        message = email.message_from_bytes(raw[:PARSE_BYTES], policy=email.policy.compat32)
-        return _classify(message, own=own, source=source, envelope_recipient=envelope_recipient)
+        message = email.message_from_bytes(head, policy=email.policy.compat32)
+        feedback = _classify(message, own=own, source=source, envelope_recipient=envelope_recipient)
     except Exception as exc:  # hostile input must never stop the mailbox
         # A parser or a detector tripped over a crafted or broken message: it is left for a
         # person, and the next message is read.
         log.warning(fields(event="feedback-unreadable", source=source, error=type(exc).__name__))
         return _other(source, f"could not be read ({type(exc).__name__})")
+    if feedback.kind in (FeedbackKind.OTHER, FeedbackKind.AUTO_REPLY):
+        defects = sum(len(part.defects) for part in walk(message))
+        log.info(
+            fields(
+                event="feedback-left-alone",
+                source=source,
+                kind=feedback.kind.value,
+                reason=feedback.diagnostic,  # our own words: no address, no token
+                mime_defects=defects or None,
+            )
+        )
+    return feedback
 
 
 def _classify(
@@ -158,6 +190,13 @@ def _classify(
         # The detectors walk every part with several patterns each (a 1 MB tree of tiny
         # parts: 10 s); no server's bounce has more than a handful.
         return _other(source, f"more than {MAX_PARTS} MIME parts: not a bounce we know")
+    if not getaddresses(header_values(message, "From")):
+        # flufl.bounce's Yale detector takes the first From address unchecked, and this
+        # Python's getaddresses gives none for a missing or unparsable From: the crash
+        # would end the scan before the detectors after it. `<>` is what MTAs write for
+        # "no sender".
+        del message["From"]
+        message["From"] = "<>"
     temporary, permanent = flufl.bounce.all_failures(message)
     for kind, found in (
         (FeedbackKind.HARD_BOUNCE, permanent),
