@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -372,7 +372,7 @@ def _rsvp(row: Any) -> Rsvp:
         status=RsvpStatus(row.status),
         guests=int(row.guests),
         note=row.note or "",
-        answered_at=as_utc(row.answered_at) or row.answered_at,
+        answered_at=row.answered_at.replace(tzinfo=row.answered_at.tzinfo or UTC),
         promoted_at=as_utc(row.promoted_at),
     )
 

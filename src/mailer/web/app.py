@@ -106,7 +106,6 @@ def create_app(
         base_url=settings.base_url,
         now=now,
         notify=notify_promoted or _notify_by_mail(store, signer, settings, now),
-        invalid_link_limiter=limiter,
         refuse_invalid_post=pages.refuse_invalid_post,
     )
     webhooks = Webhooks(store=store, signer=signer, settings=settings, fetch=sns_fetch, now=now)

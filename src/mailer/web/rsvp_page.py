@@ -46,7 +46,6 @@ from mailer.store import Store
 from mailer.tokens import RsvpClaims, TestMessageClaims, TokenSigner, calendar_url
 from mailer.web.rendering import PageRenderer, mask_email
 from mailer.web.security import is_same_origin_form_post
-from mailer.web.throttle import ClientRateLimiter
 
 logger = logging.getLogger("mailer.web")
 
@@ -76,7 +75,6 @@ class RsvpPages:
         base_url: str,
         now: Callable[[], datetime],
         notify: Notifier | None,
-        invalid_link_limiter: ClientRateLimiter | None,
         refuse_invalid_post: Callable[[Request], Response],
         database_concurrency: int = 4,
     ) -> None:
@@ -87,6 +85,7 @@ class RsvpPages:
         self.base_url = base_url
         self.now = now
         self.notify = notify
+        # The unsubscribe pages' answer to a bad link: 404, or 429 past the client's budget.
         self.refuse_invalid_post = refuse_invalid_post
         self._database = anyio.CapacityLimiter(database_concurrency)
 
