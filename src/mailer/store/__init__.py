@@ -19,6 +19,7 @@ from mailer.store.ledger import LedgerQueries
 from mailer.store.lists import ListQueries
 from mailer.store.recipient_pages import PageQueries
 from mailer.store.rsvps import RsvpQueries
+from mailer.store.search import SearchQueries
 from mailer.store.suppressions import SuppressionQueries
 
 
@@ -35,6 +36,7 @@ class Store(
     RsvpQueries,
     AdminQueries,
     DashboardQueries,
+    SearchQueries,
 ):
     """The database: lists, subscribers, suppressions, campaigns and their ledger."""
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mailer.web.admin import campaigns_pages, overview, reports, signin, static
+from mailer.web.admin import (
+    campaigns_pages,
+    imports_pages,
+    lists_pages,
+    overview,
+    reports,
+    signin,
+    static,
+    subscribers_pages,
+)
 
 AREAS: tuple[ModuleType, ...] = (
     signin,
@@ -12,5 +21,8 @@ AREAS: tuple[ModuleType, ...] = (
     overview,
     campaigns_pages,
     reports,
+    lists_pages,
+    imports_pages,
+    subscribers_pages,
 )
 """Each has `routes(admin: Admin) -> list[Route]`."""

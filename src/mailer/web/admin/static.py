@@ -17,6 +17,8 @@ from mailer.web.admin.context import ADMIN_TEMPLATES, Admin
 STATIC_FILES: dict[str, tuple[str, str]] = {
     "/static/admin.css": ("admin.css", "text/css; charset=utf-8"),
     "/static/admin-live.js": ("live.js", "text/javascript; charset=utf-8"),
+    "/static/admin-lists.css": ("lists.css", "text/css; charset=utf-8"),
+    "/static/admin-import.js": ("import.js", "text/javascript; charset=utf-8"),
 }
 
 
