@@ -498,3 +498,30 @@ def test_rsvp_tokens_are_their_own_kind_and_their_paths_are_redacted() -> None:
     with pytest.raises(TokenError):
         rotated.verify_rsvp(old.sign(subscriber_id=7, list_id=3))
     assert redact_path(f"/r/{token}") == "/r/<redacted>"
+
+
+def test_scheduling_the_invitation_schedules_its_reminder_once(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """`mailer schedule` of an event with `reminder: 1 day before` also schedules the
+    reminder (to yes and maybe), through the same lifecycle; scheduling the invitation
+    again (--new) does not add a second reminder, and a reminder whose time is before
+    the invitation's is not scheduled at all."""
+    store = sqlite_store
+    seed_list(store, tmp_path, 2)
+    event_file = future_event(tmp_path)
+    event = load_event(event_file)
+    when = datetime(2031, 9, 1, 9, 0, tzinfo=UTC)
+    for new in (False, True):
+        plan = lifecycle.plan_schedule(store, event=event, list_name="members", new=new)
+        lifecycle.schedule(store, plan, event=event, event_path=event_file, when=when)
+    reminders = [c for c in store.campaigns() if c.message is MessageKind.REMINDER]
+    assert len(reminders) == 1
+    assert reminders[0].status is CampaignStatus.SCHEDULED
+    assert reminders[0].scheduled_at == datetime(2031, 9, 10, 13, 30, tzinfo=UTC)
+    assert reminders[0].subject.startswith("Reminder: ")
+    seed_list(store, tmp_path, 1, list_name="others")
+    others = store.list_id("others")
+    after_it = datetime(2031, 9, 11, tzinfo=UTC)
+    assert lifecycle.schedule_reminder(store, event, event_file, others, after=after_it) is None
+    assert lifecycle.schedule_reminder(store, event, event_file, others, after=when) is not None
