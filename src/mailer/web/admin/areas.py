@@ -6,6 +6,7 @@ from types import ModuleType
 
 from mailer.web.admin import (
     campaigns_pages,
+    events_pages,
     imports_pages,
     lists_pages,
     overview,
@@ -24,5 +25,6 @@ AREAS: tuple[ModuleType, ...] = (
     lists_pages,
     imports_pages,
     subscribers_pages,
+    events_pages,
 )
 """Each has `routes(admin: Admin) -> list[Route]`."""
