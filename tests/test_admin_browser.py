@@ -206,7 +206,7 @@ def test_schedule_watch_and_report_a_campaign_in_chromium(
             for width in (375, 1280):
                 shots = browser.new_context(
                     viewport={"width": width, "height": 900},
-                    color_scheme=scheme,  # type: ignore[arg-type]
+                    color_scheme=scheme,
                     storage_state=state,
                 )
                 shot = shots.new_page()
@@ -222,7 +222,7 @@ def test_schedule_watch_and_report_a_campaign_in_chromium(
                 shots.close()
                 signed_out = browser.new_context(
                     viewport={"width": width, "height": 900},
-                    color_scheme=scheme,  # type: ignore[arg-type]
+                    color_scheme=scheme,
                 )
                 login = signed_out.new_page()
                 login.goto(f"{base_url}/admin/login")
