@@ -181,6 +181,7 @@ class FetchReport:
     processed: int = 0
     left_alone: int = 0
     seen_before: int = 0
+    """Handled by an earlier run that stopped before moving them: only moved now."""
     kinds: Counter[str] = field(default_factory=Counter)
     actions: Counter[str] = field(default_factory=Counter)
 
@@ -228,8 +229,9 @@ def fetch_bounces(
         key = message_key(message.data)
         seen = store.feedback_seen(key)
         if seen is not None:
-            # Recorded by a run that stopped before moving it: only the move is left.
-            report.seen_before += 1
+            # Recorded by a run that stopped before moving it (only the move is left), or
+            # left for a person earlier (it stays where it is).
+            report.seen_before += seen is Disposition.PROCESSED
             applied = Applied(FeedbackKind.OTHER, seen, duplicate=True)
         else:
             # classify never raises on bad input: hostile mail ends as OTHER, logged.
