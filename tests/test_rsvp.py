@@ -525,3 +525,45 @@ def test_scheduling_the_invitation_schedules_its_reminder_once(
     after_it = datetime(2031, 9, 11, tzinfo=UTC)
     assert lifecycle.schedule_reminder(store, event, event_file, others, after=after_it) is None
     assert lifecycle.schedule_reminder(store, event, event_file, others, after=when) is not None
+
+
+def test_places_with_guests_are_kept_fair(sqlite_store: Store, tmp_path: Path) -> None:
+    """Guests count against capacity; someone with a place who asks for more guests than
+    are free keeps their place as it was; places freed go to those waiting in order, each
+    whose party fits (a party too big for them waits on, first in line); with no capacity
+    left in the file, everyone waiting moves up."""
+    store = sqlite_store
+    addresses = seed_list(store, tmp_path, 4)
+    ana, bob, cleo, dan = (store.get_subscriber_id(a) for a in addresses)
+    now = datetime(2031, 1, 1, tzinfo=UTC)
+
+    def answer(who: int, choice: RsvpChoice, guests: int = 0, capacity: int | None = 4) -> bool:
+        outcome = store.record_rsvp(
+            event_slug="meeting",
+            subscriber_id=who,
+            campaign_id=1,
+            choice=choice,
+            guests=guests,
+            note="",
+            capacity=capacity,
+            now=now,
+        )
+        return outcome.refused_guests
+
+    assert not answer(ana, RsvpChoice.YES, 2)  # 3 of 4 places
+    assert answer(ana, RsvpChoice.YES, 4)  # 5 would not fit: she keeps 1 + 2
+    kept = store.get_rsvp("meeting", ana)
+    assert kept is not None
+    assert (kept.status, kept.guests) == (RsvpStatus.YES, 2)
+    answer(bob, RsvpChoice.YES, 1)  # needs 2, 1 free: waits
+    answer(cleo, RsvpChoice.YES, 0)  # needs 1, 1 free: fits (the waiting list is for who waits)
+    answer(dan, RsvpChoice.YES, 0)  # full: waits behind Bob
+    assert store.rsvp_counts("meeting").places_taken == 4
+    answer(cleo, RsvpChoice.MAYBE)  # 1 free: Bob (2) is first but does not fit; Dan does
+    counts = store.rsvp_counts("meeting")
+    assert (counts.yes, counts.waiting, counts.maybe, counts.places_taken) == (2, 1, 1, 4)
+    assert store.waiting_position("meeting", bob) == 1
+    assert store.waiting_position("meeting", dan) is None
+    answer(cleo, RsvpChoice.NO, capacity=None)  # the capacity left the file
+    counts = store.rsvp_counts("meeting")
+    assert (counts.yes, counts.waiting, counts.no) == (3, 0, 1)

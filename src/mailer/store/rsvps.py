@@ -112,7 +112,7 @@ class RsvpQueries(StoreBase):
         now: datetime,
     ) -> RsvpOutcome:
         """Record a guest's answer (or leave it as it is when nothing changed), then move
-        up whoever the places freed let in, first come first served."""
+        up whoever the places freed let in, in the order they joined the waiting list."""
         with self._event_locked(event_slug, now) as connection:
             row = connection.execute(
                 select(rsvps).where(
@@ -395,8 +395,10 @@ def _places_taken(connection: Connection, event_slug: str, *, besides: int | Non
 def _promote(
     connection: Connection, event_slug: str, capacity: int | None, now: datetime
 ) -> tuple[int, ...]:
-    """Move the head of the waiting list up while its party fits; strictly in order, so
-    nobody with fewer guests jumps the queue."""
+    """Move people up from the waiting list in the order they joined it, each whose party
+    (they and their guests) fits the places free: a party too big for what is free waits
+    for more, and the next who fits is not kept out (as a new "yes" that fits is not),
+    so no place stays empty while someone waiting could take it."""
     if capacity is None:
         waiting = rsvps.c.status == RsvpStatus.WAITING.value
         ids = connection.execute(
@@ -413,7 +415,7 @@ def _promote(
         chosen: list[int] = []
         for subscriber_id, guests in queue:
             if 1 + int(guests) > free:
-                break
+                continue
             free -= 1 + int(guests)
             chosen.append(int(subscriber_id))
         moved = tuple(chosen)
