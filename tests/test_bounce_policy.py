@@ -455,3 +455,25 @@ def test_fetch_without_a_mailbox_or_with_one_that_is_down_says_so_in_one_line(
     assert "bounce mailbox imap://box@127.0.0.1:" in down.stderr
     assert "Traceback" not in down.stderr
     assert "hunter2" not in down.stderr + down.stdout
+
+
+def test_config_check_of_the_bounce_mailbox(tmp_path: Path) -> None:
+    from mailer.campaigns.doctor import Status, check_bounce_mailbox
+
+    none = make_settings(tmp_path, 2525)
+    assert check_bounce_mailbox(none) is None  # no bounce handling configured: no line
+    unread = make_settings(tmp_path, 2525, bounce_address=BOUNCES)
+    finding = check_bounce_mailbox(unread)
+    assert finding is not None
+    assert finding.status is Status.FAIL
+    assert "nothing reads them" in finding.line
+    mailbox.Maildir(tmp_path / "box", create=True)
+    local = make_settings(tmp_path, 2525, bounce_mailbox=f"maildir:{tmp_path / 'box'}")
+    found = check_bounce_mailbox(local)
+    assert found is not None
+    assert found.status is Status.OK
+    missing = make_settings(tmp_path, 2525, bounce_mailbox=f"maildir:{tmp_path / 'nowhere'}")
+    gone = check_bounce_mailbox(missing)
+    assert gone is not None
+    assert gone.status is Status.FAIL
+    assert "not a Maildir" in gone.line

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from campaign_support import (
@@ -278,3 +279,23 @@ def test_fetch_killed_after_a_commit_before_the_move_counts_each_bounce_once(
     assert f"{seen_before} already recorded earlier" in rerun
     assert_bounced_once(database_url, dead, live)
     assert servers.inbox_count(box) == 0
+
+
+def test_config_check_logs_in_to_the_bounce_mailbox(servers: MailServers, tmp_path: Path) -> None:
+    """`mailer config check` opens the mailbox (IMAP and POP3) and says why it cannot."""
+    from mailer.campaigns.doctor import Status, check_bounce_mailbox
+
+    box = BOX_NAMES[0]
+    for url in (servers.imap_url(box), servers.pop3_url(box)):
+        settings = make_settings(
+            tmp_path, servers.smtp_port, bounce_mailbox=url, bounce_password=PASSWORD
+        )
+        found = check_bounce_mailbox(settings)
+        assert found is not None
+        assert found.status is Status.OK, found.line
+        wrong_password = {"bounce_password": SecretStr("nope")}
+        wrong = check_bounce_mailbox(settings.model_copy(update=wrong_password))
+        assert wrong is not None
+        assert wrong.status is Status.FAIL
+        assert "nope" not in wrong.line
+        assert "MAILER_BOUNCE_PASSWORD" in wrong.line

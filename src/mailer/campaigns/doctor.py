@@ -535,6 +535,38 @@ def _shorten(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# -- the bounce mailbox -------------------------------------------------------------------
+
+
+def check_bounce_mailbox(settings: Settings) -> Finding | None:
+    """Log in to MAILER_BOUNCE_MAILBOX (and leave at once); None when no bounce handling
+    is configured at all. A VERP address with nothing reading it is a failure: the
+    bounces would pile up unread while the list never gets cleaned."""
+    from mailer.campaigns.feedback import open_bounce_mailbox
+    from mailer.errors import MailerError
+
+    if settings.bounce_mailbox is None:
+        if settings.bounce_address is None:
+            return None
+        return _fail(
+            "bounce mailbox",
+            f"bounces go to {settings.bounce_address} but MAILER_BOUNCE_MAILBOX is not set, "
+            "so nothing reads them",
+            "Set MAILER_BOUNCE_MAILBOX to the mailbox that address delivers to.",
+        )
+    try:
+        open_bounce_mailbox(settings).close()
+    except MailerError as exc:
+        return _fail("bounce mailbox", str(exc), exc.hint)
+    return _ok("bounce mailbox", f"{_mailbox_name(settings)} opened")
+
+
+def _mailbox_name(settings: Settings) -> str:
+    from mailer.feedback.mailbox import parse_mailbox
+
+    return parse_mailbox(settings.bounce_mailbox or "", home=settings.home).describe()
+
+
 # -- all of it ----------------------------------------------------------------------------
 
 
@@ -568,9 +600,10 @@ async def run_checks(
             check_dns, domain, resolver=chosen, dkim_selector=dkim_selector
         )
 
-    relay, healthz, dns_results = await asyncio.gather(
+    relay, healthz, dns_results, bounces = await asyncio.gather(
         check_relay(settings, wait=wait, local_hostname=local_hostname),
         asyncio.to_thread(check_healthz, settings.base_url, timeout=wait),
         dns_findings(),
+        asyncio.to_thread(check_bounce_mailbox, settings),
     )
-    return [*findings, relay, healthz, *dns_results]
+    return [*findings, relay, healthz, *dns_results, *([bounces] if bounces else [])]
