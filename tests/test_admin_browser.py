@@ -215,6 +215,9 @@ def test_schedule_watch_and_report_a_campaign_in_chromium(
                     shot.screenshot(
                         path=str(SCREENSHOTS / f"{name}-{width}-{scheme}.png"), full_page=True
                     )
+                    if (name, width, scheme) == ("report", 1280, "light"):
+                        # The first screenful, small enough for the README (docs/).
+                        shot.screenshot(path=str(SCREENSHOTS / "report-top-1280.png"))
                     overflow = shot.evaluate(
                         "() => document.documentElement.scrollWidth > window.innerWidth"
                     )
