@@ -46,11 +46,14 @@ class AbuseReport:
     """Original-Mail-From and the returned Return-Path: our VERP address, if it was one."""
 
 
-def read_arf(message: Message) -> AbuseReport | None:
-    """The report, or None when `message` holds no message/feedback-report part."""
-    report_part = next(
-        (p for p in walk(message) if p.get_content_type() == "message/feedback-report"), None
-    )
+def read_arf(message: Message, report_part: Message | None = None) -> AbuseReport | None:
+    """The report, or None when `message` holds no message/feedback-report part.
+    `report_part`: that part, when the caller has already walked the tree for it."""
+    if report_part is None:
+        report_part = next(
+            (p for p in walk(message) if p.get_content_type() == "message/feedback-report"),
+            None,
+        )
     if report_part is None:
         return None
     blocks = field_blocks(report_part)

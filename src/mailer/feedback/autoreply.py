@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from email.message import Message
-from email.utils import parseaddr
 
 from mailer.feedback.mime import header_text
 
@@ -35,24 +34,29 @@ _AUTO_SUBJECT = re.compile(
     r")\b",
     re.IGNORECASE,
 )
-_MAIL_SYSTEM_LOCAL_PARTS = frozenset(
-    {"mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster", "mdaemon", "bounce"}
+# Searched in the raw From value (display name and address alike): parsing the address
+# costs more than the rest of this module, and these words mark a server either way.
+_MAIL_SYSTEM = re.compile(
+    r"mailer-?daemon|mail-daemon|postmaster|\bmdaemon\b|mail delivery|mail system"
+    r"|(?<![\w.+-])bounces?@",
+    re.IGNORECASE,
 )
-_MAIL_SYSTEM_NAME = re.compile(r"mail delivery|mailer-daemon|postmaster|mail system", re.I)
 
 
 def auto_reply_reason(message: Message) -> str | None:
     """Why `message` is an auto-reply, or None when it is not one."""
     if from_mail_system(message):
         return None
-    auto_submitted = header_text(message, "Auto-Submitted").strip().lower()
-    if auto_submitted.startswith("auto-replied"):
-        return "Auto-Submitted: auto-replied"
+    present = {name.lower() for name in message}  # one pass, not one per header
+    if "auto-submitted" in present:
+        auto_submitted = header_text(message, "Auto-Submitted").strip().lower()
+        if auto_submitted.startswith("auto-replied"):
+            return "Auto-Submitted: auto-replied"
     for name in _AUTO_HEADERS:
-        if name in message:
+        if name.lower() in present:
             return name
     for name in ("Precedence", "X-Precedence"):
-        if header_text(message, name).strip().lower() == "auto_reply":
+        if name.lower() in present and header_text(message, name).strip().lower() == "auto_reply":
             return f"{name}: auto_reply"
     if _AUTO_SUBJECT.search(header_text(message, "Subject")):
         return "an out-of-office subject"
@@ -61,6 +65,4 @@ def auto_reply_reason(message: Message) -> str | None:
 
 def from_mail_system(message: Message) -> bool:
     """From MAILER-DAEMON, postmaster or a "Mail Delivery System": a server's report."""
-    name, address = parseaddr(str(message.get("From", "")))
-    local = address.rpartition("@")[0] if "@" in address else address
-    return local.lower() in _MAIL_SYSTEM_LOCAL_PARTS or bool(_MAIL_SYSTEM_NAME.search(name))
+    return bool(_MAIL_SYSTEM.search(str(message.get("From", ""))))

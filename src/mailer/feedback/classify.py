@@ -33,7 +33,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import Message
-from email.utils import getaddresses
 
 import flufl.bounce
 
@@ -42,9 +41,9 @@ from mailer.feedback.autoreply import auto_reply_reason
 from mailer.feedback.dsn import read_dsn
 from mailer.feedback.mime import (
     MAX_PARTS,
-    addresses,
     header_text,
     header_values,
+    normal_address,
     sender_address,
     walk,
 )
@@ -144,7 +143,13 @@ def _classify(
         addressed, own.unsubscribe
     )
 
-    report = read_dsn(message)
+    # One walk for what the readers look for (the tree is at most MAX_PARTS + 1 deep here).
+    parts: dict[str, Message] = {}
+    counted = 0
+    for part in walk(message, limit=MAX_PARTS + 1):
+        counted += 1
+        parts.setdefault(part.get_content_type(), part)
+    report = read_dsn(message, parts.get("message/delivery-status"))
     if report is not None:
         return Feedback(
             kind=report.kind,
@@ -156,7 +161,7 @@ def _classify(
             unsubscribe_token=None,
             source=source,
         )
-    abuse = read_arf(message)
+    abuse = read_arf(message, parts.get("message/feedback-report"))
     if abuse is not None:
         return Feedback(
             kind=FeedbackKind.COMPLAINT if abuse.is_complaint else FeedbackKind.OTHER,
@@ -186,15 +191,14 @@ def _classify(
             unsubscribe_token=token,
             source=source,
         )
-    if sum(1 for _ in walk(message, limit=MAX_PARTS + 1)) > MAX_PARTS:
+    if counted > MAX_PARTS:
         # The detectors walk every part with several patterns each (a 1 MB tree of tiny
         # parts: 10 s); no server's bounce has more than a handful.
         return _other(source, f"more than {MAX_PARTS} MIME parts: not a bounce we know")
-    if not getaddresses(header_values(message, "From")):
-        # flufl.bounce's Yale detector takes the first From address unchecked, and this
-        # Python's getaddresses gives none for a missing or unparsable From: the crash
-        # would end the scan before the detectors after it. `<>` is what MTAs write for
-        # "no sender".
+    if not str(message.get("From") or "").strip():
+        # flufl.bounce's Yale detector takes the first From address unchecked, and
+        # getaddresses gives none for a missing or empty From: the crash would end the
+        # scan before the detectors after it. `<>` is what MTAs write for "no sender".
         del message["From"]
         message["From"] = "<>"
     temporary, permanent = flufl.bounce.all_failures(message)
@@ -205,9 +209,7 @@ def _classify(
         if found:
             return Feedback(
                 kind=kind,
-                recipients=tuple(
-                    sorted(dict.fromkeys(addresses([a.decode("utf-8", "replace") for a in found])))
-                ),
+                recipients=tuple(sorted(_plain(found))),
                 verp_token=verp_token,
                 message_id=None,
                 status=None,
@@ -254,6 +256,11 @@ def _tagged_pattern(base: str) -> re.Pattern[str]:
 @functools.lru_cache(maxsize=16)
 def _plain_pattern(base: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w.+-]){re.escape(base)}(?![\w.-])", re.IGNORECASE)
+
+
+def _plain(found: frozenset[bytes]) -> set[str]:
+    """flufl.bounce's addresses (bare addr-specs, as bytes) in the store's form."""
+    return {a for a in (normal_address(b.decode("utf-8", "replace")) for b in found) if a}
 
 
 def _subject_token(message: Message) -> str | None:

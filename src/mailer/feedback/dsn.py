@@ -53,12 +53,15 @@ class _Recipient:
     diagnostic: str | None
 
 
-def read_dsn(message: Message) -> DeliveryReport | None:
+def read_dsn(message: Message, status_part: Message | None = None) -> DeliveryReport | None:
     """The report, or None when `message` holds no readable delivery-status part (then the
-    heuristic detectors get their turn)."""
-    status_part = next(
-        (p for p in walk(message) if p.get_content_type() == "message/delivery-status"), None
-    )
+    heuristic detectors get their turn). `status_part`: that part, when the caller has
+    already walked the tree for it."""
+    if status_part is None:
+        status_part = next(
+            (p for p in walk(message) if p.get_content_type() == "message/delivery-status"),
+            None,
+        )
     if status_part is None:
         return None
     blocks = field_blocks(status_part)
