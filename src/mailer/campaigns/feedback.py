@@ -235,7 +235,7 @@ def fetch_bounces(
             applied = Applied(FeedbackKind.OTHER, seen, duplicate=True)
         else:
             # classify never raises on bad input: hostile mail ends as OTHER, logged.
-            feedback = classify(message.data, own=own, source=source)
+            feedback = classify(message.data, own=own, source=source, size=message.size)
             applied = apply_feedback(
                 store, feedback, signer=signer, policy=policy, now=clock(), key=key
             )
