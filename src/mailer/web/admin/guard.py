@@ -17,7 +17,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
@@ -29,10 +29,8 @@ from mailer.errors import NotFoundError
 from mailer.logs import fields
 from mailer.store.admin import AdminRole, AdminSession, AdminUser
 from mailer.web.admin.csrf import submitted_token, tokens_match
+from mailer.web.admin.sessions import SessionManager
 from mailer.web.security import is_same_origin_form_post
-
-if TYPE_CHECKING:
-    from mailer.web.admin.context import Admin
 
 log = logging.getLogger("mailer.web.admin")
 
@@ -60,11 +58,18 @@ class SignedIn:
         return self.session.user.role is AdminRole.ORGANISER
 
 
+class Guarded(Protocol):
+    """What the guard needs of the dashboard (context.Admin has it)."""
+
+    sessions: SessionManager
+    site_origin: str
+
+
 Handler = Callable[[Request, SignedIn], Response | Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def guard(admin: Admin, role: AdminRole, handler: Handler) -> Endpoint:
+def guard(admin: Guarded, role: AdminRole, handler: Handler) -> Endpoint:
     """The endpoint for a Route: `handler` behind sign-in, role and CSRF checks."""
 
     async def endpoint(request: Request) -> Response:
