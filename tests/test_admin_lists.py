@@ -200,6 +200,8 @@ async def test_a_100000_row_upload_does_not_hold_up_the_server(
             assert 'data-import-progress="' in running.text
             assert "<progress" in running.text
             assert (await client.get("/admin/lists")).status_code == 200
+            # Meanwhile the upload waits in VAR_DIR/uploads, which nothing serves.
+            assert len(list((tmp_path / "var" / "uploads").iterdir())) == 1
         finally:
             blocker.rollback()
             blocker.close()
