@@ -206,7 +206,7 @@ def test_postfix_dsns_fetched_over_imap_suppress_once_and_mark_the_ledger(
     summary = cli(env, tmp_path, "campaign", "report", "1")
     assert "bounced after acceptance" in summary
     listed = cli(env, tmp_path, "bounces", "list", "--campaign", "1")
-    assert all(address in listed for address in dead)
+    assert all(address in listed for address in dead), listed
     assert not any(address in listed for address in live)
 
 

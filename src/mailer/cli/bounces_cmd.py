@@ -60,6 +60,10 @@ def list_bounces(
         common.console.print("No bounces, complaints or mailed unsubscribes recorded.")
         return
     table = Table("when (UTC)", "email", "kind", "action", "campaign", "status", "diagnostic")
+    # The address is what the list is for: never cut or wrapped, the diagnostic gives way.
+    table.columns[0].no_wrap = True
+    table.columns[1].no_wrap = True
+    table.columns[1].min_width = max(len(event.email) for event in events)
     for event in events:
         # Addresses and diagnostics come from outside: plain Text, never Rich markup.
         table.add_row(
