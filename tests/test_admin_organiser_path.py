@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import create_engine
 from starlette.routing import Route
 
 from admin_support import FAST_PASSWORDS, PASSWORD, add_user
@@ -219,8 +220,19 @@ def test_the_organisers_whole_path(
         list_url = page.url.split("?")[0]
 
         # The CSV, with two bad rows: progress, then the report with their line numbers.
-        page.get_by_label("CSV file", exact=True).set_input_files(str(csv_file))
-        page.get_by_role("button", name="Upload and import").click()
+        # The test holds SQLite's write lock until the progress page is shown, so the
+        # page is seen running, and reaches the report through its own script.
+        blocker = create_engine(sqlite_url).connect()
+        blocker.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            page.get_by_label("CSV file", exact=True).set_input_files(str(csv_file))
+            page.get_by_role("button", name="Upload and import").click()
+            expect(page.get_by_role("heading", name="Importing…")).to_be_visible()
+            expect(page.locator("progress")).to_be_visible()
+            shoot(page, "import-running-light")
+        finally:
+            blocker.rollback()
+            blocker.close()
         expect(page.get_by_role("heading", name="Imported")).to_be_visible()
         expect(page.get_by_text("members.csv:7:")).to_be_visible()
         expect(page.get_by_text("members.csv:15:")).to_be_visible()

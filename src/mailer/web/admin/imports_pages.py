@@ -118,7 +118,10 @@ class ImportPages:
 
     def show(self, request: Request, signed_in: SignedIn) -> Response:
         job = self._job(request)
-        list_id = self.admin.store.list_id(job.list_name) if job.finished else None
+        try:
+            list_id: int | None = self.admin.store.list_id(job.list_name)
+        except NotFoundError:  # renamed or deleted since: no link back
+            list_id = None
         return self.admin.page(
             signed_in,
             "import.html.j2",
