@@ -10,9 +10,8 @@ flight from its own journal before it lets the campaign go.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -31,11 +30,19 @@ class GiveBackRefused(Store):
     refusing = True
 
     def set_delivery_status(
-        self, ids: Sequence[int], status: DeliveryStatus, **kwargs: Any
+        self,
+        ids: Iterable[int],
+        status: DeliveryStatus,
+        *,
+        only_from: DeliveryStatus | None = None,
+        owner: str | None = None,
+        campaign_id: int | None = None,
     ) -> None:
-        if self.refusing and kwargs.get("only_from") is DeliveryStatus.SENDING:
+        if self.refusing and only_from is DeliveryStatus.SENDING:
             raise OperationalError("UPDATE deliveries", {}, Exception("connection lost"))
-        super().set_delivery_status(ids, status, **kwargs)
+        super().set_delivery_status(
+            ids, status, only_from=only_from, owner=owner, campaign_id=campaign_id
+        )
 
 
 @pytest.fixture

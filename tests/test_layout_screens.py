@@ -138,7 +138,8 @@ async def test_the_invitation_in_chromium(tmp_path: Path, event: str, scheme: Sc
                     "https://meet.jit.si/cwo-reading-group-chapter-1"
                 )
                 join_box = await join.bounding_box()
-                assert join_box is not None and join_box["width"] <= width
+                assert join_box is not None
+                assert join_box["width"] <= width
             await context.close()
         await browser.close()
     assert sorted(p.name for p in folder.iterdir()) == [
