@@ -413,7 +413,17 @@ async def test_export_is_the_clis_csv_spreadsheet_safe_and_for_organisers(store:
     async with admin_client(app) as client:
         await sign_in(client, "vic")
         assert (await client.get(f"/admin/lists/{list_id}/export.csv")).status_code == 403
-        # A viewer reads the pages, without the forms that change things.
-        page = await client.get(f"/admin/lists/{list_id}")
-        assert page.status_code == 200
-        assert f'action="/admin/lists/{list_id}/describe"' not in page.text
+        # People's addresses are for organisers: a viewer reads the overview and reports,
+        # and the menu does not offer what they may not open.
+        for path in (
+            f"/admin/lists/{list_id}",
+            "/admin/lists",
+            "/admin/subscribers",
+            "/admin/events",
+        ):
+            assert (await client.get(path)).status_code == 403, path
+        overview = await client.get("/admin")
+        assert overview.status_code == 200
+        assert 'href="/admin/lists"' not in overview.text
+        assert 'href="/admin/events"' not in overview.text
+        assert 'href="/admin/campaigns"' in overview.text

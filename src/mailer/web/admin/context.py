@@ -33,6 +33,10 @@ NAVIGATION: tuple[tuple[str, str], ...] = (
 )
 """(section, label): the menu; section `x` is the page /admin/x (overview: /admin/)."""
 
+ORGANISER_SECTIONS = frozenset({"lists", "events"})
+"""Sections with people's addresses and the messages they get: organisers only. A viewer
+(a treasurer, a committee member) reads the overview and the campaigns' reports."""
+
 
 def section_href(section: str) -> str:
     return "/admin" if section == "overview" else f"/admin/{section}"
@@ -103,7 +107,11 @@ class Admin:
             organisation=self.settings.from_name,
             title=title,
             section=section,
-            navigation=NAVIGATION,
+            navigation=[
+                (key, label)
+                for key, label in NAVIGATION
+                if signed_in is None or signed_in.may_change or key not in ORGANISER_SECTIONS
+            ],
             user=signed_in.user if signed_in else None,
             may_change=signed_in.may_change if signed_in else False,
             csrf_token=signed_in.csrf_token if signed_in else "",

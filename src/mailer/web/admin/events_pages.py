@@ -263,12 +263,14 @@ def _ascii(name: str) -> str:
 
 def routes(admin: Admin) -> list[Route]:
     pages = EventPages(admin)
-    viewer, organiser = AdminRole.VIEWER, AdminRole.ORGANISER
+    # Addresses, names and personalised messages: organisers only (issue 13: a viewer
+    # reads the overview and the reports).
+    organiser = AdminRole.ORGANISER
     one = "/admin/events/{slug}"
     return [
-        Route("/admin/events", guard(admin, viewer, pages.index), methods=["GET"]),
-        Route(one, guard(admin, viewer, pages.show), methods=["GET"]),
-        Route(f"{one}/preview.html", guard(admin, viewer, pages.frame), methods=["GET"]),
-        Route(f"{one}/invite.ics", guard(admin, viewer, pages.ics), methods=["GET"]),
+        Route("/admin/events", guard(admin, organiser, pages.index), methods=["GET"]),
+        Route(one, guard(admin, organiser, pages.show), methods=["GET"]),
+        Route(f"{one}/preview.html", guard(admin, organiser, pages.frame), methods=["GET"]),
+        Route(f"{one}/invite.ics", guard(admin, organiser, pages.ics), methods=["GET"]),
         Route(f"{one}/test", guard(admin, organiser, pages.send_test), methods=["POST"]),
     ]

@@ -160,12 +160,14 @@ class ListPages:
 
 def routes(admin: Admin) -> list[Route]:
     pages = ListPages(admin, upload_limit=UPLOAD_LIMIT)
-    viewer, organiser = AdminRole.VIEWER, AdminRole.ORGANISER
+    # Addresses, names and personalised messages: organisers only (issue 13: a viewer
+    # reads the overview and the reports).
+    organiser = AdminRole.ORGANISER
     one = "/admin/lists/{list_id:int}"
     return [
-        Route("/admin/lists", guard(admin, viewer, pages.index), methods=["GET"]),
+        Route("/admin/lists", guard(admin, organiser, pages.index), methods=["GET"]),
         Route("/admin/lists", guard(admin, organiser, pages.create), methods=["POST"]),
-        Route(one, guard(admin, viewer, pages.show), methods=["GET"]),
+        Route(one, guard(admin, organiser, pages.show), methods=["GET"]),
         Route(f"{one}/describe", guard(admin, organiser, pages.describe), methods=["POST"]),
         Route(f"{one}/rename", guard(admin, organiser, pages.rename), methods=["POST"]),
         Route(f"{one}/subscribers", guard(admin, organiser, pages.add), methods=["POST"]),

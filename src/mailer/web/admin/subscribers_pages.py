@@ -182,11 +182,13 @@ class SubscriberPages:
 
 def routes(admin: Admin) -> list[Route]:
     pages = SubscriberPages(admin)
-    viewer, organiser = AdminRole.VIEWER, AdminRole.ORGANISER
+    # Addresses, names and personalised messages: organisers only (issue 13: a viewer
+    # reads the overview and the reports).
+    organiser = AdminRole.ORGANISER
     one = "/admin/subscribers/{subscriber_id:int}"
     return [
-        Route("/admin/subscribers", guard(admin, viewer, pages.search), methods=["GET"]),
-        Route(one, guard(admin, viewer, pages.show), methods=["GET"]),
+        Route("/admin/subscribers", guard(admin, organiser, pages.search), methods=["GET"]),
+        Route(one, guard(admin, organiser, pages.show), methods=["GET"]),
         Route(f"{one}/lists", guard(admin, organiser, pages.add), methods=["POST"]),
         Route(f"{one}/unsubscribe", guard(admin, organiser, pages.unsubscribe), methods=["POST"]),
         Route(f"{one}/resubscribe", guard(admin, organiser, pages.resubscribe), methods=["POST"]),
