@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from pydantic import (
+    BaseModel,
+    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -129,6 +131,90 @@ class SmtpSecurity(enum.StrEnum):
     TLS = "tls"
 
 
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+# A relay's name goes into the ledger and the report: one short printable token.
+RELAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
+
+
+class RelaySettings(BaseModel):
+    """One relay of MAILER_RELAYS (issue 15): where, how, how fast, and its share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    security: SmtpSecurity = SmtpSecurity.NONE
+    name: str = ""
+    """Shown in the ledger and the report; default HOST:PORT."""
+    username: str | None = None
+    password: SecretStr | None = None
+    """In the file itself; or name an environment variable in password_env."""
+    password_env: str | None = None
+    concurrency: int = Field(default=4, ge=1, le=256)
+    rate_limit: float | None = Field(default=None, gt=0)
+    """Messages per second through this relay (MAILER_RATE_LIMIT still bounds the sum)."""
+    daily_limit: int | None = Field(default=None, ge=1)
+    """Messages in any 24 hours through this relay; once reached its share goes elsewhere."""
+    weight: float = Field(default=1.0, gt=0, le=1_000_000)
+    """Its share of a campaign's messages, relative to the other relays' weights."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if find_unsafe(self.host) is not None or any(c.isspace() for c in self.host):
+            raise ValueError("host: must be a host name or address, without spaces")
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.host}:{self.port}")
+        if not RELAY_NAME.fullmatch(self.name):
+            raise ValueError(
+                "name: use up to 100 letters, digits and . _ : @ - (it goes in the report)"
+            )
+        if self.password_env is not None:
+            if not ENV_NAME.fullmatch(self.password_env):
+                raise ValueError("password_env: must name an environment variable")
+            value = os.environ.get(self.password_env)
+            if not value:
+                raise ValueError(
+                    f"password_env: the environment variable {self.password_env} is not set"
+                )
+            # (Validated again as an instance inside Settings: the password read from the
+            # variable the first time is then already here.)
+            if self.password is not None and self.password.get_secret_value() != value:
+                raise ValueError("password and password_env: give one of them, not both")
+            object.__setattr__(self, "password", SecretStr(value))
+        if (
+            self.security is SmtpSecurity.NONE
+            and self.password is not None
+            and self.host not in _LOOPBACK_HOSTS
+        ):
+            raise ValueError(
+                f"security: none would send the password in clear to {self.host}; "
+                "use starttls or tls"
+            )
+        return self
+
+    def __str__(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        password = ", password **********" if self.password is not None else ""
+        limits = "".join(
+            (
+                f", concurrency {self.concurrency}",
+                f", rate {self.rate_limit:g}/s" if self.rate_limit else "",
+                f", daily {self.daily_limit}" if self.daily_limit else "",
+                f", weight {self.weight:g}",
+            )
+        )
+        return (
+            f"{self.name} = {user}{self.host}:{self.port} ({self.security.value}{password}{limits})"
+        )
+
+
+def _describe_relay(index: int, raw: object) -> str:
+    """`relay 2 (smtp-b.example.org)`: how an error names the relay it is about."""
+    host = raw.get("host") if isinstance(raw, dict) else None
+    return f"relay {index + 1}" + (f" ({host})" if isinstance(host, str) and host else "")
+
+
 class Settings(BaseSettings):
     """Every setting mailer reads; environment names are `MAILER_` + the field name in capitals."""
 
@@ -153,6 +239,9 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=30.0, gt=0)
     smtp_ca_file: Path | None = None
     messages_per_connection: int | None = Field(default=None, ge=1)
+    # Several relays (issue 15): `[[relays]]` tables in mailer.toml, or a JSON list in
+    # MAILER_RELAYS. Empty: the single relay above, exactly as before.
+    relays: list[RelaySettings] = Field(default_factory=list)
 
     from_address: str = "invitations@mailer.localhost"
     from_name: str = "Mailer demo"
@@ -229,6 +318,34 @@ class Settings(BaseSettings):
         if value is not None and (problem := find_unsafe(value)) is not None:
             raise ValueError(problem)
         return value
+
+    @field_validator("relays", mode="before")
+    @classmethod
+    def _relays(cls, value: object) -> object:
+        """Each relay validated on its own, so an error names the relay and the field."""
+        if not isinstance(value, list):
+            return value  # pydantic says it must be a list
+        relays: list[RelaySettings] = []
+        for index, raw in enumerate(value):
+            where = _describe_relay(index, raw)
+            if isinstance(raw, RelaySettings):
+                relays.append(raw)
+                continue
+            try:
+                relays.append(RelaySettings.model_validate(raw))
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                field = ".".join(str(part) for part in error.get("loc", ()))
+                message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+                raise ValueError(f"{where}: {field + ': ' if field else ''}{message}") from None
+        names = [relay.name for relay in relays]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise ValueError(
+                    f"{_describe_relay(index, value[index])}: name: {name} is used twice "
+                    "(give each relay its own name)"
+                )
+        return relays
 
     @field_validator("bounce_address")
     @classmethod
@@ -384,6 +501,14 @@ class Settings(BaseSettings):
         return self._found.config_file if self._found is not None else self.home / CONFIG_FILE
 
     @property
+    def sending_concurrency(self) -> int:
+        """Messages in flight at once: MAILER_CONCURRENCY, or with MAILER_RELAYS the sum of
+        the relays' own concurrency (each relay bounds its own connections)."""
+        if self.relays:
+            return sum(relay.concurrency for relay in self.relays)
+        return self.concurrency
+
+    @property
     def sender_identity(self) -> SenderIdentity:
         return SenderIdentity(
             from_address=self.from_address,
@@ -474,7 +599,16 @@ def load_settings(**overrides: Any) -> Settings:
             setting=setting,
             hint="Fix it in the environment, .env or mailer.toml; `mailer config show` lists all.",
         ) from exc
-    except (OSError, ValueError) as exc:  # an unreadable or malformed mailer.toml / .env
+    except ValueError as exc:
+        if 'field "relays"' in str(exc):  # MAILER_RELAYS in the environment is not JSON
+            raise ConfigError(
+                "MAILER_RELAYS: must be a JSON list of relays, e.g. "
+                '[{"host": "smtp.example.org", "port": 587, "security": "starttls"}]',
+                setting="MAILER_RELAYS",
+                hint="Or write them as [[relays]] tables in mailer.toml.",
+            ) from exc
+        raise ConfigError(f"cannot read the configuration: {exc}") from exc
+    except OSError as exc:  # an unreadable or malformed mailer.toml / .env
         raise ConfigError(f"cannot read the configuration: {exc}") from exc
     finally:
         _config_file.reset(token)

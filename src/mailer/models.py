@@ -133,6 +133,8 @@ class Outcome:
     status: DeliveryStatus
     code: int | None = None
     reply: str = ""
+    relay: str | None = None
+    """With MAILER_RELAYS: the name of the relay that said it (None: the single relay)."""
 
     @property
     def is_policy_rejection(self) -> bool:
@@ -264,6 +266,8 @@ class RecordedOutcome:
     reply: str = ""
     message_id: str | None = None
     next_attempt_at: datetime | None = None
+    relay: str | None = None
+    """With MAILER_RELAYS: the relay that gave this outcome (see Outcome.relay)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +282,8 @@ class ReportRow:
     updated_at: datetime | None
     later: LaterOutcome | None = None
     """What came back after the relay accepted it (a bounce, a complaint); None: nothing."""
+    relay: str | None = None
+    """With MAILER_RELAYS: the relay that gave the row its last outcome."""
 
 
 @dataclass(slots=True)

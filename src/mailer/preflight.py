@@ -69,7 +69,10 @@ def real_send_problems(settings: Settings) -> list[ConfigError]:
 
 def check_real_send(settings: Settings) -> None:
     """Raise ConfigError if a send through a relay off this machine would go out broken."""
-    if is_local_host(settings.smtp_host):
+    # With MAILER_RELAYS those relays are the ones used (the single relay setting is not).
+    hosts = [relay.host for relay in settings.relays] or [settings.smtp_host]
+    remote = [host for host in hosts if not is_local_host(host)]
+    if not remote:
         return
     problems = real_send_problems(settings)
     if not problems:
@@ -78,7 +81,7 @@ def check_real_send(settings: Settings) -> None:
     more = len(problems) - 1
     also = f" (and {more} more: run `mailer config check`)" if more else ""
     raise ConfigError(
-        f"refusing to send through {settings.smtp_host}: {first.message}{also}",
+        f"refusing to send through {remote[0]}: {first.message}{also}",
         setting=first.setting,
         hint=first.hint,
     )

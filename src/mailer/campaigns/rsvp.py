@@ -199,9 +199,9 @@ async def tell_promoted_via_smtp(
     now: datetime,
 ) -> int:
     """`tell_promoted` through a fresh connection to the configured relay."""
-    from mailer.delivery.smtp import SmtpTransport
+    from mailer.sending.relays import transport_for
 
-    async with SmtpTransport.from_settings(settings) as transport:
+    async with transport_for(settings, store) as transport:
         return await tell_promoted(
             store,
             settings=settings,

@@ -42,6 +42,11 @@ def summarise_send(
     from_line = f"{name} <{settings.from_address}>" if name else settings.from_address
     user = f"{settings.smtp_username}@" if settings.smtp_username else ""
     relay = f"{user}{settings.smtp_host}:{settings.smtp_port} ({settings.smtp_security.value})"
+    if settings.relays:  # MAILER_RELAYS: each with its share
+        total = sum(r.weight for r in settings.relays)
+        relay = "; ".join(
+            f"{r.name} ({r.security.value}, {r.weight / total:.0%})" for r in settings.relays
+        )
     return SendSummary(
         from_line=from_line,
         reply_to=settings.reply_to or event.organiser.email,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from mailer.models import CampaignRecord
     from mailer.store import Store
 from mailer.cli.schedule_cmd import reschedule
-from mailer.models import DeliveryCounts, FeedbackCounts, LaterOutcome
+from mailer.models import DeliveryCounts, DeliveryStatus, FeedbackCounts, LaterOutcome
 
 CampaignId = Annotated[int, typer.Argument(metavar="ID", help="The campaign's number.")]
 
@@ -145,10 +145,11 @@ def report(
     with common.open_store(common.settings_from(ctx)) as store:
         campaign = store.get_campaign(campaign_id)
         rows = store.iter_report(campaign_id)
+        relays = store.relay_counts(campaign_id)  # empty unless sent through MAILER_RELAYS
         if as_csv or out:
             handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
             try:
-                write_report(rows, handle)
+                write_report(rows, handle, relays=bool(relays))
             finally:
                 if out:
                     handle.close()
@@ -161,6 +162,8 @@ def report(
             f"{store.campaign_unsubscribes(campaign_id)} unsubscribed through its links.",
             markup=False,
         )
+        if relays:
+            common.console.print("\n".join(relay_lines(relays)), markup=False)
         common.console.print("\n".join(feedback_lines(counts, later)), markup=False)
         common.console.print("\n".join(rsvp_lines(store, campaign)), markup=False)
         problems = [
@@ -188,6 +191,19 @@ def report(
                 "receivers refused the content or the sender (SPF/DKIM/DMARC?). These "
                 "addresses are not suppressed."
             )
+
+
+def relay_lines(relays: dict[str, dict[DeliveryStatus, int]]) -> list[str]:
+    """With MAILER_RELAYS: what each relay took (`relay-a: 750 sent, 2 deferred`)."""
+    lines = []
+    for name, by_status in relays.items():
+        parts = ", ".join(
+            f"{count} {status.value}"
+            for status in DeliveryStatus
+            if (count := by_status.get(status, 0))
+        )
+        lines.append(f"  Relay {name}: {parts}")
+    return lines
 
 
 def rsvp_lines(store: Store, campaign: CampaignRecord) -> list[str]:

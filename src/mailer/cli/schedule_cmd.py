@@ -117,7 +117,7 @@ async def run_worker(
 ) -> None:
     """The scheduler loop with clean SIGINT/SIGTERM handling; used by `worker` and `serve`."""
     from mailer.campaigns.scheduler import Scheduler
-    from mailer.delivery.smtp import SmtpTransport
+    from mailer.sending.relays import transport_for
     from mailer.store.signer import load_signer
 
     signer = load_signer(settings, store=store)
@@ -125,7 +125,7 @@ async def run_worker(
         settings=settings,
         store=store,
         signer=signer,
-        transport_factory=SmtpTransport.from_settings,
+        transport_factory=lambda settings: transport_for(settings, store),
     )
     if stop is None:
         loop = asyncio.get_running_loop()

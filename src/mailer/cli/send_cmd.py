@@ -181,9 +181,9 @@ async def _send_test(
     signer: TokenSigner,
 ) -> Outcome:
     from mailer.campaigns.trial import send_test
-    from mailer.delivery.smtp import SmtpTransport
+    from mailer.sending.relays import transport_for
 
-    async with SmtpTransport.from_settings(settings) as transport:
+    async with transport_for(settings, store) as transport:
         return await send_test(
             store,
             settings=settings,

@@ -67,6 +67,8 @@ class Journal:
             "m": outcome.message_id,
             "n": outcome.next_attempt_at.isoformat() if outcome.next_attempt_at else None,
         }
+        if outcome.relay is not None:  # MAILER_RELAYS only: single-relay lines stay as they were
+            record["rl"] = outcome.relay
         os.write(self._fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
 
     def close(self, *, remove: bool = False) -> None:
@@ -106,5 +108,6 @@ class Journal:
                         next_attempt_at=as_utc(datetime.fromisoformat(next_at))
                         if next_at
                         else None,
+                        relay=record.get("rl"),
                     )
         return state

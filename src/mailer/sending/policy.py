@@ -35,6 +35,7 @@ class RetryPolicy:
             reply=reply,
             message_id=message_id,
             next_attempt_at=next_at,
+            relay=outcome.relay,
         )
 
 

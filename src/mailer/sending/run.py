@@ -208,10 +208,11 @@ async def send_campaign_via_smtp(
     early: bool = False,
     event: Event | None = None,
 ) -> RunResult:
-    """`run_campaign` through a fresh SMTP pool for the settings' relay, closed afterwards."""
-    from mailer.delivery.smtp import SmtpTransport
+    """`run_campaign` through a fresh SMTP pool for the settings' relay (or one per relay
+    of MAILER_RELAYS), closed afterwards."""
+    from mailer.sending.relays import transport_for
 
-    async with SmtpTransport.from_settings(settings) as transport:
+    async with transport_for(settings, store) as transport:
         return await run_campaign(
             settings=settings,
             store=store,
@@ -334,7 +335,7 @@ async def run_campaign(
             window=settings.breaker_window, threshold=settings.breaker_threshold
         ),
         options=EngineOptions(
-            concurrency=settings.concurrency,
+            concurrency=settings.sending_concurrency,
             batch_size=settings.batch_size,
             retry_horizon=settings.retry_horizon,
             resend_unknown=resend_unknown,

@@ -316,6 +316,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     next_attempt_at=bindparam("b_next"),
                     sent_at=bindparam("b_sent_at"),
                     updated_at=now,
+                    relay=bindparam("b_relay"),  # issue 15: which relay said it
                 ),
                 [
                     {
@@ -327,6 +328,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                         "b_message_id": o.message_id,
                         "b_next": o.next_attempt_at,
                         "b_sent_at": now if o.status is DeliveryStatus.SENT else None,
+                        "b_relay": o.relay,
                     }
                     for o in rows
                 ],
@@ -410,14 +412,17 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                 .values(status=DeliveryStatus.DEFERRED.value, next_attempt_at=now, updated_at=now)
             )
 
-    def recent_send_ages(self, *, within: timedelta) -> list[float]:
-        """Seconds since each message accepted by the relay in the last `within`."""
+    def recent_send_ages(self, *, within: timedelta, relay: str | None = None) -> list[float]:
+        """Seconds since each message accepted by the relay in the last `within`; with
+        `relay`, only those that MAILER_RELAYS relay took (its own daily cap)."""
         now = utcnow()
+        only_relay = [deliveries.c.relay == relay] if relay is not None else []
         with self.engine.connect() as connection:
             times = connection.execute(
                 select(deliveries.c.sent_at).where(
                     deliveries.c.status == DeliveryStatus.SENT.value,
                     deliveries.c.sent_at >= now - within,
+                    *only_relay,
                 )
             ).scalars()
             return [(now - stamp).total_seconds() for t in times if (stamp := as_utc(t))]
@@ -431,6 +436,21 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                 )
             ).scalar()
         return as_utc(value)
+
+    def relay_counts(self, campaign_id: int) -> dict[str, dict[DeliveryStatus, int]]:
+        """With MAILER_RELAYS (issue 15): each relay's rows by status; empty for a campaign
+        sent through the single relay."""
+        query = (
+            select(deliveries.c.relay, deliveries.c.status, func.count())
+            .where(deliveries.c.campaign_id == campaign_id, deliveries.c.relay.is_not(None))
+            .group_by(deliveries.c.relay, deliveries.c.status)
+            .order_by(deliveries.c.relay)
+        )
+        counts: dict[str, dict[DeliveryStatus, int]] = {}
+        with self.engine.connect() as connection:
+            for relay, status, count in connection.execute(query):
+                counts.setdefault(relay, {})[DeliveryStatus(status)] = int(count)
+        return counts
 
     def iter_report(self, campaign_id: int) -> Iterator[ReportRow]:
         after = 0
@@ -455,5 +475,6 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     sent_at=as_utc(row.sent_at),
                     updated_at=as_utc(row.updated_at),
                     later=LaterOutcome(row.feedback) if row.feedback else None,
+                    relay=row.relay,
                 )
             after = rows[-1].id

@@ -104,7 +104,9 @@ def routes(admin: Admin) -> list[Route]:
     def report_csv(request: Request, _signed_in: SignedIn) -> Response:
         campaign = store.get_campaign(int(request.path_params["campaign_id"]))
         return StreamingResponse(
-            report_chunks(store.iter_report(campaign.id)),
+            report_chunks(
+                store.iter_report(campaign.id), relays=bool(store.relay_counts(campaign.id))
+            ),
             media_type="text/csv; charset=utf-8",
             headers={
                 "content-disposition": f'attachment; filename="campaign-{campaign.id}-report.csv"'

@@ -1,0 +1,261 @@
+"""Several relays (MAILER_RELAYS, issue 15): one Transport that spreads messages by weight.
+
+Each relay keeps its own SMTP pool (its concurrency), its own rate and daily cap, and its
+own breaker. A message goes to the relay a smooth weighted round robin names among those
+available (nginx's algorithm: over any run of picks each relay's share stays within one
+pick of its weight's share); a relay whose breaker is open, or whose daily cap is reached,
+is left out and its share goes to the others.
+
+A message is moved to another relay only when nothing of it can have reached the first
+one: the body callback (`on_body`) was never called, and the relay failed as a relay, not
+about this recipient:
+
+- it refused the session (TransportError: AUTH refused, TLS, sender refused): its breaker
+  opens at once;
+- no session or the session was lost before the body (a DEFERRED with no reply code), or
+  it said 421 (closing): its breaker opens after a few in a row.
+
+Anything else (a reply about the recipient, anything after the body started) is the
+message's own outcome, returned as it is, so nobody is mailed twice. An open breaker
+closes again after a cooldown (MAILER_BREAKER_COOLDOWN, doubling each time it opens again,
+up to MAILER_BREAKER_COOLDOWN_MAX); the next failure opens it again at once.
+
+When no relay is available at all, the one whose breaker opened first is tried anyway,
+so the engine sees the real failure and pauses the campaign as it does for one relay.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+from mailer.config import RelaySettings, Settings
+from mailer.delivery.base import Transport
+from mailer.delivery.smtp import SmtpTransport
+from mailer.errors import TransportError
+from mailer.logs import fields
+from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
+from mailer.sending.policy import CircuitBreaker
+from mailer.sending.ports import CampaignLedger
+from mailer.sending.ratelimit import Limit, RateLimiter
+
+log = logging.getLogger("mailer.relays")
+
+_STREAK_TO_OPEN = 3  # relay-level failures in a row (before any body) that open a breaker
+_CAPPED_SOON = 1.0  # seconds: a daily cap freeing later than this leaves the relay out
+
+
+@dataclass(slots=True)
+class RelayState:
+    """One relay: its transport, limits, breaker and place in the round robin."""
+
+    name: str
+    weight: float
+    transport: Transport
+    limiter: RateLimiter | None
+    breaker: CircuitBreaker
+    current: float = 0.0  # smooth weighted round robin's running credit
+    streak: int = 0  # relay-level failures in a row
+    opened: int = 0  # times opened in a row (the cooldown doubles with each)
+    open_until: float = -math.inf
+    opened_at: float = -math.inf
+    reason: str = ""
+    sent: int = field(default=0)
+
+    def is_open(self, now: float) -> bool:
+        return now < self.open_until
+
+    def capped(self) -> bool:
+        if self.limiter is None:
+            return False
+        wait = self.limiter.next_wait()
+        return wait.limit is Limit.DAILY and wait.seconds > _CAPPED_SOON
+
+
+class RelayPool:
+    """A Transport over several relays; see the module docstring."""
+
+    def __init__(
+        self,
+        relays: Sequence[RelayState],
+        *,
+        cooldown: float = 60.0,
+        cooldown_max: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not relays:
+            raise ValueError("at least one relay is needed")
+        self.relays = list(relays)
+        self._cooldown = cooldown
+        self._cooldown_max = cooldown_max
+        self._clock = clock
+
+    # -- the Transport protocol ---------------------------------------------------------
+
+    async def send(
+        self, message: OutgoingMessage, *, on_body: Callable[[], None] | None = None
+    ) -> Outcome:
+        tried: set[str] = set()
+        refused: TransportError | None = None
+        failed: Outcome | None = None
+        while (relay := self._choose(tried)) is not None:
+            tried.add(relay.name)
+            reached = False
+
+            def body() -> None:
+                nonlocal reached
+                reached = True
+                if on_body is not None:
+                    on_body()
+
+            if relay.limiter is not None:
+                await relay.limiter.acquire()
+            try:
+                outcome = await relay.transport.send(message, on_body=body)
+            except TransportError as exc:
+                if reached:  # not raised after the body today; never move such a message
+                    raise
+                self._open(relay, str(exc))
+                refused = exc
+                continue
+            if not reached and _relay_failure(outcome):
+                relay.streak += 1
+                if relay.streak >= _STREAK_TO_OPEN:
+                    self._open(relay, outcome.reply)
+                failed = replace(outcome, relay=relay.name)
+                continue
+            self._record(relay, outcome)
+            return replace(outcome, relay=relay.name)
+        # Every relay was tried for this message and failed as a relay: the engine decides
+        # (a refused session pauses the campaign; lost connections count towards RELAY_DOWN).
+        if failed is not None:
+            return failed
+        assert refused is not None  # the loop runs at least once: _choose never starts empty
+        raise refused
+
+    async def aclose(self) -> None:
+        for relay in self.relays:
+            await relay.transport.aclose()
+
+    async def __aenter__(self) -> RelayPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- choosing -----------------------------------------------------------------------
+
+    def _choose(self, tried: set[str]) -> RelayState | None:
+        """The next relay by smooth weighted round robin among the available ones; when
+        none is available (and this message has tried none), the one that opened first."""
+        now = self._clock()
+        candidates = [r for r in self.relays if r.name not in tried]
+        available = [r for r in candidates if not r.is_open(now) and not r.capped()]
+        if not available:
+            if tried:
+                return None
+            opened = [r for r in candidates if r.is_open(now)]
+            if not opened:  # every relay has reached its daily cap
+                raise TransportError(
+                    "every relay has reached its daily cap",
+                    hint="Raise a relay's daily_limit in MAILER_RELAYS or add a relay; "
+                    "`mailer campaign resume ID` goes on when a cap frees.",
+                )
+            return min(opened, key=lambda r: r.opened_at)
+        total = sum(r.weight for r in available)
+        for relay in available:
+            relay.current += relay.weight
+        chosen = max(available, key=lambda r: r.current)
+        chosen.current -= total
+        return chosen
+
+    # -- the breaker --------------------------------------------------------------------
+
+    def _record(self, relay: RelayState, outcome: Outcome) -> None:
+        relay.streak = 0
+        relay.breaker.record(outcome)
+        if outcome.status is DeliveryStatus.SENT:
+            relay.sent += 1
+            relay.opened = 0
+        if relay.breaker.tripped:
+            self._open(relay, relay.breaker.explain())
+
+    def _open(self, relay: RelayState, reason: str) -> None:
+        now = self._clock()
+        seconds = min(self._cooldown * 2**relay.opened, self._cooldown_max)
+        relay.opened = min(relay.opened + 1, 30)
+        relay.open_until, relay.opened_at = now + seconds, now
+        relay.streak, relay.reason = 0, reason
+        relay.breaker = CircuitBreaker(
+            window=relay.breaker.window, threshold=relay.breaker.threshold
+        )
+        log.warning(
+            fields(
+                event="relay-open",
+                relay=relay.name,
+                seconds=f"{seconds:.0f}",
+                reason=reason,
+                others=", ".join(r.name for r in self.relays if r is not relay),
+            )
+        )
+
+
+def _relay_failure(outcome: Outcome) -> bool:
+    """A failure of the relay rather than about the recipient (before the body): no
+    session, a session lost, or 421 (the relay is closing)."""
+    return outcome.status is DeliveryStatus.DEFERRED and outcome.code in (None, 421)
+
+
+def transport_for(
+    settings: Settings, store: CampaignLedger | None = None
+) -> SmtpTransport | RelayPool:
+    """What sends through the configured relays: the single relay's SMTP pool, or with
+    MAILER_RELAYS one pool per relay, spread by weight."""
+    if settings.relays:
+        return relay_pool(settings, store)
+    return SmtpTransport.from_settings(settings)
+
+
+def relay_pool(settings: Settings, store: CampaignLedger | None = None) -> RelayPool:
+    """The pool for MAILER_RELAYS: one SMTP pool per relay; daily caps count what each
+    relay already took in the last day (from the ledger), so a restart cannot double it."""
+    states = []
+    for relay in settings.relays:
+        states.append(
+            RelayState(
+                name=relay.name,
+                weight=relay.weight,
+                transport=SmtpTransport(
+                    host=relay.host,
+                    port=relay.port,
+                    security=relay.security,
+                    username=relay.username,
+                    password=relay.password.get_secret_value() if relay.password else None,
+                    timeout=settings.smtp_timeout,
+                    connections=relay.concurrency,
+                    messages_per_connection=settings.messages_per_connection,
+                    ca_file=settings.smtp_ca_file,
+                ),
+                limiter=_limiter(relay, store),
+                breaker=CircuitBreaker(
+                    window=settings.breaker_window, threshold=settings.breaker_threshold
+                ),
+            )
+        )
+    return RelayPool(
+        states, cooldown=settings.breaker_cooldown, cooldown_max=settings.breaker_cooldown_max
+    )
+
+
+def _limiter(relay: RelaySettings, store: CampaignLedger | None) -> RateLimiter | None:
+    if relay.rate_limit is None and relay.daily_limit is None:
+        return None
+    # No rate of its own: only the cap (MAILER_RATE_LIMIT still bounds every relay's sum).
+    limiter = RateLimiter(per_second=relay.rate_limit or 1e9, per_day=relay.daily_limit)
+    if relay.daily_limit is not None and store is not None:
+        limiter.preload(store.recent_send_ages(within=timedelta(days=1), relay=relay.name))
+    return limiter
