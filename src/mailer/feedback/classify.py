@@ -115,7 +115,9 @@ def classify(
         # person, and the next message is read.
         log.warning(fields(event="feedback-unreadable", source=source, error=type(exc).__name__))
         return _other(source, f"could not be read ({type(exc).__name__})")
-    if feedback.kind in (FeedbackKind.OTHER, FeedbackKind.AUTO_REPLY):
+    if feedback.kind in (FeedbackKind.OTHER, FeedbackKind.AUTO_REPLY) and log.isEnabledFor(
+        logging.INFO
+    ):
         defects = sum(len(part.defects) for part in walk(message))
         log.info(
             fields(
@@ -149,7 +151,8 @@ def _classify(
     for part in walk(message, limit=MAX_PARTS + 1):
         counted += 1
         parts.setdefault(part.get_content_type(), part)
-    report = read_dsn(message, parts.get("message/delivery-status"))
+    status_part = parts.get("message/delivery-status")
+    report = read_dsn(message, status_part) if status_part is not None else None
     if report is not None:
         return Feedback(
             kind=report.kind,
@@ -161,7 +164,8 @@ def _classify(
             unsubscribe_token=None,
             source=source,
         )
-    abuse = read_arf(message, parts.get("message/feedback-report"))
+    report_part = parts.get("message/feedback-report")
+    abuse = read_arf(message, report_part) if report_part is not None else None
     if abuse is not None:
         return Feedback(
             kind=FeedbackKind.COMPLAINT if abuse.is_complaint else FeedbackKind.OTHER,
@@ -201,6 +205,7 @@ def _classify(
         # scan before the detectors after it. `<>` is what MTAs write for "no sender".
         del message["From"]
         message["From"] = "<>"
+    _drop_returned_bodies(message)
     temporary, permanent = flufl.bounce.all_failures(message)
     for kind, found in (
         (FeedbackKind.HARD_BOUNCE, permanent),
@@ -256,6 +261,23 @@ def _tagged_pattern(base: str) -> re.Pattern[str]:
 @functools.lru_cache(maxsize=16)
 def _plain_pattern(base: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w.+-]){re.escape(base)}(?![\w.-])", re.IGNORECASE)
+
+
+def _drop_returned_bodies(message: Message) -> None:
+    """Empty the bodies of returned messages (message/rfc822 parts; their headers stay).
+
+    flufl.bounce's text detectors read every line of every part some forty times over,
+    the returned message included: that is our own invitation (tens of KiB of text and
+    HTML), which says nothing about the failure. Without it the detectors take a quarter
+    less time on the samples, with the same results (the one sample whose address only
+    flufl's DSN detector found in a returned part is a DSN, read before this)."""
+    for part in walk(message):
+        if part.get_content_type() != "message/rfc822":
+            continue
+        payload = part.get_payload()
+        for returned in payload if isinstance(payload, list) else ():
+            if isinstance(returned, Message):
+                returned.set_payload("")
 
 
 def _plain(found: frozenset[bytes]) -> set[str]:
