@@ -4,7 +4,9 @@ Every few seconds a worker (1) marks scheduled campaigns older than the grace pe
 missed, then (2) asks the store for campaigns that are due: scheduled ones whose time has
 come, and sending ones with work due (retries, or a dead worker's rows) whose lease is free
 or expired. Each is claimed with one atomic UPDATE (see Store.claim_campaign), so two
-workers, in two processes or on two machines sharing PostgreSQL, never both send it.
+workers, in two processes or on two machines sharing PostgreSQL, never both coordinate it.
+(3) A campaign another worker coordinates, with rows nobody has claimed yet, is joined as
+a helper (issue 15): the workers send it together, each claiming its own batches.
 
 Logs are structured `key=value` lines: campaign, event, counts, rate.
 """
@@ -25,6 +27,7 @@ from mailer.logs import fields
 from mailer.models import CampaignStatus
 from mailer.preflight import check_real_send
 from mailer.sending.engine import Progress
+from mailer.sending.helping import help_campaign
 from mailer.sending.ratelimit import Limit
 from mailer.sending.run import make_limiter, run_campaign, worker_identity
 from mailer.store import Store
@@ -98,6 +101,13 @@ class Scheduler:
             if self._stopping.is_set():
                 return
             self._running[campaign_id] = asyncio.create_task(self._send(campaign_id))
+        joinable = await asyncio.to_thread(self.store.joinable_campaigns)
+        for campaign_id in joinable:
+            if campaign_id in self._running or len(self._running) >= self.max_campaigns:
+                continue
+            if self._stopping.is_set():
+                return
+            self._running[campaign_id] = asyncio.create_task(self._help(campaign_id))
 
     def _settings_allow_sending(self) -> bool:
         """No claim while the settings would send broken mail (see mailer.preflight); the
@@ -120,6 +130,27 @@ class Scheduler:
         except Exception:  # a bug or a lost database must not vanish with the task
             log.exception(fields(campaign=campaign_id, event="crashed"))
         finally:
+            self._forget(campaign_id)
+
+    async def _help(self, campaign_id: int) -> None:
+        transport = self.transport_factory(self.settings)
+        try:
+            await help_campaign(
+                settings=self.settings,
+                store=self.store,
+                transport=transport,
+                signer=self.signer,
+                campaign_id=campaign_id,
+                owner=self.owner,
+                stop_requested=self._stopping,
+                limiter=self._limiter,
+            )
+        except MailerError as exc:
+            log.error(fields(campaign=campaign_id, event="help-failed", error=str(exc)))
+        except Exception:  # a bug or a lost database must not vanish with the task
+            log.exception(fields(campaign=campaign_id, event="crashed"))
+        finally:
+            await transport.aclose()
             self._forget(campaign_id)
 
     async def _send_campaign(self, campaign_id: int) -> None:

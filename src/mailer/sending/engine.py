@@ -1,17 +1,22 @@
 """The campaign engine: ledger batches -> render/compose -> N connections -> rate -> record.
 
-Shape (after listmonk's manager, without its delivery semantics): recipients are fetched
+Shape (after listmonk's manager, without its delivery semantics): recipients are claimed
 from the ledger in batches by id, re-checked and marked `sending` a few at a time just
 before they go, rendered just in time by N workers that share one rate limiter and one
 SMTP pool, and their outcomes are journalled at once and written to the ledger in
 batches. Nothing is skipped on a crash (the cursor is the ledger itself) and nothing is
 sent twice (see mailer.sending.journal).
+
+Several senders may send one campaign (issue 15): each claims its own batches (a lease
+per batch, see mailer.store.batches). The coordinator holds the campaign's lease and
+decides how the campaign ends; helpers (`coordinator=False`) only send what they claim.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +42,7 @@ from mailer.sending.journal import Journal
 from mailer.sending.policy import CircuitBreaker, RetryPolicy
 from mailer.sending.ports import Ledger
 from mailer.sending.ratelimit import Limit, RateLimiter
+from mailer.sending.shared_rate import RateCapped, SharedRateLimiter
 from mailer.tokens import TokenSigner, rsvp_url, unsubscribe_url, verp_address
 
 log = logging.getLogger("mailer.worker")
@@ -97,6 +103,11 @@ class EngineOptions:
     status_interval: float = 0.25
     """How often the campaign's status is read while sending: a pause or cancel takes
     effect within this (plus the messages already with the relay)."""
+    coordinator: bool = True
+    """Holds the campaign's lease: waits for the other senders, then ends the campaign.
+    False: a helper (another process or machine) that sends what it claims, then stops."""
+    shared_progress: bool = False
+    """Progress counts every sender's outcomes (read from the store), not just ours."""
 
 
 @dataclass(slots=True)
@@ -128,7 +139,7 @@ class Dispatcher:
         list_id: int,
         store: Ledger,
         transport: Transport,
-        limiter: RateLimiter,
+        limiter: RateLimiter | SharedRateLimiter,
         builder: InvitationBuilder,
         signer: TokenSigner,
         base_url: str,
@@ -139,7 +150,10 @@ class Dispatcher:
         owner: str,
         on_progress: ProgressCallback | None = None,
         stop_requested: asyncio.Event | None = None,
+        reap: Callable[[], bool] | None = None,
     ) -> None:
+        """`reap`: takes over the batches of senders that died or whose lease ran out
+        (settling them from their journals); True while other senders still hold rows."""
         self.campaign_id = campaign_id
         self.list_id = list_id
         self.store = store
@@ -171,6 +185,9 @@ class Dispatcher:
         # stalled process may have lost the campaign to another sender meanwhile).
         self._renewed_at = time.monotonic()
         self._lease_lost = False
+        self._reap = reap
+        self._counts_read_at = 0.0
+        self._sent_before = 0
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -197,10 +214,13 @@ class Dispatcher:
     async def run(self) -> tuple[Stop, Progress]:
         counts = await asyncio.to_thread(self.store.delivery_counts, self.campaign_id)
         progress = Progress(counts=counts)
+        self._sent_before = counts.sent
         helpers = [
             asyncio.create_task(self._heartbeat()),
             asyncio.create_task(self._watch_status()),
         ]
+        if self._reap is not None:
+            helpers.append(asyncio.create_task(self._reap_periodically()))
         if self._external_stop is not None:
             helpers.append(asyncio.create_task(self._watch_external_stop(self._external_stop)))
         try:
@@ -212,9 +232,15 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self._flush(progress)
+            if isinstance(self.limiter, SharedRateLimiter):
+                with contextlib.suppress(Exception):  # the caps count them otherwise
+                    await self.limiter.close()
         if stop.reason is StopReason.RELAY_DOWN and self._unreached and not self._lease_lost:
             # They never reached the relay: due again as soon as the campaign goes on.
             await asyncio.to_thread(self.store.requeue_deferred, self._unreached)
+        # What we claimed and did not take goes back to the other senders; a row still
+        # `sending` (its give-back failed) stays in our batch for our journal to settle.
+        await asyncio.to_thread(self.store.release_batches, self.campaign_id, owner=self.owner)
         return stop, progress
 
     async def _watch_external_stop(self, event: asyncio.Event) -> None:
@@ -227,6 +253,14 @@ class Dispatcher:
             if (cause := self._final_cause()) is not None:
                 return cause
             await self._flush(progress)
+            if not self.options.coordinator:
+                return Stop(StopReason.FINISHED)  # a helper: nothing left to claim
+            if self._reap is not None and await asyncio.to_thread(self._reap):
+                # Other senders still hold rows: wait for them (or for their leases to
+                # run out), then take what they gave back.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.options.status_interval)
+                continue
             next_retry = await asyncio.to_thread(self.store.next_retry_at, self.campaign_id)
             if next_retry is None:
                 return Stop(StopReason.FINISHED)
@@ -258,31 +292,35 @@ class Dispatcher:
                 await flusher
 
     async def _feed(self, queue: asyncio.Queue[DueDelivery | None], progress: Progress) -> None:
-        after = 0
         # Re-check and mark only what the workers will take within moments: a subscriber
         # who unsubscribes now is skipped, and a crash leaves few rows `sending`.
         chunk = max(1, self.options.concurrency)
+        lease = timedelta(seconds=self.options.lease_seconds)
         while not self._halted():
-            batch = await asyncio.to_thread(
-                self.store.fetch_due,
+            claim = await asyncio.to_thread(
+                self.store.claim_batch,
                 self.campaign_id,
-                after_id=after,
+                owner=self.owner,
+                lease=lease,
                 limit=self.options.batch_size,
                 include_unknown=self.options.resend_unknown,
             )
-            if not batch:
+            if claim is None:
                 return
-            after = batch[-1].id
+            batch = claim.rows
             for start in range(0, len(batch), chunk):
                 if self._halted():
                     return
                 part = batch[start : start + chunk]
                 marked = await asyncio.to_thread(
-                    self.store.begin_sending,
-                    self.campaign_id,
-                    self.list_id,
-                    [d.id for d in part],
-                    owner=self.owner,
+                    functools.partial(
+                        self.store.begin_sending,
+                        self.campaign_id,
+                        self.list_id,
+                        [d.id for d in part],
+                        owner=self.owner,
+                        batch=claim.batch,
+                    )
                 )
                 if marked is None:  # the lease is someone else's now: take nothing more
                     self._lease_lost = True
@@ -378,17 +416,23 @@ class Dispatcher:
 
         The wait can last minutes (a cap nearly reached, many workers queued), so it races
         the stop request; when a grant is free now, no race is set up at all."""
-        if self.limiter.ready():
-            await self.limiter.acquire()
-            return not self._halted()
-        grant = asyncio.ensure_future(self.limiter.acquire())
-        stop = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({grant, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not grant.done():
-            grant.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await grant
+        try:
+            if self.limiter.ready():
+                await self.limiter.acquire()
+                return not self._halted()
+            grant = asyncio.ensure_future(self.limiter.acquire())
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({grant, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not grant.done():
+                grant.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await grant
+                return False
+            grant.result()
+        except RateCapped as capped:  # the shared budget's cap: hours away
+            until = datetime.now(UTC) + timedelta(seconds=capped.wait.seconds)
+            self._halt(Stop(StopReason.CAPPED, until=until, limit=capped.wait.limit))
             return False
         return not self._halted()
 
@@ -483,8 +527,19 @@ class Dispatcher:
             except BaseException:
                 self._pending[:0] = batch  # nothing was written: keep them for a retry
                 raise
+        await self._read_shared_counts(progress)
         if self.on_progress is not None:
             self.on_progress(progress)
+
+    async def _read_shared_counts(self, progress: Progress) -> None:
+        """With other senders, the counts (and the rate) are everyone's, from the store;
+        read at most once a second, a grouped count over the campaign's rows."""
+        if not self.options.shared_progress or time.monotonic() - self._counts_read_at < 1.0:
+            return
+        self._counts_read_at = time.monotonic()
+        counts = await asyncio.to_thread(self.store.delivery_counts, self.campaign_id)
+        progress.counts = counts
+        progress.sent_this_run = max(progress.sent_this_run, counts.sent - self._sent_before)
 
     async def _flush_periodically(self, progress: Progress) -> None:
         while True:
@@ -510,9 +565,7 @@ class Dispatcher:
             await asyncio.sleep(self.options.lease_seconds / 6)
             asked_at = time.monotonic()
             try:
-                status = await asyncio.to_thread(
-                    self.store.renew_lease, self.campaign_id, owner=self.owner, lease=lease
-                )
+                status = await asyncio.to_thread(self._renew, lease)
             except Exception as exc:
                 if time.monotonic() - last_renewed < self.options.lease_seconds / 2:
                     log.warning(
@@ -530,6 +583,27 @@ class Dispatcher:
                 # until the messages in flight are recorded (run() cancels this task), so
                 # nobody can take the campaign over while this sender still drains.
                 self._halt(Stop(StopReason.HALTED))
+
+    def _renew(self, lease: timedelta) -> CampaignStatus | None:
+        """The coordinator renews the campaign's lease and its batches; a helper only its
+        batches (losing one shows when its rows can no longer be taken or recorded)."""
+        return self.store.renew_sender(
+            self.campaign_id,
+            owner=self.owner,
+            lease=lease,
+            holds_campaign=self.options.coordinator,
+        )
+
+    async def _reap_periodically(self) -> None:
+        """Take over the batches of dead senders soon, not only when our claims run dry:
+        at once for a dead process of this machine, after its lease for another's."""
+        while True:
+            await asyncio.sleep(self.options.status_interval * 4)
+            try:
+                if self._reap is not None:
+                    await asyncio.to_thread(self._reap)
+            except Exception as exc:  # the heartbeat decides about a lost database
+                log.debug(fields(campaign=self.campaign_id, event="reap-failed", error=str(exc)))
 
     async def _watch_status(self) -> None:
         """Read the campaign's status a few times a second: a pause or cancel stops the

@@ -7,7 +7,7 @@ implements both; tests may hand the engine anything that does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -22,18 +22,79 @@ from mailer.models import (
 )
 
 
+class Claimed(Protocol):
+    """Rows a sender claimed as one batch (mailer.store.batches.Claim)."""
+
+    @property
+    def batch(self) -> int: ...
+
+    @property
+    def rows(self) -> list[DueDelivery]: ...
+
+
+class Holder(Protocol):
+    """Another sender holding rows of a campaign (mailer.store.batches.BatchHolder)."""
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def expired(self) -> bool: ...
+
+
+class Settled(Protocol):
+    @property
+    def applied(self) -> int: ...
+
+    @property
+    def unknown(self) -> int: ...
+
+    @property
+    def requeued(self) -> int: ...
+
+
 class Ledger(Protocol):
     """One campaign's rows: take them in order, mark them, record what the relay said."""
+
+    def claim_batch(
+        self,
+        campaign_id: int,
+        *,
+        owner: str,
+        lease: timedelta,
+        limit: int,
+        include_unknown: bool = False,
+    ) -> Claimed | None:
+        """The next due rows nobody holds, as a new batch of `owner` (issue 15)."""
+        ...
+
+    def renew_batches(self, campaign_id: int, *, owner: str, lease: timedelta) -> int: ...
+
+    def renew_sender(
+        self, campaign_id: int, *, owner: str, lease: timedelta, holds_campaign: bool
+    ) -> CampaignStatus | None:
+        """The heartbeat: the campaign's lease (None if lost), our batches, the status."""
+        ...
+
+    def release_batches(self, campaign_id: int, *, owner: str) -> int:
+        """Rows claimed and not taken go back to everyone; how many are still `sending`."""
+        ...
 
     def fetch_due(
         self, campaign_id: int, *, after_id: int, limit: int, include_unknown: bool = False
     ) -> list[DueDelivery]: ...
 
     def begin_sending(
-        self, campaign_id: int, list_id: int, ids: list[int], *, owner: str
+        self,
+        campaign_id: int,
+        list_id: int,
+        ids: list[int],
+        *,
+        owner: str,
+        batch: int | None = None,
     ) -> tuple[set[int], set[int]] | None:
-        """(to send, skipped) among `ids`, now `sending` under `owner`'s lease; None if the
-        lease is no longer `owner`'s."""
+        """(to send, skipped) among `ids`, now `sending` under `owner`'s batch (or, without
+        one, its campaign lease); None if that is no longer `owner`'s."""
         ...
 
     def record_outcomes(
@@ -67,7 +128,28 @@ class Ledger(Protocol):
         ...
 
 
-class CampaignLedger(Ledger, Protocol):
+class RateBudget(Protocol):
+    """What the store offers (mailer.store.rate_budget.RateBudgetQueries)."""
+
+    def take_rate_slots(
+        self,
+        budget: str,
+        *,
+        now: float,
+        count: int,
+        interval: float,
+        burst: int = ...,
+        horizon: float = ...,
+        per_hour: int | None = ...,
+        per_day: int | None = ...,
+    ) -> tuple[float, int, float, str | None]: ...
+
+    def return_rate_slots(
+        self, budget: str, *, minute: int, count: int, tat_end: float, interval: float
+    ) -> None: ...
+
+
+class CampaignLedger(Ledger, RateBudget, Protocol):
     """The session around a run: claim, settle a dead sender's rows, snapshot, release."""
 
     def get_campaign(self, campaign_id: int) -> CampaignRecord: ...
@@ -104,6 +186,20 @@ class CampaignLedger(Ledger, Protocol):
     ) -> int | None: ...
 
     def in_flight(self, campaign_id: int) -> list[tuple[int, int, int]]: ...
+
+    def batch_holders(
+        self, campaign_id: int, *, besides: str | None = None
+    ) -> Sequence[Holder]: ...
+
+    def take_over_batches(
+        self,
+        campaign_id: int,
+        *,
+        owner: str,
+        dead: bool,
+        journal_outcomes: Mapping[int, RecordedOutcome] | None,
+        journal_started: Collection[int] = (),
+    ) -> Settled: ...
 
     def record_schedule_key(self, campaign_id: int, key: str) -> None: ...
 

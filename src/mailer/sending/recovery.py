@@ -1,10 +1,15 @@
 """After a crash: settle the rows a dead sender left `sending`, from its journal.
 
-See mailer.sending.journal for what the journal proves about each row.
+See mailer.sending.journal for what the journal proves about each row. With several
+senders on a campaign (issue 15), each sender's rows are in its batches, and a dead
+sender's batches are taken over and settled together (reap_batches).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,3 +53,56 @@ def recover_in_flight(
     store.set_delivery_status(first_try, DeliveryStatus.QUEUED)
     store.requeue_deferred(retry)
     return RecoveryReport(len(outcomes), len(unknown), len(requeue))
+
+
+def is_dead_local_process(owner: str) -> bool:
+    """`owner` (host:pid, see run.worker_identity) is a process of this machine that is
+    gone (kill -9): its leases need not run out before others take over."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine: only its lease expiry can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reap_batches(
+    store: CampaignLedger,
+    campaign_id: int,
+    *,
+    me: str,
+    journal_of: Callable[[str], Path],
+) -> bool:
+    """Take over the batches of senders that died (this machine) or whose leases ran out,
+    settling their rows from their journals when the journal is here (issue 15). True
+    while other senders still hold rows of the campaign."""
+    busy = False
+    for holder in store.batch_holders(campaign_id, besides=me):
+        dead = is_dead_local_process(holder.owner)
+        if not dead and not holder.expired:
+            busy = True
+            continue
+        settle_batches_of(store, campaign_id, holder.owner, journal_of(holder.owner), dead=dead)
+    return busy
+
+
+def settle_batches_of(
+    store: CampaignLedger, campaign_id: int, owner: str, journal_file: Path, *, dead: bool
+) -> RecoveryReport:
+    """`owner`'s batches (all when `dead`, else those whose lease ran out), settled from
+    its journal if that is on this machine, else every row in flight unknown."""
+    state = Journal.read(journal_file)
+    settled = store.take_over_batches(
+        campaign_id,
+        owner=owner,
+        dead=dead,
+        journal_outcomes=state.outcomes if state.exists else None,
+        journal_started=state.started,
+    )
+    if dead and state.exists:
+        journal_file.unlink(missing_ok=True)  # the ledger now holds all it knew
+    return RecoveryReport(settled.applied, settled.unknown, settled.requeued)

@@ -7,6 +7,7 @@ sequence is written once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from collections.abc import Callable
@@ -39,28 +40,22 @@ from mailer.sending.engine import (
 )
 from mailer.sending.journal import Journal, journal_path
 from mailer.sending.policy import CircuitBreaker, RetryPolicy
-from mailer.sending.ports import CampaignLedger
+from mailer.sending.ports import CampaignLedger, RateBudget
 from mailer.sending.ratelimit import RateLimiter
-from mailer.sending.recovery import RecoveryReport, recover_in_flight
+from mailer.sending.recovery import (
+    RecoveryReport,
+    is_dead_local_process,
+    reap_batches,
+    recover_in_flight,
+    settle_batches_of,
+)
+from mailer.sending.shared_rate import SharedRateLimiter
 from mailer.tokens import TokenSigner, calendar_url
 
 
 def worker_identity() -> str:
     """Who holds a lease: host and pid, so `campaign show` can say who is sending."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _is_dead_local_process(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine: only its lease expiry can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _claim(
@@ -85,7 +80,7 @@ def _claim(
     ):
         return True
     holder = store.get_campaign(campaign_id).lease_owner
-    if holder and _is_dead_local_process(holder):
+    if holder and is_dead_local_process(holder):
         return store.claim_campaign(
             campaign_id,
             owner=owner,
@@ -182,17 +177,19 @@ def follow_up_audience(campaign: CampaignRecord) -> FollowUpAudience | None:
     return FollowUpAudience(campaign.event_slug, campaign.message, campaign.audience_filter)
 
 
-def make_limiter(settings: Settings, store: CampaignLedger) -> RateLimiter:
-    """The relay's limits. Hourly and daily caps count what was already sent (by any
-    campaign) in the last day, so a restart cannot double the day's volume."""
-    limiter = RateLimiter(
+def make_limiter(settings: Settings, store: RateBudget) -> SharedRateLimiter:
+    """The relay's limits, for every sender together (issue 15): MAILER_RATE_LIMIT and the
+    hourly and daily caps are one budget in the store, shared by all processes and
+    machines. The caps count what was already sent (by any campaign) in the last day, so
+    a restart cannot double the day's volume; one that cannot free up within
+    MAILER_RETRY_HORIZON stops the run (CAPPED) instead of sleeping for hours."""
+    return SharedRateLimiter(
+        store,
         per_second=settings.rate_limit,
         per_hour=settings.hourly_limit,
         per_day=settings.daily_limit,
+        patience=settings.retry_horizon,
     )
-    if settings.hourly_limit or settings.daily_limit:
-        limiter.preload(store.recent_send_ages(within=timedelta(days=1)))
-    return limiter
 
 
 async def send_campaign_via_smtp(
@@ -207,6 +204,7 @@ async def send_campaign_via_smtp(
     resume: bool = False,
     early: bool = False,
     event: Event | None = None,
+    shared_progress: bool = False,
 ) -> RunResult:
     """`run_campaign` through a fresh SMTP pool for the settings' relay (or one per relay
     of MAILER_RELAYS), closed afterwards."""
@@ -225,6 +223,7 @@ async def send_campaign_via_smtp(
             resume=resume,
             early=early,
             event=event,
+            shared_progress=shared_progress,
         )
 
 
@@ -241,10 +240,11 @@ async def run_campaign(
     on_progress: ProgressCallback | None = None,
     stop_requested: asyncio.Event | None = None,
     event: Event | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: RateLimiter | SharedRateLimiter | None = None,
     resume: bool = False,
     early: bool = False,
     journal_factory: Callable[[Path], Journal] = Journal,
+    shared_progress: bool = False,
 ) -> RunResult:
     """Send `campaign_id` until finished, waiting for retries, interrupted or paused.
 
@@ -254,7 +254,11 @@ async def run_campaign(
     `event`: the event the organiser confirmed (loaded once by the command); None reads
     the campaign's event file now (the scheduler's case).
     `stop_requested`: set it to stop taking recipients (SIGINT, worker shutdown).
-    `journal_factory`: opens the sender's journal (tests stand a full disk in)."""
+    `journal_factory`: opens the sender's journal (tests stand a full disk in).
+    `shared_progress`: other senders help (issue 15): progress counts theirs too.
+
+    This sender coordinates: other senders (helping.help_campaign) may claim batches of
+    the campaign meanwhile; it waits for them before the campaign ends."""
     # Before any claim or connection: a relay off this machine with the demo's sender or
     # an unusable unsubscribe link would reach real people broken.
     check_real_send(settings)
@@ -341,10 +345,12 @@ async def run_campaign(
             resend_unknown=resend_unknown,
             lease_seconds=settings.lease_seconds,
             bounce_address=settings.bounce_address,
+            shared_progress=shared_progress,
         ),
         owner=owner,
         on_progress=on_progress,
         stop_requested=stop_requested,
+        reap=functools.partial(reap_batches, store, campaign_id, me=owner, journal_of=journal_of),
     )
     try:
         stop, progress = await dispatcher.run()
@@ -354,6 +360,13 @@ async def run_campaign(
         journal.close()
         raise
     reason = stop.reason
+    if reason is not StopReason.LEASE_LOST and store.release_batches(campaign_id, owner=owner):
+        # The same, for rows of our batches (the engine claims in batches, issue 15).
+        try:
+            settle_batches_of(store, campaign_id, owner, journal_of(owner), dead=True)
+        except BaseException:
+            journal.close()
+            raise
     if reason is not StopReason.LEASE_LOST and store.in_flight(campaign_id):
         # A row whose give-back failed (the database blinked) is still `sending`. Settle it
         # from our own journal while the lease is ours: once released, the next sender
@@ -385,7 +398,11 @@ async def run_campaign(
             error=message if final is CampaignStatus.PAUSED else None,
             retry_after=retry_after,
         )
-    settled = reason is not StopReason.LEASE_LOST and not store.in_flight(campaign_id)
+    settled = (
+        reason is not StopReason.LEASE_LOST
+        and not store.in_flight(campaign_id)
+        and not store.release_batches(campaign_id, owner=owner)
+    )
     journal.close(remove=settled)
     return RunResult(
         campaign=store.get_campaign(campaign_id),

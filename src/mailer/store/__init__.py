@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from mailer.store.admin import AdminQueries
+from mailer.store.batches import BatchQueries
 from mailer.store.campaigns import CampaignQueries, SchedulingQueries
 from mailer.store.dashboard import DashboardQueries
 from mailer.store.database import create_store_engine, upgrade
@@ -17,6 +18,7 @@ from mailer.store.imports import ImportQueries
 from mailer.store.keys import SigningKeyQueries
 from mailer.store.ledger import LedgerQueries
 from mailer.store.lists import ListQueries
+from mailer.store.rate_budget import RateBudgetQueries
 from mailer.store.recipient_pages import PageQueries
 from mailer.store.rsvps import RsvpQueries
 from mailer.store.search import SearchQueries
@@ -28,7 +30,9 @@ class Store(
     ImportQueries,
     CampaignQueries,
     SchedulingQueries,
+    BatchQueries,
     LedgerQueries,
+    RateBudgetQueries,
     FeedbackQueries,
     SuppressionQueries,
     PageQueries,

@@ -40,7 +40,7 @@ from mailer.models import (
 )
 from mailer.store.base import StoreBase
 from mailer.store.rsvps import follow_up_condition
-from mailer.store.schema import campaigns, deliveries, memberships, subscribers
+from mailer.store.schema import campaigns, deliveries, memberships, send_batches, subscribers
 from mailer.store.suppressions import SuppressionQueries, active_suppression
 
 # States a row can be taken from for sending (unknown only with --resend-unknown).
@@ -74,6 +74,22 @@ _HOLDS_LEASE = (
     )
     .exists()
 )
+# Who may touch a row (issue 15): the owner of the batch it is in; a row in no batch (taken
+# the single-sender way, fetch_due + begin_sending) only the holder of the campaign lease.
+# A sender whose batch was taken over (its lease expired, or it died) is fenced out of
+# every row of that batch: the row's batch_id names a batch that is no longer its.
+_IN_OWN_BATCH = (
+    select(send_batches.c.id)
+    .where(
+        send_batches.c.id == deliveries.c.batch_id,
+        send_batches.c.owner == bindparam("b_owner"),
+    )
+    .exists()
+)
+_NO_BATCH = deliveries.c.batch_id.is_(None)
+_HELD = or_(and_(_NO_BATCH, _HOLDS_LEASE), _IN_OWN_BATCH)
+_IN_BATCH = deliveries.c.batch_id == bindparam("b_batch")
+_BATCH_HOLDER = select(send_batches.c.owner).where(send_batches.c.id == bindparam("b_batch"))
 _STILL_MAILABLE = (
     select(subscribers.c.id)
     .join(
@@ -83,18 +99,29 @@ _STILL_MAILABLE = (
     .where(subscribers.c.id == deliveries.c.subscriber_id, _mailable(_LIST))
     .exists()
 )
-_TAKE = (
-    update(deliveries)
-    .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, _HOLDS_LEASE, _STILL_MAILABLE)
-    .values(status=DeliveryStatus.SENDING.value, updated_at=bindparam("b_now"))
-    .returning(deliveries.c.id)
-)
-_SKIP = (
-    update(deliveries)
-    .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, _HOLDS_LEASE, ~_STILL_MAILABLE)
-    .values(status=DeliveryStatus.SKIPPED.value, updated_at=bindparam("b_now"))
-    .returning(deliveries.c.id)
-)
+
+
+def _take(fence: ColumnElement[bool]) -> Any:
+    return (
+        update(deliveries)
+        .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, fence, _STILL_MAILABLE)
+        .values(status=DeliveryStatus.SENDING.value, updated_at=bindparam("b_now"))
+        .returning(deliveries.c.id)
+    )
+
+
+def _skip(fence: ColumnElement[bool]) -> Any:
+    return (
+        update(deliveries)
+        .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, fence, ~_STILL_MAILABLE)
+        .values(status=DeliveryStatus.SKIPPED.value, updated_at=bindparam("b_now"), batch_id=None)
+        .returning(deliveries.c.id)
+    )
+
+
+_TAKE, _SKIP = _take(and_(_NO_BATCH, _HOLDS_LEASE)), _skip(and_(_NO_BATCH, _HOLDS_LEASE))
+_TAKE_IN_BATCH = _take(and_(_IN_BATCH, _IN_OWN_BATCH))
+_SKIP_IN_BATCH = _skip(and_(_IN_BATCH, _IN_OWN_BATCH))
 _LEASE_HOLDER = select(campaigns.c.lease_owner).where(campaigns.c.id == bindparam("b_campaign"))
 
 
@@ -233,7 +260,12 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                 subscribers.c.attributes,
             )
             .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-            .where(deliveries.c.campaign_id == campaign_id, deliveries.c.id > after_id, due)
+            .where(
+                deliveries.c.campaign_id == campaign_id,
+                deliveries.c.id > after_id,
+                due,
+                _NO_BATCH,  # not another sender's claim (issue 15)
+            )
             .order_by(deliveries.c.id)
             .limit(limit)
         )
@@ -253,13 +285,20 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             ]
 
     def begin_sending(
-        self, campaign_id: int, list_id: int, ids: list[int], *, owner: str
+        self,
+        campaign_id: int,
+        list_id: int,
+        ids: list[int],
+        *,
+        owner: str,
+        batch: int | None = None,
     ) -> tuple[set[int], set[int]] | None:
         """Just before sending: skip rows whose subscriber left since the snapshot, mark the
         rest `sending`. Returns (to send, skipped) delivery ids, in one transaction.
 
-        Nothing is taken unless `owner` holds the campaign's lease (then None is
-        returned), and only rows still due are taken, so no row is ever sent by two.
+        Nothing is taken unless `owner` holds `batch` (the rows' claim, store/batches.py)
+        or, without a batch, the campaign's lease: else None is returned. Only rows still
+        due are taken, so no row is ever sent by two.
         """
         if not ids:
             return set(), set()
@@ -268,13 +307,19 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             "b_list": list_id,
             "b_campaign": campaign_id,
             "b_owner": owner,
+            "b_batch": batch,
             "b_now": utcnow(),
         }
+        take, skip, holder_of = (
+            (_TAKE, _SKIP, _LEASE_HOLDER)
+            if batch is None
+            else (_TAKE_IN_BATCH, _SKIP_IN_BATCH, _BATCH_HOLDER)
+        )
         with self.engine.begin() as connection:
-            taken = set(connection.execute(_TAKE, params).scalars())
-            skipped = set(connection.execute(_SKIP, params).scalars())
+            taken = set(connection.execute(take, params).scalars())
+            skipped = set(connection.execute(skip, params).scalars())
             if not taken and not skipped:
-                holder = connection.execute(_LEASE_HOLDER, params).scalar()
+                holder = connection.execute(holder_of, params).scalar()
                 if holder != owner:
                     return None
         return taken, skipped
@@ -288,54 +333,68 @@ class LedgerQueries(SuppressionQueries, StoreBase):
     ) -> None:
         """Write a batch of outcomes in one transaction; hard bounces also suppress.
 
-        With `owner`, only rows still `sending` under that owner's lease are written: a
-        sender that lost its lease cannot overwrite what the new holder records.
+        With `owner`, only rows still `sending` in that owner's batch (or, for a row in no
+        batch, under its campaign lease) are written: a sender that lost its lease cannot
+        overwrite what the new holder records. A recorded row leaves its batch.
         """
         rows = list(outcomes)
         if not rows:
             return
-        now = utcnow()
-        fence = []
-        if owner is not None:
-            fence = [
-                deliveries.c.status == DeliveryStatus.SENDING.value,
-                select(campaigns.c.id)
-                .where(campaigns.c.id == campaign_id, campaigns.c.lease_owner == owner)
-                .exists(),
-            ]
         with self.engine.begin() as connection:
-            connection.execute(
-                update(deliveries)
-                .where(deliveries.c.id == bindparam("b_id"), *fence)
-                .values(
-                    status=bindparam("b_status"),
-                    attempts=bindparam("b_attempts"),
-                    last_code=bindparam("b_code"),
-                    last_reply=bindparam("b_reply"),
-                    message_id=func.coalesce(bindparam("b_message_id"), deliveries.c.message_id),
-                    next_attempt_at=bindparam("b_next"),
-                    sent_at=bindparam("b_sent_at"),
-                    updated_at=now,
-                    relay=bindparam("b_relay"),  # issue 15: which relay said it
-                ),
-                [
-                    {
-                        "b_id": o.delivery_id,
-                        "b_status": o.status.value,
-                        "b_attempts": o.attempts,
-                        "b_code": o.code,
-                        "b_reply": o.reply[:2000],
-                        "b_message_id": o.message_id,
-                        "b_next": o.next_attempt_at,
-                        "b_sent_at": now if o.status is DeliveryStatus.SENT else None,
-                        "b_relay": o.relay,
-                    }
-                    for o in rows
-                ],
-            )
-            for outcome in rows:
-                if outcome.status is DeliveryStatus.BOUNCED:
-                    self._suppress_bounce(connection, outcome, campaign_id)
+            self.write_outcomes(connection, campaign_id, rows, owner=owner)
+
+    def write_outcomes(
+        self,
+        connection: Connection,
+        campaign_id: int,
+        rows: list[RecordedOutcome],
+        *,
+        owner: str | None = None,
+    ) -> None:
+        """record_outcomes inside the caller's transaction (a batch taken over is settled
+        in the same transaction as it is taken, store/batches.py)."""
+        if not rows:
+            return
+        now = utcnow()
+        fence: list[ColumnElement[bool]] = []
+        fence_params: dict[str, object] = {}
+        if owner is not None:
+            fence = [deliveries.c.status == DeliveryStatus.SENDING.value, _HELD]
+            fence_params = {"b_owner": owner, "b_campaign": campaign_id}
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("b_id"), *fence)
+            .values(
+                status=bindparam("b_status"),
+                attempts=bindparam("b_attempts"),
+                last_code=bindparam("b_code"),
+                last_reply=bindparam("b_reply"),
+                message_id=func.coalesce(bindparam("b_message_id"), deliveries.c.message_id),
+                next_attempt_at=bindparam("b_next"),
+                sent_at=bindparam("b_sent_at"),
+                updated_at=now,
+                batch_id=None,
+                relay=bindparam("b_relay"),  # issue 15: which relay said it
+            ),
+            [
+                {
+                    **fence_params,
+                    "b_id": o.delivery_id,
+                    "b_status": o.status.value,
+                    "b_attempts": o.attempts,
+                    "b_code": o.code,
+                    "b_reply": o.reply[:2000],
+                    "b_message_id": o.message_id,
+                    "b_next": o.next_attempt_at,
+                    "b_sent_at": now if o.status is DeliveryStatus.SENT else None,
+                    "b_relay": o.relay,
+                }
+                for o in rows
+            ],
+        )
+        for outcome in rows:
+            if outcome.status is DeliveryStatus.BOUNCED:
+                self._suppress_bounce(connection, outcome, campaign_id)
 
     def _suppress_bounce(
         self, connection: Connection, outcome: RecordedOutcome, campaign_id: int
@@ -350,7 +409,9 @@ class LedgerQueries(SuppressionQueries, StoreBase):
         )
 
     def in_flight(self, campaign_id: int) -> list[tuple[int, int, int]]:
-        """Rows left `sending` (by a sender that died): (delivery id, subscriber id, attempts)."""
+        """Rows left `sending` in no batch (by a single sender under the campaign lease,
+        that died): (delivery id, subscriber id, attempts). Rows in a sender's batch are
+        settled with their batch (store/batches.py): they may be in flight right now."""
         with self.engine.connect() as connection:
             return [
                 (row.id, row.subscriber_id, row.attempts)
@@ -360,6 +421,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     ).where(
                         deliveries.c.campaign_id == campaign_id,
                         deliveries.c.status == DeliveryStatus.SENDING.value,
+                        _NO_BATCH,
                     )
                 )
             ]
@@ -379,17 +441,17 @@ class LedgerQueries(SuppressionQueries, StoreBase):
         if not ids:
             return
         condition = [deliveries.c.status == only_from.value] if only_from is not None else []
+        params: dict[str, object] = {}
         if owner is not None:
-            condition.append(
-                select(campaigns.c.id)
-                .where(campaigns.c.id == campaign_id, campaigns.c.lease_owner == owner)
-                .exists()
-            )
+            condition.append(_HELD)
+            params = {"b_owner": owner, "b_campaign": campaign_id}
         with self.engine.begin() as connection:
             connection.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(ids), *condition)
-                .values(status=status.value, updated_at=utcnow())
+                # given back or settled: the row leaves its sender's batch
+                .values(status=status.value, updated_at=utcnow(), batch_id=None),
+                params,
             )
 
     def requeue_deferred(self, ids: Iterable[int]) -> None:
@@ -409,7 +471,12 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                         [DeliveryStatus.DEFERRED.value, DeliveryStatus.SENDING.value]
                     ),
                 )
-                .values(status=DeliveryStatus.DEFERRED.value, next_attempt_at=now, updated_at=now)
+                .values(
+                    status=DeliveryStatus.DEFERRED.value,
+                    next_attempt_at=now,
+                    updated_at=now,
+                    batch_id=None,
+                )
             )
 
     def recent_send_ages(self, *, within: timedelta, relay: str | None = None) -> list[float]:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -164,8 +165,40 @@ deliveries = Table(
     # The MAILER_RELAYS relay that gave the row its last outcome (issue 15); NULL with the
     # single-relay settings.
     Column("relay", String(100)),
+    # The sender's batch holding the row while it is claimed (issue 15); NULL otherwise.
+    Column("batch_id", Id),
     UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
     Index("ix_deliveries_campaign_status", "campaign_id", "status", "id"),
+    Index("ix_deliveries_batch_id", "batch_id"),
+)
+
+# A sender's claim on some of a campaign's rows, with its own lease (issue 15): only the
+# owner may mark its rows `sending` or record them (see store/batches.py).
+send_batches = Table(
+    "send_batches",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("lease_expires_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_send_batches_campaign_owner", "campaign_id", "owner"),
+)
+
+# The shared rate (issue 15): GCRA state per budget (`tat`, epoch seconds) and the slots
+# granted per minute, which the hourly and daily caps add up (see store/rate_budget.py).
+rate_budgets = Table(
+    "rate_budgets",
+    metadata,
+    Column("name", String(120), primary_key=True),
+    Column("tat", Float(precision=53), nullable=False),
+)
+rate_counts = Table(
+    "rate_counts",
+    metadata,
+    Column("budget", String(120), primary_key=True),
+    Column("minute", BigInteger, primary_key=True),
+    Column("granted", Integer, nullable=False),
 )
 
 # -- RSVP (issue 14) ---------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""Helping with a campaign another sender coordinates (issue 15: one campaign, many senders).
+
+The coordinator (run.run_campaign) holds the campaign's lease: it snapshots the audience,
+settles crashes, and ends the campaign. A helper (another process of `mailer send
+--processes N`, or a `mailer worker` on any machine sharing the store) claims batches of
+the campaign's rows with their own leases, sends them through its own SMTP pool and the
+shared rate, records them, and stops when nothing is left to claim or the campaign is no
+longer sending. It never changes the campaign's status: a pause or cancel reaches it
+through the status it reads a few times a second, and the coordinator decides the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.config import Settings
+from mailer.delivery.base import Transport
+from mailer.logs import fields
+from mailer.message.event import load_event
+from mailer.models import CampaignStatus
+from mailer.preflight import check_real_send
+from mailer.sending.engine import (
+    Dispatcher,
+    EngineOptions,
+    Progress,
+    ProgressCallback,
+    Stop,
+    StopReason,
+)
+from mailer.sending.journal import Journal, journal_path
+from mailer.sending.policy import CircuitBreaker, RetryPolicy
+from mailer.sending.ports import CampaignLedger
+from mailer.sending.ratelimit import RateLimiter
+from mailer.sending.recovery import reap_batches, settle_batches_of
+from mailer.sending.run import (
+    calendar_sequence,
+    invitation_builder,
+    journal_error,
+    make_limiter,
+    worker_identity,
+)
+from mailer.sending.shared_rate import SharedRateLimiter
+from mailer.tokens import TokenSigner
+
+log = logging.getLogger("mailer.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class HelpResult:
+    stop: Stop
+    progress: Progress
+
+
+async def help_campaign(
+    *,
+    settings: Settings,
+    store: CampaignLedger,
+    transport: Transport,
+    signer: TokenSigner,
+    campaign_id: int,
+    owner: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    stop_requested: asyncio.Event | None = None,
+    limiter: RateLimiter | SharedRateLimiter | None = None,
+    journal_factory: Callable[[Path], Journal] = Journal,
+) -> HelpResult | None:
+    """Send what can be claimed of `campaign_id` while another sender coordinates it;
+    None when there is nothing to help with (not sending, or not yet snapshotted)."""
+    check_real_send(settings)
+    owner = owner or worker_identity()
+    campaign = store.get_campaign(campaign_id)
+    if campaign.status is not CampaignStatus.SENDING or campaign.snapshot_at is None:
+        return None
+
+    def journal_of(sender: str) -> Path:
+        return journal_path(settings.var_dir, settings.database_url, campaign_id, sender)
+
+    try:
+        journal = journal_factory(journal_of(owner))
+    except OSError as exc:
+        raise journal_error(journal_of(owner), exc) from exc
+    try:
+        event = load_event(Path(campaign.event_path)).for_message(campaign.message)
+        builder = invitation_builder(
+            settings,
+            event,
+            campaign_id=campaign_id,
+            list_name=campaign.list_name,
+            list_title=campaign.list_title,
+            # the coordinator's figure: the same keys, so the same SEQUENCE
+            sequence=calendar_sequence(store, campaign, event),
+            signer=signer,
+        )
+    except BaseException:
+        journal.close(remove=True)
+        raise
+    dispatcher = Dispatcher(
+        campaign_id=campaign_id,
+        list_id=campaign.list_id,
+        store=store,
+        transport=transport,
+        limiter=limiter or make_limiter(settings, store),
+        builder=builder,
+        signer=signer,
+        base_url=settings.base_url,
+        journal=journal,
+        retry=RetryPolicy(first_delay=settings.retry_delay, max_attempts=settings.max_attempts),
+        breaker=CircuitBreaker(
+            window=settings.breaker_window, threshold=settings.breaker_threshold
+        ),
+        options=EngineOptions(
+            concurrency=settings.sending_concurrency,
+            batch_size=settings.batch_size,
+            retry_horizon=settings.retry_horizon,
+            lease_seconds=settings.lease_seconds,
+            bounce_address=settings.bounce_address,
+            coordinator=False,
+        ),
+        owner=owner,
+        on_progress=on_progress,
+        stop_requested=stop_requested,
+        reap=functools.partial(reap_batches, store, campaign_id, me=owner, journal_of=journal_of),
+    )
+    try:
+        stop, progress = await dispatcher.run()
+    except BaseException:
+        journal.close()  # kept: whoever takes our batches over settles them from it
+        raise
+    settled = stop.reason is not StopReason.LEASE_LOST
+    if settled and store.release_batches(campaign_id, owner=owner):
+        # A row whose give-back failed is still `sending` in our batch: settle it from our
+        # journal now, as the coordinator does with its own.
+        try:
+            settle_batches_of(store, campaign_id, owner, journal_of(owner), dead=True)
+        except BaseException:
+            journal.close()
+            raise
+    journal.close(remove=settled and not store.release_batches(campaign_id, owner=owner))
+    log.info(
+        fields(
+            campaign=campaign_id,
+            event="helped",
+            worker=owner,
+            reason=stop.reason.value,
+            sent=progress.sent_this_run,
+        )
+    )
+    return HelpResult(stop, progress)

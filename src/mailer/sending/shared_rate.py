@@ -1,0 +1,179 @@
+"""One rate for every sender (issue 15): slots booked from a bucket in the database.
+
+`RateLimiter` (mailer.sending.ratelimit) paces one process. `SharedRateLimiter` has the
+same face for the engine, but its slots come from a budget every sender shares (a row in
+the store, see mailer.store.rate_budget): each process books a few slots at a time, about
+`lookahead` seconds' worth, and sends each at its own time. The slots of all senders
+interleave on one schedule, so the sum over senders and machines is paced as one sender
+would be: over any window of W seconds at most `burst + W * per_second` slots, and the
+hourly and daily caps over all of them.
+
+A process that stops hands its unused slots back; one killed with slots booked wastes at
+most `lookahead` seconds of its share (the caps count them: they are never exceeded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mailer.sending.ports import RateBudget
+from mailer.sending.ratelimit import Limit, Wait
+
+Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+GLOBAL_BUDGET = "global"
+
+
+class RateCapped(Exception):
+    """The hourly or daily cap will not allow a slot within the caller's patience."""
+
+    def __init__(self, wait: Wait) -> None:
+        super().__init__(f"{wait.limit} cap: {wait.seconds:.0f} s")
+        self.wait = wait
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    at: float
+    minute: int
+    """The minute it was booked in (what the caps counted it under)."""
+
+
+async def _in_thread(call: Callable[[], Any]) -> Any:
+    return await asyncio.to_thread(call)
+
+
+class SharedRateLimiter:
+    """The engine's rate limiter, over a budget in the store shared by every sender."""
+
+    def __init__(
+        self,
+        store: RateBudget,
+        *,
+        per_second: float,
+        burst: int | None = None,
+        per_hour: int | None = None,
+        per_day: int | None = None,
+        budget: str = GLOBAL_BUDGET,
+        lookahead: float = 0.1,
+        horizon: float | None = None,
+        max_grant: int = 256,
+        patience: float = math.inf,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        offload: Offload = _in_thread,
+    ) -> None:
+        """`clock`: epoch seconds, the same on every machine (NTP); tests pass a virtual
+        one with its `sleep`. `patience`: a cap freeing up later than this raises
+        RateCapped from acquire() instead of sleeping (the engine stops, CAPPED).
+        `offload`: how a store call leaves the event loop (a thread by default).
+        `lookahead`: seconds of slots booked at a time; `horizon`: how far ahead of now the
+        schedule may be booked (default four bookings: several senders each hold their
+        next slots without asking twice)."""
+        if not per_second > 0 or math.isinf(per_second):
+            raise ValueError("per_second must be a positive finite number")
+        self.per_second = per_second
+        self.burst = 1 if burst is None else burst
+        if self.burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.per_hour = per_hour
+        self.per_day = per_day
+        self.budget = budget
+        self.patience = patience
+        self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        self._offload = offload
+        self._interval = 1.0 / per_second
+        self._horizon = max(0.5, 4 * lookahead) if horizon is None else horizon
+        # About `lookahead` seconds of slots per booking: few round trips at high rates,
+        # one slot at a time at low ones.
+        self._grant = max(1, min(max_grant, math.ceil(per_second * lookahead)))
+        self._slots: deque[_Slot] = deque()
+        self._last_end = 0.0  # where the last booking ended (to hand unused slots back)
+        self._capped: Wait | None = None
+        self._capped_until = 0.0
+        self._turn = asyncio.Lock()
+
+    # -- the engine's face (as RateLimiter) ---------------------------------------------
+
+    async def acquire(self) -> None:
+        """Wait for this process's next slot, booking more from the budget when needed."""
+        async with self._turn:
+            while not self._slots:
+                await self._book()
+            slot = self._slots.popleft()
+            wait = slot.at - self._clock()
+            if wait > 0:
+                await self._sleep(wait)
+
+    def ready(self) -> bool:
+        return not self._turn.locked() and bool(self._slots) and self._slots[0].at <= self._clock()
+
+    def next_wait(self) -> Wait:
+        """The cap last reported by the budget, if it still holds; else no known wait."""
+        now = self._clock()
+        if self._capped is not None and now < self._capped_until:
+            return Wait(self._capped_until - now, self._capped.limit)
+        if self._slots and self._slots[0].at > now:
+            return Wait(self._slots[0].at - now, Limit.RATE)
+        return Wait(0.0, None)
+
+    async def close(self) -> None:
+        """Hand back the slots booked and not used (the caps count them otherwise)."""
+        if not self._slots:
+            return
+        unused: dict[int, int] = {}
+        for slot in self._slots:
+            unused[slot.minute] = unused.get(slot.minute, 0) + 1
+        self._slots.clear()
+        for minute, count in unused.items():
+            await self._offload(
+                functools.partial(
+                    self._store.return_rate_slots,
+                    self.budget,
+                    minute=minute,
+                    count=count,
+                    tat_end=self._last_end,
+                    interval=self._interval,
+                )
+            )
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _book(self) -> None:
+        now = self._clock()
+        first, granted, free_at, cap = await self._offload(
+            lambda: self._store.take_rate_slots(
+                self.budget,
+                now=now,
+                count=self._grant,
+                interval=self._interval,
+                burst=self.burst,
+                horizon=self._horizon,
+                per_hour=self.per_hour,
+                per_day=self.per_day,
+            )
+        )
+        if granted:
+            minute = int(now // 60)
+            self._slots.extend(_Slot(first + i * self._interval, minute) for i in range(granted))
+            self._last_end = first + granted * self._interval
+            if cap is None:
+                self._capped = None
+            return
+        if cap is not None:
+            limit = Limit.HOURLY if cap == "hourly" else Limit.DAILY
+            self._capped = Wait(free_at - now, limit)
+            self._capped_until = free_at
+            if free_at - now > self.patience:
+                raise RateCapped(self._capped)
+        # Booked ahead by others (or capped for a while): ask again when it frees up.
+        await self._sleep(max(free_at - now, self._interval / 2, 0.001))

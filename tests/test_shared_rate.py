@@ -1,0 +1,176 @@
+"""One rate for every sender (issue 15): slots booked from a bucket in the store.
+
+Four senders, each its own SharedRateLimiter taking slots as fast as they are given,
+share one budget of 200/s in a real SQLite file or PostgreSQL database, on a virtual
+clock: 60 virtual seconds take a few seconds of real time, and the result does not depend
+on the machine's load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from mailer.sending.ratelimit import Limit, Wait
+from mailer.sending.shared_rate import RateCapped, SharedRateLimiter
+from mailer.store import Store
+
+START = 1_900_000_000.0  # epoch seconds: the budget's clock, here virtual
+
+
+class VirtualTime:
+    """A clock and a sleep for many tasks: time jumps to the next wake-up once every task
+    is waiting (store calls are made inline, so a task only yields in sleep())."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(seconds, 0.0), next(self._order), future))
+        await future
+
+    async def drive(self, tasks: list[asyncio.Task[None]]) -> None:
+        while not all(task.done() for task in tasks):
+            # Let every runnable task reach its next sleep: the sleepers stop changing
+            # (a lock passed on takes two turns of the loop to show).
+            seen, calm = -1, 0
+            while calm < 3:
+                await asyncio.sleep(0)
+                calm = calm + 1 if len(self._sleepers) == seen else 0
+                seen = len(self._sleepers)
+            if not self._sleepers:
+                continue
+            wake, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, wake)
+            future.set_result(None)
+        for task in tasks:
+            task.result()
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most grants in any window [t, t + 1 s)."""
+    times = sorted(times)
+    most, end = 0, 0
+    for start, at in enumerate(times):
+        while end < len(times) and times[end] < at + 1.0:
+            end += 1
+        most = max(most, end - start)
+    return most
+
+
+async def inline(call: Callable[[], Any]) -> Any:
+    return call()
+
+
+def limiter(store: Store, time: VirtualTime, **options: Any) -> SharedRateLimiter:
+    return SharedRateLimiter(
+        store,
+        clock=time.clock,
+        sleep=time.sleep,
+        offload=inline,
+        # a quarter second of slots per booking: 240 bookings in 60 s, not 600
+        **{"per_second": 200.0, "lookahead": 0.25, **options},
+    )
+
+
+def take_until(
+    shared: SharedRateLimiter, time: VirtualTime, end: float, grants: list[float]
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def worker() -> None:
+        while True:
+            await shared.acquire()
+            if time.now >= end:
+                return
+            grants.append(time.now - START)
+
+    return worker
+
+
+async def test_four_senders_share_one_rate_of_200_per_second(store: Store) -> None:
+    """Over 60 s the four together send within 5% of 200/s, and no one-second window
+    holds more than the rate plus the bucket (burst 1)."""
+    time = VirtualTime(START)
+    grants: list[float] = []
+    senders = [limiter(store, time) for _ in range(4)]
+    tasks = [
+        asyncio.create_task(take_until(shared, time, START + 60, grants)()) for shared in senders
+    ]
+    await time.drive(tasks)
+    assert abs(len(grants) / 60 - 200) <= 200 * 0.05, len(grants)
+    assert busiest_second(grants) <= 200 + 1
+    # every sender had its share: nobody was starved by the others
+    assert len(grants) == len(set(grants))
+
+
+async def test_the_hourly_cap_holds_across_senders_and_unused_slots_come_back(
+    store: Store,
+) -> None:
+    """Two senders under an hourly cap of 50: 50 slots in all, then the cap says when
+    sending may go on; slots a sender booked and did not use are handed back."""
+    time = VirtualTime(START)
+    first = limiter(store, time, per_hour=50, patience=600.0)
+    second = limiter(store, time, per_hour=50, patience=600.0)
+    taken = 0
+    waits: list[Wait] = []
+
+    async def take(shared: SharedRateLimiter) -> None:
+        nonlocal taken
+        while shared.next_wait().limit is not Limit.HOURLY:
+            with contextlib.suppress(RateCapped):
+                await shared.acquire()
+                taken += 1
+        waits.append(shared.next_wait())
+
+    tasks = [asyncio.create_task(take(first)), asyncio.create_task(take(second))]
+    await time.drive(tasks)
+    assert taken == 50
+    assert {wait.limit for wait in waits} == {Limit.HOURLY}
+    assert all(3000 < wait.seconds <= 3600 for wait in waits)
+    assert first.next_wait().limit is Limit.HOURLY
+
+    # An hour later a third sender books 50 slots, uses 5 and stops: the 45 it did not
+    # use are handed back, so a fourth may still take 45 within the hour.
+    time.now += 3600
+    third = limiter(store, time, per_hour=50, patience=600.0)
+    tasks = [asyncio.create_task(take_some(third, 5))]
+    await time.drive(tasks)
+    await third.close()
+    taken = 0
+    fourth = limiter(store, time, per_hour=50, patience=600.0)
+    await time.drive([asyncio.create_task(take(fourth))])
+    assert taken == 45
+
+
+async def take_some(shared: SharedRateLimiter, count: int) -> None:
+    for _ in range(count):
+        await shared.acquire()
+
+
+@pytest.mark.parametrize("burst", [1, 20])
+async def test_idle_credit_is_at_most_the_bucket(store: Store, burst: int) -> None:
+    """After a long idle time a sender gets at most `burst` slots at once, then the rate."""
+    time = VirtualTime(START)
+    shared = limiter(store, time, burst=burst)
+    grants: list[float] = []
+    tasks = [asyncio.create_task(take_until(shared, time, START + 0.5, grants)())]
+    await time.drive(tasks)
+    time.now += 100.0
+    grants.clear()
+    late = limiter(store, time, burst=burst)
+    tasks = [asyncio.create_task(take_until(late, time, time.now + 1.0, grants)())]
+    await time.drive(tasks)
+    at_once = sum(1 for t in grants if t == grants[0])
+    assert at_once <= burst
+    assert busiest_second(grants) <= 200 + burst
