@@ -10,6 +10,7 @@ copied to /work/notes/screens/ for review.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from email import message_from_bytes, policy
@@ -92,7 +93,11 @@ async def test_a_guest_answers_from_the_invitation_in_chromium(
         assert link.startswith(f"{base_url}/r/")
         assert link.endswith("?answer=yes")
         app = create_app(store=store, signer=load_signer(settings, store=store), settings=settings)
-        with ServerThread(app, listener):
+        served = ServerThread(app, listener)
+        # asyncio's loop, as under `mailer serve` (asyncio.run): uvicorn's "auto" would take
+        # uvloop when installed, whose transports SmtpTransport does not accept.
+        served.server.config.loop = "asyncio"
+        with served:
             # A mail scanner (or link preview) fetches every link: nothing is recorded.
             before = store_snapshot(store)
             async with httpx.AsyncClient() as scanner:
@@ -163,6 +168,11 @@ async def test_a_guest_answers_from_the_invitation_in_chromium(
                 promoted = store.get_rsvp(slug, bob)
                 assert promoted is not None
                 assert promoted.status is RsvpStatus.YES
+                # The notice goes once the page has been answered: wait for it, 10 s at most.
+                for _ in range(200):
+                    if len(smtp.messages) > told_before:
+                        break
+                    await asyncio.sleep(0.05)
                 (notice,) = smtp.messages[told_before:]
                 assert notice.rcpt_tos == ["guest1@example.org"]
                 assert b"You have a place" in notice.data

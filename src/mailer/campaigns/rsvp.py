@@ -183,6 +183,7 @@ async def tell_promoted(
                 campaign=campaign.id,
                 subscriber=subscriber_id,
                 told=outcome.status.value,
+                reply=outcome.reply if outcome.status is not DeliveryStatus.SENT else None,
             )
         )
     return told

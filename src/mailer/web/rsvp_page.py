@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import ParamSpec, TypeVar
 
 import anyio.to_thread
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -164,13 +165,23 @@ class RsvpPages:
                 moved_up=len(outcome.promoted),
             )
         )
-        if outcome.promoted and self.notify is not None:
-            try:
-                await self.notify(invitation.campaign, invitation.event, outcome.promoted)
-            except Exception as exc:  # the answer stands; `mailer rsvps` shows who was not told
-                logger.error(fields(event="rsvp-notice-failed", error=type(exc).__name__))
         fresh = await self._open(claims)
-        return self._page(request, fresh or invitation, outcome=outcome)
+        response = self._page(request, fresh or invitation, outcome=outcome)
+        if outcome.promoted and self.notify is not None:
+            # Once the page has gone out: whoever freed the place never waits on the relay.
+            response.background = BackgroundTask(
+                self._tell, invitation.campaign, invitation.event, outcome.promoted
+            )
+        return response
+
+    async def _tell(self, campaign: CampaignRecord, event: Event, moved: tuple[int, ...]) -> None:
+        """Tell the guests moved up; a failure leaves them marked untold (`mailer rsvps`
+        says so), never the answer undone."""
+        assert self.notify is not None
+        try:
+            await self.notify(campaign, event, moved)
+        except Exception as exc:
+            logger.error(fields(event="rsvp-notice-failed", error=type(exc).__name__))
 
     # -- helpers ------------------------------------------------------------------------
 
