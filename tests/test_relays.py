@@ -30,6 +30,7 @@ from mailer.message.event import load_event
 from mailer.models import CampaignStatus, DeliveryStatus, Outcome, OutgoingMessage
 from mailer.sending.engine import StopReason
 from mailer.sending.policy import CircuitBreaker
+from mailer.sending.ratelimit import RateLimiter
 from mailer.sending.relays import RelayPool, RelayState, transport_for
 from mailer.store import Store
 from mailer.store.schema import deliveries
@@ -234,6 +235,26 @@ async def test_an_open_breaker_closes_after_its_cooldown() -> None:
     assert picked.count("b") == 5
 
 
+async def test_a_relay_at_its_daily_cap_is_left_out() -> None:
+    """A relay whose daily cap is reached (counting what it sent earlier, as read from
+    the ledger) takes nothing more; when every relay is capped the send is refused."""
+    a, b = MemoryTransport(), MemoryTransport()
+    capped = RateLimiter(per_second=1e9, per_day=5)
+    capped.preload([3600.0, 7200.0])  # two sent through it an hour or two ago
+    relay_a = _state("a", 1, a)
+    relay_a.limiter = capped
+    pool = RelayPool([relay_a, _state("b", 1, b)])
+    picked = [(await pool.send(_message(i))).relay for i in range(12)]
+    assert picked.count("a") == 3  # 5 a day, 2 already used
+    assert picked.count("b") == 9
+    alone = _state("a", 1, MemoryTransport())
+    alone.limiter = RateLimiter(per_second=1e9, per_day=1)
+    only = RelayPool([alone])
+    await only.send(_message(1))
+    with pytest.raises(TransportError, match="every relay has reached its daily cap"):
+        await only.send(_message(2))
+
+
 async def test_every_relay_refusing_raises_for_the_engine_to_pause() -> None:
     refused = TransportError("refused the login: 535")
     pool = RelayPool(
@@ -266,12 +287,18 @@ async def test_messages_are_spread_by_weight(store: Store, tmp_path: Path) -> No
     addresses = seed_list(store, tmp_path, 200)
     async with SmtpTestServer() as a, SmtpTestServer() as b:
         settings = relay_settings(
-            tmp_path, [relay("relay-a", a.port, weight=3), relay("relay-b", b.port, weight=1)]
+            tmp_path,
+            [
+                relay("relay-a", a.port, weight=3, concurrency=3),
+                relay("relay-b", b.port, weight=1, concurrency=2),
+            ],
         )
         campaign_id = new_campaign(store)
         result = await send(settings, store, campaign_id)
     assert result.reason is StopReason.FINISHED
     assert sorted(a.recipients + b.recipients) == sorted(addresses)
+    assert a.peak_connections <= 3  # each relay's own concurrency
+    assert b.peak_connections <= 2
     assert abs(len(a.recipients) - 150) <= 10, len(a.recipients)
     assert abs(len(b.recipients) - 50) <= 10, len(b.recipients)
     rows = ledger_relays(store, campaign_id)
