@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import select
 
 from campaign_support import EVENT, make_settings, new_campaign, seed_list, send
+from mailer.campaigns.doctor import Status, check_relays
 from mailer.campaigns.report_csv import COLUMNS, write_report
 from mailer.campaigns.summary import summarise_send
 from mailer.cli.campaign_cmd import relay_lines
@@ -357,3 +358,26 @@ async def test_a_relay_refusing_logins_hands_its_share_to_the_other(
     assert len(report) == total
     assert {row["email"] for row in report if row["relay"] == "relay-b"} == set(b.recipients)
     assert {row["email"] for row in report if row["relay"] == "relay-a"} == set(a.recipients)
+
+
+async def test_config_check_logs_in_to_each_relay(tmp_path: Path) -> None:
+    """`mailer config check` with MAILER_RELAYS opens a session with each relay, as a send
+    would, and names the relay in its line; a refused login fails that relay alone."""
+    async with SmtpTestServer(auth=LOGIN) as a, SmtpTestServer(auth=LOGIN) as b:
+        settings = relay_settings(
+            tmp_path,
+            [
+                relay("relay-a", a.port, username=LOGIN[0], password=LOGIN[1]),
+                relay("relay-b", b.port, username=LOGIN[0], password="wrong-password"),
+            ],
+        )
+        found = await check_relays(settings, wait=5.0, local_hostname="mailer.test")
+    assert [(f.check, f.status) for f in found] == [
+        ("relay relay-a", Status.OK),
+        ("relay relay-b", Status.FAIL),
+    ]
+    assert f"127.0.0.1:{a.port}" in found[0].detail
+    assert "AUTH as org" in found[0].detail
+    assert "wrong-password" not in found[1].line
+    assert a.logins == ["org"]
+    assert not a.messages

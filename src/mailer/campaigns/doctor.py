@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import aiosmtplib
@@ -40,6 +40,7 @@ __all__ = [
     "check_dns",
     "check_healthz",
     "check_relay",
+    "check_relays",
     "run_checks",
     "settings_findings",
     "system_resolver",
@@ -600,10 +601,38 @@ async def run_checks(
             check_dns, domain, resolver=chosen, dkim_selector=dkim_selector
         )
 
-    relay, healthz, dns_results, bounces = await asyncio.gather(
-        check_relay(settings, wait=wait, local_hostname=local_hostname),
+    relays, healthz, dns_results, bounces = await asyncio.gather(
+        check_relays(settings, wait=wait, local_hostname=local_hostname),
         asyncio.to_thread(check_healthz, settings.base_url, timeout=wait),
         dns_findings(),
         asyncio.to_thread(check_bounce_mailbox, settings),
     )
-    return [*findings, relay, healthz, *dns_results, *([bounces] if bounces else [])]
+    return [*findings, *relays, healthz, *dns_results, *([bounces] if bounces else [])]
+
+
+async def check_relays(
+    settings: Settings, *, wait: float, local_hostname: str | None = None
+) -> list[Finding]:
+    """The single relay, or with MAILER_RELAYS each relay (issue 15) as a send would use
+    it, named in its finding (`relay main`)."""
+    if not settings.relays:
+        return [await check_relay(settings, wait=wait, local_hostname=local_hostname)]
+    each = [
+        settings.model_copy(
+            update={
+                "smtp_host": relay.host,
+                "smtp_port": relay.port,
+                "smtp_security": relay.security,
+                "smtp_username": relay.username,
+                "smtp_password": relay.password,
+            }
+        )
+        for relay in settings.relays
+    ]
+    found = await asyncio.gather(
+        *(check_relay(one, wait=wait, local_hostname=local_hostname) for one in each)
+    )
+    return [
+        replace(finding, check=f"relay {relay.name}")
+        for relay, finding in zip(settings.relays, found, strict=True)
+    ]
