@@ -15,10 +15,12 @@ is checked and before the body is read: only they know whether a token is valid.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -150,18 +152,28 @@ def create_app(
 def _notify_by_mail(
     store: Store, signer: TokenSigner, settings: Settings, now: Callable[[], datetime]
 ) -> Notifier:
-    async def notify(campaign: CampaignRecord, event: Event, moved: tuple[int, ...]) -> int:
+    """The notice runs in a worker thread on an event loop of its own: it reads and writes
+    the store with blocking calls (on SQLite a write waits up to the busy timeout, 30 s,
+    while an import holds the database) and talks to the relay; on the server's loop
+    either would stall every other request meanwhile."""
+
+    def tell(campaign: CampaignRecord, event: Event, moved: tuple[int, ...]) -> int:
         from mailer.campaigns.rsvp import tell_promoted_via_smtp
 
-        return await tell_promoted_via_smtp(
-            store,
-            settings=settings,
-            signer=signer,
-            campaign=campaign,
-            event=event,
-            subscriber_ids=moved,
-            now=now(),
+        return asyncio.run(
+            tell_promoted_via_smtp(
+                store,
+                settings=settings,
+                signer=signer,
+                campaign=campaign,
+                event=event,
+                subscriber_ids=moved,
+                now=now(),
+            )
         )
+
+    async def notify(campaign: CampaignRecord, event: Event, moved: tuple[int, ...]) -> int:
+        return await anyio.to_thread.run_sync(tell, campaign, event, moved)
 
     return notify
 
