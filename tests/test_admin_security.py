@@ -45,6 +45,7 @@ from mailer.store import Store
 from mailer.store.admin import AdminRole
 from mailer.web.admin.headers import is_admin_path
 from mailer.web.admin.signin import PUBLIC_PATHS
+from mailer.web.admin.static import STATIC_FILES
 from web_support import store_snapshot
 
 # How the walk fills each path parameter an admin route may have: a callable of the
@@ -90,6 +91,21 @@ def admin_routes_of(app: object) -> list[Route]:
     found = [r for r in routes if is_admin_path(r.path) and r.path.startswith("/admin")]
     assert {"/admin", "/admin/login", "/admin/campaigns/new"} <= {r.path for r in found}
     return found
+
+
+def test_the_route_walks_leave_out_only_the_dashboards_static_files(sqlite_store: Store) -> None:
+    """test_web_routes.py leaves every path with the dashboard's headers (is_admin_path)
+    to this file, and this file walks those under /admin: anything else with those
+    headers (/static/admin*) must be one of the public static files, GET only, or a route
+    added there would be walked by neither."""
+    app = admin_app(sqlite_store)
+    routes = [r for r in app.routes if isinstance(r, Route)]
+    assert len(routes) == len(app.routes), "the walks know only plain routes"
+    between = [r for r in routes if is_admin_path(r.path) and not r.path.startswith("/admin")]
+    assert between, "the walk expects the dashboard's static files"
+    for route in between:
+        assert route.path in STATIC_FILES, f"{route.path}: walked by neither route walk"
+        assert route.methods == {"GET", "HEAD"}, route.path
 
 
 def fill(route: Route, ids: dict[str, int]) -> str:
