@@ -239,9 +239,10 @@ class EventPages:
         )
 
     async def _send(self, event: Event, *, list_name: str, to: str, sample: str) -> Outcome:
-        from mailer.delivery.smtp import SmtpTransport
+        from mailer.sending.relays import transport_for
 
-        async with SmtpTransport.from_settings(self.settings) as transport:
+        # Through MAILER_RELAYS when set, as a campaign would go (issue 15).
+        async with transport_for(self.settings, self.store) as transport:
             return await send_test(
                 self.store,
                 settings=self.settings,
