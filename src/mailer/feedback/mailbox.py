@@ -37,6 +37,8 @@ SETTING = "MAILER_BOUNCE_MAILBOX"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # POP3 reads a long message with TOP: headers plus this many body lines.
 _TOP_LINES = 20_000
+# POP3 keeps this much of one line (see _Pop3).
+_POP3_LINE_KEPT = 64 * 1024
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _FOLDER = re.compile(r"[A-Za-z0-9 ._/-]{1,200}")
 
@@ -341,17 +343,42 @@ class ImapReader:
 # -- POP3 -----------------------------------------------------------------------------------
 
 
+class _Pop3(poplib.POP3):
+    """poplib refuses any line over 2,048 octets ('line too long'), and the session is then
+    out of step. One message with a longer line (HTML mail often has them: RFC 5322's 998
+    is widely ignored, and Postfix and Dovecot pass them on) would end every fetch at that
+    message for good, and POP3 deletes nothing from a session that did not QUIT. So a line
+    is read to its end, its first 64 KiB kept: classify reads only a message's start."""
+
+    def _getline(self) -> tuple[bytes, int]:
+        line = self.file.readline(_POP3_LINE_KEPT)
+        octets = len(line)
+        rest = line
+        while not rest.endswith(b"\n"):  # EOF, or a line longer than we keep
+            if not rest:
+                raise poplib.error_proto("-ERR EOF")
+            rest = self.file.readline(_POP3_LINE_KEPT)
+            octets += len(rest)
+        if line.endswith(b"\r\n"):
+            return line[:-2], octets
+        return (line[:-1] if line.endswith(b"\n") else line), octets
+
+
+class _Pop3Ssl(_Pop3, poplib.POP3_SSL):
+    pass
+
+
 class Pop3Reader:
     def __init__(self, location: MailboxLocation, *, password: str, timeout: float) -> None:
         self.location = location
         try:
             if location.tls:
                 context = ssl.create_default_context()
-                self._pop: poplib.POP3 = poplib.POP3_SSL(
+                self._pop: poplib.POP3 = _Pop3Ssl(
                     location.host, location.port, timeout=timeout, context=context
                 )
             else:
-                self._pop = poplib.POP3(location.host, location.port, timeout=timeout)
+                self._pop = _Pop3(location.host, location.port, timeout=timeout)
         except (OSError, poplib.error_proto) as exc:
             raise _network_error(location, exc) from exc
         try:
