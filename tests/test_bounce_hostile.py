@@ -133,10 +133,55 @@ async def test_reports_about_addresses_never_mailed_change_nothing(
         settings,
         stranger.encode(),
         caplog,
-        says="reason='it names no address we sent to'",
+        says="reason='its Message-ID is not ours for the recipient it names'",
     )
     arf = (Path(__file__).parent / "data/bounces/arf/rfc5965_b2_full.eml").read_bytes()
     assert_ignored(store, settings, arf, caplog, says="event=feedback-ignored kind=complaint")
+
+
+async def test_reports_naming_a_real_recipient_without_our_message_id_change_nothing(
+    store: Store, sent: tuple[Settings, list[OutgoingMessage]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone can mail the bounce mailbox. A DSN or an abuse report that names an address
+    we did mail, but carries neither a VERP token nor a Message-ID of ours nor a signed
+    link, could come from anybody who knows the address: it suppresses nobody."""
+    settings, messages = sent
+    target = messages[0]
+    plain = POSTFIX_DSN.replace("bounces+{token}@lists.example.org", "bounces@mailer.example.org")
+    plain = plain.replace("Nobody@Dead.Example.org", target.recipient)
+    foreign_id = plain.replace("nobody@dead.example.org", target.recipient)
+    assert_ignored(
+        store, settings, foreign_id.encode(), caplog, says="event=feedback-ignored kind=hard_bounce"
+    )
+    headers_start = foreign_id.index(
+        "--3F2A61C0A1.1764581234/relay.lists.example.org\n"
+        "Content-Description: Undelivered Message Headers"
+    )
+    no_id = foreign_id[:headers_start] + "--3F2A61C0A1.1764581234/relay.lists.example.org--\n"
+    assert classify(no_id.encode(), own=OWN, source="t").message_id is None
+    assert_ignored(
+        store, settings, no_id.encode(), caplog, says="event=feedback-ignored kind=hard_bounce"
+    )
+    arf = (Path(__file__).parent / "data/bounces/arf/rfc5965_b2_full.eml").read_bytes()
+    arf = arf.replace(b"user@example.com", target.recipient.encode())
+    assert target.recipient in classify(arf, own=OWN, source="t").recipients
+    assert_ignored(store, settings, arf, caplog, says="event=feedback-ignored kind=complaint")
+
+
+async def test_a_plain_dsn_quoting_our_message_id_still_acts(
+    store: Store, sent: tuple[Settings, list[OutgoingMessage]]
+) -> None:
+    """Without VERP (or to the bare bounce address) a DSN is tied by the Message-ID it
+    quotes together with the recipient it names, as the issue asks."""
+    settings, messages = sent
+    target = messages[1]
+    raw = POSTFIX_DSN.replace("bounces+{token}@lists.example.org", "bounces@mailer.example.org")
+    raw = raw.replace("Nobody@Dead.Example.org", target.recipient)
+    raw = raw.replace("nobody@dead.example.org", target.recipient)
+    raw = raw.replace("<20261201090714.77aa@lists.example.org>", target.message_id)
+    assert take_in(store, settings, raw.encode()) is Disposition.PROCESSED
+    [event] = store.feedback_events()
+    assert (event.email, event.kind) == (target.recipient, FeedbackKind.HARD_BOUNCE)
 
 
 async def test_forged_tokens_in_abuse_reports_and_mailed_unsubscribes_change_nothing(

@@ -3,9 +3,13 @@ bounce mailbox read once (`mailer bounces fetch`) or every so often (worker, ser
 
 A report acts only on a ledger row it can be tied to, in this order: the VERP token of the
 address it came back to (verified under the same keys as unsubscribe links: a forged one
-is ignored), the Message-ID it quotes together with the recipient it names, the token of a
-List-Unsubscribe link it quotes, or the recipient alone when we sent to that address. A
-report about no message of ours changes nothing and is left for a person.
+is ignored), the Message-ID it quotes together with the recipient it names (128 random
+bits per row: only someone who saw the message knows it), or the token of a
+List-Unsubscribe link it quotes. The recipient alone is enough only for an authenticated
+report (a signed webhook): anyone can mail the bounce mailbox, and a DSN or an abuse
+report naming an address we mailed is no proof, since whoever knows the address could
+write one and have it suppressed (a complaint: for good). A report about no message of
+ours changes nothing and is left for a person.
 
 Crash safety: a message's outcome and its key (a digest of its bytes) are committed in one
 transaction, and only then is it moved or deleted; a message read again finds its key and
@@ -79,12 +83,15 @@ def apply_feedback(
     policy: BouncePolicy,
     now: datetime,
     key: str | None = None,
+    authenticated: bool = False,
 ) -> Applied:
     """Record what `feedback` says, once: with `key`, a report recorded before is not
-    applied again. Webhooks call this with their notification id as `key`."""
+    applied again. Webhooks call this with their notification id as `key`, and with
+    `authenticated` (the sender proved who it is), which lets a report that names only
+    an address act on it."""
     if key is not None and (seen := store.feedback_seen(key)) is not None:
         return Applied(feedback.kind, seen, duplicate=True, note="seen before")
-    targets, note = attribute(store, feedback, signer=signer)
+    targets, note = attribute(store, feedback, signer=signer, authenticated=authenticated)
     where = disposition(feedback.kind, attributed=bool(targets))
     if where is Disposition.LEFT_ALONE:
         targets = []
@@ -124,9 +131,10 @@ def apply_feedback(
 
 
 def attribute(
-    store: Store, feedback: Feedback, *, signer: TokenSigner
+    store: Store, feedback: Feedback, *, signer: TokenSigner, authenticated: bool = False
 ) -> tuple[list[FeedbackTarget], str | None]:
-    """Whom the report is about (see the module docstring), or why nobody."""
+    """Whom the report is about (see the module docstring), or why nobody. By the
+    recipient alone only when `authenticated`."""
     if feedback.kind is FeedbackKind.UNSUBSCRIBE:
         return _by_unsubscribe_token(store, feedback.unsubscribe_token, signer=signer)
     if feedback.verp_token is not None:
@@ -145,6 +153,10 @@ def attribute(
         found, _ = _by_unsubscribe_token(store, feedback.unsubscribe_token, signer=signer)
         if found:
             return found, None
+    if not authenticated:
+        if feedback.message_id is not None:
+            return [], "its Message-ID is not ours for the recipient it names"
+        return [], "it names no message of ours (an address alone could be forged)"
     targets = [t for a in feedback.recipients if (t := store.last_delivery_to(a)) is not None]
     if targets:
         return targets, None

@@ -43,7 +43,9 @@ from mailer.feedback.mime import (
     MAX_PARTS,
     header_text,
     header_values,
+    message_id,
     normal_address,
+    returned_headers,
     sender_address,
     walk,
 )
@@ -216,7 +218,8 @@ def _classify(
                 kind=kind,
                 recipients=tuple(sorted(_plain(found))),
                 verp_token=verp_token,
-                message_id=None,
+                # Without VERP, what ties it to our mail (a returned message's headers).
+                message_id=_returned_message_id(message),
                 status=None,
                 diagnostic="a non-standard bounce (flufl.bounce)",
                 unsubscribe_token=None,
@@ -278,6 +281,11 @@ def _drop_returned_bodies(message: Message) -> None:
         for returned in payload if isinstance(payload, list) else ():
             if isinstance(returned, Message):
                 returned.set_payload("")
+
+
+def _returned_message_id(message: Message) -> str | None:
+    returned = returned_headers(message)
+    return message_id(header_text(returned, "Message-ID")) if returned is not None else None
 
 
 def _plain(found: frozenset[bytes]) -> set[str]:

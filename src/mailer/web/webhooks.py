@@ -113,6 +113,8 @@ class Webhooks:
             policy=self.policy,
             now=self.now(),
             key=key,
+            # Signed by SNS or with our secret: the address a relay names is its word.
+            authenticated=True,
         )
 
     async def _thread(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
