@@ -13,6 +13,7 @@ import typer
 from mailer.cli import common
 
 if TYPE_CHECKING:
+    from mailer.campaigns.senders import Children
     from mailer.config import Settings
     from mailer.store import Store
 
@@ -102,14 +103,51 @@ def reschedule(
     )
 
 
-def worker(ctx: typer.Context) -> None:
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        metavar="N",
+        min=1,
+        max=256,
+        help="Sender processes on this machine (default: the cores, as many as "
+        "MAILER_RATE_LIMIT can use, one per 1,000/s). Workers on several machines sharing "
+        "one PostgreSQL send one campaign together.",
+        show_default=False,
+    ),
+]
+
+
+def worker(ctx: typer.Context, processes: Processes = None) -> None:
     """Run the scheduler and sender until SIGTERM / Ctrl-C (no web app)."""
     settings = common.settings_from(ctx)
+    from mailer.campaigns.senders import Children, default_processes, worker_main
     from mailer.logs import configure_logging
 
     configure_logging()
-    with common.open_store(settings) as store:
-        asyncio.run(run_worker(settings, store))
+    count = processes if processes is not None else default_processes(settings)
+    with common.open_store(settings) as store:  # migrated once, before the children start
+        children = Children()
+        children.start(worker_main, settings, count=count - 1)
+        try:
+            asyncio.run(_work_with(settings, store, children))
+        finally:
+            children.stop()
+            children.join(timeout=settings.smtp_timeout + 30)
+
+
+async def _work_with(settings: Settings, store: Store, children: Children) -> None:
+    """This process's worker; a stop signal reaches the other processes at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        stop.set()
+        children.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping)
+    await run_worker(settings, store, stop=stop)
 
 
 async def run_worker(

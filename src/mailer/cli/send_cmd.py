@@ -12,6 +12,7 @@ import typer
 from mailer.cli import common
 
 if TYPE_CHECKING:
+    from mailer.campaigns.senders import Children
     from mailer.config import Settings
     from mailer.message.event import Event
     from mailer.models import AudienceFilter, MessageKind, Outcome
@@ -71,6 +72,18 @@ def send(
             "section (or the invitation) with the calendar entry's SEQUENCE raised.",
         ),
     ] = "invitation",
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            metavar="N",
+            min=1,
+            max=256,
+            help="Sender processes (default: the cores, as many as MAILER_RATE_LIMIT and "
+            "the list can use: one per 1,000/s and per 2,000 recipients). 1: one process.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send an event invitation to a list; run it again after a crash to resume.
 
@@ -107,6 +120,7 @@ def send(
             resend_unknown,
             kind=kind,
             only=answers,
+            processes=processes,
         )
     print_result(result)
     exit_for(result)
@@ -207,6 +221,7 @@ def _send(
     *,
     kind: MessageKind,
     only: frozenset[AudienceFilter] | None,
+    processes: int | None = None,
 ) -> RunResult:
     from mailer.campaigns import lifecycle
     from mailer.campaigns.summary import summarise_send
@@ -266,6 +281,7 @@ def _send(
         total=plan.audience,
         resume=plan.existing is not None,
         event=event,
+        processes=processes,
     )
 
 
@@ -279,24 +295,44 @@ def run_with_signals(
     resume: bool = False,
     early: bool = False,
     event: Event | None = None,
+    processes: int | None = None,
 ) -> RunResult:
-    """Run the campaign with a progress display; SIGINT/SIGTERM stop it cleanly (paused)."""
+    """Run the campaign with a progress display; SIGINT/SIGTERM stop it cleanly (paused).
+
+    With more than one process (`processes`, default: as many as the rate and the list
+    can use), this process coordinates and shows progress for all; the others help
+    (mailer.campaigns.senders) and are stopped with it."""
+    from dataclasses import replace
+
+    from mailer.campaigns.senders import Children, default_processes, helper_main
     from mailer.store.signer import load_signer
 
     signer = load_signer(settings, store=store)
-    return asyncio.run(
-        _run(
-            store,
-            settings,
-            campaign_id,
-            signer,
-            resend_unknown=resend_unknown,
-            total=total,
-            resume=resume,
-            early=early,
-            event=event,
+    count = processes if processes is not None else default_processes(settings, audience=total)
+    children = Children()
+    children.start(helper_main, settings, campaign_id, count=count - 1)
+    try:
+        result = asyncio.run(
+            _run(
+                store,
+                settings,
+                campaign_id,
+                signer,
+                resend_unknown=resend_unknown,
+                total=total,
+                resume=resume,
+                early=early,
+                event=event,
+                children=children,
+            )
         )
-    )
+    finally:
+        children.stop()
+        children.join(timeout=settings.smtp_timeout + 30)
+    if not children.processes:
+        return result
+    # The helpers have finished what they had in flight: count it.
+    return replace(result, counts=store.delivery_counts(campaign_id))
 
 
 async def _run(
@@ -310,6 +346,7 @@ async def _run(
     resume: bool,
     early: bool,
     event: Event | None,
+    children: Children,
 ) -> RunResult:
     from mailer.cli.progress import ProgressDisplay
     from mailer.sending.run import send_campaign_via_smtp
@@ -323,6 +360,7 @@ async def _run(
             "(send the signal again to quit at once)."
         )
         stop_requested.set()
+        children.stop()  # they ignore the terminal's Ctrl-C: one SIGTERM each
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
@@ -341,6 +379,7 @@ async def _run(
                 resume=resume,
                 early=early,
                 event=event,
+                shared_progress=bool(children.processes),
             )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

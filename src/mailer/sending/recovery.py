@@ -80,14 +80,40 @@ def reap_batches(
     """Take over the batches of senders that died (this machine) or whose leases ran out,
     settling their rows from their journals when the journal is here (issue 15). True
     while other senders still hold rows of the campaign."""
+    return _reap(store, campaign_id, me=me, journal_of=journal_of)[0]
+
+
+def recover_batches(
+    store: CampaignLedger,
+    campaign_id: int,
+    *,
+    me: str,
+    journal_of: Callable[[str], Path],
+) -> RecoveryReport:
+    """reap_batches, before a run: what was settled, for the organiser."""
+    return _reap(store, campaign_id, me=me, journal_of=journal_of)[1]
+
+
+def _reap(
+    store: CampaignLedger,
+    campaign_id: int,
+    *,
+    me: str,
+    journal_of: Callable[[str], Path],
+) -> tuple[bool, RecoveryReport]:
     busy = False
+    applied = unknown = requeued = 0
     for holder in store.batch_holders(campaign_id, besides=me):
         dead = is_dead_local_process(holder.owner)
         if not dead and not holder.expired:
             busy = True
             continue
-        settle_batches_of(store, campaign_id, holder.owner, journal_of(holder.owner), dead=dead)
-    return busy
+        report = settle_batches_of(
+            store, campaign_id, holder.owner, journal_of(holder.owner), dead=dead
+        )
+        applied, unknown = applied + report.applied, unknown + report.unknown
+        requeued += report.requeued
+    return busy, RecoveryReport(applied, unknown, requeued)
 
 
 def settle_batches_of(

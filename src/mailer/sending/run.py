@@ -46,6 +46,7 @@ from mailer.sending.recovery import (
     RecoveryReport,
     is_dead_local_process,
     reap_batches,
+    recover_batches,
     recover_in_flight,
     settle_batches_of,
 )
@@ -291,6 +292,13 @@ async def run_campaign(
     try:
         previous_journal = journal_of(previous_owner) if previous_owner else None
         recovery = recover_in_flight(store, previous_journal, campaign_id)
+        # Rows in the batches of senders that died (issue 15), this one's predecessor too.
+        in_batches = recover_batches(store, campaign_id, me=owner, journal_of=journal_of)
+        recovery = RecoveryReport(
+            recovery.applied + in_batches.applied,
+            recovery.unknown + in_batches.unknown,
+            recovery.requeued + in_batches.requeued,
+        )
         # The ledger now holds all the old journals knew; ours starts empty.
         if previous_journal is not None:
             previous_journal.unlink(missing_ok=True)

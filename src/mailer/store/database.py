@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +48,20 @@ def create_store_engine(url: str) -> Engine:
         raise ConfigError(f"MAILER_DATABASE_URL: {exc}", setting="MAILER_DATABASE_URL") from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _name_the_connection)
     return engine
+
+
+def _name_the_connection(dbapi_connection: Any, _record: Any) -> None:
+    """pg_stat_activity says which process each connection is (`mailer HOST:PID`): with
+    several senders on several machines, an operator can tell them apart."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('application_name', %s, false)",
+            (f"mailer {socket.gethostname()}:{os.getpid()}"[:63],),
+        )
+    dbapi_connection.commit()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
