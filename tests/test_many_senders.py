@@ -13,6 +13,7 @@ below: see bench/README.md for the 20,000 run and its time here).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -26,9 +27,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from campaign_support import EVENT, cli_environment, mailer_command, new_campaign, run_mailer
-from mailer.models import CampaignStatus, DeliveryStatus
+from campaign_support import (
+    EVENT,
+    cli_environment,
+    mailer_command,
+    make_settings,
+    new_campaign,
+    run_mailer,
+    seed_list,
+)
+from mailer.delivery.memory import MemoryTransport
+from mailer.models import CampaignStatus, DeliveryStatus, Outcome, OutgoingMessage
+from mailer.sending.helping import help_campaign
+from mailer.sending.run import run_campaign
 from mailer.store import Store
+from mailer.store.signer import load_signer
 from smtp_server import SmtpServerProcess
 
 pytestmark = pytest.mark.slow
@@ -195,3 +208,65 @@ def test_send_with_three_processes_on_sqlite_one_killed(tmp_path: Path) -> None:
             store.close()
             if parent.poll() is None:
                 parent.kill()
+
+
+async def test_a_cancel_reaches_the_coordinator_and_a_helper_alike(
+    store: Store, database_url: str, tmp_path: Path
+) -> None:
+    """Two senders on one campaign (in this process, a slow in-memory relay each); the
+    organiser cancels while both have messages in flight: both stop taking recipients
+    within a second, every message a relay accepted is recorded once, none is left
+    `sending`, and the campaign stays cancelled."""
+    seed_list(store, tmp_path, 80)
+    settings = make_settings(
+        tmp_path, 2525, database_url=database_url, concurrency=2, batch_size=10
+    )
+    campaign_id = new_campaign(store)
+    cancelled_at: list[float] = []
+    started: dict[str, list[float]] = {"a": [], "b": []}
+    coordinator_sending = asyncio.Event()
+
+    def relay(name: str, *, cancel_at: int | None = None) -> MemoryTransport:
+        def outcome(_message: OutgoingMessage) -> Outcome:
+            started[name].append(time.monotonic())
+            coordinator_sending.set()
+            if len(started[name]) == cancel_at:
+                store.set_campaign_status(campaign_id, CampaignStatus.CANCELLED)
+                cancelled_at.append(time.monotonic())
+            return Outcome(DeliveryStatus.SENT, 250, "2.0.0 ok")
+
+        return MemoryTransport(outcome, delay=0.2)
+
+    first, second = relay("a"), relay("b", cancel_at=4)
+    signer = load_signer(settings)
+    coordinator = asyncio.create_task(
+        run_campaign(
+            settings=settings,
+            store=store,
+            transport=first,
+            signer=signer,
+            campaign_id=campaign_id,
+            owner="host-a:1",
+        )
+    )
+    await coordinator_sending.wait()  # the audience is frozen: there is work to share
+    helped = await help_campaign(
+        settings=settings,
+        store=store,
+        transport=second,
+        signer=signer,
+        campaign_id=campaign_id,
+        owner="host-b:2",
+    )
+    result = await coordinator
+    assert helped is not None
+    assert result.campaign.status is CampaignStatus.CANCELLED
+    assert started["a"]
+    assert started["b"]
+    late = [t for times in started.values() for t in times if t > cancelled_at[0] + 1.0]
+    assert late == []
+    counts = store.delivery_counts(campaign_id)
+    accepted = [m.recipient for r in (first, second) for m in r.sent]
+    assert counts.sending == 0
+    assert counts.sent == len(accepted) == len(set(accepted)) < 80
+    assert store.batch_holders(campaign_id) == []

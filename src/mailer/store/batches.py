@@ -89,6 +89,9 @@ class BatchQueries(LedgerQueries):
             .order_by(deliveries.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL; nothing on SQLite
+            # A CTE: evaluated once. As a plain `IN (subquery)` PostgreSQL may run it again
+            # for each row it updates, and then claims far more than `limit` rows.
+            .cte("free_rows")
         )
         with self.engine.begin() as connection:
             connection.execute(
@@ -112,7 +115,7 @@ class BatchQueries(LedgerQueries):
             )
             taken = connection.execute(
                 update(deliveries)
-                .where(deliveries.c.id.in_(free_rows.scalar_subquery()))
+                .where(deliveries.c.id.in_(select(free_rows.c.id)))
                 .where(deliveries.c.batch_id.is_(None))
                 .values(batch_id=batch)
                 .returning(deliveries.c.id)
