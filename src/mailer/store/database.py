@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,18 +100,34 @@ def upgrade(engine: Engine) -> bool:
 
     Two processes starting together (two workers, the web app and a worker) must not both
     migrate: PostgreSQL takes an advisory lock, SQLite a file lock beside the database.
+
+    All pending migrations run in one transaction on one connection. On SQLite that
+    connection runs them with foreign keys OFF (see _sqlite_migration_mode) and checks
+    them all (`PRAGMA foreign_key_check`) before it commits: a violation fails the upgrade
+    and nothing of it is kept.
     """
     try:
         if current_revision(engine) == head_revision():
             return False
-        with _migration_lock(engine), engine.begin() as connection:
-            if engine.dialect.name == "postgresql":
+        with (
+            _migration_lock(engine),
+            engine.connect() as connection,
+            _sqlite_migration_mode(connection),
+            connection.begin(),
+        ):
+            if engine.dialect.name == "sqlite":
+                # pysqlite would open the transaction only at the first INSERT/UPDATE,
+                # committing each CREATE/DROP/ALTER before it on its own.
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            elif engine.dialect.name == "postgresql":
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
                 )
-            if MigrationContext.configure(connection).get_current_revision() == head_revision():
+            revision = MigrationContext.configure(connection).get_current_revision()
+            if revision == head_revision():
                 return False
             command.upgrade(_alembic_config(connection), "head")
+            _check_foreign_keys(connection)
             return True
     except OperationalError as exc:
         raise StoreError(
@@ -119,6 +136,59 @@ def upgrade(engine: Engine) -> bool:
         ) from exc
     except SQLAlchemyError as exc:
         raise StoreError(f"migrating the database failed: {exc}") from exc
+
+
+@contextmanager
+def _sqlite_migration_mode(connection: Connection) -> Iterator[None]:
+    """On SQLite, foreign keys OFF for the migrations run inside, back ON after.
+
+    A migration that rebuilds a table (SQLite's way to change most of a table, see
+    https://www.sqlite.org/lang_altertable.html#otheralter) drops the old one; with foreign
+    keys ON that DROP first deletes every row, and ON DELETE CASCADE every row referring to
+    them (a person's memberships, deliveries, answers). The pragma is ignored inside a
+    transaction, so it is set here, before upgrade() begins one, and the driver's own
+    transaction handling is off (upgrade() says BEGIN itself) until the pragma is back on.
+    A connection left with foreign keys off is never handed out again: it is discarded.
+    Nothing happens on other databases.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    if driver.in_transaction:  # a pooled connection is returned with nothing open
+        raise StoreError("migrating the database failed: its connection is in a transaction")
+    driver.execute("PRAGMA foreign_keys=OFF")
+    legacy_isolation = driver.isolation_level
+    driver.isolation_level = None
+    try:
+        yield
+    finally:
+        try:
+            driver.isolation_level = legacy_isolation
+            driver.execute("PRAGMA foreign_keys=ON")
+            back_on = driver.execute("PRAGMA foreign_keys").fetchone() == (1,)
+        except sqlite3.Error:
+            back_on = False
+        if not back_on:
+            connection.invalidate()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """On SQLite, fail the migration run (before it commits) if any row refers to one that
+    does not exist: with foreign keys off, nothing else would have noticed."""
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        table, rowid, parent, _ = broken[0]
+        raise StoreError(
+            f"migrating the database failed: {len(broken)} row(s) refer to rows that do not "
+            f"exist (first: {table} row {rowid} names a missing {parent} row); "
+            "nothing was changed",
+            hint="Restore a backup, or remove those rows with the sqlite3 shell "
+            "(PRAGMA foreign_key_check lists them), then start again.",
+        )
 
 
 @contextmanager

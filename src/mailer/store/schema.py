@@ -62,6 +62,9 @@ subscribers = Table(
     Column("smtputf8", Integer, nullable=False, default=0),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Links already mailed name the id: on SQLite, an erased person's id must never be
+    # handed out again (AUTOINCREMENT; migration 0013). PostgreSQL sequences never reuse.
+    sqlite_autoincrement=True,
 )
 
 imports = Table(
@@ -170,6 +173,8 @@ deliveries = Table(
     UniqueConstraint("campaign_id", "subscriber_id", name="uq_deliveries_campaign_subscriber"),
     Index("ix_deliveries_campaign_status", "campaign_id", "status", "id"),
     Index("ix_deliveries_batch_id", "batch_id"),
+    # A VERP bounce address names the row: never reused on SQLite (migration 0013).
+    sqlite_autoincrement=True,
 )
 
 # A sender's claim on some of a campaign's rows, with its own lease (issue 15): only the

@@ -50,20 +50,24 @@ def upgrade() -> None:
     connection = op.get_bind()
     if connection.dialect.name != "sqlite":
         return
-    if connection.exec_driver_sql("PRAGMA foreign_keys").scalar():
-        raise RuntimeError(
-            "migration 0013 rebuilds tables: with SQLite foreign keys ON, dropping the old "
-            "table would delete every row that refers to it (ON DELETE CASCADE). Run it "
-            "through mailer (store.database.upgrade), which turns them off for migrations."
-        )
+    _refuse_with_foreign_keys_on(connection)
     for table, also_given in _TABLES.items():
-        given = [f"SELECT MAX(id) FROM {table}", *also_given]
+        given = [f"SELECT MAX(id) FROM {table}", *also_given]  # noqa: S608 (our names)
         highest = max((connection.exec_driver_sql(q).scalar() or 0 for q in given), default=0)
         with op.batch_alter_table(
             table, recreate="always", table_kwargs={"sqlite_autoincrement": True}
         ):
             pass
         _seed_sequence(connection, table, highest)
+
+
+def _refuse_with_foreign_keys_on(connection: Connection) -> None:
+    if connection.exec_driver_sql("PRAGMA foreign_keys").scalar():
+        raise RuntimeError(
+            "migration 0013 rebuilds tables: with SQLite foreign keys ON, dropping the old "
+            "table would delete every row that refers to it (ON DELETE CASCADE). Run it "
+            "through mailer (store.database.upgrade), which turns them off for migrations."
+        )
 
 
 def _seed_sequence(connection: Connection, table: str, highest: int) -> None:
@@ -73,13 +77,16 @@ def _seed_sequence(connection: Connection, table: str, highest: int) -> None:
         text("UPDATE sqlite_sequence SET seq = MAX(seq, :seq) WHERE name = :name"), params
     )
     if updated.rowcount == 0:
-        connection.execute(text("INSERT INTO sqlite_sequence (name, seq) VALUES (:name, :seq)"), params)
+        connection.execute(
+            text("INSERT INTO sqlite_sequence (name, seq) VALUES (:name, :seq)"), params
+        )
 
 
 def downgrade() -> None:
     connection = op.get_bind()
     if connection.dialect.name != "sqlite":
         return
+    _refuse_with_foreign_keys_on(connection)
     for table in reversed(_TABLES):
         with op.batch_alter_table(
             table, recreate="always", table_kwargs={"sqlite_autoincrement": False}
