@@ -561,8 +561,14 @@ class Dispatcher:
         """
         lease = timedelta(seconds=self.options.lease_seconds)
         last_renewed = time.monotonic()
+        first = True
         while True:
-            await asyncio.sleep(self.options.lease_seconds / 6)
+            # The first renewal at once: claiming, marking and booking the rate before the
+            # first message all take round trips, and on a loaded database they may use up
+            # half a short lease before a renewal made after a full interval comes back.
+            if not first:
+                await asyncio.sleep(self.options.lease_seconds / 6)
+            first = False
             asked_at = time.monotonic()
             try:
                 status = await asyncio.to_thread(self._renew, lease)

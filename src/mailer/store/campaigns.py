@@ -480,6 +480,22 @@ class SchedulingQueries(StoreBase):
             )
             .exists()
         )
+        # Every row final, yet still `sending`: its coordinator died after helpers sent
+        # the rest (issue 15); taken, it finishes at once.
+        unfinished = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.campaign_id == campaigns.c.id,
+                deliveries.c.status.in_(
+                    [
+                        DeliveryStatus.QUEUED.value,
+                        DeliveryStatus.SENDING.value,
+                        DeliveryStatus.DEFERRED.value,
+                    ]
+                ),
+            )
+            .exists()
+        )
         query = (
             select(campaigns.c.id)
             .where(
@@ -488,7 +504,7 @@ class SchedulingQueries(StoreBase):
                     (campaigns.c.status == CampaignStatus.SCHEDULED.value)
                     & (campaigns.c.scheduled_at <= now),
                     (campaigns.c.status == CampaignStatus.SENDING.value)
-                    & (campaigns.c.snapshot_at.is_(None) | work_due),
+                    & (campaigns.c.snapshot_at.is_(None) | work_due | ~unfinished),
                     _relay_pause_over(now),
                 ),
             )
