@@ -122,7 +122,8 @@ def _commands(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]
 
 
 def test_help_is_plain_short_and_spelled_one_way(workdir: Path) -> None:
-    """-h works as --help on every command; no `<bool>` beside the flags; argument names
+    """-h works as --help on every command; no `<bool>` beside the flags, no `<str>` after
+    an option (it says NAME, ADDRESS, WHEN...); argument names
     in capitals, one spelling (EVENT, ADDRESS, NAME, FILE, ID); `campaign status` is a
     hidden alias of `campaign show`."""
     short, long = run(["-h"], workdir), run(["--help"], workdir)
@@ -141,6 +142,10 @@ def test_help_is_plain_short_and_spelled_one_way(workdir: Path) -> None:
         result = runner.invoke(app, [*path, "-h"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, (path, result.output)
         assert "<bool>" not in result.output, path
+        # An option taking a word names what it wants (--list NAME, --at WHEN), not the
+        # Python type Typer would print (`--list <str>`, `--out <path>`).
+        typed = re.findall(r"^\s+(?:-\w, )?(--[\w-]+) <(?:str|path)>", result.output, re.M)
+        assert typed == [], (path, typed)
         usage = result.output.splitlines()[0]
         assert usage.startswith(f"Usage: mailer {' '.join(path)}".rstrip()), usage
         for argument in re.findall(r"[{\[]([^\]}]+)[}\]]", usage):

@@ -136,7 +136,9 @@ def report(
     as_csv: Annotated[
         bool, typer.Option("--csv", help="Every recipient's outcome as CSV.")
     ] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the CSV here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", metavar="FILE", help="Write the CSV here.")
+    ] = None,
 ) -> None:
     """The outcome per recipient (CSV), or a summary with the failures."""
     from mailer.campaigns.report_csv import write_report

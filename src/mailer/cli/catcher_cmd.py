@@ -20,10 +20,14 @@ def register(app: typer.Typer) -> None:
 def catcher(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 2525,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
     outbox: Annotated[
         Path | None,
-        typer.Option(help="Where to save messages.  [default: MAILER_VAR_DIR/outbox]"),
+        typer.Option(
+            metavar="DIR", help="Where to save messages.  [default: MAILER_VAR_DIR/outbox]"
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="Do not print a line per message.")] = False,
 ) -> None:

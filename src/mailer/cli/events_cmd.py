@@ -39,6 +39,8 @@ ListOption = Annotated[
     str | None,
     typer.Option(
         "--list",
+        "-l",
+        metavar="NAME",
         help="Check the subscriber.attributes the templates use against this list's columns.",
         show_default=False,
     ),
@@ -141,6 +143,7 @@ def preview_command(
     subscriber: Annotated[
         str | None,
         typer.Option(
+            metavar="ADDRESS",
             help="Preview for this subscriber's email (default: the first one).",
             show_default=False,
         ),
@@ -148,6 +151,7 @@ def preview_command(
     subscribers: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
             help=f"CSV to take the subscriber from (default: {DEFAULT_SUBSCRIBERS}).",
             show_default=False,
         ),
@@ -155,13 +159,17 @@ def preview_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Directory for the files (default: VAR_DIR/preview).", show_default=False
+            metavar="DIR",
+            help="Directory for the files (default: VAR_DIR/preview).",
+            show_default=False,
         ),
     ] = None,
     list_name: Annotated[
         str | None,
         typer.Option(
             "--list",
+            "-l",
+            metavar="NAME",
             help="Take the subscriber from this list in the store (as a send would).",
             show_default=False,
         ),

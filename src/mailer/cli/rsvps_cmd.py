@@ -30,13 +30,18 @@ def rsvps(
     list_name: Annotated[
         str | None,
         typer.Option(
-            "--list", "-l", help="Count among this list (and its members who have not answered)."
+            "--list",
+            "-l",
+            metavar="NAME",
+            help="Count among this list (and its members who have not answered).",
         ),
     ] = None,
     as_csv: Annotated[
         bool, typer.Option("--csv", help="The attendee list as CSV: who answered what.")
     ] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the CSV here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", metavar="FILE", help="Write the CSV here.")
+    ] = None,
 ) -> None:
     """The answers to an event: yes, waiting, maybe, no, no answer, and guests."""
     from mailer.message.event import load_event

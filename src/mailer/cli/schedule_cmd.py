@@ -17,9 +17,12 @@ if TYPE_CHECKING:
     from mailer.config import Settings
     from mailer.store import Store
 
-At = Annotated[str, typer.Option("--at", help='Local send time, e.g. "2021-09-04 10:00".')]
+At = Annotated[
+    str, typer.Option("--at", metavar="WHEN", help='Local send time, e.g. "2021-09-04 10:00".')
+]
 Tz = Annotated[
-    str | None, typer.Option("--tz", help="Time zone of --at (default MAILER_TIMEZONE).")
+    str | None,
+    typer.Option("--tz", metavar="ZONE", help="Time zone of --at (default MAILER_TIMEZONE)."),
 ]
 
 
@@ -31,7 +34,9 @@ def register(app: typer.Typer) -> None:
 def schedule(
     ctx: typer.Context,
     event_file: Annotated[Path, typer.Argument(metavar="EVENT", help="The event file (.md).")],
-    list_name: Annotated[str, typer.Option("--list", "-l", help="The list to send to.")],
+    list_name: Annotated[
+        str, typer.Option("--list", "-l", metavar="NAME", help="The list to send to.")
+    ],
     at: At,
     tz: Tz = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,

@@ -31,13 +31,17 @@ def register(app: typer.Typer) -> None:
 def send(
     ctx: typer.Context,
     event_file: Annotated[Path, typer.Argument(metavar="EVENT", help="The event file (.md).")],
-    list_name: Annotated[str, typer.Option("--list", "-l", help="The list to send to.")],
+    list_name: Annotated[
+        str, typer.Option("--list", "-l", metavar="NAME", help="The list to send to.")
+    ],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Render and check every message; send nothing.")
     ] = False,
     test_to: Annotated[
         str | None,
-        typer.Option("--test-to", help="Send one [TEST] sample to this address only."),
+        typer.Option(
+            "--test-to", metavar="ADDRESS", help="Send one [TEST] sample to this address only."
+        ),
     ] = None,
     new: Annotated[
         bool,

@@ -31,11 +31,15 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
     port_file: Annotated[
         Path | None,
-        typer.Option(help="Write the port actually bound to this file once serving."),
+        typer.Option(
+            metavar="FILE", help="Write the port actually bound to this file once serving."
+        ),
     ] = None,
     post_rate_limit: Annotated[
         float,
@@ -57,6 +61,7 @@ def serve(
     forwarded_allow_ips: Annotated[
         str,
         typer.Option(
+            metavar="ADDRESSES",
             help="Addresses or networks of your reverse proxies (comma-separated, or '*'): "
             "only connections from them may name the client in X-Forwarded-For and "
             "X-Forwarded-Proto. Default: none, so nobody can choose the address the "

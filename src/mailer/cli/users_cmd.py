@@ -65,7 +65,9 @@ def add(
     role: Annotated[
         str,
         typer.Option(
-            "--role", help="organiser (everything) or viewer (reads the overview and reports)."
+            "--role",
+            metavar="ROLE",
+            help="organiser (everything) or viewer (reads the overview and reports).",
         ),
     ] = "organiser",
     password_stdin: PasswordStdin = False,
