@@ -697,10 +697,11 @@ def serving(tmp_path: Path, sqlite_url: str, *options: str) -> Iterator[tuple[st
     )
     output: list[str] = []
     try:
-        deadline = time.monotonic() + 20
+        # Generous: at load 10 on two cores, importing the app alone took over 20 s.
+        deadline = time.monotonic() + 90
         while not port_file.exists():
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, "mailer serve did not start within 90 s"
             time.sleep(0.05)
         yield f"http://127.0.0.1:{int(port_file.read_text())}", output
     finally:
