@@ -567,3 +567,30 @@ def test_places_with_guests_are_kept_fair(sqlite_store: Store, tmp_path: Path) -
     answer(cleo, RsvpChoice.NO, capacity=None)  # the capacity left the file
     counts = store.rsvp_counts("meeting")
     assert (counts.yes, counts.waiting, counts.no) == (3, 0, 1)
+
+
+async def test_the_dashboard_report_shows_the_answers(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """The campaign's report in the dashboard has the same figures as `campaign report`:
+    coming (with guests and places), waiting, maybe, can't come, no answer."""
+    from admin_support import add_user, admin_app, admin_client, sign_in
+
+    settings = make_settings(tmp_path, smtp_server.port)
+    seed_list(store, tmp_path, 3)
+    event_file = future_event(tmp_path)
+    campaign_id = await invite(store, settings, event_file)
+    ana, bob, _ = smtp_server.messages
+    async with client(store, settings) as web:
+        for received, answer in ((ana, {"answer": "yes", "guests": "1"}), (bob, {"answer": "no"})):
+            assert (await web.post(rsvp_path(received), data=answer, headers=ORIGIN)).is_success
+    add_user(store, "ana")
+    async with admin_client(admin_app(store)) as admin:
+        await sign_in(admin, "ana")
+        report = await admin.get(f"/admin/campaigns/{campaign_id}/report")
+    assert report.status_code == 200
+    answers = report.text.split('<h2 id="answers-h">Answers</h2>', 1)[1].split("</section>")[0]
+    cells = [" ".join(row.split()) for row in re.findall(r"<tr>(.*?)</tr>", answers, re.S)]
+    numbers = [re.findall(r'<td class="num">([\d,]*)</td>', row) for row in cells[1:]]
+    assert numbers == [["1", "1"], ["0", "0"], ["0", "0"], ["1", ""], ["1", ""]]
+    assert "2 of 40 places taken" in answers

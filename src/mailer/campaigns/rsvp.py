@@ -25,6 +25,7 @@ from mailer.models import (
     DeliveryStatus,
     Rsvp,
     RsvpChoice,
+    RsvpCounts,
     RsvpOutcome,
     RsvpStatus,
 )
@@ -35,6 +36,19 @@ from mailer.tokens import RsvpClaims, TokenSigner, calendar_url, rsvp_url
 logger = logging.getLogger("mailer.rsvp")
 
 MAX_NOTE = 1000
+
+
+def campaign_answers(store: Store, campaign: CampaignRecord) -> tuple[Event, RsvpCounts] | None:
+    """The answers to the campaign's event among its list (as `mailer rsvps --list` counts
+    them), for `campaign report` and the dashboard's report; None when the event takes no
+    answers, or its file cannot be read now."""
+    try:
+        event = load_event(Path(campaign.event_path))
+    except InputError:
+        return None
+    if not event.rsvp_enabled:
+        return None
+    return event, store.rsvp_counts(campaign.event_slug, list_id=campaign.list_id)
 
 
 class AnswersClosed(Exception):

@@ -211,17 +211,13 @@ def relay_lines(relays: dict[str, dict[DeliveryStatus, int]]) -> list[str]:
 def rsvp_lines(store: Store, campaign: CampaignRecord) -> list[str]:
     """The event's RSVP figures among the campaign's list, as `mailer rsvps --list` gives
     them; nothing when the event takes no answers (or its file cannot be read now)."""
+    from mailer.campaigns.rsvp import campaign_answers
     from mailer.cli.rsvps_cmd import describe
-    from mailer.errors import InputError
-    from mailer.message.event import load_event
 
-    try:
-        event = load_event(Path(campaign.event_path))
-    except InputError:
+    answers = campaign_answers(store, campaign)
+    if answers is None:
         return []
-    if not event.rsvp_enabled:
-        return []
-    counts = store.rsvp_counts(campaign.event_slug, list_id=campaign.list_id)
+    event, counts = answers
     return describe(event, counts, list_name=campaign.list_name)
 
 

@@ -9,6 +9,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from mailer.campaigns.report_csv import report_chunks
+from mailer.campaigns.rsvp import campaign_answers
 from mailer.models import DeliveryStatus, LaterOutcome
 from mailer.store.admin import AdminRole
 from mailer.web.admin.charts import Part, bar_chart, describe_step, regroup, share_bar
@@ -99,6 +100,7 @@ def routes(admin: Admin) -> list[Route]:
             + later[LaterOutcome.SOFT_BOUNCED.value],
             complained=later[LaterOutcome.COMPLAINED.value],
             problems=store.problem_rows(campaign.id),
+            answers=campaign_answers(store, campaign),
         )
 
     def report_csv(request: Request, _signed_in: SignedIn) -> Response:
