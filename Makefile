@@ -31,7 +31,7 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy --strict src/mailer tests bench
 
 pytest: $(VENV)/.installed-dev
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --cov --cov-branch --cov-report=term -p no:cacheprovider
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --cov --cov-branch --cov-report=term -p no:cacheprovider --durations=25
 
 bench: $(VENV)/.installed-dev
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
