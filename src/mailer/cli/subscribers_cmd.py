@@ -17,7 +17,6 @@ from mailer.models import (
     HistoryEntry,
     SubscriberRecord,
     SubscriberStatus,
-    SuppressionReason,
     UnsubscribeSource,
 )
 from mailer.safety import spreadsheet_safe
@@ -414,35 +413,12 @@ def show_command(ctx: typer.Context, email: Email) -> None:
     common.console.print(describe_record(record), markup=False)
 
 
-_HOW = {
-    UnsubscribeSource.ONE_CLICK: "one-click button in the mail program",
-    UnsubscribeSource.PAGE: "unsubscribe page",
-    UnsubscribeSource.ADMIN: "by the organiser",
-    UnsubscribeSource.MAILTO: "by email",
-    UnsubscribeSource.BOUNCE: "the address bounced",
-    UnsubscribeSource.FEEDBACK_LOOP: "marked a message as spam",
-    UnsubscribeSource.IMPORT: "import",
-}
-
-
 def describe_entry(entry: HistoryEntry) -> str:
     """One line of history: when, what, where, how, from which campaign."""
-    where = f"list {entry.list_name!r}" if entry.list_name else "every list"
-    when = f"{entry.at:%Y-%m-%d %H:%M} UTC"
-    if entry.reason is SuppressionReason.RESUBSCRIBED:
-        return f"{when}  resubscribed to {where} by the organiser: {entry.detail}"
-    what = {
-        SuppressionReason.UNSUBSCRIBED: f"unsubscribed from {where}",
-        SuppressionReason.BOUNCED: f"bounced (off {where})",
-        SuppressionReason.COMPLAINED: f"complained, marked as spam (off {where})",
-        SuppressionReason.MANUAL: f"suppressed from {where}",
-    }[entry.reason]
-    how = _HOW.get(entry.source, entry.source.value)
-    if entry.campaign_id is not None:
-        how += f", campaign {entry.campaign_id}"
-    line = f"{when}  {what} ({how})"
-    if entry.detail:
-        line += f": {entry.detail}"
+    from mailer.audience.history import describe_change
+
+    line = f"{entry.at:%Y-%m-%d %H:%M} UTC  "
+    line += describe_change(entry, list_label=f"list {entry.list_name!r}")
     if entry.lifted_at is not None:
         line += f"; lifted {entry.lifted_at:%Y-%m-%d %H:%M} UTC"
     return line

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mailer.audience.history import describe_change
 from mailer.errors import InputError, MailerError
 from mailer.models import (
     HistoryEntry,
     SubscriberRecord,
     SubscriberStatus,
-    SuppressionReason,
     UnsubscribeSource,
 )
 from mailer.store.admin import AdminRole
@@ -30,36 +30,11 @@ from mailer.web.admin.guard import SignedIn, guard
 EVERY_LIST = ""
 """The unsubscribe form's value for "from every list" (no list name is empty)."""
 
-_HOW = {
-    UnsubscribeSource.ONE_CLICK: "one-click button in the mail program",
-    UnsubscribeSource.PAGE: "unsubscribe page",
-    UnsubscribeSource.ADMIN: "by the organiser",
-    UnsubscribeSource.MAILTO: "by email",
-    UnsubscribeSource.BOUNCE: "the address bounced",
-    UnsubscribeSource.FEEDBACK_LOOP: "marked a message as spam",
-    UnsubscribeSource.IMPORT: "import",
-}
-
 
 def history_text(entry: HistoryEntry) -> str:
     """What happened, where, how and from which campaign (the CLI's words, without the
     time, which the page shows in its own column)."""
-    where = f"list {entry.list_name}" if entry.list_name else "every list"
-    if entry.reason is SuppressionReason.RESUBSCRIBED:
-        return f"resubscribed to {where} by the organiser: {entry.detail}"
-    what = {
-        SuppressionReason.UNSUBSCRIBED: f"unsubscribed from {where}",
-        SuppressionReason.BOUNCED: f"bounced (off {where})",
-        SuppressionReason.COMPLAINED: f"complained, marked as spam (off {where})",
-        SuppressionReason.MANUAL: f"suppressed from {where}",
-    }[entry.reason]
-    how = _HOW.get(entry.source, entry.source.value)
-    if entry.campaign_id is not None:
-        how += f", campaign {entry.campaign_id}"
-    text = f"{what} ({how})"
-    if entry.detail:
-        text += f": {entry.detail}"
-    return text
+    return describe_change(entry, list_label=f"list {entry.list_name}")
 
 
 class SubscriberPages:
