@@ -164,12 +164,27 @@ async def tell_promoted(
     now: datetime,
 ) -> int:
     """Send each guest moved up a short confirmation through the relay; how many the relay
-    accepted. Those it did not stay marked untold (`mailer rsvps` counts them)."""
+    accepted. Those it did not stay marked untold (`mailer rsvps` counts them).
+
+    A guest no longer mailable on the invitation's list (unsubscribed since answering, a
+    hard bounce, a complaint) keeps the place but gets no message: whoever left is never
+    mailed again, and an address that bounced or complained is not written to. They stay
+    untold, and the log says why."""
     told = 0
     for subscriber_id in subscriber_ids:
         guest = store.guest(subscriber_id)
         rsvp = store.get_rsvp(campaign.event_slug, subscriber_id)
         if guest is None or rsvp is None:
+            continue
+        if not store.is_mailable(subscriber_id, campaign.list_id):
+            logger.info(
+                fields(
+                    event="rsvp-moved-up",
+                    campaign=campaign.id,
+                    subscriber=subscriber_id,
+                    told="no: not mailable (unsubscribed or suppressed)",
+                )
+            )
             continue
         name, email = guest
         link = rsvp_url(
