@@ -154,6 +154,10 @@ class CampaignLedger(Ledger, RateBudget, Protocol):
 
     def get_campaign(self, campaign_id: int) -> CampaignRecord: ...
 
+    def report_figures(self, campaign_id: int, status: CampaignStatus) -> object:
+        """Computes the campaign's report figures and, once it is settled, keeps them."""
+        ...
+
     def claim_campaign(
         self,
         campaign_id: int,

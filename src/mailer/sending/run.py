@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 from mailer.config import Settings
 from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, ConfigError
+from mailer.logs import fields
 from mailer.message.calendar import revision, schedule_key, update_key
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import Event, load_event
@@ -52,6 +54,8 @@ from mailer.sending.recovery import (
 )
 from mailer.sending.shared_rate import SharedRateLimiter
 from mailer.tokens import TokenSigner, calendar_url
+
+log = logging.getLogger("mailer.worker")
 
 
 def worker_identity() -> str:
@@ -386,7 +390,7 @@ async def run_campaign(
             journal.close()
             raise
     counts = store.delivery_counts(campaign_id)
-    status, message = _final_state(stop, counts, campaign_id, store)
+    status, message = _final_state(stop, counts, campaign_id, store, relays=bool(settings.relays))
     if reason is not StopReason.LEASE_LOST:
         final: CampaignStatus | None = status
         if reason is StopReason.INTERRUPTED:
@@ -406,6 +410,8 @@ async def run_campaign(
             error=message if final is CampaignStatus.PAUSED else None,
             retry_after=retry_after,
         )
+        if final is CampaignStatus.FINISHED:
+            keep_report(store, campaign_id)
     settled = (
         reason is not StopReason.LEASE_LOST
         and not store.in_flight(campaign_id)
@@ -422,8 +428,24 @@ async def run_campaign(
     )
 
 
+def keep_report(store: CampaignLedger, campaign_id: int) -> None:
+    """Compute the finished campaign's report figures now, while the sender ends, and keep
+    them: the dashboard's first view of a million-recipient report would otherwise group
+    the whole ledger while the organiser waits (4.5 s on SQLite, bench_dashboard.py). A
+    failure here only costs that wait later: the send itself is done and recorded."""
+    try:
+        store.report_figures(campaign_id, CampaignStatus.FINISHED)
+    except Exception as exc:
+        log.warning(fields(campaign=campaign_id, event="report-not-kept", error=str(exc)))
+
+
 def _final_state(
-    stop: Stop, counts: DeliveryCounts, campaign_id: int, store: CampaignLedger
+    stop: Stop,
+    counts: DeliveryCounts,
+    campaign_id: int,
+    store: CampaignLedger,
+    *,
+    relays: bool = False,
 ) -> tuple[CampaignStatus, str]:
     """The campaign's status after a run and the one line that explains it."""
     resume = f"mailer campaign resume {campaign_id}"
@@ -431,10 +453,14 @@ def _final_state(
     if reason is StopReason.BREAKER:
         return CampaignStatus.PAUSED, f"paused: {stop.detail}. Fix the relay, then `{resume}`."
     if reason is StopReason.RELAY_DOWN:
+        where = (
+            "the relays in MAILER_RELAYS (are they running?)"
+            if relays
+            else "MAILER_SMTP_HOST and MAILER_SMTP_PORT (is the relay running?)"
+        )
         return (
             CampaignStatus.PAUSED,
-            f"paused: {stop.detail}. Check MAILER_SMTP_HOST and MAILER_SMTP_PORT (is the relay "
-            f"running?), then `{resume}`; nobody was lost.",
+            f"paused: {stop.detail}. Check {where}, then `{resume}`; nobody was lost.",
         )
     if reason is StopReason.ERROR:
         return (
