@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from campaign_support import make_settings, new_campaign, seed_list, send
 from mailer.campaigns.feedback import (
@@ -45,6 +46,7 @@ from mailer.models import (
     UnsubscribeSource,
 )
 from mailer.store import Store
+from mailer.store.schema import deliveries
 from mailer.store.signer import load_signer
 from mailer.tokens import TokenSigner
 from smtp_server import SmtpTestServer
@@ -147,22 +149,59 @@ async def test_a_hard_bounce_suppresses_once_however_often_it_is_reported(
 
 
 async def test_soft_bounces_suppress_only_at_the_limit_within_the_window(
-    store: Store, sent: Sent
+    store: Store, sent: Sent, smtp_server: SmtpTestServer
 ) -> None:
+    """Counted per message: three of our messages to the address soft-bounced within the
+    window suppress it; an older one does not count."""
     address = sent.addresses[1]
-    soft = bounce(FeedbackKind.SOFT_BOUNCE, verp_token=sent.verp[address])
-    days = [40, 10, 0]  # the first is outside the 30 days by the third
-    actions = [apply(store, sent, soft, now=NOW - timedelta(days=d)).actions for d in days]
+    # Three more campaigns to the same list: four messages to the address in all.
+    for _ in range(3):
+        await send(sent.settings, store, new_campaign(store))
+    tokens = [sent.signer.sign_bounce(delivery_id=d) for d in deliveries_to(store, address)]
+    assert len(tokens) == 4
+    days = [40, 10, 0]  # the first is outside the 30 days by the fourth report
+    actions = [
+        apply(store, sent, soft_bounce(token), now=NOW - timedelta(days=d)).actions
+        for token, d in zip(tokens, days, strict=False)
+    ]
     assert actions == [(FeedbackAction.COUNTED,)] * 3
     assert store.is_mailable(store.get_subscriber_id(address), 1)
     assert later_of(store, sent.campaign_id, address) is LaterOutcome.SOFT_BOUNCED
-    third_in_window = apply(store, sent, soft, now=NOW + timedelta(hours=1))
+    third_in_window = apply(store, sent, soft_bounce(tokens[3]), now=NOW + timedelta(hours=1))
     assert third_in_window.actions == (FeedbackAction.SUPPRESSED,)
     assert not store.is_mailable(store.get_subscriber_id(address), 1)
-    assert later_of(store, sent.campaign_id, address) is LaterOutcome.BOUNCED
     [entry] = store.subscriber_record(address).history
     assert entry.detail is not None
     assert entry.detail.startswith("3 soft bounces")
+
+
+async def test_one_message_reported_delayed_again_and_again_counts_once(
+    store: Store, sent: Sent
+) -> None:
+    """A server holding one message sends "delayed" notices after 4 hours, a day, two
+    days...: each is a soft bounce, all about one message. They never reach the limit of
+    three messages, however many arrive."""
+    address = sent.addresses[1]
+    delayed = soft_bounce(sent.verp[address])
+    actions = [
+        apply(store, sent, delayed, now=NOW + timedelta(hours=h)).actions for h in (4, 24, 48, 96)
+    ]
+    assert actions == [(FeedbackAction.COUNTED,)] * 4
+    assert store.is_mailable(store.get_subscriber_id(address), 1)
+    assert later_of(store, sent.campaign_id, address) is LaterOutcome.SOFT_BOUNCED
+
+
+def soft_bounce(verp_token: str) -> Feedback:
+    return bounce(FeedbackKind.SOFT_BOUNCE, verp_token=verp_token)
+
+
+def deliveries_to(store: Store, address: str) -> list[int]:
+    """The ledger rows of every campaign to `address`, oldest first."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(deliveries.c.id).where(deliveries.c.email == address).order_by(deliveries.c.id)
+        )
+        return [int(row.id) for row in rows]
 
 
 async def test_a_complaint_suppresses_from_every_list_and_no_resubscribe_click_lifts_it(

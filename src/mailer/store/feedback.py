@@ -229,14 +229,8 @@ class FeedbackQueries(SuppressionQueries):
                 done=FeedbackAction.SUPPRESSED,
             )
         else:  # a soft bounce: counted, and suppressed once it repeats
-            earlier = connection.execute(
-                select(func.count()).where(
-                    feedback_events.c.email_key == key,
-                    feedback_events.c.kind == FeedbackKind.SOFT_BOUNCE.value,
-                    feedback_events.c.created_at >= soft_bounces_since,
-                )
-            ).scalar_one()
-            if earlier + 1 >= soft_bounce_limit:
+            bounced = _soft_bounced_messages(connection, key, target, since=soft_bounces_since)
+            if bounced >= soft_bounce_limit:
                 later = LaterOutcome.BOUNCED
                 action = self._suppress_once(
                     connection,
@@ -244,7 +238,7 @@ class FeedbackQueries(SuppressionQueries):
                     target,
                     reason=SuppressionReason.BOUNCED,
                     source=UnsubscribeSource.BOUNCE,
-                    detail=f"{earlier + 1} soft bounces, the last: {detail}"[:_MAX_TEXT],
+                    detail=f"{bounced} soft bounces, the last: {detail}"[:_MAX_TEXT],
                     done=FeedbackAction.SUPPRESSED,
                 )
             else:
@@ -377,3 +371,32 @@ def _first_time(connection: Connection, **values: object) -> bool:
             .returning(feedback_messages.c.id)
         )
     return connection.execute(statement).first() is not None
+
+
+def _soft_bounced_messages(
+    connection: Connection, key: str, target: FeedbackTarget, *, since: datetime
+) -> int:
+    """How many of our messages to this address soft-bounced since `since`, this report's
+    included: counted per message, not per report. A message the remote server holds sends
+    "delayed" notices, often three or more (after 4 hours, a day, ...), and they all speak
+    of one message: counted per report, one slow server would suppress a reader after one
+    send. A report tied to no ledger row counts as a message of its own."""
+    earlier = connection.execute(
+        select(feedback_events.c.delivery_id).where(
+            feedback_events.c.email_key == key,
+            feedback_events.c.kind == FeedbackKind.SOFT_BOUNCE.value,
+            feedback_events.c.created_at >= since,
+        )
+    ).scalars()
+    messages: set[int] = set()
+    untied = 0
+    for delivery_id in earlier:
+        if delivery_id is None:
+            untied += 1
+        else:
+            messages.add(int(delivery_id))
+    if target.delivery_id is None:
+        untied += 1
+    else:
+        messages.add(target.delivery_id)
+    return len(messages) + untied
