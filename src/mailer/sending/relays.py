@@ -1,10 +1,14 @@
 """Several relays (MAILER_RELAYS, issue 15): one Transport that spreads messages by weight.
 
 Each relay keeps its own SMTP pool (its concurrency), its own rate and daily cap, and its
-own breaker. A message goes to the relay a smooth weighted round robin names among those
-available (nginx's algorithm: over any run of picks each relay's share stays within one
-pick of its weight's share); a relay whose breaker is open, or whose daily cap is reached,
-is left out and its share goes to the others.
+own breaker. The rate and the daily cap are a budget in the store shared by every sender
+(`relay:NAME`, as MAILER_RATE_LIMIT is the `global` one: see sending.shared_rate), so they
+hold for all processes and machines together, and what a relay took in the last day still
+counts after a restart (the store's per-minute counts). A message goes to the relay a
+smooth weighted round robin names among those available (nginx's algorithm: over any run
+of picks each relay's share stays within one pick of its weight's share); a relay whose
+breaker is open, or whose daily cap is reached, is left out and its share goes to the
+others.
 
 A message is moved to another relay only when nothing of it can have reached the first
 one: the body callback (`on_body`) was never called, and the relay failed as a relay, not
@@ -31,7 +35,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from typing import Any
 
 from mailer.config import RelaySettings, Settings
 from mailer.delivery.base import Transport
@@ -40,13 +44,26 @@ from mailer.errors import TransportError
 from mailer.logs import fields
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
 from mailer.sending.policy import CircuitBreaker
-from mailer.sending.ports import CampaignLedger
+from mailer.sending.ports import RateBudget
 from mailer.sending.ratelimit import Limit, RateLimiter
+from mailer.sending.shared_rate import RateCapped, SharedRateLimiter
 
 log = logging.getLogger("mailer.relays")
 
 _STREAK_TO_OPEN = 3  # relay-level failures in a row (before any body) that open a breaker
 _CAPPED_SOON = 1.0  # seconds: a daily cap freeing later than this leaves the relay out
+# A relay with a daily cap and no rate of its own: MAILER_RATE_LIMIT bounds every relay's
+# sum, the relay's budget only counts.
+_UNPACED = 1e9
+# Slots of a capped relay one sender may hold booked ahead, as a share of the cap: the
+# others are told "capped" while they sit unused (they are handed back on close).
+_GRANT_SHARE_OF_CAP = 50
+
+
+def relay_budget(name: str) -> str:
+    """The name of a relay's budget in the store (rate_budget seeds it from the ledger's
+    messages of that relay)."""
+    return f"relay:{name}"
 
 
 @dataclass(slots=True)
@@ -56,7 +73,7 @@ class RelayState:
     name: str
     weight: float
     transport: Transport
-    limiter: RateLimiter | None
+    limiter: RateLimiter | SharedRateLimiter | None
     breaker: CircuitBreaker
     current: float = 0.0  # smooth weighted round robin's running credit
     streak: int = 0  # relay-level failures in a row
@@ -70,6 +87,8 @@ class RelayState:
         return now < self.open_until
 
     def capped(self) -> bool:
+        """At its daily cap, as last known: a shared limiter reports what the store said
+        at its last booking (no store call here, on the event loop)."""
         if self.limiter is None:
             return False
         wait = self.limiter.next_wait()
@@ -102,8 +121,8 @@ class RelayPool:
         tried: set[str] = set()
         refused: TransportError | None = None
         failed: Outcome | None = None
-        while (relay := self._choose(tried)) is not None:
-            tried.add(relay.name)
+        capped: set[str] = set()  # found at their daily cap when their slot was booked
+        while (relay := self._choose(tried, capped)) is not None:
             reached = False
 
             def body() -> None:
@@ -113,7 +132,14 @@ class RelayPool:
                     on_body()
 
             if relay.limiter is not None:
-                await relay.limiter.acquire()
+                try:
+                    await relay.limiter.acquire()
+                except RateCapped:
+                    # Its daily cap was reached meanwhile (by another sender, or this one's
+                    # other tasks): nothing was sent; it is left out, not counted as tried.
+                    capped.add(relay.name)
+                    continue
+            tried.add(relay.name)
             try:
                 outcome = await relay.transport.send(message, on_body=body)
             except TransportError as exc:
@@ -134,12 +160,21 @@ class RelayPool:
         # (a refused session pauses the campaign; lost connections count towards RELAY_DOWN).
         if failed is not None:
             return failed
-        assert refused is not None  # the loop runs at least once: _choose never starts empty
+        assert refused is not None  # _choose returns None only once a relay was tried
         raise refused
 
     async def aclose(self) -> None:
+        """Close every relay's connections, and hand back the slots of their shared budgets
+        booked and not used (the daily caps would count them)."""
         for relay in self.relays:
             await relay.transport.aclose()
+            if isinstance(relay.limiter, SharedRateLimiter):
+                try:
+                    await relay.limiter.close()
+                except Exception as exc:  # the store is down: the slots count until tomorrow
+                    log.warning(
+                        fields(event="relay-slots-not-returned", relay=relay.name, error=str(exc))
+                    )
 
     async def __aenter__(self) -> RelayPool:
         return self
@@ -149,22 +184,20 @@ class RelayPool:
 
     # -- choosing -----------------------------------------------------------------------
 
-    def _choose(self, tried: set[str]) -> RelayState | None:
+    def _choose(self, tried: set[str], capped: set[str]) -> RelayState | None:
         """The next relay by smooth weighted round robin among the available ones; when
-        none is available (and this message has tried none), the one that opened first."""
+        none is available (and this message has tried none), the one that opened first.
+        `capped`: relays this message found at their daily cap, left out like tried ones
+        (capped() says so too, but only as long as the cap's wait is known)."""
         now = self._clock()
-        candidates = [r for r in self.relays if r.name not in tried]
+        candidates = [r for r in self.relays if r.name not in tried and r.name not in capped]
         available = [r for r in candidates if not r.is_open(now) and not r.capped()]
         if not available:
             if tried:
                 return None
             opened = [r for r in candidates if r.is_open(now)]
             if not opened:  # every relay has reached its daily cap
-                raise TransportError(
-                    "every relay has reached its daily cap",
-                    hint="Raise a relay's daily_limit in MAILER_RELAYS or add a relay; "
-                    "`mailer campaign resume ID` goes on when a cap frees.",
-                )
+                raise _every_relay_capped()
             return min(opened, key=lambda r: r.opened_at)
         total = sum(r.weight for r in available)
         for relay in available:
@@ -204,15 +237,21 @@ class RelayPool:
         )
 
 
+def _every_relay_capped() -> TransportError:
+    return TransportError(
+        "every relay has reached its daily cap",
+        hint="Raise a relay's daily_limit in MAILER_RELAYS or add a relay; "
+        "`mailer campaign resume ID` goes on when a cap frees.",
+    )
+
+
 def _relay_failure(outcome: Outcome) -> bool:
     """A failure of the relay rather than about the recipient (before the body): no
     session, a session lost, or 421 (the relay is closing)."""
     return outcome.status is DeliveryStatus.DEFERRED and outcome.code in (None, 421)
 
 
-def transport_for(
-    settings: Settings, store: CampaignLedger | None = None
-) -> SmtpTransport | RelayPool:
+def transport_for(settings: Settings, store: RateBudget | None = None) -> SmtpTransport | RelayPool:
     """What sends through the configured relays: the single relay's SMTP pool, or with
     MAILER_RELAYS one pool per relay, spread by weight."""
     if settings.relays:
@@ -220,9 +259,9 @@ def transport_for(
     return SmtpTransport.from_settings(settings)
 
 
-def relay_pool(settings: Settings, store: CampaignLedger | None = None) -> RelayPool:
-    """The pool for MAILER_RELAYS: one SMTP pool per relay; daily caps count what each
-    relay already took in the last day (from the ledger), so a restart cannot double it."""
+def relay_pool(settings: Settings, store: RateBudget | None = None) -> RelayPool:
+    """The pool for MAILER_RELAYS: one SMTP pool per relay, each relay's rate and daily
+    cap a budget in `store` shared with every other sender (see relay_limiter)."""
     states = []
     for relay in settings.relays:
         states.append(
@@ -240,7 +279,7 @@ def relay_pool(settings: Settings, store: CampaignLedger | None = None) -> Relay
                     messages_per_connection=settings.messages_per_connection,
                     ca_file=settings.smtp_ca_file,
                 ),
-                limiter=_limiter(relay, store),
+                limiter=relay_limiter(relay, store),
                 breaker=CircuitBreaker(
                     window=settings.breaker_window, threshold=settings.breaker_threshold
                 ),
@@ -251,11 +290,29 @@ def relay_pool(settings: Settings, store: CampaignLedger | None = None) -> Relay
     )
 
 
-def _limiter(relay: RelaySettings, store: CampaignLedger | None) -> RateLimiter | None:
+def relay_limiter(
+    relay: RelaySettings, store: RateBudget | None, **options: Any
+) -> RateLimiter | SharedRateLimiter | None:
+    """The relay's rate and daily cap: with a store, its budget there (`relay:NAME`), so
+    they hold for every process and machine sharing the store, and the cap counts what the
+    relay took in the last day before a restart (the store's per-minute counts, seeded
+    once from the ledger). Without a store (a caller that has none), for this process
+    alone. `options` go to SharedRateLimiter (tests inject a clock)."""
     if relay.rate_limit is None and relay.daily_limit is None:
         return None
-    # No rate of its own: only the cap (MAILER_RATE_LIMIT still bounds every relay's sum).
-    limiter = RateLimiter(per_second=relay.rate_limit or 1e9, per_day=relay.daily_limit)
-    if relay.daily_limit is not None and store is not None:
-        limiter.preload(store.recent_send_ages(within=timedelta(days=1), relay=relay.name))
-    return limiter
+    per_second = relay.rate_limit or _UNPACED
+    if store is None:
+        return RateLimiter(per_second=per_second, per_day=relay.daily_limit)
+    max_grant = 256
+    if relay.daily_limit is not None:
+        max_grant = max(1, min(max_grant, relay.daily_limit // _GRANT_SHARE_OF_CAP))
+    return SharedRateLimiter(
+        store,
+        per_second=per_second,
+        per_day=relay.daily_limit,
+        budget=relay_budget(relay.name),
+        # A cap freeing later than this raises RateCapped: the message goes to another
+        # relay instead of waiting, possibly for hours.
+        patience=_CAPPED_SOON,
+        **{"max_grant": max_grant, **options},
+    )

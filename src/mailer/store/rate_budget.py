@@ -9,24 +9,36 @@ already booked beyond the caller's horizon; the caps add up slots granted per mi
 
 Both databases serialise bookings on the budget's row (PostgreSQL's row lock; SQLite's
 write lock, taken by the first statement), so the caps are read and written under it.
+
+The per-minute counts are the one record of what a budget took: a restarted sender, or
+another machine, reads them, nothing is kept per process. Budgets are "global" (every
+message) and "relay:NAME" (one MAILER_RELAYS relay, its rate and daily cap). A capped
+budget with nothing counted in the last day (new, or caps only just set) is first seeded
+from the ledger's messages sent in that day (of that relay, for a relay's budget).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mailer.clock import as_utc, utcnow
+from mailer.clock import as_utc
 from mailer.models import DeliveryStatus
 from mailer.store.base import StoreBase
 from mailer.store.schema import deliveries, rate_budgets, rate_counts
 
 # (cap name, window in minutes): the hourly and daily caps, counted per minute.
 _WINDOWS = (("hourly", 60), ("daily", 1440))
+_DAY = 1440  # minutes: counts older than the longest window are no longer needed
+
+# The budget names the senders use (sending.shared_rate.GLOBAL_BUDGET, sending.relays.
+# relay_budget): the ledger's messages a budget's caps are seeded from depend on them.
+_GLOBAL_BUDGET = "global"
+_RELAY_BUDGET = "relay:"
 
 
 class RateBudgetQueries(StoreBase):
@@ -53,7 +65,7 @@ class RateBudgetQueries(StoreBase):
                 # A booking lost in a server crash costs nothing (the slots go unused), so
                 # it need not wait for the WAL flush: ~10 ms less per booking here.
                 connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
-            self._ensure(connection, budget, now=now, seed=bool(per_hour or per_day))
+            self._ensure(connection, budget, now=now)
             greatest = func.greatest if connection.dialect.name == "postgresql" else func.max
             start = greatest(rate_budgets.c.tat, now - tolerance)
             new_tat = connection.execute(
@@ -122,22 +134,32 @@ class RateBudgetQueries(StoreBase):
         per_day: int | None,
     ) -> tuple[int, float, str | None]:
         granted, free_at, cap = count, now, None
+        if per_hour is None and per_day is None:
+            return granted, free_at, cap
         minute = int(now // 60)
+        rows = self._counts(connection, budget, minute=minute)
+        if not rows and self._seed(connection, budget, now=now):
+            rows = self._counts(connection, budget, minute=minute)
         for (name, span), limit in zip(_WINDOWS, (per_hour, per_day), strict=True):
             if limit is None:
                 continue
-            rows = connection.execute(
-                select(rate_counts.c.minute, rate_counts.c.granted)
-                .where(rate_counts.c.budget == budget, rate_counts.c.minute > minute - span)
-                .order_by(rate_counts.c.minute)
-            ).all()
-            room = limit - sum(int(r.granted) for r in rows)
+            in_window = [(m, n) for m, n in rows if m > minute - span]
+            room = limit - sum(n for _, n in in_window)
             if room < granted:
                 granted, cap = max(room, 0), name
                 # room comes back as the oldest counted minute leaves the window
-                oldest = next((int(r.minute) for r in rows if r.granted), minute)
+                oldest = next((m for m, n in in_window if n), minute)
                 free_at = max(free_at, (oldest + span) * 60.0)
         return granted, free_at, cap
+
+    def _counts(self, connection: Connection, budget: str, *, minute: int) -> list[tuple[int, int]]:
+        """(minute, slots granted) over the last day, oldest first."""
+        rows = connection.execute(
+            select(rate_counts.c.minute, rate_counts.c.granted)
+            .where(rate_counts.c.budget == budget, rate_counts.c.minute > minute - _DAY)
+            .order_by(rate_counts.c.minute)
+        ).all()
+        return [(int(r.minute), int(r.granted)) for r in rows]
 
     def _count(self, connection: Connection, budget: str, *, minute: int, granted: int) -> None:
         statement = _upsert(connection)(rate_counts).values(
@@ -152,33 +174,44 @@ class RateBudgetQueries(StoreBase):
         # Minutes older than a day are no longer in any window.
         connection.execute(
             rate_counts.delete().where(
-                rate_counts.c.budget == budget, rate_counts.c.minute <= minute - 1440
+                rate_counts.c.budget == budget, rate_counts.c.minute <= minute - _DAY
             )
         )
 
-    def _ensure(self, connection: Connection, budget: str, *, now: float, seed: bool) -> None:
-        """The budget's row, made on first use; a new global budget with caps counts what
-        the ledger says was sent in the last day (sent before the store kept budgets)."""
-        made = connection.execute(
+    def _ensure(self, connection: Connection, budget: str, *, now: float) -> None:
+        """The budget's row, made on first use."""
+        connection.execute(
             _upsert(connection)(rate_budgets)
             .values(name=budget, tat=now)
             .on_conflict_do_nothing(index_elements=[rate_budgets.c.name])
-            .returning(rate_budgets.c.name)  # (rowcount is not reliable here on psycopg)
-        ).first()
-        if made is None or not seed or budget != "global":
-            return
-        since = utcnow() - timedelta(days=1)
+        )
+
+    def _seed(self, connection: Connection, budget: str, *, now: float) -> bool:
+        """Count what the ledger says this budget's messages were in the last day: those
+        sent before the budget counted (a new store, a new relay budget, caps just set).
+        Called only while nothing is counted in that day, under the budget's row lock, so
+        no message is counted twice. True if anything was counted."""
+        if budget == _GLOBAL_BUDGET:
+            which = []
+        elif budget.startswith(_RELAY_BUDGET):
+            which = [deliveries.c.relay == budget.removeprefix(_RELAY_BUDGET)]
+        else:
+            return False
+        since = datetime.fromtimestamp(now - _DAY * 60, UTC)
         per_minute: Counter[int] = Counter()
         for stamp in connection.execute(
             select(deliveries.c.sent_at).where(
-                deliveries.c.status == DeliveryStatus.SENT.value, deliveries.c.sent_at >= since
+                deliveries.c.status == DeliveryStatus.SENT.value,
+                deliveries.c.sent_at >= since,
+                *which,
             )
         ).scalars():
             when = as_utc(stamp)
-            if when is not None:
+            if when is not None and when.timestamp() <= now:
                 per_minute[int(when.timestamp() // 60)] += 1
         for minute, granted in per_minute.items():
             self._count(connection, budget, minute=minute, granted=granted)
+        return bool(per_minute)
 
 
 def _upsert(connection: Connection) -> Any:
