@@ -9,6 +9,7 @@ that fixes it rebuilds those tables: it must keep every row that refers to them.
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +19,9 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, insert, select, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, insert, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SAWarning
 
 from campaign_support import make_settings
 from conftest import POSTGRES_URL
@@ -45,11 +47,13 @@ from mailer.store.schema import (
 )
 from mailer.store.signer import load_signer
 from mailer.web import create_app
-from web_support import store_snapshot
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 # The tables the upgrade rebuilds, and those whose rows refer to theirs.
 REBUILT = ("subscribers", "deliveries")
+# Columns migrations after 0013 add (empty after the upgrade): the rows and schema a store
+# at 0012 held are compared on the columns it had.
+LATER_COLUMNS = {"campaigns": {"message_fingerprint"}}  # 0014
 
 
 def _campaign(store: Store, list_id: int, slug: str) -> int:
@@ -119,6 +123,29 @@ async def test_an_erased_persons_links_never_reach_the_next_person_added(
     ]
     with store.engine.connect() as connection:
         assert connection.execute(select(suppressions)).all() == []
+
+
+def _held(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table the database has (reflected, not mailer's current schema),
+    in primary-key order, without the columns later migrations add: equal before and after
+    an upgrade when it kept every row as it was. Those columns must be empty."""
+    tables = MetaData()
+    with warnings.catch_warnings():  # an index on an expression: rows are what is compared
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection", SAWarning)
+        tables.reflect(engine)
+    held: dict[str, list[dict[str, Any]]] = {}
+    with engine.connect() as connection:
+        for table in tables.sorted_tables:
+            if table.name in ("sqlite_sequence", "alembic_version"):
+                continue
+            later = LATER_COLUMNS.get(table.name, set())
+            order = table.primary_key.columns or table.columns
+            rows = []
+            for row in connection.execute(select(table).order_by(*order)).mappings():
+                assert all(row[name] is None for name in later if name in row)
+                rows.append({k: v for k, v in row.items() if k not in later})
+            held[table.name] = rows
+    return held
 
 
 # -- the upgrade from 0012 ---------------------------------------------------------------
@@ -254,7 +281,11 @@ def _schema_of(engine: Engine) -> dict[str, Any]:
                     tuple(r)[2:]
                     for r in connection.exec_driver_sql(f"PRAGMA foreign_key_list({name})")
                 ),
-                [tuple(r) for r in connection.exec_driver_sql(f"PRAGMA table_info({name})")],
+                [  # its columns, less those later migrations add (LATER_COLUMNS)
+                    tuple(r)
+                    for r in connection.exec_driver_sql(f"PRAGMA table_info({name})")
+                    if r[1] not in LATER_COLUMNS.get(name, set())
+                ],
             )
             for name in names
             if name != "sqlite_sequence"
@@ -267,12 +298,12 @@ def test_the_upgrade_keeps_every_row_and_then_never_reuses_an_id(tmp_path: Path)
     for AUTOINCREMENT, and erasing the highest subscriber gives the next person a new id,
     the next delivery an id above every one ever named."""
     engine = _at_0012_holding_data(f"sqlite:///{tmp_path / 'old.db'}")
-    before = store_snapshot(Store(engine))
+    before = _held(engine)
     schema_before = _schema_of(engine)
     assert upgrade(engine)
     assert current_revision(engine) == head_revision()
     store = Store(engine)
-    assert store_snapshot(store) == before
+    assert _held(engine) == before
     assert _schema_of(engine) == schema_before
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -313,12 +344,12 @@ def test_an_upgrade_finding_broken_references_changes_nothing(tmp_path: Path) ->
         )
         connection.commit()
         connection.invalidate()
-    before = store_snapshot(Store(engine))
+    before = _held(engine)
     schema_before = _schema_of(engine)
     with pytest.raises(StoreError, match="memberships row"):
         upgrade(engine)
     assert current_revision(engine) == "0012"
-    assert store_snapshot(Store(engine)) == before
+    assert _held(engine) == before
     assert _schema_of(engine) == schema_before
     engine.dispose()
 
@@ -327,11 +358,11 @@ def test_the_migration_refuses_to_run_with_foreign_keys_on(tmp_path: Path) -> No
     """`alembic upgrade` on a connection enforcing foreign keys would cascade the rebuild's
     DROP TABLE into every membership, delivery and answer: 0013 stops first."""
     engine = _at_0012_holding_data(f"sqlite:///{tmp_path / 'old.db'}")
-    before = store_snapshot(Store(engine))
+    before = _held(engine)
     with pytest.raises(RuntimeError, match="foreign keys ON"), engine.begin() as connection:
         _migrate_to(connection, "0013")
     assert current_revision(engine) == "0012"
-    assert store_snapshot(Store(engine)) == before
+    assert _held(engine) == before
     engine.dispose()
 
 
@@ -357,8 +388,8 @@ def postgres_database_url() -> Iterator[str]:
 def test_the_upgrade_changes_nothing_on_postgresql(postgres_database_url: str) -> None:
     """Sequences never hand out a value twice: 0013 leaves PostgreSQL's rows alone."""
     engine = _at_0012_holding_data(postgres_database_url)
-    before = store_snapshot(Store(engine))
+    before = _held(engine)
     assert upgrade(engine)
     assert current_revision(engine) == head_revision()
-    assert store_snapshot(Store(engine)) == before
+    assert _held(engine) == before
     engine.dispose()

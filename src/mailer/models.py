@@ -218,6 +218,8 @@ class CampaignRecord:
     """What it sends: the invitation, or a follow-up (reminder, update)."""
     audience_filter: frozenset[AudienceFilter] | None = None
     """Only those with these answers (`--only`); None: the whole list."""
+    message_fingerprint: str | None = None
+    """What its messages are made from, as the sender holding it built them (issue 15)."""
 
 
 @dataclass(slots=True)

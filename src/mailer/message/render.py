@@ -296,6 +296,8 @@ class Renderer:
         html_layout = read_template(layout.html)
         text_layout = read_template(layout.text)
         css = read_template(layout.css) if layout.css is not None else None
+        # What the messages are made from besides the event (sending.run.message_fingerprint).
+        self.layout_sources = (html_layout, text_layout, css or "")
         self._html = self._compile_html(html_layout, css, layout.html)
         self._text, body_text = self._compile_text(text_layout, layout.text)
         self._subject = self._compile_subject() if "{" in event.subject else None

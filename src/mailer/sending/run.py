@@ -7,7 +7,9 @@ sequence is written once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import socket
@@ -160,6 +162,23 @@ def invitation_builder(
         sequence=sequence,
         ics_url=ics_url,
     )
+
+
+def message_fingerprint(settings: Settings, builder: InvitationBuilder) -> str:
+    """A digest of what every message of the campaign is made from: the event as loaded
+    (its place on disk aside), its layout's files, and the settings that go into each
+    message. Senders of one campaign must agree on it (issue 15): a helper whose event
+    file was edited since the run started, or a machine with another MAILER_FROM or base
+    URL, would mail part of the list something the organiser never confirmed."""
+    sender = dataclasses.asdict(settings.sender_identity)
+    parts = [
+        builder.event.model_dump_json(exclude={"path"}),
+        *builder.renderer.layout_sources,
+        repr(sorted(sender.items())),
+        settings.base_url,
+        settings.bounce_address or "",
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 def calendar_sequence(store: CampaignLedger, campaign: CampaignRecord, event: Event) -> int:
@@ -321,6 +340,8 @@ async def run_campaign(
             sequence=calendar_sequence(store, campaign, event),
             signer=signer,
         )
+        # Before the snapshot, which helpers wait for: they check theirs against it.
+        store.record_message_fingerprint(campaign_id, message_fingerprint(settings, builder))
         store.snapshot_audience(
             campaign_id,
             campaign.list_id,

@@ -65,6 +65,7 @@ def _record(row: Row[tuple[object, ...]]) -> CampaignRecord:
         list_title=m["list_title"],
         message=MessageKind(m["message"] or MessageKind.INVITATION.value),
         audience_filter=parse_audience(m["audience_filter"]),
+        message_fingerprint=m["message_fingerprint"],
     )
 
 
@@ -173,6 +174,14 @@ class CampaignQueries(StoreBase):
                 .limit(1)
             ).first()
         return None if row is None else _record(row)
+
+    def record_message_fingerprint(self, campaign_id: int, fingerprint: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(message_fingerprint=fingerprint)
+            )
 
     def record_schedule_key(self, campaign_id: int, key: str) -> None:
         with self.engine.begin() as connection:

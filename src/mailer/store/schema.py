@@ -143,6 +143,9 @@ campaigns = Table(
     # (a comma list of models.AudienceFilter values; NULL: the whole list).
     Column("message", String(20), nullable=False, server_default="invitation"),
     Column("audience_filter", String(100)),
+    # Issue 15: what its messages are made from, as the coordinator built them
+    # (sending.run.message_fingerprint); another sender sends nothing unless it agrees.
+    Column("message_fingerprint", String(64)),
     Index("ix_campaigns_status", "status"),
 )
 

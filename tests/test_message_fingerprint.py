@@ -1,0 +1,82 @@
+"""Every sender of one campaign sends the same message (issue 15): the coordinator records
+a digest of what the messages are made from (the event as loaded, its layout's files, the
+settings that go into each message), and the digest moves with any of them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from campaign_support import EVENT, REPO_ROOT, make_settings, new_campaign, seed_list, send
+from mailer.config import Settings
+from mailer.message.event import load_event
+from mailer.sending.run import invitation_builder, message_fingerprint
+from mailer.store import Store
+from smtp_server import SmtpTestServer
+
+
+def fingerprint(settings: Settings, event_path: Path) -> str:
+    builder = invitation_builder(
+        settings, load_event(event_path), campaign_id=1, list_name="members"
+    )
+    return message_fingerprint(settings, builder)
+
+
+def copy_templates(tmp_path: Path) -> Path:
+    """The example's templates folder, so its event and layouts can be edited."""
+    folder = tmp_path / "templates"
+    shutil.copytree(REPO_ROOT / "templates", folder)
+    return folder
+
+
+async def test_the_coordinator_records_the_fingerprint_before_anyone_is_mailed(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    seed_list(store, tmp_path, 3)
+    campaign_id = new_campaign(store)
+    settings = make_settings(tmp_path, smtp_server.port)
+    assert store.get_campaign(campaign_id).message_fingerprint is None
+    await send(settings, store, campaign_id)
+    recorded = store.get_campaign(campaign_id).message_fingerprint
+    assert recorded == fingerprint(settings, EVENT)
+    assert len(smtp_server.messages) == 3
+
+
+def test_the_fingerprint_moves_with_the_event_its_layout_and_the_settings(
+    tmp_path: Path,
+) -> None:
+    templates = copy_templates(tmp_path)
+    event = templates / "events" / EVENT.name
+    settings = make_settings(tmp_path, 2525, templates_dir=templates)
+    first = fingerprint(settings, event)
+    # The same inputs, the same digest (another process, another machine's checkout).
+    assert fingerprint(settings, event) == first
+    moved = tmp_path / "elsewhere" / "templates"
+    shutil.copytree(templates, moved)
+    assert (
+        fingerprint(
+            make_settings(tmp_path, 2525, templates_dir=moved), moved / "events" / EVENT.name
+        )
+        == first
+    )
+
+    event.write_text(event.read_text().replace("Calthorpe Arms", "Conway Hall"))
+    edited_event = fingerprint(settings, event)
+    assert edited_event != first
+
+    layout = templates / "layouts" / "default.txt.j2"
+    if not layout.exists():  # the built-in layout: shadow it beside the event
+        layout.parent.mkdir(exist_ok=True)
+        builtin = REPO_ROOT / "src" / "mailer" / "assets" / "layouts"
+        for part in builtin.glob("default.*"):
+            shutil.copy(part, layout.parent / part.name)
+        assert fingerprint(settings, event) == edited_event
+    layout.write_text(layout.read_text() + "\nP.S. Bring a friend.\n")
+    assert fingerprint(settings, event) != edited_event
+
+    other_sender = make_settings(tmp_path, 2525, templates_dir=templates, from_name="Someone Else")
+    assert fingerprint(other_sender, event) != fingerprint(settings, event)
+    other_site = make_settings(
+        tmp_path, 2525, templates_dir=templates, base_url="https://other.example.org"
+    )
+    assert fingerprint(other_site, event) != fingerprint(settings, event)
