@@ -8,7 +8,7 @@ Area modules
     and is listed in AREAS (areas.py); `admin_routes` collects them, and web/app.py adds
     them to the app's routes as plain `Route`s (no Mount: the route walk in
     tests/test_web_routes.py and tests/test_admin_security.py sees every one).
-    Paths are absolute and start with /admin/ (e.g. "/admin/lists/{list_id:int}").
+    Paths are absolute and start with /admin/ (e.g. "/admin/lists/{list_id:id}").
     Trailing slashes are stripped before routing (security.TrailingSlashMiddleware), so
     declare "/admin/x", never "/admin/x/". The overview is "/admin".
 
@@ -72,6 +72,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
+import mailer.web.admin.ids  # noqa: F401  (registers {NAME:id} before any route is made)
 from mailer.web.admin.context import Admin
 
 

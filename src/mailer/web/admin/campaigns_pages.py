@@ -259,7 +259,7 @@ def routes(admin: Admin) -> list[Route]:
         return act
 
     viewer, organiser = AdminRole.VIEWER, AdminRole.ORGANISER
-    one = "/admin/campaigns/{campaign_id:int}"
+    one = "/admin/campaigns/{campaign_id:id}"
     return [
         Route("/admin/campaigns", guard(admin, viewer, campaign_list), methods=["GET"]),
         Route("/admin/campaigns/new", guard(admin, organiser, new_campaign), methods=["GET"]),

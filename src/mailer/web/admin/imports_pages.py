@@ -183,7 +183,7 @@ def routes(admin: Admin) -> list[Route]:
     upload = size_checked(admin, guard(admin, organiser, pages.upload), pages)
     return [
         Route(
-            "/admin/lists/{list_id:int}/import",
+            "/admin/lists/{list_id:id}/import",
             upload,
             methods=["POST"],
             max_body_size=2 * UPLOAD_LIMIT,

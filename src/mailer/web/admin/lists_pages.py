@@ -163,7 +163,7 @@ def routes(admin: Admin) -> list[Route]:
     # Addresses, names and personalised messages: organisers only (issue 13: a viewer
     # reads the overview and the reports).
     organiser = AdminRole.ORGANISER
-    one = "/admin/lists/{list_id:int}"
+    one = "/admin/lists/{list_id:id}"
     return [
         Route("/admin/lists", guard(admin, organiser, pages.index), methods=["GET"]),
         Route("/admin/lists", guard(admin, organiser, pages.create), methods=["POST"]),

@@ -115,7 +115,7 @@ def routes(admin: Admin) -> list[Route]:
             },
         )
 
-    one = "/admin/campaigns/{campaign_id:int}"
+    one = "/admin/campaigns/{campaign_id:id}"
     viewer = AdminRole.VIEWER
     return [
         Route(f"{one}/report", guard(admin, viewer, report), methods=["GET"]),

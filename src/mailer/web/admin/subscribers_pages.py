@@ -160,7 +160,7 @@ def routes(admin: Admin) -> list[Route]:
     # Addresses, names and personalised messages: organisers only (issue 13: a viewer
     # reads the overview and the reports).
     organiser = AdminRole.ORGANISER
-    one = "/admin/subscribers/{subscriber_id:int}"
+    one = "/admin/subscribers/{subscriber_id:id}"
     return [
         Route("/admin/subscribers", guard(admin, organiser, pages.search), methods=["GET"]),
         Route(one, guard(admin, organiser, pages.show), methods=["GET"]),
