@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import heapq
 import os
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -156,8 +157,12 @@ def _line_of(cells: list[str]) -> int:
 
 
 def default_rejects_path(source: Path, var_dir: Path) -> Path:
+    """Where an import's rejected rows go by default: named after the file and the time,
+    plus a random part, since two imports of the same file within one second (the
+    dashboard and the CLI, or a retry) would otherwise write one file, the second over the
+    first's rows."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return var_dir / "rejects" / f"{source.stem}-{stamp}.rejects.csv"
+    return var_dir / "rejects" / f"{source.stem}-{stamp}-{secrets.token_hex(3)}.rejects.csv"
 
 
 def import_file(
