@@ -8,7 +8,7 @@ journal (mailer.sending.journal) a resume knows which of them may have been deli
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -478,21 +478,6 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     batch_id=None,
                 )
             )
-
-    def recent_send_ages(self, *, within: timedelta, relay: str | None = None) -> list[float]:
-        """Seconds since each message accepted by the relay in the last `within`; with
-        `relay`, only those that MAILER_RELAYS relay took (its own daily cap)."""
-        now = utcnow()
-        only_relay = [deliveries.c.relay == relay] if relay is not None else []
-        with self.engine.connect() as connection:
-            times = connection.execute(
-                select(deliveries.c.sent_at).where(
-                    deliveries.c.status == DeliveryStatus.SENT.value,
-                    deliveries.c.sent_at >= now - within,
-                    *only_relay,
-                )
-            ).scalars()
-            return [(now - stamp).total_seconds() for t in times if (stamp := as_utc(t))]
 
     def next_retry_at(self, campaign_id: int) -> datetime | None:
         with self.engine.connect() as connection:
