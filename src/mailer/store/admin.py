@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -272,46 +273,77 @@ class AdminQueries(StoreBase):
             locked_until=as_utc(row.locked_until),
         )
 
-    def record_login_failure(
-        self, key: str, *, now: datetime, window_start: datetime, limit: int, lock_until: datetime
+    def count_login_attempt(
+        self, key: str, *, now: datetime, window_start: datetime
     ) -> LoginFailures:
-        """Count one failure under `key` (a count older than `window_start` starts again);
-        at `limit` failures the key is locked until `lock_until`. One transaction, so
-        concurrent attempts are all counted."""
+        """Count one sign-in attempt under `key` BEFORE its password is checked; while the
+        key is locked nothing is counted and the lock is returned. A count begun before
+        `window_start`, or whose lock has run out, starts again at 1.
+
+        Counted first, in one transaction holding the key's row: concurrent attempts each
+        get their own number, so a guesser sending many at once gets no more password
+        checks than the limit allows (a check-then-count let every attempt that started
+        before the lock through). The row is made with INSERT ... ON CONFLICT DO NOTHING:
+        two first attempts at once both count, neither fails on the key."""
         with self.engine.begin() as connection:
+            connection.execute(
+                _insert_if_missing(connection.dialect.name).values(
+                    key=key, failures=0, first_failed_at=now, locked_until=None
+                )
+            )
             row = connection.execute(
                 select(admin_login_failures)
                 .where(admin_login_failures.c.key == key)
                 .with_for_update()
-            ).first()
-            if row is None or (as_utc(row.first_failed_at) or now) < window_start:
+            ).one()
+            locked = as_utc(row.locked_until)
+            first = as_utc(row.first_failed_at) or now
+            if locked is not None and locked > now:
+                return LoginFailures(
+                    failures=int(row.failures), first_failed_at=first, locked_until=locked
+                )
+            if first < window_start or locked is not None:
                 failures, first = 1, now
-                connection.execute(
-                    delete(admin_login_failures).where(admin_login_failures.c.key == key)
-                )
-                connection.execute(
-                    insert(admin_login_failures).values(
-                        key=key, failures=1, first_failed_at=now, locked_until=None
-                    )
-                )
             else:
-                failures, first = int(row.failures) + 1, as_utc(row.first_failed_at) or now
-                connection.execute(
-                    update(admin_login_failures)
-                    .where(admin_login_failures.c.key == key)
-                    .values(failures=failures)
-                )
-            locked = lock_until if failures >= limit else None
-            if locked is not None:
-                connection.execute(
-                    update(admin_login_failures)
-                    .where(admin_login_failures.c.key == key)
-                    .values(locked_until=locked)
-                )
-        return LoginFailures(failures=failures, first_failed_at=first, locked_until=locked)
+                failures = int(row.failures) + 1
+            connection.execute(
+                update(admin_login_failures)
+                .where(admin_login_failures.c.key == key)
+                .values(failures=failures, first_failed_at=first, locked_until=None)
+            )
+        return LoginFailures(failures=failures, first_failed_at=first, locked_until=None)
+
+    def lock_login(self, key: str, *, until: datetime) -> None:
+        """Refuse every sign-in under `key` until `until`."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(admin_login_failures)
+                .where(admin_login_failures.c.key == key)
+                .values(locked_until=until)
+            )
+
+    def forgive_login_attempt(self, key: str) -> None:
+        """Take back one counted attempt (it was a successful sign-in)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(admin_login_failures)
+                .where(admin_login_failures.c.key == key, admin_login_failures.c.failures > 0)
+                .values(failures=admin_login_failures.c.failures - 1)
+            )
 
     def clear_login_failures(self, key: str) -> None:
         with self.engine.begin() as connection:
             connection.execute(
                 delete(admin_login_failures).where(admin_login_failures.c.key == key)
             )
+
+
+def _insert_if_missing(dialect: str) -> Any:
+    """INSERT into admin_login_failures that does nothing when the key is there already."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(admin_login_failures).on_conflict_do_nothing()
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(admin_login_failures).on_conflict_do_nothing()

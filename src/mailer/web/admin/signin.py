@@ -76,7 +76,7 @@ def routes(admin: Admin) -> list[Route]:
             password = str(form.get("password") or "")
             next_path = safe_next(str(form.get("next") or ""))
         address = request.client.host if request.client else "unknown"
-        locked = await run_in_threadpool(admin.throttle.locked, name=name, address=address)
+        locked = await run_in_threadpool(admin.throttle.begin, name=name, address=address)
         if locked is not None:
             until = admin.local_time(locked.until, "%H:%M %Z")
             return login_page(
@@ -93,7 +93,7 @@ def routes(admin: Admin) -> list[Route]:
             return login_page(
                 request, error="Wrong name or password.", status_code=401, next_path=next_path
             )
-        await run_in_threadpool(admin.throttle.succeeded, name=name)
+        await run_in_threadpool(admin.throttle.succeeded, name=name, address=address)
         if admin.passwords.needs_rehash(user.password_hash):
             rehashed = await run_in_threadpool(admin.passwords.hasher.hash, password)
             await run_in_threadpool(

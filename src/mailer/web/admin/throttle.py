@@ -38,31 +38,38 @@ class Lockout:
 
 
 class SignInThrottle:
+    """Every attempt is counted before its password is checked (`begin`), and the
+    attempts beyond MAX_FAILURES within the window are refused unchecked: however many a
+    guesser sends at once, at most MAX_FAILURES passwords are tried per window, per account
+    and per address. A successful sign-in takes its attempt back (`succeeded`)."""
+
     def __init__(self, store: Store, *, now: Callable[[], datetime]) -> None:
         self.store = store
         self.now = now
 
-    def locked(self, *, name: str, address: str) -> Lockout | None:
-        """The lockout in force for this account or address, if any."""
+    def begin(self, *, name: str, address: str) -> Lockout | None:
+        """Count this attempt; the lockout in force for the account or address, if any
+        (then the password must not be checked)."""
         now = self.now()
         ends = []
         for key in (account_key(name), address_key(address)):
-            found = self.store.login_failures(key)
-            if found is not None and found.locked_until is not None and found.locked_until > now:
-                ends.append(found.locked_until)
+            counted = self.store.count_login_attempt(key, now=now, window_start=now - WINDOW)
+            if counted.locked_until is not None:
+                ends.append(counted.locked_until)
+            elif counted.failures > MAX_FAILURES:
+                # Sent alongside the attempt that reached the limit: refused unchecked,
+                # and the lock starts now if that one has not set it yet.
+                self.store.lock_login(key, until=now + LOCKOUT)
+                ends.append(now + LOCKOUT)
         return Lockout(max(ends)) if ends else None
 
     def failed(self, *, name: str, address: str) -> None:
+        """The password was wrong: at the MAX_FAILURES-th failure, lock the key."""
         now = self.now()
         for key in (account_key(name), address_key(address)):
-            counted = self.store.record_login_failure(
-                key,
-                now=now,
-                window_start=now - WINDOW,
-                limit=MAX_FAILURES,
-                lock_until=now + LOCKOUT,
-            )
-            if counted.failures == MAX_FAILURES:
+            found = self.store.login_failures(key)
+            if found is not None and found.failures >= MAX_FAILURES and found.locked_until is None:
+                self.store.lock_login(key, until=now + LOCKOUT)
                 log.warning(
                     fields(
                         event="admin-sign-in-locked",
@@ -74,5 +81,6 @@ class SignInThrottle:
                 )
         log.info(fields(event="admin-sign-in-failed", user=name[:100], client=address))
 
-    def succeeded(self, *, name: str) -> None:
+    def succeeded(self, *, name: str, address: str) -> None:
         self.store.clear_login_failures(account_key(name))
+        self.store.forgive_login_attempt(address_key(address))
