@@ -49,6 +49,7 @@ from mailer.web.security import (
     TrailingSlashMiddleware,
     origin_of,
 )
+from mailer.web.store_threads import StoreThreads
 from mailer.web.throttle import ClientRateLimiter
 from mailer.web.webhooks import SES_MAX_BODY_BYTES, Webhooks
 
@@ -90,15 +91,21 @@ def create_app(
             per_minute=post_rate_per_minute, burst=post_burst, max_clients=max_rate_clients
         )
     )
+    threads = StoreThreads()  # one limit for every recipient page's store calls
     pages = Pages(
         store=store,
         signer=signer,
         renderer=renderer,
         site_origin=site_origin,
         invalid_link_limiter=limiter,
+        threads=threads,
     )
     calendar = CalendarFeed(
-        store=store, signer=signer, settings=settings, sequence_of=_served_sequence(store)
+        store=store,
+        signer=signer,
+        settings=settings,
+        sequence_of=_served_sequence(store),
+        threads=threads,
     )
     rsvp = RsvpPages(
         store=store,
@@ -109,6 +116,7 @@ def create_app(
         now=now,
         notify=notify_promoted or _notify_by_mail(store, signer, settings, now),
         refuse_invalid_post=pages.refuse_invalid_post,
+        threads=threads,
     )
     webhooks = Webhooks(store=store, signer=signer, settings=settings, fetch=sns_fetch, now=now)
     routes = [

@@ -10,12 +10,10 @@ longer be read all get the app's plain 404.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +26,7 @@ from mailer.message.event import Event, load_event
 from mailer.models import CampaignRecord
 from mailer.store import Store
 from mailer.tokens import TokenSigner
+from mailer.web.store_threads import StoreThreads
 
 logger = logging.getLogger("mailer.web")
 
@@ -53,7 +52,7 @@ class CalendarFeed:
         signer: TokenSigner,
         settings: Settings,
         sequence_of: SequenceOf = no_revision,
-        concurrency: int = 2,
+        threads: StoreThreads | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -61,7 +60,7 @@ class CalendarFeed:
         # The UID's domain and the URL fallback are the sender's, as in compose.py.
         self.domain = ascii_address(settings.from_address, field="from_address").rpartition("@")[2]
         self.base_url = settings.base_url
-        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._threads = threads or StoreThreads()
 
     async def ics(self, request: Request) -> Response:
         try:
@@ -69,9 +68,7 @@ class CalendarFeed:
         except TokenError:
             raise HTTPException(status_code=404) from None
         # Reading the store and the event file, and building, all block: one thread hop.
-        data = await anyio.to_thread.run_sync(
-            functools.partial(self._build, campaign_id), limiter=self._limiter
-        )
+        data = await self._threads.run(self._build, campaign_id)
         if data is None:
             raise HTTPException(status_code=404)
         return Response(

@@ -20,13 +20,11 @@ with the "this was a test" page and changes nothing.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,6 +37,7 @@ from mailer.store import Store
 from mailer.tokens import LinkClaims, TestMessageClaims, TokenSigner, UnsubscribeClaims
 from mailer.web.rendering import PageRenderer, mask_email
 from mailer.web.security import SECURITY_HEADERS, is_same_origin_form_post
+from mailer.web.store_threads import StoreThreads
 from mailer.web.throttle import ClientRateLimiter
 
 logger = logging.getLogger("mailer.web")
@@ -60,22 +59,17 @@ class Pages:
         renderer: PageRenderer,
         site_origin: str,
         invalid_link_limiter: ClientRateLimiter | None = None,
-        database_concurrency: int = 4,
+        threads: StoreThreads | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
         self.renderer = renderer
         self.site_origin = site_origin  # MAILER_BASE_URL's origin: where our forms live
         self.invalid_link_limiter = invalid_link_limiter
-        # The store is synchronous; at most this many requests use it at once, fewer than
-        # SQLAlchemy's pool (5). Without the cap, 40 threads fight over 5 pooled connections
-        # and overflow connections are opened and closed per request.
-        self._database = anyio.CapacityLimiter(database_concurrency)
+        self._threads = threads or StoreThreads()
 
     async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await anyio.to_thread.run_sync(
-            functools.partial(call, *args, **kwargs), limiter=self._database
-        )
+        return await self._threads.run(call, *args, **kwargs)
 
     # -- routes -------------------------------------------------------------------------
 

@@ -20,13 +20,11 @@ shows the "this was a test" page. The link keeps working after the guest unsubsc
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import ParamSpec, TypeVar
 
-import anyio.to_thread
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,6 +45,7 @@ from mailer.store import Store
 from mailer.tokens import RsvpClaims, TestMessageClaims, TokenSigner, calendar_url
 from mailer.web.rendering import PageRenderer, mask_email
 from mailer.web.security import is_same_origin_form_post
+from mailer.web.store_threads import StoreThreads
 
 logger = logging.getLogger("mailer.web")
 
@@ -77,7 +76,7 @@ class RsvpPages:
         now: Callable[[], datetime],
         notify: Notifier | None,
         refuse_invalid_post: Callable[[Request], Response],
-        database_concurrency: int = 4,
+        threads: StoreThreads | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -88,12 +87,11 @@ class RsvpPages:
         self.notify = notify
         # The unsubscribe pages' answer to a bad link: 404, or 429 past the client's budget.
         self.refuse_invalid_post = refuse_invalid_post
-        self._database = anyio.CapacityLimiter(database_concurrency)
+
+        self._threads = threads or StoreThreads()
 
     async def _db(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await anyio.to_thread.run_sync(
-            functools.partial(call, *args, **kwargs), limiter=self._database
-        )
+        return await self._threads.run(call, *args, **kwargs)
 
     # -- routes -------------------------------------------------------------------------
 

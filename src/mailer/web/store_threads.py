@@ -1,0 +1,29 @@
+"""The recipient pages' way to the store, which is synchronous: its calls run in worker
+threads, at most `limit` at once for the unsubscribe, RSVP and calendar pages together.
+
+One limit for all of them, below SQLAlchemy's pool (5 connections): with a limit per page
+class (4 + 4 + 2) a burst on every page at once had 10 threads sharing 5 connections, the
+rest waiting for one or opening and closing overflow connections per request.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StoreThreads:
+    def __init__(self, limit: int = 4) -> None:
+        self._limiter = anyio.CapacityLimiter(limit)
+
+    async def run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await anyio.to_thread.run_sync(
+            functools.partial(call, *args, **kwargs), limiter=self._limiter
+        )
