@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mailer.models import CampaignRecord
     from mailer.store import Store
 from mailer.cli.schedule_cmd import reschedule
+from mailer.cli.send_cmd import SenderProcesses
 from mailer.models import DeliveryCounts, DeliveryStatus, FeedbackCounts, LaterOutcome
 
 CampaignId = Annotated[int, typer.Argument(metavar="ID", help="The campaign's number.")]
@@ -228,6 +229,7 @@ def resume(
     resend_unknown: Annotated[
         bool, typer.Option("--resend-unknown", help="Resend unknown outcomes (same Message-ID).")
     ] = False,
+    processes: SenderProcesses = None,
 ) -> None:
     """Go on with a paused, missed or waiting campaign; a paused scheduled one goes back to
     its time (`send-now` sends it at once)."""
@@ -261,6 +263,8 @@ def resume(
             resend_unknown=resend_unknown,
             total=lifecycle.audience(store, campaign),
             resume=True,
+            processes=processes,
+            to_send=plan.to_send,
         )
     print_result(result)
     exit_for(result)
@@ -270,6 +274,7 @@ def send_now(
     ctx: typer.Context,
     campaign_id: CampaignId,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    processes: SenderProcesses = None,
 ) -> None:
     """Send a scheduled (or missed) campaign now, before its time."""
     from mailer.campaigns import lifecycle
@@ -285,7 +290,13 @@ def send_now(
             yes=yes,
         )
         result = run_with_signals(
-            store, settings, campaign_id, total=plan.to_send, resume=True, early=True
+            store,
+            settings,
+            campaign_id,
+            total=plan.to_send,
+            resume=True,
+            early=True,
+            processes=processes,
         )
     print_result(result)
     exit_for(result)

@@ -23,6 +23,20 @@ if TYPE_CHECKING:
 EXIT_INCOMPLETE = 1
 EXIT_INTERRUPTED = 130
 
+# `mailer send`, `campaign resume` and `campaign send-now` alike (run_with_signals).
+SenderProcesses = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        metavar="N",
+        min=1,
+        max=256,
+        help="Sender processes (default: the cores, as many as MAILER_RATE_LIMIT and "
+        "the list can use: one per 1,000/s and per 2,000 recipients). 1: one process.",
+        show_default=False,
+    ),
+]
+
 
 def register(app: typer.Typer) -> None:
     app.command("send")(send)
@@ -76,18 +90,7 @@ def send(
             "section (or the invitation) with the calendar entry's SEQUENCE raised.",
         ),
     ] = "invitation",
-    processes: Annotated[
-        int | None,
-        typer.Option(
-            "--processes",
-            metavar="N",
-            min=1,
-            max=256,
-            help="Sender processes (default: the cores, as many as MAILER_RATE_LIMIT and "
-            "the list can use: one per 1,000/s and per 2,000 recipients). 1: one process.",
-            show_default=False,
-        ),
-    ] = None,
+    processes: SenderProcesses = None,
 ) -> None:
     """Send an event invitation to a list; run it again after a crash to resume.
 
@@ -300,21 +303,23 @@ def run_with_signals(
     early: bool = False,
     event: Event | None = None,
     processes: int | None = None,
+    to_send: int | None = None,
 ) -> RunResult:
     """Run the campaign with a progress display; SIGINT/SIGTERM stop it cleanly (paused).
 
-    With more than one process (`processes`, default: as many as the rate and the list
-    can use), this process coordinates and shows progress for all; the others help
-    (mailer.campaigns.senders) and are stopped with it."""
+    With more than one process (`processes`, default: as many as the rate and `to_send`
+    recipients, else `total`, can use), this process coordinates and shows progress for
+    all; the others help (mailer.campaigns.senders) and are stopped with it."""
     from dataclasses import replace
 
     from mailer.campaigns.senders import Children, default_processes, helper_main
     from mailer.store.signer import load_signer
 
     signer = load_signer(settings, store=store)
-    count = processes if processes is not None else default_processes(settings, audience=total)
+    if processes is None:
+        processes = default_processes(settings, audience=total if to_send is None else to_send)
     children = Children()
-    children.start(helper_main, settings, campaign_id, count=count - 1)
+    children.start(helper_main, settings, campaign_id, count=processes - 1)
     try:
         result = asyncio.run(
             _run(
@@ -392,6 +397,7 @@ async def _run(
 
 def print_result(result: RunResult) -> None:
     from mailer.cli.progress import describe
+    from mailer.sending.engine import StopReason
 
     campaign = result.campaign
     recovery = result.recovery
@@ -409,7 +415,12 @@ def print_result(result: RunResult) -> None:
         f"{progress.sent_this_run} sent in this run at {progress.rate:.1f}/s.",
         markup=False,
     )
-    common.console.print(f"Status: {campaign.status.value} — {result.message}", markup=False)
+    message = result.message
+    if result.reason is StopReason.HALTED and campaign.last_error:
+        # Another sender paused it (its relay was down, ...) and said why: claiming the
+        # campaign cleared any older note, and an organiser's pause or cancel sets none.
+        message = campaign.last_error
+    common.console.print(f"Status: {campaign.status.value} — {message}", markup=False)
     common.console.print(f"Report: mailer campaign report {campaign.id} [--csv]", markup=False)
 
 

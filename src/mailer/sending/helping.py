@@ -5,8 +5,11 @@ settles crashes, and ends the campaign. A helper (another process of `mailer sen
 --processes N`, or a `mailer worker` on any machine sharing the store) claims batches of
 the campaign's rows with their own leases, sends them through its own SMTP pool and the
 shared rate, records them, and stops when nothing is left to claim or the campaign is no
-longer sending. It never changes the campaign's status: a pause or cancel reaches it
-through the status it reads a few times a second, and the coordinator decides the end.
+longer sending. A pause or cancel reaches it through the status it reads a few times a
+second, and the coordinator decides the end. The one status a helper changes: when it
+stops because the relay is down, its breaker tripped or something failed (RELAY_DOWN,
+BREAKER, ERROR), it pauses the campaign with the reason, as the coordinator does for those
+reasons, so every sender stops within a status check instead of going on without it.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from mailer.config import Settings
 from mailer.delivery.base import Transport
@@ -38,6 +42,7 @@ from mailer.sending.ports import CampaignLedger
 from mailer.sending.ratelimit import RateLimiter
 from mailer.sending.recovery import reap_batches, settle_batches_of
 from mailer.sending.run import (
+    _final_state,
     calendar_sequence,
     invitation_builder,
     journal_error,
@@ -49,6 +54,22 @@ from mailer.tokens import TokenSigner
 
 log = logging.getLogger("mailer.worker")
 
+# Why a helper pauses the campaign for every sender (what the coordinator pauses it for).
+PAUSES_EVERYONE = (StopReason.RELAY_DOWN, StopReason.BREAKER, StopReason.ERROR)
+
+
+class HelpingLedger(CampaignLedger, Protocol):
+    """The ledger, and the status change a helper makes when it pauses the campaign."""
+
+    def set_campaign_status(
+        self,
+        campaign_id: int,
+        status: CampaignStatus,
+        *,
+        only_from: Iterable[CampaignStatus] | None = None,
+        error: str | None = None,
+    ) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True)
 class HelpResult:
@@ -59,7 +80,7 @@ class HelpResult:
 async def help_campaign(
     *,
     settings: Settings,
-    store: CampaignLedger,
+    store: HelpingLedger,
     transport: Transport,
     signer: TokenSigner,
     campaign_id: int,
@@ -131,6 +152,8 @@ async def help_campaign(
     except BaseException:
         journal.close()  # kept: whoever takes our batches over settles them from it
         raise
+    if stop.reason in PAUSES_EVERYONE:
+        await asyncio.to_thread(pause_everyone, store, settings, campaign_id, stop, owner)
     settled = stop.reason is not StopReason.LEASE_LOST
     if settled and store.release_batches(campaign_id, owner=owner):
         # A row whose give-back failed is still `sending` in our batch: settle it from our
@@ -151,3 +174,35 @@ async def help_campaign(
         )
     )
     return HelpResult(stop, progress)
+
+
+def pause_everyone(
+    store: HelpingLedger, settings: Settings, campaign_id: int, stop: Stop, owner: str
+) -> bool:
+    """Pause the campaign, while it is still sending, with what stopped this helper: the
+    coordinator and the other helpers read the status a few times a second and stop (the
+    coordinator keeps this pause and its note). True if this call paused it; a campaign
+    already paused or cancelled meanwhile keeps its own status and note."""
+    try:
+        # The coordinator's own words for the same stop (naming MAILER_RELAYS when set).
+        _, note = _final_state(
+            stop,
+            store.delivery_counts(campaign_id),
+            campaign_id,
+            store,
+            relays=bool(settings.relays),
+        )
+        paused = store.set_campaign_status(
+            campaign_id,
+            CampaignStatus.PAUSED,
+            only_from=[CampaignStatus.SENDING],
+            error=f"{note} Seen by the sender {owner}.",
+        )
+    except Exception as exc:  # the database itself failed: the coordinator sees that too
+        log.error(fields(campaign=campaign_id, event="pause-failed", error=str(exc)))
+        return False
+    if paused:
+        log.warning(
+            fields(campaign=campaign_id, event="paused", worker=owner, reason=stop.reason.value)
+        )
+    return paused
