@@ -1,7 +1,9 @@
 """One set of checks for an event file: `mailer validate`, `preview`, `send --dry-run` and
 `send` report a broken file with the same file, line and words, and nothing is written,
-stored or sent. Run as the organiser runs them: child processes, a real store, a real
-SMTP server."""
+stored or sent. Run as the organiser runs them, a real store, a real SMTP server: the good
+file and one broken file in child processes, every other broken file through the same
+`mailer.cli.main` inside the test process (tests/cli_support.py: a child process costs
+seconds, 64 of them did minutes, and the checks are the command's words and status)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from campaign_support import cli_environment, make_settings, run_mailer, seed_list, send
+from cli_support import run_mailer_here
 from mailer.audience.importer import import_file
 from mailer.campaigns.lifecycle import start_or_resume
 from mailer.errors import TemplateError
@@ -115,6 +118,42 @@ def first_error(result: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
+def check_every_command(
+    tmp_path: Path,
+    server: SmtpTestServer,
+    edit: Callable[[str], str],
+    line: int,
+    words: str,
+    run: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """validate, preview, send --dry-run and send fail the same way on a broken event:
+    exit status 2, the same first error naming the event file (or the line a layout
+    problem is on) and line, no preview written, no campaign stored, nothing sent."""
+    event = tmp_path / "meeting.md"
+    event.write_text(edit(GOOD), encoding="utf-8")
+    env = cli_environment(tmp_path, server.port, MAILER_RATE_LIMIT="500")
+    commands = {
+        "validate": ["validate", str(event), "--list", "members"],
+        "preview": ["preview", str(event), "--list", "members", "--out", "out"],
+        "dry run": ["send", str(event), "--list", "members", "--dry-run"],
+        "send": ["send", str(event), "--list", "members", "--yes"],
+    }
+    firsts = {}
+    for name, args in commands.items():
+        result = run(env, tmp_path, *args)
+        assert result.returncode == 2, (name, result.stdout, result.stderr)
+        firsts[name] = first_error(result)
+    expected = f"error: {event}:{line}: "
+    for name, first in firsts.items():
+        assert first.startswith(expected), (name, first)
+        assert words in first, (name, first)
+    assert len(set(firsts.values())) == 1, firsts
+    assert not (tmp_path / "out").exists()
+    assert server.messages == []
+    with Store.open(env["MAILER_DATABASE_URL"]) as store:
+        assert store.campaigns() == []
+
+
 @pytest.mark.parametrize(
     ("edit", "line", "words"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN]
 )
@@ -125,33 +164,17 @@ def test_every_command_reports_the_same_file_and_line(
     line: int,
     words: str,
 ) -> None:
-    """validate, preview, send --dry-run and send fail the same way on a broken event:
-    exit status 2, the same first error naming the event file (or the line a layout
-    problem is on) and line, no preview written, no campaign stored, nothing sent."""
-    tmp_path = members
-    event = tmp_path / "meeting.md"
-    event.write_text(edit(GOOD), encoding="utf-8")
-    env = cli_environment(tmp_path, smtp_server_thread.port, MAILER_RATE_LIMIT="500")
-    commands = {
-        "validate": ["validate", str(event), "--list", "members"],
-        "preview": ["preview", str(event), "--list", "members", "--out", "out"],
-        "dry run": ["send", str(event), "--list", "members", "--dry-run"],
-        "send": ["send", str(event), "--list", "members", "--yes"],
-    }
-    firsts = {}
-    for name, args in commands.items():
-        result = run_mailer(env, tmp_path, *args)
-        assert result.returncode == 2, (name, result.stdout, result.stderr)
-        firsts[name] = first_error(result)
-    expected = f"error: {event}:{line}: "
-    for name, first in firsts.items():
-        assert first.startswith(expected), (name, first)
-        assert words in first, (name, first)
-    assert len(set(firsts.values())) == 1, firsts
-    assert not (tmp_path / "out").exists()
-    assert smtp_server_thread.messages == []
-    with Store.open(env["MAILER_DATABASE_URL"]) as store:
-        assert store.campaigns() == []
+    """Each broken file, the four commands run by mailer.cli.main in this process."""
+    check_every_command(members, smtp_server_thread, edit, line, words, run_mailer_here)
+
+
+def test_a_broken_file_fails_the_same_in_child_processes(
+    members: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    """One broken file as the organiser meets it: four `python -m mailer` processes, each
+    exiting 2 with the same one-line error and no traceback."""
+    _name, edit, line, words = BROKEN[0]
+    check_every_command(members, smtp_server_thread, edit, line, words, run_mailer)
 
 
 def test_the_good_file_passes_every_command(

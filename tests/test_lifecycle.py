@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, answer_at_a_terminal, cli_environment, run_mailer
+from campaign_support import EVENT, answer_at_a_terminal, cli_environment
+from cli_support import run_mailer_here
 from mailer.campaigns import lifecycle
 from mailer.errors import CampaignError
 from mailer.message.event import load_event
@@ -21,7 +22,7 @@ def members(tmp_path: Path, port: int, count: int = 4) -> dict[str, str]:
     env = cli_environment(tmp_path, port)
     path = tmp_path / "members.csv"
     path.write_text("email,name\n" + "".join(f"m{i}@example.org,M {i}\n" for i in range(count)))
-    result = run_mailer(env, tmp_path, "subscribers", "import", str(path), "--list", "members")
+    result = run_mailer_here(env, tmp_path, "subscribers", "import", str(path), "--list", "members")
     assert result.returncode == 0, result.stderr
     return env
 
@@ -29,7 +30,7 @@ def members(tmp_path: Path, port: int, count: int = 4) -> dict[str, str]:
 def schedule_in_an_hour(env: dict[str, str], tmp_path: Path) -> datetime:
     when = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
     args = ("schedule", str(EVENT), "-l", "members", "--at", f"{when:%Y-%m-%d %H:%M:%S}")
-    result = run_mailer(env, tmp_path, *args, "--tz", "UTC", "--yes")
+    result = run_mailer_here(env, tmp_path, *args, "--tz", "UTC", "--yes")
     assert result.returncode == 0, result.stderr
     return when
 
@@ -41,16 +42,16 @@ def test_resume_puts_a_paused_scheduled_campaign_back_on_its_time(
     with "0 to send" in the prompt."""
     env = members(tmp_path, smtp_server_thread.port)
     when = schedule_in_an_hour(env, tmp_path)
-    listing = run_mailer(env, tmp_path, "campaign", "list").stdout
+    listing = run_mailer_here(env, tmp_path, "campaign", "list").stdout
     assert " 4 " in listing  # the audience, not 0, before the ledger exists
-    shown = run_mailer(env, tmp_path, "campaign", "show", "1").stdout
+    shown = run_mailer_here(env, tmp_path, "campaign", "show", "1").stdout
     assert "progress:   0/4 done" in shown
     assert "audience:   4" in shown
-    assert run_mailer(env, tmp_path, "campaign", "pause", "1").returncode == 0
-    asked = run_mailer(env, tmp_path, "campaign", "resume", "1")
+    assert run_mailer_here(env, tmp_path, "campaign", "pause", "1").returncode == 0
+    asked = run_mailer_here(env, tmp_path, "campaign", "resume", "1")
     assert asked.returncode == 1  # no terminal to confirm on
     assert "4 subscriber(s)" in asked.stderr
-    resumed = run_mailer(env, tmp_path, "campaign", "resume", "1", "--yes")
+    resumed = run_mailer_here(env, tmp_path, "campaign", "resume", "1", "--yes")
     assert resumed.returncode == 0, resumed.stderr
     assert "scheduled again" in resumed.stdout
     assert smtp_server_thread.messages == []
@@ -65,14 +66,14 @@ def test_send_now_sends_a_scheduled_campaign_early_after_confirming(
 ) -> None:
     env = members(tmp_path, smtp_server_thread.port)
     schedule_in_an_hour(env, tmp_path)
-    asked = run_mailer(env, tmp_path, "campaign", "send-now", "1")
+    asked = run_mailer_here(env, tmp_path, "campaign", "send-now", "1")
     assert asked.returncode == 1
     assert "now to 4 subscriber(s)" in asked.stderr
     assert smtp_server_thread.messages == []
-    sent = run_mailer(env, tmp_path, "campaign", "send-now", "1", "--yes")
+    sent = run_mailer_here(env, tmp_path, "campaign", "send-now", "1", "--yes")
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert sorted(smtp_server_thread.recipients) == [f"m{i}@example.org" for i in range(4)]
-    again = run_mailer(env, tmp_path, "campaign", "send-now", "1", "--yes")
+    again = run_mailer_here(env, tmp_path, "campaign", "send-now", "1", "--yes")
     assert again.returncode == 1
     assert "is finished; cannot send-now it" in again.stderr
 
@@ -82,7 +83,7 @@ def test_resend_unknown_confirmation_counts_the_unknown_rows(
 ) -> None:
     """Seen: `--resend-unknown`'s confirmation said "0 to send"."""
     env = members(tmp_path, smtp_server_thread.port)
-    sent = run_mailer(env, tmp_path, "send", str(EVENT), "-l", "members", "--yes")
+    sent = run_mailer_here(env, tmp_path, "send", str(EVENT), "-l", "members", "--yes")
     assert sent.returncode == 0, sent.stdout + sent.stderr
     with Store.open(env["MAILER_DATABASE_URL"]) as store:
         ids = [r.id for r in store.fetch_due(1, after_id=0, limit=10, include_unknown=True)]
@@ -97,10 +98,10 @@ def test_resend_unknown_confirmation_counts_the_unknown_rows(
                 .where(deliveries.c.email.in_(["m1@example.org", "m2@example.org"]))
                 .values(status=DeliveryStatus.UNKNOWN.value)
             )
-    plain = run_mailer(env, tmp_path, "campaign", "resume", "1", "--yes")
+    plain = run_mailer_here(env, tmp_path, "campaign", "resume", "1", "--yes")
     assert plain.returncode == 1
     assert "cannot resume it" in plain.stderr
-    asked = run_mailer(env, tmp_path, "campaign", "resume", "1", "--resend-unknown")
+    asked = run_mailer_here(env, tmp_path, "campaign", "resume", "1", "--resend-unknown")
     assert "(2 to send)" in asked.stderr
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from campaign_support import EVENT, cli_environment, make_settings, run_mailer, seed_list
+from campaign_support import EVENT, cli_environment, make_settings, seed_list
+from cli_support import run_mailer_here
 from mailer.errors import InputError, NotFoundError, StoreError
 from mailer.models import CampaignStatus, UnsubscribeSource
 from mailer.store import Store
@@ -43,36 +44,36 @@ async def test_the_unsubscribe_pages_show_the_lists_title(store: Store) -> None:
 
 def test_create_describe_rename_and_list(tmp_path: Path) -> None:
     env = cli_environment(tmp_path, 2525)
-    made = run_mailer(
+    made = run_mailer_here(
         env, tmp_path, "lists", "create", "members", "--title", "Members", "-d", "Every member"
     )
     assert made.returncode == 0, made.stderr
-    again = run_mailer(env, tmp_path, "lists", "create", "members", "--title", "Other")
+    again = run_mailer_here(env, tmp_path, "lists", "create", "members", "--title", "Other")
     assert again.returncode == 1
     assert "error: list 'members' already exists" in again.stderr
     assert "Traceback" not in again.stderr
 
-    described = run_mailer(
+    described = run_mailer_here(
         env, tmp_path, "lists", "describe", "members", "--title", "Members of the CWO"
     )
     assert described.returncode == 0, described.stderr
     assert "title:       Members of the CWO" in described.stdout
     assert "description: Every member" in described.stdout  # untouched
 
-    renamed = run_mailer(env, tmp_path, "lists", "rename", "members", "comrades")
+    renamed = run_mailer_here(env, tmp_path, "lists", "rename", "members", "comrades")
     assert renamed.returncode == 0, renamed.stderr
-    shown = run_mailer(env, tmp_path, "lists")
+    shown = run_mailer_here(env, tmp_path, "lists")
     assert re.search(r"comrades\s*│\s*Members of the CWO\s*│\s*0\s*│\s*0", shown.stdout)
     assert "members " not in shown.stdout
-    gone = run_mailer(env, tmp_path, "subscribers", "count", "--list", "members")
+    gone = run_mailer_here(env, tmp_path, "subscribers", "count", "--list", "members")
     assert gone.returncode == 1
     assert "no list named 'members' (lists: comrades)" in gone.stderr
 
     # A title that could break a header is refused with one line, and nothing changes.
-    bad = run_mailer(env, tmp_path, "lists", "describe", "comrades", "--title", "A\nB")
+    bad = run_mailer_here(env, tmp_path, "lists", "describe", "comrades", "--title", "A\nB")
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: title: control character U+000A")
-    assert "Members of the CWO" in run_mailer(env, tmp_path, "lists").stdout
+    assert "Members of the CWO" in run_mailer_here(env, tmp_path, "lists").stdout
 
 
 def test_delete_asks_first_keeps_unsubscribes_and_a_list_made_again_honours_them(
@@ -83,30 +84,33 @@ def test_delete_asks_first_keeps_unsubscribes_and_a_list_made_again_honours_them
         "email\nann@example.org\nbob@example.org\ncat@example.org\n", encoding="utf-8"
     )
     assert (
-        run_mailer(env, tmp_path, "subscribers", "import", "people.csv", "-l", "m").returncode == 0
+        run_mailer_here(env, tmp_path, "subscribers", "import", "people.csv", "-l", "m").returncode
+        == 0
     )
-    left = run_mailer(env, tmp_path, "subscribers", "unsubscribe", "bob@example.org", "-l", "m")
+    left = run_mailer_here(
+        env, tmp_path, "subscribers", "unsubscribe", "bob@example.org", "-l", "m"
+    )
     assert left.returncode == 0, left.stderr
 
-    unasked = run_mailer(env, tmp_path, "lists", "delete", "m")
+    unasked = run_mailer_here(env, tmp_path, "lists", "delete", "m")
     assert unasked.returncode == 1
     assert "not confirmed: Delete list 'm'?" in unasked.stderr
     assert "pass --yes" in unasked.stderr
-    assert run_mailer(env, tmp_path, "subscribers", "count", "-l", "m").stdout.strip() == "2"
+    assert run_mailer_here(env, tmp_path, "subscribers", "count", "-l", "m").stdout.strip() == "2"
 
-    deleted = run_mailer(env, tmp_path, "lists", "delete", "m", "--yes")
+    deleted = run_mailer_here(env, tmp_path, "lists", "delete", "m", "--yes")
     assert deleted.returncode == 0, deleted.stderr
     assert "3 member(s) taken off; 1 unsubscribe record(s) kept" in deleted.stdout
-    assert "No lists yet" in run_mailer(env, tmp_path, "lists").stdout
+    assert "No lists yet" in run_mailer_here(env, tmp_path, "lists").stdout
 
     # Made again under the same name (here by an import): Bob, who left it, stays off.
-    made = run_mailer(env, tmp_path, "lists", "create", "m", "--title", "M again")
+    made = run_mailer_here(env, tmp_path, "lists", "create", "m", "--title", "M again")
     assert made.returncode == 0, made.stderr
     assert "its 1 recorded unsubscribe(s) apply again" in made.stdout
-    again = run_mailer(env, tmp_path, "subscribers", "import", "people.csv", "-l", "m")
+    again = run_mailer_here(env, tmp_path, "subscribers", "import", "people.csv", "-l", "m")
     assert "2 imported" in again.stdout
     assert "1 suppressed" in again.stdout
-    listed = run_mailer(env, tmp_path, "subscribers", "list", "-l", "m").stdout
+    listed = run_mailer_here(env, tmp_path, "subscribers", "list", "-l", "m").stdout
     assert "ann@example.org" in listed
     assert "bob@example.org" not in listed
 
@@ -123,20 +127,20 @@ def test_delete_is_refused_while_a_campaign_to_the_list_is_unfinished(tmp_path: 
             status=CampaignStatus.SCHEDULED,
         )
     env = cli_environment(tmp_path, 2525)
-    refused = run_mailer(env, tmp_path, "lists", "delete", "members", "--yes")
+    refused = run_mailer_here(env, tmp_path, "lists", "delete", "members", "--yes")
     assert refused.returncode == 1
     assert f"list 'members' is used by campaign {campaign_id}, which is scheduled" in (
         refused.stderr
     )
     assert f"mailer campaign cancel {campaign_id}" in refused.stderr
-    assert run_mailer(env, tmp_path, "subscribers", "count", "-l", "members").stdout == "3\n"
+    assert run_mailer_here(env, tmp_path, "subscribers", "count", "-l", "members").stdout == "3\n"
 
-    cancelled = run_mailer(env, tmp_path, "campaign", "cancel", str(campaign_id), "--yes")
+    cancelled = run_mailer_here(env, tmp_path, "campaign", "cancel", str(campaign_id), "--yes")
     assert cancelled.returncode == 0, cancelled.stderr
-    deleted = run_mailer(env, tmp_path, "lists", "delete", "members", "--yes")
+    deleted = run_mailer_here(env, tmp_path, "lists", "delete", "members", "--yes")
     assert deleted.returncode == 0, deleted.stderr
     # The campaign and its record stay, under the list's name.
-    history = run_mailer(env, tmp_path, "campaign", "list")
+    history = run_mailer_here(env, tmp_path, "campaign", "list")
     assert re.search(rf"{campaign_id}\s*│\s*cancelled\s*│\s*Meeting\s*│\s*members", history.stdout)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, answer_at_a_terminal, cli_environment, run_mailer
+from campaign_support import EVENT, answer_at_a_terminal, cli_environment
+from cli_support import run_mailer_here
 from mailer.audience.importer import import_file
 from mailer.message.event import load_event
 from mailer.message.lint import lint_event, timing_problem
@@ -113,7 +114,7 @@ def test_validate_and_preview_warn_about_the_2021_example(
 ) -> None:
     """They passed "without a word"; now they warn (and still succeed)."""
     for args in (("validate", str(EVENT)), ("preview", str(EVENT), "--list", "members")):
-        result = run_mailer(members, tmp_path, *args)
+        result = run_mailer_here(members, tmp_path, *args)
         assert result.returncode == 0, result.stderr
         assert STARTED.search(result.stderr), result.stderr
         assert result.stderr.startswith(f"warning: {EVENT}:5: starts_at: ")
@@ -124,7 +125,7 @@ def test_send_asks_plainly_and_yes_still_sends(
 ) -> None:
     """Unconfirmed, the refusal quotes the question, which opens with the fact; with
     --yes the warning is printed and the invitations go (scripts, the demo)."""
-    refused = run_mailer(members, tmp_path, "send", str(EVENT), "--list", "members")
+    refused = run_mailer_here(members, tmp_path, "send", str(EVENT), "--list", "members")
     assert refused.returncode == 1
     assert re.search(
         r"not confirmed: The event started \d+ years ago \(Saturday 11 September 2021, "
@@ -132,7 +133,7 @@ def test_send_asks_plainly_and_yes_still_sends(
         refused.stderr,
     ), refused.stderr
     assert campaigns(members) == 0
-    sent = run_mailer(members, tmp_path, "send", str(EVENT), "--list", "members", "--yes")
+    sent = run_mailer_here(members, tmp_path, "send", str(EVENT), "--list", "members", "--yes")
     assert sent.returncode == 0, sent.stderr
     assert STARTED.search(sent.stderr), sent.stderr
     assert len(smtp_server_thread.messages) == 2
@@ -161,7 +162,7 @@ def test_schedule_after_the_event_starts_says_so(tmp_path: Path, members: dict[s
     event = tmp_path / "spring.md"
     event.write_text(FUTURE, encoding="utf-8")
     args = ("schedule", str(event), "--list", "members", "--at", "2099-04-01 10:00")
-    refused = run_mailer(members, tmp_path, *args, "--tz", "Europe/London")
+    refused = run_mailer_here(members, tmp_path, *args, "--tz", "Europe/London")
     assert refused.returncode == 1
     assert (
         "not confirmed: The event starts before the send time: it starts Wednesday "
@@ -169,7 +170,7 @@ def test_schedule_after_the_event_starts_says_so(tmp_path: Path, members: dict[s
         "Wednesday 1 April 2099, 10:00 BST"
     ) in " ".join(refused.stderr.split())
     assert campaigns(members) == 0
-    done = run_mailer(members, tmp_path, *args, "--tz", "Europe/London", "--yes")
+    done = run_mailer_here(members, tmp_path, *args, "--tz", "Europe/London", "--yes")
     assert done.returncode == 0, done.stderr
     assert f"warning: {event}:5: starts_at: the event starts before the send time" in (done.stderr)
     assert "scheduled for Wednesday 1 April 2099" in done.stdout
@@ -177,6 +178,6 @@ def test_schedule_after_the_event_starts_says_so(tmp_path: Path, members: dict[s
     early = tmp_path / "early.md"
     early.write_text(FUTURE, encoding="utf-8")
     args = ("schedule", str(early), "--list", "members", "--at", "2099-03-01 10:00")
-    before = run_mailer(members, tmp_path, *args, "--tz", "Europe/London", "--yes")
+    before = run_mailer_here(members, tmp_path, *args, "--tz", "Europe/London", "--yes")
     assert before.returncode == 0, before.stderr
     assert "warning" not in before.stderr

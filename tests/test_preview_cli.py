@@ -1,15 +1,17 @@
 """`mailer validate`, `preview` and `send --dry-run` on failing templates, and where
-`preview` writes: run as the organiser runs them, as child processes."""
+`preview` writes: run as the organiser runs them, through mailer.cli.main in the test
+process (tests/cli_support.py; test_event_checks_cli runs the same commands as child
+processes)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli_support import run_mailer_here
 from test_compose import FRONT_FOR_TESTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,16 +33,7 @@ def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         MAILER_SECRET_KEY="test-secret-key-0123456789abcdef0123456789",
         COLUMNS="200",  # Rich wraps at 80 columns without a terminal
     )
-    return subprocess.run(
-        [sys.executable, "-m", "mailer", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_mailer_here(env, tmp_path, *args)
 
 
 def first_error(stderr: str) -> str:

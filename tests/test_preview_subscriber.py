@@ -1,6 +1,7 @@
 """`mailer preview --list NAME` previews for a subscriber as the store holds them (what a
 send would use), found by the address normalised as the import does; without --list the
-CSV is searched the same way."""
+CSV is searched the same way. The commands run through mailer.cli.main in the test
+process (test_preview_cli.run)."""
 
 from __future__ import annotations
 

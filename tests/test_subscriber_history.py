@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, cli_environment, make_settings, run_mailer, seed_list
+from campaign_support import EVENT, cli_environment, make_settings, seed_list
+from cli_support import run_mailer_here
 from mailer.errors import CampaignError, InputError, StoreError
 from mailer.models import CampaignStatus, SubscriberStatus, SuppressionReason, UnsubscribeSource
 from mailer.store import Store
@@ -39,25 +40,25 @@ def test_add_show_and_resubscribe_from_the_command_line(tmp_path: Path) -> None:
         )
     env = cli_environment(tmp_path, 2525)
 
-    added = run_mailer(
+    added = run_mailer_here(
         env, tmp_path, "subscribers", "add", "New.One@Example.org", "-l", "members", "--name", "N"
     )
     assert added.returncode == 0, added.stderr
     assert "Added New.One@Example.org to list 'members'." in added.stdout
-    assert run_mailer(env, tmp_path, "subscribers", "count", "-l", "members").stdout == "2\n"
-    invalid = run_mailer(env, tmp_path, "subscribers", "add", "nobody", "-l", "members")
+    assert run_mailer_here(env, tmp_path, "subscribers", "count", "-l", "members").stdout == "2\n"
+    invalid = run_mailer_here(env, tmp_path, "subscribers", "add", "nobody", "-l", "members")
     assert invalid.returncode == 2
     assert invalid.stderr.startswith("error: 'nobody' is not a valid address")
 
     # Someone who left is not put back by `add`: the organiser is told when and how.
-    refused = run_mailer(
+    refused = run_mailer_here(
         env, tmp_path, "subscribers", "add", "person00001@example.org", "-l", "members"
     )
     assert refused.returncode == 1
     assert "unsubscribed from 'members' on " in refused.stderr
     assert "mailer subscribers resubscribe person00001@example.org" in refused.stderr
 
-    shown = run_mailer(env, tmp_path, "subscribers", "show", "PERSON00001@example.org")
+    shown = run_mailer_here(env, tmp_path, "subscribers", "show", "PERSON00001@example.org")
     assert shown.returncode == 0, shown.stderr
     assert "person00001@example.org (Person 1)" in shown.stdout
     assert "members: unsubscribed" in shown.stdout
@@ -66,12 +67,12 @@ def test_add_show_and_resubscribe_from_the_command_line(tmp_path: Path) -> None:
         f"campaign {campaign_id})" in shown.stdout
     )
 
-    no_reason = run_mailer(
+    no_reason = run_mailer_here(
         env, tmp_path, "subscribers", "resubscribe", "person00001@example.org", "-l", "members"
     )
     assert no_reason.returncode == 2
     assert "--reason" in no_reason.stderr
-    back = run_mailer(
+    back = run_mailer_here(
         env,
         tmp_path,
         "subscribers",
@@ -84,8 +85,10 @@ def test_add_show_and_resubscribe_from_the_command_line(tmp_path: Path) -> None:
     )
     assert back.returncode == 0, back.stderr
     assert "Resubscribed person00001@example.org to list 'members'." in back.stdout
-    assert run_mailer(env, tmp_path, "subscribers", "count", "-l", "members").stdout == "3\n"
-    history = run_mailer(env, tmp_path, "subscribers", "show", "person00001@example.org").stdout
+    assert run_mailer_here(env, tmp_path, "subscribers", "count", "-l", "members").stdout == "3\n"
+    history = run_mailer_here(
+        env, tmp_path, "subscribers", "show", "person00001@example.org"
+    ).stdout
     assert "members: subscribed" in history
     assert f"campaign {campaign_id}); lifted " in history
     assert "resubscribed to list 'members' by the organiser: asked by phone on 3 May" in history
@@ -105,10 +108,10 @@ def test_campaign_show_and_report_count_who_left_through_its_links(tmp_path: Pat
         # The organiser's own unsubscribe is no campaign's.
         store.unsubscribe_email("person00003@example.org", source=UnsubscribeSource.ADMIN)
     env = cli_environment(tmp_path, 2525)
-    shown = run_mailer(env, tmp_path, "campaign", "show", str(first))
+    shown = run_mailer_here(env, tmp_path, "campaign", "show", str(first))
     assert shown.returncode == 0, shown.stderr
     assert "opt-outs:   2 unsubscribed through this campaign's links" in shown.stdout
-    report = run_mailer(env, tmp_path, "campaign", "report", str(second))
+    report = run_mailer_here(env, tmp_path, "campaign", "report", str(second))
     assert report.returncode == 0, report.stderr
     assert "; 1 unsubscribed through its links." in report.stdout
 
