@@ -12,6 +12,11 @@ process, `mailer serve`.
 Standard input is not a terminal (as with run_mailer's /dev/null): a command that would ask
 refuses, exactly as in a child process. An exception mailer does not turn into an error
 line is not swallowed: it fails the test with its traceback.
+
+mailer's two Rich consoles (mailer/cli/common.py) take their width from COLUMNS when they
+are made, once per process; pytest-xdist's workers have COLUMNS=80 by then. A child makes
+them with its own COLUMNS, so each run here gets consoles made the same way, inside its
+environment.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
+from rich.console import Console
 from typer.testing import CliRunner
 
-from mailer.cli import main
+from mailer.cli import common, main
 
 
 def run_mailer_here(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -40,6 +47,11 @@ def run_mailer_here(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Co
     with (
         contextlib.chdir(cwd),
         CliRunner().isolation(env=overrides) as (stdout, stderr, _mixed),
+        # As mailer/cli/common.py makes them; here, after COLUMNS is the child's.
+        mock.patch.object(common, "console", Console(highlight=False, soft_wrap=True)),
+        mock.patch.object(
+            common, "err_console", Console(stderr=True, highlight=False, soft_wrap=True)
+        ),
     ):
         # Click names the program after argv[0] in usage lines ("Usage: mailer send ...").
         sys.argv = ["mailer", *args]

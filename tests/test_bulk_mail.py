@@ -8,12 +8,12 @@ import email
 import email.policy
 import os
 import subprocess
-import sys
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
+from cli_support import run_mailer_here
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import load_event
 from mailer.message.lint import validate_event
@@ -134,26 +134,9 @@ def run_preview(tmp_path: Path, event: Path, **settings: str) -> subprocess.Comp
         COLUMNS="200",
         **settings,
     )
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mailer",
-            "preview",
-            str(event),
-            "--out",
-            str(tmp_path / "out"),
-            "--subscribers",
-            str(REPO_ROOT / "subscribers.example.csv"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    args = ("preview", str(event), "--out", str(tmp_path / "out"))
+    subscribers = ("--subscribers", str(REPO_ROOT / "subscribers.example.csv"))
+    return run_mailer_here(env, tmp_path, *args, *subscribers)  # mailer.cli.main, in process
 
 
 def test_settings_reach_the_message_through_the_cli(tmp_path: Path) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from campaign_support import REPO_ROOT
+from cli_support import run_mailer_here
 from mailer.config import SmtpSecurity, load_settings
 from mailer.errors import ConfigError
 
@@ -206,18 +206,11 @@ def test_a_bad_home_or_config_file_names_the_setting(
 
 
 def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`mailer ARGS` in `cwd` with no MAILER_ variable set, through mailer.cli.main in
+    this process (tests/cli_support.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "mailer", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_mailer_here(env, cwd, *args)
 
 
 def test_cli_from_a_subfolder_uses_the_home_store(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from campaign_support import cli_environment, run_mailer
+from campaign_support import cli_environment
+from cli_support import run_mailer_here
 from mailer.audience.csv_file import parse_csv, sniff_delimiter
 from mailer.audience.csv_records import CsvRecords, MalformedCsv
 from mailer.audience.importer import MergedRow, import_file
@@ -108,7 +109,7 @@ def test_import_reads_semicolons_and_tabs_and_names_every_merged_row(tmp_path: P
         "ann@example.org;;Hull\n",
         encoding="utf-8",
     )
-    result = run_mailer(env, tmp_path, "subscribers", "import", "semi.csv", "--list", "m")
+    result = run_mailer_here(env, tmp_path, "subscribers", "import", "semi.csv", "--list", "m")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "2 imported, 0 updated, 0 unchanged, 2 duplicates merged" in out
@@ -126,7 +127,7 @@ def test_import_reads_semicolons_and_tabs_and_names_every_merged_row(tmp_path: P
         ("6", "ann@example.org", "", "Hull"),
     ]
     assert rows[0]["reason"] == "duplicate of line 2 (ANN@example.org): merged into it"
-    listed = run_mailer(env, tmp_path, "subscribers", "export", "-l", "m").stdout.splitlines()
+    listed = run_mailer_here(env, tmp_path, "subscribers", "export", "-l", "m").stdout.splitlines()
     assert listed == [
         "email,name,status,city",
         "ann@example.org,Ann Lee,subscribed,Hull",
@@ -136,11 +137,11 @@ def test_import_reads_semicolons_and_tabs_and_names_every_merged_row(tmp_path: P
     (tmp_path / "tabs.csv").write_text(
         "email\tname\tcity\ncat@example.org\tCat, the\tHull\n", encoding="utf-8"
     )
-    tabs = run_mailer(env, tmp_path, "subscribers", "import", "tabs.csv", "--list", "m")
+    tabs = run_mailer_here(env, tmp_path, "subscribers", "import", "tabs.csv", "--list", "m")
     assert tabs.returncode == 0, tabs.stderr
     assert "1 imported" in tabs.stdout
     assert "Columns separated by a tab" in tabs.stdout
-    assert "Cat, the" in run_mailer(env, tmp_path, "subscribers", "list", "-l", "m").stdout
+    assert "Cat, the" in run_mailer_here(env, tmp_path, "subscribers", "list", "-l", "m").stdout
 
 
 def test_merged_rows_across_batches_are_reported_too(store: Store, tmp_path: Path) -> None:

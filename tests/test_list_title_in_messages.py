@@ -7,7 +7,8 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from campaign_support import EVENT, cli_environment, run_mailer
+from campaign_support import EVENT, cli_environment
+from cli_support import run_mailer_here
 from smtp_server import SmtpTestServer
 
 TITLE = "Friends of the CWO in London"
@@ -28,19 +29,21 @@ def test_the_footer_and_list_id_carry_the_title(
     tmp_path: Path, smtp_server_thread: SmtpTestServer
 ) -> None:
     env = cli_environment(tmp_path, smtp_server_thread.port)
-    created = run_mailer(env, tmp_path, "lists", "create", "ldn", "--title", TITLE)
+    created = run_mailer_here(env, tmp_path, "lists", "create", "ldn", "--title", TITLE)
     assert created.returncode == 0, created.stderr
     (tmp_path / "people.csv").write_text(
         "email,name\nann@example.org,Ann\nbob@example.org,Bob\n", encoding="utf-8"
     )
-    imported = run_mailer(env, tmp_path, "subscribers", "import", "people.csv", "--list", "ldn")
+    imported = run_mailer_here(
+        env, tmp_path, "subscribers", "import", "people.csv", "--list", "ldn"
+    )
     assert imported.returncode == 0, imported.stderr
 
-    trial = run_mailer(
+    trial = run_mailer_here(
         env, tmp_path, "send", str(EVENT), "--list", "ldn", "--test-to", "me@example.org"
     )
     assert trial.returncode == 0, trial.stderr
-    sent = run_mailer(env, tmp_path, "send", str(EVENT), "--list", "ldn", "--yes")
+    sent = run_mailer_here(env, tmp_path, "send", str(EVENT), "--list", "ldn", "--yes")
     assert sent.returncode == 0, sent.stderr
 
     assert len(smtp_server_thread.messages) == 3  # the test message, then both members

@@ -16,6 +16,7 @@ from campaign_support import (
     seed_list,
     send,
 )
+from cli_support import run_mailer_here
 from mailer.models import DeliveryStatus
 from mailer.store import Store
 from mailer.store.schema import deliveries
@@ -89,8 +90,9 @@ def test_two_test_sends_carry_different_message_ids(
     env = cli_environment(tmp_path, smtp_server_thread.port)
     path = tmp_path / "m.csv"
     path.write_text("email,name\nann@example.org,Ann\n")
-    assert run_mailer(env, tmp_path, "subscribers", "import", str(path), "-l", "m").returncode == 0
-    for _ in range(2):
+    imported = run_mailer_here(env, tmp_path, "subscribers", "import", str(path), "-l", "m")
+    assert imported.returncode == 0
+    for _ in range(2):  # two processes: an id made from a per-process counter would repeat
         args = ("send", str(EVENT), "-l", "m", "--test-to", "me@example.org")
         result = run_mailer(env, tmp_path, *args)
         assert result.returncode == 0, result.stdout + result.stderr

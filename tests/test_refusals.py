@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, cli_environment, make_settings, run_mailer, seed_list
+from campaign_support import EVENT, cli_environment, make_settings, seed_list
+from cli_support import run_mailer_here
 from mailer.campaigns import lifecycle
 from mailer.campaigns.scheduler import Scheduler
 from mailer.delivery.memory import MemoryTransport
@@ -29,7 +30,9 @@ def imported(tmp_path: Path, **settings: str) -> dict[str, str]:
     env = cli_environment(tmp_path, 2525, **settings)
     members = tmp_path / "members.csv"
     members.write_text("email,name\nann@example.org,Ann\nbob@example.org,Bob\n")
-    result = run_mailer(env, tmp_path, "subscribers", "import", str(members), "--list", "members")
+    result = run_mailer_here(
+        env, tmp_path, "subscribers", "import", str(members), "--list", "members"
+    )
     assert result.returncode == 0, result.stderr
     return env
 
@@ -50,12 +53,12 @@ def test_demo_base_url_through_a_remote_relay_is_refused(
     tmp_path: Path, args: tuple[str, ...], setting: str
 ) -> None:
     env = imported(tmp_path, **OFF_MACHINE)
-    result = run_mailer(env, tmp_path, *args)
+    result = run_mailer_here(env, tmp_path, *args)
     assert result.returncode == 2, result.stdout
     assert "refusing to send through relay.invalid" in result.stderr
     assert setting in result.stderr
     assert "Traceback" not in result.stderr
-    listing = run_mailer(env, tmp_path, "campaign", "list")
+    listing = run_mailer_here(env, tmp_path, "campaign", "list")
     assert "members" not in listing.stdout  # no campaign was written
 
 
@@ -66,7 +69,7 @@ def test_demo_sender_through_a_remote_relay_is_refused(tmp_path: Path) -> None:
         MAILER_BASE_URL="https://lists.cwo-london.org.uk",
         MAILER_FROM_ADDRESS="invitations@mailer.localhost",
     )
-    result = run_mailer(env, tmp_path, "send", str(EVENT), "--list", "members", "--yes")
+    result = run_mailer_here(env, tmp_path, "send", str(EVENT), "--list", "members", "--yes")
     assert result.returncode == 2
     assert "MAILER_FROM_ADDRESS" in result.stderr
 

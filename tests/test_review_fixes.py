@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_support import (
-    EVENT,
-    cli_environment,
-    make_settings,
-    new_campaign,
-    run_mailer,
-    seed_list,
-)
+from campaign_support import EVENT, cli_environment, make_settings, new_campaign, seed_list
+from cli_support import run_mailer_here
 from mailer.campaigns import lifecycle
 from mailer.delivery.memory import MemoryTransport
 from mailer.errors import CampaignError
@@ -89,13 +83,16 @@ def test_schedule_has_the_same_guard_as_send(
     env = cli_environment(tmp_path, smtp_server_thread.port)
     path = tmp_path / "m.csv"
     path.write_text("email,name\nann@example.org,Ann\n")
-    assert run_mailer(env, tmp_path, "subscribers", "import", str(path), "-l", "m").returncode == 0
+    assert (
+        run_mailer_here(env, tmp_path, "subscribers", "import", str(path), "-l", "m").returncode
+        == 0
+    )
     args = ("schedule", str(EVENT), "-l", "m", "--at", "2099-01-01 10:00", "--tz", "UTC", "-y")
-    assert run_mailer(env, tmp_path, *args).returncode == 0, "the first schedule"
-    again = run_mailer(env, tmp_path, *args)
+    assert run_mailer_here(env, tmp_path, *args).returncode == 0, "the first schedule"
+    again = run_mailer_here(env, tmp_path, *args)
     assert again.returncode == 1
     assert "campaign 1 of this event to 'm' is scheduled; nothing was scheduled" in again.stderr
-    forced = run_mailer(env, tmp_path, *args, "--new")
+    forced = run_mailer_here(env, tmp_path, *args, "--new")
     assert forced.returncode == 0, forced.stderr
     with Store.open(env["MAILER_DATABASE_URL"]) as store:
         assert [c.id for c in store.campaigns()] == [1, 2]

@@ -1,4 +1,6 @@
-"""Scheduled sends with `mailer worker` as a real subprocess and real SMTP servers."""
+"""Scheduled sends with `mailer worker` as a real subprocess and real SMTP servers. The
+set-up commands (import, schedule, cancel, reschedule, list) run mailer.cli.main in the
+test process (tests/cli_support.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, cli_environment, mailer_command, run_mailer
+from campaign_support import EVENT, cli_environment, mailer_command
+from cli_support import run_mailer_here
 from mailer.models import CampaignStatus
 from mailer.store import Store
 from smtp_server import SmtpServerProcess
@@ -32,7 +35,7 @@ def environment(database_url: str, tmp_path: Path, port: int, **extra: str) -> d
 
 
 def mailer(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = run_mailer(env, cwd, *args)
+    result = run_mailer_here(env, cwd, *args)
     assert result.returncode == 0, result.stderr
     return result
 

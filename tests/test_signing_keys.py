@@ -17,7 +17,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from campaign_support import EVENT, REPO_ROOT, cli_environment, mailer_command, run_mailer
+from campaign_support import EVENT, REPO_ROOT, cli_environment, mailer_command
+from cli_support import run_mailer_here
 from mailer.config import Settings
 from mailer.errors import ConfigError, TokenError
 from mailer.store import Store
@@ -232,7 +233,9 @@ def test_short_or_unreadable_keys_are_config_errors(tmp_path: Path, sqlite_url: 
 def members(tmp_path: Path, smtp_server_thread: SmtpTestServer) -> SmtpTestServer:
     env = cli_environment(tmp_path, smtp_server_thread.port)
     example = REPO_ROOT / "subscribers.example.csv"
-    result = run_mailer(env, tmp_path, "subscribers", "import", str(example), "--list", "members")
+    result = run_mailer_here(
+        env, tmp_path, "subscribers", "import", str(example), "--list", "members"
+    )
     assert result.returncode == 0, result.stderr
     return smtp_server_thread
 
@@ -286,13 +289,17 @@ def test_serve_with_another_key_opens_every_link_any_send_signed(
     tmp_path: Path, members: SmtpTestServer, serve: StartServer
 ) -> None:
     """`mailer send` without MAILER_SECRET_KEY, then with key A; `mailer serve` with key
-    B (no fallbacks) opens the links of both sends, and unsubscribes on POST."""
+    B (no fallbacks) opens the links of both sends, and unsubscribes on POST. The servers
+    are child processes; the sends and `config show` run mailer.cli.main in this process
+    (tests/cli_support.py)."""
     no_key = cli_environment(tmp_path, members.port)
     del no_key["MAILER_SECRET_KEY"]
-    first = run_mailer(no_key, tmp_path, "send", str(EVENT), "--list", "members", "--yes")
+    first = run_mailer_here(no_key, tmp_path, "send", str(EVENT), "--list", "members", "--yes")
     assert first.returncode == 0, first.stderr
     key_a = cli_environment(tmp_path, members.port, MAILER_SECRET_KEY=KEY_A)
-    second = run_mailer(key_a, tmp_path, "send", str(EVENT), "--list", "members", "--new", "--yes")
+    second = run_mailer_here(
+        key_a, tmp_path, "send", str(EVENT), "--list", "members", "--new", "--yes"
+    )
     assert second.returncode == 0, second.stderr
     links = unsubscribe_paths(members)
     assert len(links) == 24
@@ -311,7 +318,7 @@ def test_serve_with_another_key_opens_every_link_any_send_signed(
     # A server with no key at all (the store's own) opens them too.
     bare = serve(no_key)
     assert {httpx.get(bare + link, timeout=10).status_code for link in links[11:13]} == {200}
-    shown = run_mailer(key_a, tmp_path, "config", "show")
+    shown = run_mailer_here(key_a, tmp_path, "config", "show")
     assert shown.returncode == 0, shown.stderr
     assert f"signs with MAILER_SECRET_KEY (key {key_id(KEY_A)})" in shown.stdout
     assert key_id(KEY_B) in shown.stdout  # serve recorded the key it signs with
@@ -334,7 +341,7 @@ def test_config_show_says_where_keys_come_from_never_the_keys(
     with Store.open(sqlite_url) as store:
         load_signer(settings_for(tmp_path, sqlite_url), store=store)  # the store's own key
         own = store.signing_keys()[0].key_id
-    shown = run_mailer(env, tmp_path, "config", "show")
+    shown = run_mailer_here(env, tmp_path, "config", "show")
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
     assert f"signs with MAILER_SECRET_KEY (key {key_id(KEY_A)})" in out

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_support import run_mailer_here
 from mailer.safety import spreadsheet_safe, undo_spreadsheet_safe
 from mailer.store import Store
 
@@ -68,6 +69,13 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
+def run_here(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`run`, through mailer.cli.main in this process (tests/cli_support.py)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    environment.update(env, COLUMNS="200")
+    return run_mailer_here(environment, cwd, *args)
+
+
 # What the store should hold: legitimate data that looks like formulas to a spreadsheet.
 EXPECTED = {
     "-x@example.org": ("-Ann", {"city": '=HYPERLINK("http://evil.example","x")'}),
@@ -101,11 +109,11 @@ def test_export_neutralises_formulas_and_imports_back_to_the_same_values(tmp_pat
     )
     first_db = tmp_path / "first.db"
     first = {"MAILER_DATABASE_URL": f"sqlite:///{first_db}"}
-    imported = run(["subscribers", "import", "members.csv", "-l", "m"], tmp_path, **first)
+    imported = run_here(["subscribers", "import", "members.csv", "-l", "m"], tmp_path, **first)
     assert imported.returncode == 0, imported.stderr
     assert stored(first_db) == EXPECTED
 
-    exported = run(["subscribers", "export", "-l", "m", "-o", "out.csv"], tmp_path, **first)
+    exported = run_here(["subscribers", "export", "-l", "m", "-o", "out.csv"], tmp_path, **first)
     assert exported.returncode == 0, exported.stderr
     text = (tmp_path / "out.csv").read_text(encoding="utf-8")
     assert '\'-x@example.org,\'-Ann,subscribed,"\'=HYPERLINK(""http://evil.example""' in text
@@ -116,7 +124,7 @@ def test_export_neutralises_formulas_and_imports_back_to_the_same_values(tmp_pat
 
     second_db = tmp_path / "second.db"
     second = {"MAILER_DATABASE_URL": f"sqlite:///{second_db}"}
-    again = run(["subscribers", "import", "out.csv", "-l", "m"], tmp_path, **second)
+    again = run_here(["subscribers", "import", "out.csv", "-l", "m"], tmp_path, **second)
     assert again.returncode == 0, again.stderr
     assert "4 imported" in again.stdout
     assert "0 invalid" in again.stdout
