@@ -12,11 +12,16 @@ From synchronous code (e.g. a CLI test whose command calls asyncio.run itself), 
 
 As a separate process, for crash tests that kill the client:
 
-    python tests/smtp_server.py --port-file F --record-dir D [--delay-end SECONDS]
+    python tests/smtp_server.py --port-file F --record-dir D [--delay-end SECONDS] [--journal]
 
 writes the port to F once listening, then each message as D/NNNNNNNN.eml (exact bytes)
 plus D/NNNNNNNN.json (envelope, written last: a message is complete once its .json
 exists). `SmtpServerProcess` wraps that, and `load_recorded(D)` reads the messages back.
+With `--journal` (for tests of thousands of messages) it appends instead: the bodies to
+D/bodies, then one JSON line per message to D/envelopes (envelope, offset and length of
+the body; a message is complete once its line ends): two write()s on two open files,
+where creating and renaming four files per message cost the server as much CPU as
+aiosmtpd itself. `SmtpServerProcess.count()` counts the messages in either form.
 
 Faults are plain attributes; set them before (or between) sends:
 
@@ -115,6 +120,7 @@ class SmtpTestServer:
         require_starttls: bool = False,
         auth: tuple[str, str] | None = None,
         record_dir: Path | None = None,
+        journal: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -123,6 +129,8 @@ class SmtpTestServer:
         self.require_starttls = require_starttls
         self.auth = auth
         self.record_dir = record_dir
+        self.journal = journal
+        self._journal: _Journal | None = None
         # recordings
         self.messages: list[Received] = []
         self.connections_total = 0
@@ -150,6 +158,8 @@ class SmtpTestServer:
     # -- on the running loop ----------------------------------------------------------
 
     async def start(self) -> int:
+        if self.journal and self.record_dir is not None:
+            self._journal = _Journal(self.record_dir)
         loop = asyncio.get_running_loop()
         ssl_context = self.tls.server_context if self.tls and self.implicit_tls else None
         self._server = await loop.create_server(
@@ -165,6 +175,9 @@ class SmtpTestServer:
         sessions = list(self._sessions)
         self.drop_connections()
         await close_server(server, sessions)
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     async def __aenter__(self) -> SmtpTestServer:
         await self.start()
@@ -291,7 +304,9 @@ class SmtpTestServer:
             str(envelope.mail_from), list(envelope.rcpt_tos), envelope.original_content or b""
         )
         self.messages.append(received)
-        if self.record_dir is not None:
+        if self._journal is not None:
+            self._journal.append(received)
+        elif self.record_dir is not None:
             stem = self.record_dir / f"{len(self.messages):08d}"
             _write_atomic(stem.with_suffix(".eml"), received.data)
             envelope_json = {"mail_from": received.mail_from, "rcpt_tos": received.rcpt_tos}
@@ -416,8 +431,63 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+_BODIES = "bodies"
+_ENVELOPES = "envelopes"
+
+
+class _Journal:
+    """`--journal`: every body appended to one file, then its envelope as one line of
+    another (the line is written last, in one write(): a complete line is a complete
+    message, even if the server is killed between the two)."""
+
+    def __init__(self, directory: Path) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        self._bodies = os.open(directory / _BODIES, flags, 0o644)
+        self._envelopes = os.open(directory / _ENVELOPES, flags, 0o644)
+        self._offset = os.fstat(self._bodies).st_size
+
+    def append(self, received: Received) -> None:
+        offset, self._offset = self._offset, self._offset + len(received.data)
+        _write_all(self._bodies, received.data)
+        line = {
+            "mail_from": received.mail_from,
+            "rcpt_tos": received.rcpt_tos,
+            "offset": offset,
+            "length": len(received.data),
+        }
+        _write_all(self._envelopes, json.dumps(line).encode() + b"\n")
+
+    def close(self) -> None:
+        os.close(self._bodies)
+        os.close(self._envelopes)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _complete_lines(path: Path) -> list[bytes]:
+    """The lines of a journal file that are complete (a line being written is left out)."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return content[: content.rfind(b"\n") + 1].splitlines()
+
+
 def load_recorded(directory: Path) -> list[Received]:
     """The complete messages a `--record-dir` server wrote, in arrival order."""
+    if (directory / _ENVELOPES).exists():
+        bodies = (directory / _BODIES).read_bytes()
+        journalled = []
+        for line in _complete_lines(directory / _ENVELOPES):
+            envelope = json.loads(line)
+            start = envelope["offset"]
+            data = bodies[start : start + envelope["length"]]
+            journalled.append(Received(envelope["mail_from"], envelope["rcpt_tos"], data))
+        return journalled
     received = []
     for meta in sorted(directory.glob("*.json")):
         envelope = json.loads(meta.read_text())
@@ -429,11 +499,13 @@ def load_recorded(directory: Path) -> list[Received]:
 class SmtpServerProcess:
     """The server in a child process (`python tests/smtp_server.py ...`)."""
 
-    def __init__(self, record_dir: Path, *, delay_end: float = 0.0) -> None:
+    def __init__(self, record_dir: Path, *, delay_end: float = 0.0, journal: bool = False) -> None:
         self.record_dir = record_dir
         self.delay_end = delay_end
+        self.journal = journal  # --journal: see the module docstring
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._counted = (0, 0)  # (bytes of the envelopes file read, complete lines in them)
 
     def start(self, timeout: float = 15.0) -> int:
         self.record_dir.mkdir(parents=True, exist_ok=True)
@@ -441,6 +513,8 @@ class SmtpServerProcess:
         port_file.unlink(missing_ok=True)
         command = [sys.executable, __file__, "--port-file", str(port_file)]
         command += ["--record-dir", str(self.record_dir), "--delay-end", str(self.delay_end)]
+        if self.journal:
+            command.append("--journal")
         self._process = subprocess.Popen(command)
         deadline = time.monotonic() + timeout
         while not port_file.exists():
@@ -460,6 +534,34 @@ class SmtpServerProcess:
     @property
     def messages(self) -> list[Received]:
         return load_recorded(self.record_dir)
+
+    def recipients(self) -> list[str]:
+        """Every recipient of every complete message, in arrival order (the envelopes
+        alone: the bodies of a large run are not read back)."""
+        if self.journal:
+            lines = _complete_lines(self.record_dir / _ENVELOPES)
+            return [rcpt for line in lines for rcpt in json.loads(line)["rcpt_tos"]]
+        return [
+            rcpt
+            for meta in sorted(self.record_dir.glob("*.json"))
+            for rcpt in json.loads(meta.read_text())["rcpt_tos"]
+        ]
+
+    def count(self) -> int:
+        """How many complete messages the server has recorded so far. With --journal, only
+        what was appended since the last call is read, so polling it stays cheap."""
+        if not self.journal:
+            return sum(1 for _ in self.record_dir.glob("*.json"))
+        read, lines = self._counted
+        try:
+            with (self.record_dir / _ENVELOPES).open("rb") as envelopes:
+                envelopes.seek(read)
+                new = envelopes.read()
+        except FileNotFoundError:
+            return 0
+        complete = new[: new.rfind(b"\n") + 1]
+        self._counted = (read + len(complete), lines + complete.count(b"\n"))
+        return self._counted[1]
 
     def __enter__(self) -> SmtpServerProcess:
         self.start()
@@ -503,7 +605,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = SmtpTestServer(host=args.host, port=args.port, record_dir=args.record_dir)
+    server = SmtpTestServer(
+        host=args.host, port=args.port, record_dir=args.record_dir, journal=args.journal
+    )
     if args.delay_end:
         server.delays["END"] = args.delay_end
     stop = asyncio.Event()
@@ -526,6 +630,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port-file", type=Path)
     parser.add_argument("--record-dir", type=Path)
     parser.add_argument("--delay-end", type=float, default=0.0, help="seconds before 250")
+    parser.add_argument(
+        "--journal", action="store_true", help="append to two files instead of two per message"
+    )
     args = parser.parse_args(argv)
     if args.record_dir is not None:
         args.record_dir.mkdir(parents=True, exist_ok=True)
