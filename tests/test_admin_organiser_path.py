@@ -4,12 +4,16 @@ transport, to an aiosmtpd server), on one SQLite file:
 
 sign in -> create a list -> upload a CSV with bad rows (progress, report, reject file) ->
 preview the event for one subscriber (the sandboxed frame, the text part) -> send a test
-(seen at the SMTP server) -> schedule a campaign two minutes ahead -> the worker sends
-it, the campaign page moving without a reload -> the report with its charts -> the CSV.
+(seen at the SMTP server) -> a new campaign two minutes ahead and its confirmation ->
+the worker sends it, the campaign page moving without a reload and the overview's
+"Sending now" showing it -> the report with its charts and tables -> the CSV.
 
-The web app's clock is three minutes behind the worker's (injected, as in
-test_admin_browser.py), so "two minutes ahead" in the browser is already due for the
-worker: nobody waits two real minutes.
+(This walk took over test_admin_browser.py's, which walked the campaign half alone with a
+browser, a server and a send of its own: its checks are all here, and its screenshots
+still land in test-output/admin/.)
+
+The web app's clock is three minutes behind the worker's (injected), so "two minutes
+ahead" in the browser is already due for the worker: nobody waits two real minutes.
 
 The second test walks every GET route of the dashboard (from app.routes, so a page added
 later is walked too) and the recipient pages, runs axe-core (axe-playwright-python, its
@@ -18,7 +22,9 @@ critical violation; the data holds a list title, a subscriber name and an event 
 written as HTML, which must show as text and run nothing.
 
 Screenshots of the Lists, Subscribers and Events pages at 375 and 1280 px (light, and
-dark for some) land in test-output/admin-lists/. One browser for the module.
+dark for some) land in test-output/admin-lists/; of the overview, campaigns, new
+campaign, campaign, report and sign-in pages at 375 and 1280 px, light and dark, in
+test-output/admin/ (no page may scroll sideways). One browser for the module.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ pytestmark = [
 ]
 
 SCREENSHOTS = REPO_ROOT / "test-output" / "admin-lists"
+CAMPAIGN_SCREENSHOTS = REPO_ROOT / "test-output" / "admin"
 BEHIND = timedelta(minutes=3)
 GOOD_ROWS = 12
 XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -131,7 +138,7 @@ def settings_for(
         smtp_port=smtp.port,
         timezone="Europe/London",
         poll_interval=0.2,
-        rate_limit=6.0,  # about 2 s for 12: long enough to see it move
+        rate_limit=4.0,  # about 3 s for 12: long enough to see it move and open the overview
         concurrency=1,
         retry_delay=0.1,
     )
@@ -194,6 +201,7 @@ def test_the_organisers_whole_path(
         encoding="utf-8",
     )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    CAMPAIGN_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with ServerThread(app, listener), Worker(settings, store):
         context = browser.new_context(
             viewport={"width": 1280, "height": 900}, accept_downloads=True
@@ -203,7 +211,9 @@ def test_the_organisers_whole_path(
         script_errors: list[str] = []
         page.on("console", lambda m: script_errors.append(m.text) if m.type == "error" else None)
 
-        # Signed out: the dashboard sends us to the sign-in page first.
+        # Signed out: the dashboard sends us to the sign-in page first, saying where to.
+        page.goto(f"{base_url}/admin/campaigns/new")
+        expect(page).to_have_url(f"{base_url}/admin/login?next=%2Fadmin%2Fcampaigns%2Fnew")
         page.goto(f"{base_url}/admin/lists")
         expect(page).to_have_url(f"{base_url}/admin/login?next=%2Fadmin%2Flists")
         page.get_by_label("Name").fill("ana")
@@ -275,22 +285,46 @@ def test_the_organisers_whole_path(
         page.get_by_label("Date", exact=True).fill(at.strftime("%Y-%m-%d"))
         page.get_by_label("Time", exact=True).fill(at.strftime("%H:%M"))
         page.get_by_role("button", name="Check").click()
+        confirm = page.get_by_role("region", name="Check and confirm")
+        expect(confirm).to_contain_text("Leeds Tenants Union <invitations@tenants.example.org>")
+        expect(confirm).to_contain_text(f"{GOOD_ROWS} subscriber(s) of list 'members'")
+        expect(confirm).to_contain_text(f"127.0.0.1:{smtp.port}")
+        expect(confirm).to_contain_text("The event started")  # the CLI's warning
+        proposal_url = page.url
         page.get_by_role("button", name=f"Schedule for {GOOD_ROWS} subscriber(s)").click()
         expect(page.get_by_role("heading", name="Campaign 1:", exact=False)).to_be_visible()
         campaign_url = page.url
+        done = page.locator("[data-field=done]").first
         page.wait_for_function(
             "() => { const n = Number(document.querySelector('[data-field=done]').textContent);"
             f" return n > 0 && n < {GOOD_ROWS}; }}"
         )
+        seen_midway = int(done.text_content() or "0")
+        overview = context.new_page()
+        overview.goto(f"{base_url}/admin")
+        expect(overview.get_by_role("region", name="Sending now")).to_contain_text("members")
+        overview.screenshot(
+            path=str(CAMPAIGN_SCREENSHOTS / "overview-sending-1280.png"), full_page=True
+        )
+        overview.close()
         expect(page.locator("[data-field=status]").first).to_have_text("finished", timeout=60_000)
-        expect(page.locator("[data-field=done]").first).to_have_text(str(GOOD_ROWS))
+        expect(done).to_have_text(str(GOOD_ROWS))
+        assert 0 < seen_midway < GOOD_ROWS
         assert page.url == campaign_url  # the progress moved without a reload
         assert len(smtp.messages) == 1 + GOOD_ROWS - 1  # the test, and one refused at RCPT
 
-        # The report, its charts, its CSV.
+        # The report, its charts and tables, its CSV.
         page.get_by_role("link", name="Report").first.click()
-        expect(page.locator("svg[role=img]").first).to_be_visible()
+        expect(page.get_by_role("heading", name="Report:", exact=False)).to_be_visible()
+        expect(page.locator("svg[role=img]")).to_have_count(2)  # outcomes, deliveries
         expect(page.get_by_role("img", name="Deliveries over time")).to_be_visible()
+        expect(page.get_by_role("region", name="By receiving domain")).to_contain_text(
+            "example.org"
+        )
+        expect(page.get_by_role("region", name="Not delivered", exact=False)).to_contain_text(
+            "p03@example.org"
+        )
+        report_url = page.url
         with page.expect_download() as download_info:
             page.get_by_role("link", name="Download CSV").click()
         report_csv = tmp_path / "report.csv"
@@ -317,6 +351,14 @@ def test_the_organisers_whole_path(
             "event": event_url,
         }
         dark = {"list", "subscriber", "event"}
+        # The campaign half, every page light and dark (test-output/admin/).
+        campaign_pages = {
+            "overview": f"{base_url}/admin",
+            "campaigns": f"{base_url}/admin/campaigns",
+            "new-campaign": proposal_url + "&new=yes",
+            "campaign": campaign_url,
+            "report": report_url,
+        }
         for scheme in ("light", "dark"):
             for width in (375, 1280):
                 shots = browser.new_context(
@@ -339,7 +381,27 @@ def test_the_organisers_whole_path(
                         shot.locator("iframe.preview").screenshot(
                             path=str(SCREENSHOTS / f"event-frame-{scheme}-{width}.png")
                         )
+                for name, url in campaign_pages.items():
+                    shot.goto(url)
+                    shot.screenshot(
+                        path=str(CAMPAIGN_SCREENSHOTS / f"{name}-{width}-{scheme}.png"),
+                        full_page=True,
+                    )
+                    if (name, width, scheme) == ("report", 1280, "light"):
+                        # The first screenful, small enough for the README (docs/).
+                        shot.screenshot(path=str(CAMPAIGN_SCREENSHOTS / "report-top-1280.png"))
+                    overflow = shot.evaluate(
+                        "() => document.documentElement.scrollWidth > window.innerWidth"
+                    )
+                    assert not overflow, f"{name} scrolls sideways at {width} px"
                 shots.close()
+                signed_out = browser.new_context(
+                    viewport={"width": width, "height": 900}, color_scheme=scheme
+                )
+                login = signed_out.new_page()
+                login.goto(f"{base_url}/admin/login")
+                login.screenshot(path=str(CAMPAIGN_SCREENSHOTS / f"login-{width}-{scheme}.png"))
+                signed_out.close()
         context.close()
 
 
