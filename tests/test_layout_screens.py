@@ -5,6 +5,7 @@ The HTML part is taken from the raw message bytes, shown in headless Chromium at
 800 px in light and dark colour schemes, measured (card width, horizontal overflow,
 colours and their contrast) and photographed; the test prints the folder the screenshots
 are in. Outlook for Windows cannot run here: its ghost table is checked in the markup.
+One Chromium for the module (per xdist worker), a fresh context for each page.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pytest
 
 from test_compose import EXAMPLE, SENDER, TEMPLATES, ZOE, make_builder
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 pytestmark = pytest.mark.browser
 
@@ -28,6 +33,16 @@ Scheme = Literal["light", "dark"]
 ONLINE = TEMPLATES / "events" / "online-reading-group.md"
 EVENTS = {"meeting": EXAMPLE, "online": ONLINE}
 COLOUR = re.compile(r"rgba?\((\d+), (\d+), (\d+)(?:, ([\d.]+))?\)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
 
 
 def invitation_html(event: Path = EXAMPLE) -> str:
@@ -75,73 +90,66 @@ def test_outlook_ghost_table_and_colour_scheme_are_in_the_markup() -> None:
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("event", sorted(EVENTS))
-async def test_the_invitation_in_chromium(tmp_path: Path, event: str, scheme: Scheme) -> None:
+def test_the_invitation_in_chromium(
+    browser: Browser, tmp_path: Path, event: str, scheme: Scheme
+) -> None:
     """At 375 and 800 px: the card is 600 px wide on a desktop and fits a phone without
     sideways scrolling; in dark mode backgrounds are dark and text light (not the light
     card a dark-mode reader would be dazzled by); text, links and the button keep WCAG AA
     contrast (4.5:1) in both schemes. The online event's "Join online" button is there,
     on the screen, and leads to the meeting."""
-    from playwright.async_api import async_playwright
-
     html = invitation_html(EVENTS[event])
     folder = tmp_path / "screens"
     folder.mkdir()
     print(f"screenshots: {folder}")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+    for width in (375, 800):
+        context = browser.new_context(
+            viewport={"width": width, "height": 900},
+            color_scheme=scheme,
+            java_script_enabled=False,  # as in a mail client
         )
-        for width in (375, 800):
-            context = await browser.new_context(
-                viewport={"width": width, "height": 900},
-                color_scheme=scheme,
-                java_script_enabled=False,  # as in a mail client
-            )
-            page = await context.new_page()
-            await page.set_content(html)
-            shot = folder / f"{event}-{width}-{scheme}.png"
-            await page.screenshot(path=shot, full_page=True)
-            card = page.locator(".card")
-            box = await card.bounding_box()
-            assert box is not None
-            if width == 800:
-                assert box["width"] == 600
-            else:
-                assert box["width"] <= width
-            overflow = await page.evaluate("document.documentElement.scrollWidth")
-            assert overflow <= width
+        page = context.new_page()
+        page.set_content(html)
+        shot = folder / f"{event}-{width}-{scheme}.png"
+        page.screenshot(path=shot, full_page=True)
+        card = page.locator(".card")
+        box = card.bounding_box()
+        assert box is not None
+        if width == 800:
+            assert box["width"] == 600
+        else:
+            assert box["width"] <= width
+        overflow = page.evaluate("document.documentElement.scrollWidth")
+        assert overflow <= width
 
-            def style(selector: str, prop: str) -> str:
-                return f"getComputedStyle(document.querySelector('{selector}')).{prop}"
+        def style(selector: str, prop: str) -> str:
+            return f"getComputedStyle(document.querySelector('{selector}')).{prop}"
 
-            body = await page.evaluate(style("body", "backgroundColor"))
-            paper = await page.evaluate(style(".card", "backgroundColor"))
-            text = await page.evaluate(style(".card p", "color"))
-            title = await page.evaluate(style(".card h1", "color"))
-            link = await page.evaluate(style(".footer a", "color"))
-            button = await page.evaluate(style(".button", "backgroundColor"))
-            label = await page.evaluate(style(".button", "color"))
-            footer = await page.evaluate(style(".footer p", "color"))
-            if scheme == "dark":
-                assert luminance(body) < 0.02
-                assert luminance(paper) < 0.03
-                assert luminance(text) > 0.6
-            else:
-                assert luminance(paper) == 1.0
-                assert luminance(text) < 0.02
-            for foreground in (text, title, link, footer):
-                assert contrast(foreground, paper) >= 4.5, (foreground, paper)
-            assert contrast(label, button) >= 4.5
-            if event == "online":
-                join = page.get_by_role("link", name="Join online")
-                assert await join.get_attribute("href") == (
-                    "https://meet.jit.si/cwo-reading-group-chapter-1"
-                )
-                join_box = await join.bounding_box()
-                assert join_box is not None
-                assert join_box["width"] <= width
-            await context.close()
-        await browser.close()
+        body = page.evaluate(style("body", "backgroundColor"))
+        paper = page.evaluate(style(".card", "backgroundColor"))
+        text = page.evaluate(style(".card p", "color"))
+        title = page.evaluate(style(".card h1", "color"))
+        link = page.evaluate(style(".footer a", "color"))
+        button = page.evaluate(style(".button", "backgroundColor"))
+        label = page.evaluate(style(".button", "color"))
+        footer = page.evaluate(style(".footer p", "color"))
+        if scheme == "dark":
+            assert luminance(body) < 0.02
+            assert luminance(paper) < 0.03
+            assert luminance(text) > 0.6
+        else:
+            assert luminance(paper) == 1.0
+            assert luminance(text) < 0.02
+        for foreground in (text, title, link, footer):
+            assert contrast(foreground, paper) >= 4.5, (foreground, paper)
+        assert contrast(label, button) >= 4.5
+        if event == "online":
+            join = page.get_by_role("link", name="Join online")
+            assert join.get_attribute("href") == "https://meet.jit.si/cwo-reading-group-chapter-1"
+            join_box = join.bounding_box()
+            assert join_box is not None
+            assert join_box["width"] <= width
+        context.close()
     assert sorted(p.name for p in folder.iterdir()) == [
         f"{event}-375-{scheme}.png",
         f"{event}-800-{scheme}.png",
