@@ -1,7 +1,9 @@
 """Crash safety, end to end: `mailer send` in a child process, killed, then run again.
 
 Every recipient must be delivered exactly once, counted at a real SMTP server running in
-its own process (so it outlives the killed sender).
+its own process (so it outlives the killed sender). The sends are child processes; the
+import before and the report or `campaign show` after run mailer.cli.main in the test
+process (tests/cli_support.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from campaign_support import EVENT, cli_environment, mailer_command
+from cli_support import run_mailer_here
 from smtp_server import SmtpServerProcess
 
 pytestmark = pytest.mark.slow
@@ -32,13 +35,10 @@ def seed(tmp_path: Path, env: dict[str, str]) -> list[str]:
     addresses = [f"member{i:04d}@example.org" for i in range(RECIPIENTS)]
     csv_path = tmp_path / "members.csv"
     csv_path.write_text("email,name\n" + "".join(f"{a},M {a[6:10]}\n" for a in addresses))
-    subprocess.run(
-        mailer_command("subscribers", "import", str(csv_path), "--list", "members"),
-        cwd=tmp_path,
-        env=env,
-        check=True,
-        capture_output=True,
+    imported = run_mailer_here(
+        env, tmp_path, "subscribers", "import", str(csv_path), "-l", "members"
     )
+    assert imported.returncode == 0, imported.stderr
     return addresses
 
 
@@ -75,14 +75,9 @@ def test_kill_9_mid_campaign_then_resume_delivers_each_exactly_once(tmp_path: Pa
         counts = received_counts(server)
     assert set(counts) == set(addresses)
     assert [a for a, n in counts.items() if n != 1] == []
-    report = subprocess.run(
-        mailer_command("campaign", "report", "1", "--csv"),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    reported = run_mailer_here(env, tmp_path, "campaign", "report", "1", "--csv")
+    assert reported.returncode == 0, reported.stderr
+    report = reported.stdout.splitlines()
     assert len(report) == RECIPIENTS + 1
     statuses = Counter(line.split(",")[1] for line in report[1:])
     # Messages whose body had gone to the relay when the sender died are `unknown` (the
@@ -111,14 +106,9 @@ def test_sigterm_finishes_in_flight_and_says_how_to_resume(tmp_path: Path) -> No
         assert child.returncode == 130, err
         assert "finishing the messages in flight" in err
         assert "mailer campaign resume 1" in out
-        status = subprocess.run(
-            mailer_command("campaign", "show", "1"),
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        shown = run_mailer_here(env, tmp_path, "campaign", "show", "1")
+        assert shown.returncode == 0, shown.stderr
+        status = shown.stdout
         assert "status:     paused" in status
         assert "0 in flight" in status or "in flight" not in status
         resumed = subprocess.run(
