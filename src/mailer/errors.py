@@ -126,3 +126,11 @@ class WebhookError(MailerError, ValueError):
 
 class CertificateUnavailable(WebhookError, ConnectionError):
     """The signing certificate (on an SNS host) could not be fetched: SNS retries later."""
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """An exception's own one-line reason: for a failed database statement the driver's
+    message (`.orig`), without the SQL and parameters SQLAlchemy appends (kilobytes of
+    them, never what an organiser needs to read in a pause note or a log line)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines() or [""])[0][:500]

@@ -19,10 +19,12 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.delivery.base import Transport
-from mailer.errors import CampaignError, ConfigError, MailerError
+from mailer.errors import CampaignError, ConfigError, MailerError, one_line_reason
 from mailer.logs import fields
 from mailer.models import CampaignStatus
 from mailer.preflight import check_real_send
@@ -72,6 +74,10 @@ class Scheduler:
                 await self.poll_once()
             except MailerError as exc:  # the database is down: say so, try again later
                 log.error(fields(event="poll-failed", error=str(exc)))
+            except SQLAlchemyError as exc:
+                # A connection cut under the poll (a database restart, pg_terminate_backend):
+                # the pool replaces it at the next poll; a worker must not exit for it.
+                log.error(fields(event="poll-failed", error=one_line_reason(exc)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval)
         if self._running:

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
 
         if not isinstance(exc, SQLAlchemyError):
             raise
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        from mailer.errors import one_line_reason
+
+        reason = one_line_reason(exc)
         common.print_error(
             StoreError(
                 f"the database failed: {reason}",

@@ -26,7 +26,7 @@ from enum import StrEnum
 
 from mailer.delivery.base import Transport
 from mailer.delivery.replies import CANNOT_CONNECT
-from mailer.errors import MailerError, TransportError
+from mailer.errors import MailerError, TransportError, one_line_reason
 from mailer.logs import fields
 from mailer.message.compose import InvitationBuilder
 from mailer.models import (
@@ -401,15 +401,10 @@ class Dispatcher:
             self._halt(Stop(StopReason.RELAY_DOWN, outcome.reply))
 
     def _fail(self, exc: BaseException, doing: str) -> None:
-        log.error(
-            fields(
-                campaign=self.campaign_id,
-                event="error",
-                doing=doing,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-        )
-        self._halt(Stop(StopReason.ERROR, f"{doing}: {type(exc).__name__}: {exc}"))
+        # One line: a database error's str() carries the whole statement and parameters.
+        reason = f"{type(exc).__name__}: {one_line_reason(exc)}"
+        log.error(fields(campaign=self.campaign_id, event="error", doing=doing, error=reason))
+        self._halt(Stop(StopReason.ERROR, f"{doing}: {reason}"))
 
     async def _wait_for_turn(self) -> bool:
         """Wait for the rate limiter; False if a stop came first (nothing is booked then).
