@@ -49,8 +49,27 @@ def set_membership_status(
     return bool(changed)
 
 
+# Fewer changed rows than this leave statistics to autovacuum: a planner's guess about a
+# few hundred rows costs little, and every small import would pay for an ANALYZE.
+_ANALYZE_AFTER = 1000
+
+
 class StoreBase:
     engine: Engine
+
+    def refresh_statistics(self, *tables: str, changed: int) -> None:
+        """After a bulk change (an import, a campaign's audience snapshot) of `changed`
+        rows, have PostgreSQL sample `tables` again at once, rather than when autovacuum
+        gets to them. Until then the planner guesses: measured on a list imported and sent
+        at once, the check that marks 16 rows `sending` scanned the list's memberships for
+        every row (75 ms a call instead of 0.6 ms; 200 million rows read for a campaign of
+        20,000). ANALYZE reads a sample (~30,000 rows a table), about a second at most.
+        SQLite's planner needs no statistics for these queries: nothing is done there."""
+        if self.engine.dialect.name != "postgresql" or changed < _ANALYZE_AFTER:
+            return
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE " + ", ".join(tables))
+            connection.commit()
 
     def _subscriber_row(self, email: str, *columns: Any) -> Any:
         """The subscriber with this address (all columns, or `columns`); NotFoundError."""

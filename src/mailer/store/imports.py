@@ -85,6 +85,9 @@ class ImportQueries(StoreBase):
                 .where(imports.c.id == import_id)
                 .values(finished_at=utcnow(), counts=counts.as_dict())
             )
+        self.refresh_statistics(
+            "subscribers", "memberships", changed=counts.imported + counts.updated
+        )
         return counts
 
     def _import_batch(

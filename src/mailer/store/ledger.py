@@ -220,15 +220,18 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                 )
             )
             if result.rowcount is not None and result.rowcount >= 0:
-                return int(result.rowcount)
-            # psycopg reports -1 for INSERT ... SELECT: count what was just written.
-            return int(
-                connection.execute(
-                    select(func.count())
-                    .select_from(deliveries)
-                    .where(deliveries.c.campaign_id == campaign_id)
-                ).scalar_one()
-            )
+                taken_count = int(result.rowcount)
+            else:  # psycopg reports -1 for INSERT ... SELECT: count what was just written.
+                taken_count = int(
+                    connection.execute(
+                        select(func.count())
+                        .select_from(deliveries)
+                        .where(deliveries.c.campaign_id == campaign_id)
+                    ).scalar_one()
+                )
+        # The sending starts now: the row-marking checks read these tables for every batch.
+        self.refresh_statistics("deliveries", "memberships", "subscribers", changed=taken_count)
+        return taken_count
 
     def fetch_due(
         self,
