@@ -5,13 +5,21 @@ settings that go into each message), and the digest moves with any of them."""
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from campaign_support import EVENT, REPO_ROOT, make_settings, new_campaign, seed_list, send
+from mailer.campaigns.lifecycle import start_or_resume
 from mailer.config import Settings
+from mailer.delivery.memory import MemoryTransport
+from mailer.errors import CampaignError
 from mailer.message.event import load_event
+from mailer.sending.helping import help_campaign
 from mailer.sending.run import invitation_builder, message_fingerprint
 from mailer.store import Store
+from mailer.store.signer import load_signer
 from smtp_server import SmtpTestServer
 
 
@@ -80,3 +88,54 @@ def test_the_fingerprint_moves_with_the_event_its_layout_and_the_settings(
         tmp_path, 2525, templates_dir=templates, base_url="https://other.example.org"
     )
     assert fingerprint(other_site, event) != fingerprint(settings, event)
+
+
+async def start_as_coordinator(
+    store: Store, settings: Settings, event_path: Path, tmp_path: Path
+) -> int:
+    """A campaign as its coordinator leaves it once sending has begun: held, its
+    fingerprint recorded, its audience snapshotted; nothing sent yet."""
+    seed_list(store, tmp_path, 4)
+    event = load_event(event_path)
+    campaign = start_or_resume(
+        store, event_path=event_path, event=event, list_name="members", new=True
+    ).campaign
+    assert store.claim_campaign(campaign.id, owner="coordinator", lease=timedelta(minutes=5))
+    builder = invitation_builder(settings, event, campaign_id=campaign.id, list_name="members")
+    store.record_message_fingerprint(campaign.id, message_fingerprint(settings, builder))
+    assert store.snapshot_audience(campaign.id, campaign.list_id)
+    return campaign.id
+
+
+@pytest.mark.parametrize("change", ["event edited", "other sender", "nothing"])
+async def test_a_helper_sends_only_the_messages_the_campaign_started_with(
+    store: Store, tmp_path: Path, change: str
+) -> None:
+    templates = copy_templates(tmp_path)
+    event_path = templates / "events" / EVENT.name
+    settings = make_settings(tmp_path, 9, templates_dir=templates)
+    campaign_id = await start_as_coordinator(store, settings, event_path, tmp_path)
+    helper_settings = settings
+    if change == "event edited":  # after the organiser confirmed and the send began
+        event_path.write_text(event_path.read_text().replace("Calthorpe Arms", "Conway Hall"))
+    elif change == "other sender":  # another machine, configured otherwise
+        helper_settings = make_settings(tmp_path, 9, templates_dir=templates, from_name="Other")
+    transport = MemoryTransport()
+    helping = help_campaign(
+        settings=helper_settings,
+        store=store,
+        transport=transport,
+        signer=load_signer(helper_settings, store=store),
+        campaign_id=campaign_id,
+        owner="helper",
+    )
+    if change == "nothing":
+        result = await helping
+        assert result is not None
+        assert len(transport.sent) == 4  # the same messages: it helps
+        return
+    with pytest.raises(CampaignError, match="would differ from the campaign's"):
+        await helping
+    assert transport.messages == []
+    counts = store.delivery_counts(campaign_id)
+    assert (counts.queued, counts.sending, counts.sent) == (4, 0, 0)

@@ -411,7 +411,7 @@ async def run_campaign(
             journal.close()
             raise
     counts = store.delivery_counts(campaign_id)
-    status, message = _final_state(stop, counts, campaign_id, store, relays=bool(settings.relays))
+    status, message = final_state(stop, counts, campaign_id, store, relays=bool(settings.relays))
     if reason is not StopReason.LEASE_LOST:
         final: CampaignStatus | None = status
         if reason is StopReason.INTERRUPTED:
@@ -460,7 +460,7 @@ def keep_report(store: CampaignLedger, campaign_id: int) -> None:
         log.warning(fields(campaign=campaign_id, event="report-not-kept", error=str(exc)))
 
 
-def _final_state(
+def final_state(
     stop: Stop,
     counts: DeliveryCounts,
     campaign_id: int,
