@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +383,28 @@ async def test_config_check_logs_in_to_each_relay(tmp_path: Path) -> None:
     assert "wrong-password" not in found[1].line
     assert a.logins == ["org"]
     assert not a.messages
+
+
+async def test_config_check_says_what_to_fix_in_mailer_relays(tmp_path: Path) -> None:
+    """A relay of MAILER_RELAYS that fails is fixed in MAILER_RELAYS: the line names the
+    relay and its fields, never the MAILER_SMTP_* settings a send with relays ignores."""
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        closed = int(probe.getsockname()[1])
+    async with SmtpTestServer(auth=LOGIN) as refusing:
+        settings = relay_settings(
+            tmp_path,
+            [
+                relay("gone", closed),
+                relay("picky", refusing.port, username=LOGIN[0], password="wrong-password"),
+            ],
+        )
+        gone, picky = await check_relays(settings, wait=5.0, local_hostname="mailer.test")
+    assert gone.failed
+    assert (
+        gone.fix == "In MAILER_RELAYS, relay gone: check its host and port (is the relay running?)."
+    )
+    assert picky.failed
+    assert picky.fix is not None
+    assert picky.fix.startswith("In MAILER_RELAYS, relay picky: check its username and password")
+    assert "MAILER_SMTP_" not in gone.line + picky.line

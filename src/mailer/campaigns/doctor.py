@@ -633,6 +633,31 @@ async def check_relays(
         *(check_relay(one, wait=wait, local_hostname=local_hostname) for one in each)
     )
     return [
-        replace(finding, check=f"relay {relay.name}")
+        replace(finding, check=f"relay {relay.name}", fix=_relay_fix(finding.fix, relay.name))
         for relay, finding in zip(settings.relays, found, strict=True)
     ]
+
+
+# The single relay's settings named in a fix, and what the same thing is called for one
+# relay of MAILER_RELAYS (its fields there); longest first, as some contain others.
+_RELAY_FIELDS = (
+    (
+        "MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD",
+        "its username and password (or password_env)",
+    ),
+    ("MAILER_SMTP_HOST and MAILER_SMTP_PORT", "its host and port"),
+    ("MAILER_SMTP_SECURITY=", "its security = "),
+    ("MAILER_SMTP_SECURITY", "its security"),
+    ("MAILER_SMTP_USERNAME", "its username"),
+    ("MAILER_SMTP_PASSWORD", "its password"),
+)
+
+
+def _relay_fix(fix: str | None, name: str) -> str | None:
+    """A fix written for the single relay, said of relay `name` in MAILER_RELAYS (whose
+    MAILER_SMTP_* settings a send does not use)."""
+    if fix is None or "MAILER_SMTP_" not in fix:
+        return fix
+    for single, relay in _RELAY_FIELDS:
+        fix = fix.replace(single, relay)
+    return f"In MAILER_RELAYS, relay {name}: {fix[0].lower()}{fix[1:]}"
