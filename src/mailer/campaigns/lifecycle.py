@@ -438,6 +438,18 @@ def schedule_reminder(
     )
 
 
+def reminder_left_by(store: Store, campaign: CampaignRecord) -> CampaignRecord | None:
+    """The scheduled reminder of an invitation's event to its list, which cancelling the
+    invitation leaves in place (the reminder goes to those who answered yes or maybe,
+    whoever invited them): the organiser is told, and cancels it too if they mean to."""
+    if campaign.message is not MessageKind.INVITATION:
+        return None
+    found = store.find_unfinished_campaign(
+        campaign.event_slug, campaign.list_id, message=MessageKind.REMINDER, only=REMINDER_AUDIENCE
+    )
+    return found if found is not None and found.status is S.SCHEDULED else None
+
+
 def pending_reminder(store: Store, event: Event, list_id: int) -> CampaignRecord | None:
     """The scheduled reminder of this event to this list, if one waits (for the CLI)."""
     found = store.find_unfinished_campaign(

@@ -328,4 +328,12 @@ def cancel(
             yes=yes,
         )
         lifecycle.cancel(store, campaign_id)
+        reminder = lifecycle.reminder_left_by(store, campaign)
     common.console.print(f"Campaign {campaign_id} cancelled.")
+    if reminder is not None and reminder.scheduled_at is not None:
+        common.console.print(
+            f"Its reminder, campaign {reminder.id}, is still scheduled for "
+            f"{reminder.scheduled_at:%Y-%m-%d %H:%M} UTC, to those who answered yes or maybe: "
+            f"`mailer campaign cancel {reminder.id}` cancels it too.",
+            markup=False,
+        )
