@@ -15,7 +15,6 @@ reasons, so every sender stops within a status check instead of going on without
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from mailer.message.event import load_event
 from mailer.models import CampaignRecord, CampaignStatus
 from mailer.preflight import check_real_send
 from mailer.sending.engine import (
-    Dispatcher,
     EngineOptions,
     Progress,
     ProgressCallback,
@@ -39,12 +37,12 @@ from mailer.sending.engine import (
     StopReason,
 )
 from mailer.sending.journal import Journal, journal_path
-from mailer.sending.policy import CircuitBreaker, RetryPolicy
 from mailer.sending.ports import CampaignLedger
 from mailer.sending.ratelimit import RateLimiter
-from mailer.sending.recovery import reap_batches, settle_batches_of
+from mailer.sending.recovery import settle_batches_of
 from mailer.sending.run import (
     calendar_sequence,
+    campaign_dispatcher,
     final_state,
     invitation_builder,
     journal_error,
@@ -124,32 +122,20 @@ async def help_campaign(
     except BaseException:
         journal.close(remove=True)
         raise
-    dispatcher = Dispatcher(
-        campaign_id=campaign_id,
-        list_id=campaign.list_id,
-        store=store,
+    dispatcher = campaign_dispatcher(
+        settings,
+        store,
+        campaign,
         transport=transport,
         limiter=limiter or make_limiter(settings, store),
         builder=builder,
         signer=signer,
-        base_url=settings.base_url,
         journal=journal,
-        retry=RetryPolicy(first_delay=settings.retry_delay, max_attempts=settings.max_attempts),
-        breaker=CircuitBreaker(
-            window=settings.breaker_window, threshold=settings.breaker_threshold
-        ),
-        options=EngineOptions(
-            concurrency=settings.sending_concurrency,
-            batch_size=settings.batch_size,
-            retry_horizon=settings.retry_horizon,
-            lease_seconds=settings.lease_seconds,
-            bounce_address=settings.bounce_address,
-            coordinator=False,
-        ),
         owner=owner,
+        journal_of=journal_of,
         on_progress=on_progress,
         stop_requested=stop_requested,
-        reap=functools.partial(reap_batches, store, campaign_id, me=owner, journal_of=journal_of),
+        options=EngineOptions(coordinator=False),
     )
     try:
         stop, progress = await dispatcher.run()

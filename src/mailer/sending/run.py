@@ -216,6 +216,55 @@ def make_limiter(settings: Settings, store: RateBudget) -> SharedRateLimiter:
     )
 
 
+def campaign_dispatcher(
+    settings: Settings,
+    store: CampaignLedger,
+    campaign: CampaignRecord,
+    *,
+    transport: Transport,
+    limiter: RateLimiter | SharedRateLimiter,
+    builder: InvitationBuilder,
+    signer: TokenSigner,
+    journal: Journal,
+    owner: str,
+    journal_of: Callable[[str], Path],
+    on_progress: ProgressCallback | None,
+    stop_requested: asyncio.Event | None,
+    options: EngineOptions,
+) -> Dispatcher:
+    """The engine for one sender of `campaign`, as the settings configure it: the
+    coordinator's (run_campaign) and a helper's (helping.help_campaign) alike. `options`
+    gives what differs between them (coordinator, resend_unknown, shared_progress); the
+    settings fill in the rest."""
+    return Dispatcher(
+        campaign_id=campaign.id,
+        list_id=campaign.list_id,
+        store=store,
+        transport=transport,
+        limiter=limiter,
+        builder=builder,
+        signer=signer,
+        base_url=settings.base_url,
+        journal=journal,
+        retry=RetryPolicy(first_delay=settings.retry_delay, max_attempts=settings.max_attempts),
+        breaker=CircuitBreaker(
+            window=settings.breaker_window, threshold=settings.breaker_threshold
+        ),
+        options=dataclasses.replace(
+            options,
+            concurrency=settings.sending_concurrency,
+            batch_size=settings.batch_size,
+            retry_horizon=settings.retry_horizon,
+            lease_seconds=settings.lease_seconds,
+            bounce_address=settings.bounce_address,
+        ),
+        owner=owner,
+        on_progress=on_progress,
+        stop_requested=stop_requested,
+        reap=functools.partial(reap_batches, store, campaign.id, me=owner, journal_of=journal_of),
+    )
+
+
 async def send_campaign_via_smtp(
     *,
     settings: Settings,
@@ -357,33 +406,20 @@ async def run_campaign(
             raise problem from exc
         raise
     limiter = limiter or make_limiter(settings, store)
-    dispatcher = Dispatcher(
-        campaign_id=campaign_id,
-        list_id=campaign.list_id,
-        store=store,
+    dispatcher = campaign_dispatcher(
+        settings,
+        store,
+        campaign,
         transport=transport,
         limiter=limiter,
         builder=builder,
         signer=signer,
-        base_url=settings.base_url,
         journal=journal,
-        retry=RetryPolicy(first_delay=settings.retry_delay, max_attempts=settings.max_attempts),
-        breaker=CircuitBreaker(
-            window=settings.breaker_window, threshold=settings.breaker_threshold
-        ),
-        options=EngineOptions(
-            concurrency=settings.sending_concurrency,
-            batch_size=settings.batch_size,
-            retry_horizon=settings.retry_horizon,
-            resend_unknown=resend_unknown,
-            lease_seconds=settings.lease_seconds,
-            bounce_address=settings.bounce_address,
-            shared_progress=shared_progress,
-        ),
         owner=owner,
+        journal_of=journal_of,
         on_progress=on_progress,
         stop_requested=stop_requested,
-        reap=functools.partial(reap_batches, store, campaign_id, me=owner, journal_of=journal_of),
+        options=EngineOptions(resend_unknown=resend_unknown, shared_progress=shared_progress),
     )
     try:
         stop, progress = await dispatcher.run()
