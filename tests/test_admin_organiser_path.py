@@ -138,7 +138,7 @@ def settings_for(
         smtp_port=smtp.port,
         timezone="Europe/London",
         poll_interval=0.2,
-        rate_limit=4.0,  # about 3 s for 12: long enough to see it move and open the overview
+        rate_limit=3.0,  # 4 s for 12: time to see it move and open the overview meanwhile
         concurrency=1,
         retry_delay=0.1,
     )
