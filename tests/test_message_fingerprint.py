@@ -4,6 +4,7 @@ settings that go into each message), and the digest moves with any of them."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -16,8 +17,14 @@ from mailer.config import Settings
 from mailer.delivery.memory import MemoryTransport
 from mailer.errors import CampaignError
 from mailer.message.event import load_event
+from mailer.models import CampaignStatus
 from mailer.sending.helping import help_campaign
-from mailer.sending.run import invitation_builder, message_fingerprint
+from mailer.sending.run import (
+    calendar_sequence,
+    invitation_builder,
+    message_fingerprint,
+    run_campaign,
+)
 from mailer.store import Store
 from mailer.store.signer import load_signer
 from smtp_server import SmtpTestServer
@@ -91,7 +98,12 @@ def test_the_fingerprint_moves_with_the_event_its_layout_and_the_settings(
 
 
 async def start_as_coordinator(
-    store: Store, settings: Settings, event_path: Path, tmp_path: Path
+    store: Store,
+    settings: Settings,
+    event_path: Path,
+    tmp_path: Path,
+    *,
+    lease: timedelta = timedelta(minutes=5),
 ) -> int:
     """A campaign as its coordinator leaves it once sending has begun: held, its
     fingerprint recorded, its audience snapshotted; nothing sent yet."""
@@ -100,8 +112,9 @@ async def start_as_coordinator(
     campaign = start_or_resume(
         store, event_path=event_path, event=event, list_name="members", new=True
     ).campaign
-    assert store.claim_campaign(campaign.id, owner="coordinator", lease=timedelta(minutes=5))
+    assert store.claim_campaign(campaign.id, owner="coordinator", lease=lease)
     builder = invitation_builder(settings, event, campaign_id=campaign.id, list_name="members")
+    calendar_sequence(store, campaign, event)  # the coordinator records the schedule key
     store.record_message_fingerprint(campaign.id, message_fingerprint(settings, builder))
     assert store.snapshot_audience(campaign.id, campaign.list_id)
     return campaign.id
@@ -134,8 +147,43 @@ async def test_a_helper_sends_only_the_messages_the_campaign_started_with(
         assert result is not None
         assert len(transport.sent) == 4  # the same messages: it helps
         return
+    key = store.get_campaign(campaign_id).schedule_key
+    assert key is not None
     with pytest.raises(CampaignError, match="would differ from the campaign's"):
         await helping
     assert transport.messages == []
+    # The refused helper changed nothing of the campaign: not even its calendar key.
+    assert store.get_campaign(campaign_id).schedule_key == key
     counts = store.delivery_counts(campaign_id)
     assert (counts.queued, counts.sending, counts.sent) == (4, 0, 0)
+
+
+async def test_a_worker_taking_over_with_other_messages_pauses_the_campaign(
+    store: Store, tmp_path: Path
+) -> None:
+    """The coordinator died mid-campaign; a worker that would now make other messages (the
+    event file edited since) takes it over: it pauses the campaign with the reason and
+    sends nothing, where it would have sent the rest of the list an unconfirmed message."""
+    templates = copy_templates(tmp_path)
+    event_path = templates / "events" / EVENT.name
+    settings = make_settings(tmp_path, 9, templates_dir=templates, lease_seconds=0.2)
+    campaign_id = await start_as_coordinator(
+        store, settings, event_path, tmp_path, lease=timedelta(seconds=0.2)
+    )
+    event_path.write_text(event_path.read_text().replace("Calthorpe Arms", "Conway Hall"))
+    await asyncio.sleep(0.3)  # the dead coordinator's lease runs out
+    transport = MemoryTransport()
+    with pytest.raises(CampaignError, match="started with other messages"):
+        await run_campaign(
+            settings=settings,
+            store=store,
+            transport=transport,
+            signer=load_signer(settings, store=store),
+            campaign_id=campaign_id,
+            owner="worker-b",
+        )
+    assert transport.messages == []
+    campaign = store.get_campaign(campaign_id)
+    assert campaign.status is CampaignStatus.PAUSED
+    assert campaign.last_error is not None
+    assert "started with other messages" in campaign.last_error

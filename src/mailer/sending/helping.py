@@ -23,7 +23,7 @@ from typing import Protocol
 
 from mailer.config import Settings
 from mailer.delivery.base import Transport
-from mailer.errors import CampaignError
+from mailer.errors import CampaignError, one_line_reason
 from mailer.logs import fields
 from mailer.message.compose import InvitationBuilder
 from mailer.message.event import load_event
@@ -115,7 +115,7 @@ async def help_campaign(
             list_name=campaign.list_name,
             list_title=campaign.list_title,
             # the coordinator's figure: the same keys, so the same SEQUENCE
-            sequence=calendar_sequence(store, campaign, event),
+            sequence=calendar_sequence(store, campaign, event, record=False),
             signer=signer,
         )
         refuse_other_messages(settings, builder, campaign)
@@ -189,7 +189,7 @@ def pause_everyone(
             error=f"{note} Seen by the sender {owner}.",
         )
     except Exception as exc:  # the database itself failed: the coordinator sees that too
-        log.error(fields(campaign=campaign_id, event="pause-failed", error=str(exc)))
+        log.error(fields(campaign=campaign_id, event="pause-failed", error=one_line_reason(exc)))
         return False
     if paused:
         log.warning(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mailer.config import Settings
 from mailer.delivery.base import Transport
-from mailer.errors import CampaignError, ConfigError
+from mailer.errors import CampaignError, ConfigError, one_line_reason
 from mailer.logs import fields
 from mailer.message.calendar import revision, schedule_key, update_key
 from mailer.message.compose import InvitationBuilder
@@ -181,16 +181,40 @@ def message_fingerprint(settings: Settings, builder: InvitationBuilder) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def calendar_sequence(store: CampaignLedger, campaign: CampaignRecord, event: Event) -> int:
+def refuse_changed_messages(campaign: CampaignRecord, fingerprint: str) -> None:
+    """CampaignError when the campaign's messages would now be made from other inputs than
+    the ones it started with (see message_fingerprint)."""
+    if campaign.message_fingerprint is None or campaign.message_fingerprint == fingerprint:
+        return
+    raise CampaignError(
+        f"campaign {campaign.id} started with other messages than this sender would make "
+        "now (its event file, layout or settings changed since)",
+        campaign_id=campaign.id,
+        hint=f"Check {campaign.event_path} and the MAILER_FROM_*, MAILER_BASE_URL and "
+        "MAILER_BOUNCE_ADDRESS settings; `mailer campaign resume "
+        f"{campaign.id}` sends the rest with the file and settings as they are now.",
+    )
+
+
+def calendar_sequence(
+    store: CampaignLedger, campaign: CampaignRecord, event: Event, *, record: bool = True
+) -> int:
     """The invite's SEQUENCE: how many times the event's time, place or join link changed
     across the campaigns of this event that reached anyone, this one last. Records this
     campaign's key, so the next campaign counts it (a resend of the same facts keeps the
     number; a corrected time raises it, and calendars update their entry). An update
-    (`--message update`) always raises it (calendar.update_key)."""
+    (`--message update`) always raises it (calendar.update_key).
+
+    `record=False` (a helper): reads the key the coordinator recorded and writes nothing;
+    a helper whose event file was edited is refused (helping.refuse_other_messages) and
+    must not have replaced the campaign's key with its own first."""
     key = schedule_key(event)
     if campaign.message is MessageKind.UPDATE:
         key = update_key(key, campaign.id)
-    store.record_schedule_key(campaign.id, key)
+    if record:
+        store.record_schedule_key(campaign.id, key)
+    elif campaign.schedule_key is not None:
+        key = campaign.schedule_key
     return revision([*store.earlier_schedule_keys(campaign.event_slug, campaign.id), key])
 
 
@@ -376,6 +400,7 @@ async def run_campaign(
             previous_journal.unlink(missing_ok=True)
         journal_of(owner).unlink(missing_ok=True)
         journal = journal_factory(journal_of(owner))
+        confirmed = event is not None  # by the organiser, for this very command
         if event is None:
             event = load_event(Path(campaign.event_path))
         # A reminder or an update sends its section of the event file (issue 14).
@@ -389,8 +414,15 @@ async def run_campaign(
             sequence=calendar_sequence(store, campaign, event),
             signer=signer,
         )
+        fingerprint = message_fingerprint(settings, builder)
+        if not confirmed and campaign.snapshot_at is not None:
+            # A worker taking over a campaign already under way (its sender died): only
+            # with the messages it started with, or part of the list would get another
+            # one nobody confirmed. Paused with the reason; `campaign resume` (which the
+            # organiser confirms) goes on with the file as it is now.
+            refuse_changed_messages(campaign, fingerprint)
         # Before the snapshot, which helpers wait for: they check theirs against it.
-        store.record_message_fingerprint(campaign_id, message_fingerprint(settings, builder))
+        store.record_message_fingerprint(campaign_id, fingerprint)
         store.snapshot_audience(
             campaign_id,
             campaign.list_id,
@@ -493,7 +525,9 @@ def keep_report(store: CampaignLedger, campaign_id: int) -> None:
     try:
         store.report_figures(campaign_id, CampaignStatus.FINISHED)
     except Exception as exc:
-        log.warning(fields(campaign=campaign_id, event="report-not-kept", error=str(exc)))
+        log.warning(
+            fields(campaign=campaign_id, event="report-not-kept", error=one_line_reason(exc))
+        )
 
 
 def final_state(

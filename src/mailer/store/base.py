@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.addresses import InvalidAddress, normalise
 from mailer.clock import utcnow
-from mailer.errors import NotFoundError
+from mailer.errors import NotFoundError, one_line_reason
+from mailer.logs import fields
 from mailer.models import SubscriberStatus
 from mailer.store.schema import lists, memberships, subscribers
 
@@ -49,6 +52,8 @@ def set_membership_status(
     return bool(changed)
 
 
+log = logging.getLogger("mailer.store")
+
 # Fewer changed rows than this leave statistics to autovacuum: a planner's guess about a
 # few hundred rows costs little, and every small import would pay for an ANALYZE.
 _ANALYZE_AFTER = 1000
@@ -67,9 +72,22 @@ class StoreBase:
         SQLite's planner needs no statistics for these queries: nothing is done there."""
         if self.engine.dialect.name != "postgresql" or changed < _ANALYZE_AFTER:
             return
-        with self.engine.connect() as connection:
-            connection.exec_driver_sql("ANALYZE " + ", ".join(tables))
-            connection.commit()
+        # Each table on its own, in autocommit and one fixed order, with a lock timeout:
+        # within one transaction ANALYZE keeps every table's lock to the end, and an
+        # import and a snapshot analysing the same tables in another order deadlocked.
+        # Only an optimisation: a failure is logged, never the caller's error.
+        try:
+            with self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            ) as connection:
+                connection.exec_driver_sql("SET lock_timeout = '2s'")
+                for table in sorted(tables):
+                    connection.exec_driver_sql(f"ANALYZE {table}")
+                connection.exec_driver_sql("RESET lock_timeout")
+        except SQLAlchemyError as exc:
+            log.warning(
+                fields(event="analyze-failed", tables=",".join(tables), error=one_line_reason(exc))
+            )
 
     def _subscriber_row(self, email: str, *columns: Any) -> Any:
         """The subscriber with this address (all columns, or `columns`); NotFoundError."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -26,9 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    delete,
     func,
-    insert,
     select,
 )
 
@@ -223,16 +222,28 @@ class DashboardQueries(StoreBase):
                     return ReportFigures.from_json(kept.body)
             figures = _compute(connection, campaign_id)
         if status in SETTLED:
+            # An upsert: the sender keeps them as the campaign finishes (sending.run.
+            # keep_report), just when an organiser may open the report; two writers with a
+            # delete-then-insert both inserted, and the second failed on the key.
+            values = {
+                "campaign_id": campaign_id,
+                "fingerprint": fingerprint,
+                "built_at": figures.built_at,
+                "body": figures.to_json(),
+            }
             with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    from sqlalchemy.dialects import postgresql
+
+                    upsert: Any = postgresql.insert(campaign_reports).values(**values)
+                else:
+                    from sqlalchemy.dialects import sqlite
+
+                    upsert = sqlite.insert(campaign_reports).values(**values)
                 connection.execute(
-                    delete(campaign_reports).where(campaign_reports.c.campaign_id == campaign_id)
-                )
-                connection.execute(
-                    insert(campaign_reports).values(
-                        campaign_id=campaign_id,
-                        fingerprint=fingerprint,
-                        built_at=figures.built_at,
-                        body=figures.to_json(),
+                    upsert.on_conflict_do_update(
+                        index_elements=[campaign_reports.c.campaign_id],
+                        set_={k: v for k, v in values.items() if k != "campaign_id"},
                     )
                 )
         return figures

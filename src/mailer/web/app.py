@@ -105,7 +105,9 @@ def create_app(
         signer=signer,
         settings=settings,
         sequence_of=_served_sequence(store),
-        threads=threads,
+        # Its own two: the .ics link is the same in every message of a campaign, and a
+        # burst of fetches after a large send must not queue one-click unsubscribes.
+        threads=StoreThreads(limit=2),
     )
     rsvp = RsvpPages(
         store=store,

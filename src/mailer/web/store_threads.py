@@ -1,9 +1,11 @@
 """The recipient pages' way to the store, which is synchronous: its calls run in worker
-threads, at most `limit` at once for the unsubscribe, RSVP and calendar pages together.
+threads, at most `limit` at once.
 
-One limit for all of them, below SQLAlchemy's pool (5 connections): with a limit per page
-class (4 + 4 + 2) a burst on every page at once had 10 threads sharing 5 connections, the
-rest waiting for one or opening and closing overflow connections per request.
+The unsubscribe and RSVP pages share one limit of 4, below SQLAlchemy's pool (5
+connections): with a limit per page class a burst on both had 8 threads sharing 5
+connections, the rest waiting for one or opening overflow connections per request. The
+calendar feed has its own 2 (its link is in every message of a campaign: a burst of
+fetches must not queue unsubscribes).
 """
 
 from __future__ import annotations
