@@ -23,11 +23,10 @@ from typing import Protocol
 
 from mailer.config import Settings
 from mailer.delivery.base import Transport
-from mailer.errors import CampaignError, one_line_reason
+from mailer.errors import one_line_reason
 from mailer.logs import fields
-from mailer.message.compose import InvitationBuilder
 from mailer.message.event import load_event
-from mailer.models import CampaignRecord, CampaignStatus
+from mailer.models import CampaignStatus
 from mailer.preflight import check_real_send
 from mailer.sending.engine import (
     EngineOptions,
@@ -48,6 +47,7 @@ from mailer.sending.run import (
     journal_error,
     make_limiter,
     message_fingerprint,
+    refuse_changed_messages,
     worker_identity,
 )
 from mailer.sending.shared_rate import SharedRateLimiter
@@ -118,7 +118,7 @@ async def help_campaign(
             sequence=calendar_sequence(store, campaign, event, record=False),
             signer=signer,
         )
-        refuse_other_messages(settings, builder, campaign)
+        refuse_changed_messages(campaign, message_fingerprint(settings, builder))
     except BaseException:
         journal.close(remove=True)
         raise
@@ -196,25 +196,3 @@ def pause_everyone(
             fields(campaign=campaign_id, event="paused", worker=owner, reason=stop.reason.value)
         )
     return paused
-
-
-def refuse_other_messages(
-    settings: Settings, builder: InvitationBuilder, campaign: CampaignRecord
-) -> None:
-    """CampaignError unless this sender would make the very messages the coordinator
-    makes (run.message_fingerprint): an event file edited since the send started, another
-    layout, or a machine with another sender, base URL or bounce address would mail part
-    of the list something the organiser never confirmed. Nothing is sent by this sender
-    then; the others go on."""
-    expected = campaign.message_fingerprint
-    if expected is None or message_fingerprint(settings, builder) == expected:
-        return
-    raise CampaignError(
-        f"campaign {campaign.id}: this sender's messages would differ from the campaign's "
-        "(its event file, layout or settings are not the ones the send started with); "
-        "it sends nothing",
-        campaign_id=campaign.id,
-        hint=f"Check {campaign.event_path} (edited since?) and that MAILER_FROM_ADDRESS, "
-        "MAILER_FROM_NAME, MAILER_BASE_URL, MAILER_BOUNCE_ADDRESS and the templates are the "
-        "same on every machine sending it.",
-    )

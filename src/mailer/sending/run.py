@@ -182,17 +182,22 @@ def message_fingerprint(settings: Settings, builder: InvitationBuilder) -> str:
 
 
 def refuse_changed_messages(campaign: CampaignRecord, fingerprint: str) -> None:
-    """CampaignError when the campaign's messages would now be made from other inputs than
-    the ones it started with (see message_fingerprint)."""
+    """CampaignError when this sender's messages (`fingerprint`, see message_fingerprint)
+    would not be the ones the campaign started with: an event file edited since, another
+    layout, or a machine with another sender, base URL or bounce address would mail part
+    of the list something the organiser never confirmed. A helper then sends nothing (the
+    others go on); a worker taking over pauses the campaign with this reason."""
     if campaign.message_fingerprint is None or campaign.message_fingerprint == fingerprint:
         return
     raise CampaignError(
-        f"campaign {campaign.id} started with other messages than this sender would make "
-        "now (its event file, layout or settings changed since)",
+        f"campaign {campaign.id}: this sender's messages would differ from the campaign's "
+        "(it started with other messages: its event file, layout or settings changed "
+        "since); this sender sends nothing",
         campaign_id=campaign.id,
-        hint=f"Check {campaign.event_path} and the MAILER_FROM_*, MAILER_BASE_URL and "
-        "MAILER_BOUNCE_ADDRESS settings; `mailer campaign resume "
-        f"{campaign.id}` sends the rest with the file and settings as they are now.",
+        hint=f"Check {campaign.event_path} (edited since?) and that MAILER_FROM_ADDRESS, "
+        "MAILER_FROM_NAME, MAILER_BASE_URL, MAILER_BOUNCE_ADDRESS and the templates are the "
+        f"same on every machine sending it; `mailer campaign resume {campaign.id}` sends "
+        "the rest with the file and settings as they are now.",
     )
 
 
@@ -206,7 +211,7 @@ def calendar_sequence(
     (`--message update`) always raises it (calendar.update_key).
 
     `record=False` (a helper): reads the key the coordinator recorded and writes nothing;
-    a helper whose event file was edited is refused (helping.refuse_other_messages) and
+    a helper whose event file was edited is refused (refuse_changed_messages) and
     must not have replaced the campaign's key with its own first."""
     key = schedule_key(event)
     if campaign.message is MessageKind.UPDATE:
