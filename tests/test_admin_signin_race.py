@@ -9,6 +9,7 @@ import asyncio
 import threading
 
 from argon2 import PasswordHasher
+from starlette.applications import Starlette
 
 from admin_support import (
     KEY,
@@ -42,10 +43,9 @@ class CountingPasswords(Passwords):
         return super().verify(password_hash, password)
 
 
-async def test_a_burst_of_guesses_gets_no_more_checks_than_the_limit(store: Store) -> None:
-    add_user(store, "ana")
-    passwords = CountingPasswords()
-    app = create_app(
+def app_checking_with(store: Store, passwords: Passwords) -> Starlette:
+    """The dashboard as admin_support.admin_app makes it, with these passwords."""
+    return create_app(
         store=store,
         signer=TokenSigner(KEY),
         settings=admin_settings(),
@@ -53,6 +53,12 @@ async def test_a_burst_of_guesses_gets_no_more_checks_than_the_limit(store: Stor
         passwords=passwords,
         post_rate_per_minute=None,
     )
+
+
+async def test_a_burst_of_guesses_gets_no_more_checks_than_the_limit(store: Store) -> None:
+    add_user(store, "ana")
+    passwords = CountingPasswords()
+    app = app_checking_with(store, passwords)
     async with admin_client(app) as client:
         answers = await asyncio.gather(
             *(login_attempt(client, "ana", f"guess number {n:04d}") for n in range(ATTEMPTS))
@@ -72,14 +78,7 @@ async def test_signing_in_from_an_address_does_not_use_up_its_attempts(store: St
     people sign in often is never locked out by its own good sign-ins."""
     add_user(store, "ana")
     passwords = CountingPasswords()
-    app = create_app(
-        store=store,
-        signer=TokenSigner(KEY),
-        settings=admin_settings(),
-        now=utcnow,
-        passwords=passwords,
-        post_rate_per_minute=None,
-    )
+    app = app_checking_with(store, passwords)
     async with admin_client(app) as client:
         for _ in range(MAX_FAILURES + 5):
             assert (await login_attempt(client, "ana", PASSWORD)).status_code == 303
