@@ -4,12 +4,15 @@
 `mailer send` does: run for real, a helper process claims batches of the campaign beside
 the command's own process. And a helper that stops because its relay is down, its breaker
 tripped (a refused login) pauses the campaign for every sender, with the reason
-`mailer campaign show` prints, as the coordinator does when it sees that itself.
+`mailer campaign show` prints, as the coordinator does when it sees that itself; a
+`mailer worker` tries it again by itself after the cool-down, as it does a pause the
+coordinator made (an error's pause waits for a person, for both).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import time
@@ -32,15 +35,17 @@ from campaign_support import (
     send,
 )
 from mailer.campaigns import lifecycle
+from mailer.campaigns.scheduler import Scheduler
 from mailer.cli.send_cmd import print_result
 from mailer.clock import utcnow
+from mailer.config import Settings
 from mailer.delivery.base import Transport
 from mailer.message.event import load_event
 from mailer.models import CampaignStatus, DeliveryStatus, Outcome, OutgoingMessage
-from mailer.sending.engine import StopReason
-from mailer.sending.helping import help_campaign
+from mailer.sending.engine import Stop, StopReason
+from mailer.sending.helping import HelpResult, help_campaign, pause_everyone
 from mailer.sending.relays import transport_for
-from mailer.sending.run import run_campaign
+from mailer.sending.run import RunResult, cooldown, run_campaign
 from mailer.store import Store
 from mailer.store.signer import load_signer
 from smtp_server import SmtpTestServer
@@ -165,6 +170,48 @@ class _Timed:
         await self.inner.aclose()
 
 
+async def _helper_stops(
+    good: Settings, bad: Settings, store: Store, campaign_id: int
+) -> tuple[HelpResult, RunResult, _Timed, float]:
+    """The coordinator ("host-a:1") sends `campaign_id` through `good`'s relay; once it
+    is sending, a helper ("host-b:2") joins through `bad`'s, until the helper stops and
+    then the coordinator. Their results, the coordinator's relay, and when (monotonic)
+    the helper stopped."""
+    signer = load_signer(good)
+    relay = _Timed(transport_for(good, store))
+    coordinator = asyncio.create_task(
+        run_campaign(
+            settings=good,
+            store=store,
+            transport=relay,
+            signer=signer,
+            campaign_id=campaign_id,
+            owner="host-a:1",
+        )
+    )
+    try:
+        await relay.sending.wait()  # the audience is frozen: there is work to share
+        async with transport_for(bad, store) as broken:
+            helped = await help_campaign(
+                settings=bad,
+                store=store,
+                transport=broken,
+                signer=signer,
+                campaign_id=campaign_id,
+                owner="host-b:2",
+            )
+        helper_stopped = time.monotonic()
+        result = await coordinator
+    finally:
+        if not coordinator.done():
+            coordinator.cancel()
+            with contextlib.suppress(BaseException):
+                await coordinator
+        await relay.aclose()
+    assert helped is not None
+    return helped, result, relay, helper_stopped
+
+
 @pytest.mark.parametrize("fault", ["relay-down", "login-refused", "relays-down"])
 async def test_a_helper_whose_relay_fails_pauses_the_campaign_for_every_sender(
     fault: str,
@@ -202,36 +249,13 @@ async def test_a_helper_whose_relay_fails_pauses_the_campaign_for_every_sender(
             tmp_path, refusing.port, smtp_username="sender", smtp_password="wrong", **common
         )
         expected = ["refused the login", "Fix the relay"]
-    signer = load_signer(good)
-    relay = _Timed(transport_for(good, store))
-    coordinator = asyncio.create_task(
-        run_campaign(
-            settings=good,
-            store=store,
-            transport=relay,
-            signer=signer,
-            campaign_id=campaign_id,
-            owner="host-a:1",
-        )
-    )
     try:
-        await relay.sending.wait()  # the audience is frozen: there is work to share
-        async with transport_for(bad, store) as broken:
-            helped = await help_campaign(
-                settings=bad,
-                store=store,
-                transport=broken,
-                signer=signer,
-                campaign_id=campaign_id,
-                owner="host-b:2",
-            )
-        helper_stopped = time.monotonic()
-        result = await coordinator
+        helper_started = utcnow()
+        helped, result, relay, helper_stopped = await _helper_stops(good, bad, store, campaign_id)
+        helper_ended = utcnow()
     finally:
-        await relay.aclose()
         if refusing is not None:
             await refusing.stop()
-    assert helped is not None
     reason = StopReason.BREAKER if fault == "login-refused" else StopReason.RELAY_DOWN
     assert helped.stop.reason is reason, helped.stop
     # The coordinator saw the pause at its next status check, not its own failure.
@@ -245,6 +269,14 @@ async def test_a_helper_whose_relay_fails_pauses_the_campaign_for_every_sender(
     assert "Seen by the sender host-b:2." in note
     if fault == "relays-down":
         assert "MAILER_SMTP_HOST" not in note
+    # A relay pause, as if the coordinator had seen it: a worker tries the campaign again
+    # after the cool-down (MAILER_BREAKER_COOLDOWN, 60 s: not yet), the streak counted.
+    rest = cooldown(bad, 0)
+    assert campaign.relay_pauses == 1
+    assert campaign.retry_at is not None
+    assert helper_started + rest <= campaign.retry_at <= helper_ended + rest
+    assert note.endswith("A running `mailer worker` tries again in 60 s."), note
+    assert campaign_id not in store.due_campaigns()
     counts = store.delivery_counts(campaign_id)
     assert counts.sending == counts.failed == counts.unknown == counts.bounced == 0
     assert counts.sent == len(smtp_server.messages) < len(addresses)
@@ -268,6 +300,140 @@ async def test_a_helper_whose_relay_fails_pauses_the_campaign_for_every_sender(
     smtp_server.delays.clear()
     resumed = await send(good, store, campaign_id, resume=True)
     assert resumed.campaign.status is CampaignStatus.FINISHED
+    assert resumed.campaign.retry_at is None
+    assert resumed.campaign.relay_pauses == 0
     assert Counter(smtp_server.recipients) == Counter(addresses)
     assert store.delivery_counts(campaign_id).sent == len(addresses)
     assert {r.status for r in store.iter_report(campaign_id)} == {DeliveryStatus.SENT}
+
+
+async def test_a_worker_takes_again_by_itself_a_campaign_a_helper_paused_for_the_relay(
+    database_url: str, store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """Once the cool-down of a helper's relay pause is over, a `mailer worker` takes the
+    campaign again by itself, as it does one its coordinator paused for the relay, and
+    sends the rest through the working relay: everyone gets the message once, and the
+    streak of relay pauses ends."""
+    addresses = seed_list(store, tmp_path, 60)
+    campaign_id = new_campaign(store)
+    smtp_server.delays["END"] = 0.2  # the coordinator is still sending when the helper stops
+    common: dict[str, Any] = {"database_url": database_url, "concurrency": 2, "batch_size": 10}
+    good = make_settings(tmp_path, smtp_server.port, **common)
+    # A millisecond's rest: the test waits for the pause's own retry time to pass (a fixed
+    # instant in the store, so no race), not for a guessed duration.
+    bad = make_settings(tmp_path, _closed_port(), breaker_cooldown=0.001, **common)
+    helped, _, _, _ = await _helper_stops(good, bad, store, campaign_id)
+    assert helped.stop.reason is StopReason.RELAY_DOWN, helped.stop
+    paused = store.get_campaign(campaign_id)
+    assert paused.status is CampaignStatus.PAUSED
+    assert paused.relay_pauses == 1
+    assert paused.retry_at is not None, paused.last_error
+    left = (paused.retry_at - utcnow()).total_seconds()
+    await asyncio.sleep(max(left, 0.0) + 0.01)  # past it: due from now on
+    assert store.due_campaigns() == [campaign_id]
+
+    smtp_server.delays.clear()
+    worker = Scheduler(
+        settings=good,
+        store=store,
+        signer=load_signer(good),
+        transport_factory=lambda settings: transport_for(settings, store),
+        owner="host-c:3",
+    )
+    await worker.poll_once()
+    await asyncio.gather(*worker._running.values())
+    done = store.get_campaign(campaign_id)
+    assert done.status is CampaignStatus.FINISHED, done.last_error
+    assert done.retry_at is None
+    assert done.relay_pauses == 0
+    assert Counter(smtp_server.recipients) == Counter(addresses)
+    assert {r.status for r in store.iter_report(campaign_id)} == {DeliveryStatus.SENT}
+
+
+def _sending(store: Store, tmp_path: Path) -> int:
+    """A campaign under way (claimed by a coordinator, "host-a:1")."""
+    seed_list(store, tmp_path, 2)
+    campaign_id = new_campaign(store)
+    assert store.claim_campaign(campaign_id, owner="host-a:1", lease=timedelta(seconds=30))
+    return campaign_id
+
+
+def test_a_helpers_relay_pause_doubles_the_cooldown_of_a_streak(
+    store: Store, tmp_path: Path
+) -> None:
+    """The campaign's second relay pause in a row (the first was the coordinator's, then a
+    worker took it again) rests twice as long, whoever saw it, as for the coordinator."""
+    settings = make_settings(tmp_path, 2525, breaker_cooldown=60, breaker_cooldown_max=600)
+    campaign_id = _sending(store, tmp_path)
+    store.release_campaign(
+        campaign_id, owner="host-a:1", status=CampaignStatus.PAUSED, retry_after=timedelta(0)
+    )
+    assert store.claim_campaign(
+        campaign_id, owner="host-a:1", lease=timedelta(seconds=30), retry_paused=True
+    )
+    streak = store.get_campaign(campaign_id).relay_pauses
+    assert streak == 1
+    before = utcnow()
+    stop = Stop(StopReason.BREAKER, "the relay refused the login")
+    assert pause_everyone(store, settings, campaign_id, stop, "host-b:2", relay_pauses=streak)
+    after = utcnow()
+    campaign = store.get_campaign(campaign_id)
+    assert campaign.status is CampaignStatus.PAUSED
+    assert campaign.relay_pauses == 2
+    assert campaign.retry_at is not None
+    assert before + timedelta(seconds=120) <= campaign.retry_at <= after + timedelta(seconds=120)
+    assert cooldown(settings, 1) == timedelta(seconds=120)
+    assert campaign_id not in store.due_campaigns()
+
+
+def test_a_helpers_pause_for_an_error_waits_for_a_person(store: Store, tmp_path: Path) -> None:
+    """As for the coordinator: an error is no relay trouble, and nobody retries it."""
+    settings = make_settings(tmp_path, 2525)
+    campaign_id = _sending(store, tmp_path)
+    stop = Stop(StopReason.ERROR, "writing the journal")
+    assert pause_everyone(store, settings, campaign_id, stop, "host-b:2", relay_pauses=0)
+    campaign = store.get_campaign(campaign_id)
+    assert campaign.status is CampaignStatus.PAUSED
+    assert campaign.retry_at is None
+    assert campaign.relay_pauses == 0
+    assert "tries again" not in (campaign.last_error or "")
+
+
+def test_a_pause_by_a_person_meanwhile_wins_over_a_helpers_relay_pause(
+    store: Store, tmp_path: Path
+) -> None:
+    """The organiser paused (or cancelled) the campaign just before the helper's relay
+    pause: theirs stands, with no automatic retry and their note."""
+    settings = make_settings(tmp_path, 2525)
+    paused = _sending(store, tmp_path)
+    lifecycle.pause(store, paused)
+    note = store.get_campaign(paused).last_error
+    cancelled = new_campaign(store)
+    store.set_campaign_status(cancelled, CampaignStatus.CANCELLED)
+    stop = Stop(StopReason.RELAY_DOWN, "cannot connect to 127.0.0.1:1")
+    for campaign_id in (paused, cancelled):
+        assert not pause_everyone(store, settings, campaign_id, stop, "host-b:2", relay_pauses=0)
+        campaign = store.get_campaign(campaign_id)
+        assert campaign.retry_at is None
+        assert campaign.relay_pauses == 0
+        assert campaign_id not in store.due_campaigns()
+    assert store.get_campaign(paused).status is CampaignStatus.PAUSED
+    assert store.get_campaign(paused).last_error == note
+    assert store.get_campaign(cancelled).status is CampaignStatus.CANCELLED
+
+
+def test_only_a_pause_from_sending_can_be_a_relay_pause(store: Store, tmp_path: Path) -> None:
+    """The store refuses a retry on anything but the pause of a campaign still sending,
+    which a person's pause or cancel would otherwise lose to."""
+    campaign_id = _sending(store, tmp_path)
+    rest = timedelta(seconds=60)
+    with pytest.raises(ValueError, match="relay pause"):
+        store.set_campaign_status(campaign_id, CampaignStatus.PAUSED, retry_after=rest)
+    with pytest.raises(ValueError, match="relay pause"):
+        store.set_campaign_status(
+            campaign_id,
+            CampaignStatus.CANCELLED,
+            only_from=[CampaignStatus.SENDING],
+            retry_after=rest,
+        )
+    assert store.get_campaign(campaign_id).status is CampaignStatus.SENDING

@@ -9,7 +9,9 @@ longer sending. A pause or cancel reaches it through the status it reads a few t
 second, and the coordinator decides the end. The one status a helper changes: when it
 stops because the relay is down, its breaker tripped or something failed (RELAY_DOWN,
 BREAKER, ERROR), it pauses the campaign with the reason, as the coordinator does for those
-reasons, so every sender stops within a status check instead of going on without it.
+reasons, so every sender stops within a status check instead of going on without it. A
+pause for the relay (down, or the breaker) is retried by a worker after the cool-down, as
+the coordinator's is (run.relay_retry); one for an error waits for a person.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +51,8 @@ from mailer.sending.run import (
     make_limiter,
     message_fingerprint,
     refuse_changed_messages,
+    relay_retry,
+    retry_note,
     worker_identity,
 )
 from mailer.sending.shared_rate import SharedRateLimiter
@@ -69,6 +74,7 @@ class HelpingLedger(CampaignLedger, Protocol):
         *,
         only_from: Iterable[CampaignStatus] | None = None,
         error: str | None = None,
+        retry_after: timedelta | None = None,
     ) -> bool: ...
 
 
@@ -143,7 +149,15 @@ async def help_campaign(
         journal.close()  # kept: whoever takes our batches over settles them from it
         raise
     if stop.reason in PAUSES_EVERYONE:
-        await asyncio.to_thread(pause_everyone, store, settings, campaign_id, stop, owner)
+        await asyncio.to_thread(
+            pause_everyone,
+            store,
+            settings,
+            campaign_id,
+            stop,
+            owner,
+            relay_pauses=campaign.relay_pauses,
+        )
     settled = stop.reason is not StopReason.LEASE_LOST
     if settled and store.release_batches(campaign_id, owner=owner):
         # A row whose give-back failed is still `sending` in our batch: settle it from our
@@ -167,12 +181,22 @@ async def help_campaign(
 
 
 def pause_everyone(
-    store: HelpingLedger, settings: Settings, campaign_id: int, stop: Stop, owner: str
+    store: HelpingLedger,
+    settings: Settings,
+    campaign_id: int,
+    stop: Stop,
+    owner: str,
+    *,
+    relay_pauses: int,
 ) -> bool:
     """Pause the campaign, while it is still sending, with what stopped this helper: the
     coordinator and the other helpers read the status a few times a second and stop (the
     coordinator keeps this pause and its note). True if this call paused it; a campaign
-    already paused or cancelled meanwhile keeps its own status and note."""
+    already paused or cancelled meanwhile keeps its own status and note.
+
+    A pause for the relay is retried by a worker after the cool-down the coordinator
+    would give it (`relay_pauses`: the campaign's relay pauses in a row so far), in the
+    same store call: the coordinator, seeing the pause, releases the campaign as it is."""
     try:
         # The coordinator's own words for the same stop (naming MAILER_RELAYS when set).
         _, note = final_state(
@@ -182,17 +206,28 @@ def pause_everyone(
             store,
             relays=bool(settings.relays),
         )
+        note = f"{note} Seen by the sender {owner}."
+        retry_after = relay_retry(settings, stop.reason, relay_pauses)
+        if retry_after is not None:
+            note = f"{note} {retry_note(retry_after)}"
         paused = store.set_campaign_status(
             campaign_id,
             CampaignStatus.PAUSED,
             only_from=[CampaignStatus.SENDING],
-            error=f"{note} Seen by the sender {owner}.",
+            error=note,
+            retry_after=retry_after,
         )
     except Exception as exc:  # the database itself failed: the coordinator sees that too
         log.error(fields(campaign=campaign_id, event="pause-failed", error=one_line_reason(exc)))
         return False
     if paused:
         log.warning(
-            fields(campaign=campaign_id, event="paused", worker=owner, reason=stop.reason.value)
+            fields(
+                campaign=campaign_id,
+                event="paused" if retry_after is None else "relay-paused",
+                worker=owner,
+                reason=stop.reason.value,
+                retry_seconds=None if retry_after is None else retry_after.total_seconds(),
+            )
         )
     return paused

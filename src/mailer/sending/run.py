@@ -121,6 +121,21 @@ def cooldown(settings: Settings, pauses_in_a_row: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.breaker_cooldown_max))
 
 
+def relay_retry(settings: Settings, reason: StopReason, relay_pauses: int) -> timedelta | None:
+    """How long a campaign paused by this stop rests before a worker tries it again by
+    itself: the cool-down for the relay's own stops (down, or its breaker tripped), for
+    the coordinator and a helper alike; None for any other (an error needs a person).
+    `relay_pauses`: the campaign's relay pauses in a row before this one."""
+    if reason not in (StopReason.BREAKER, StopReason.RELAY_DOWN):
+        return None
+    return cooldown(settings, relay_pauses)
+
+
+def retry_note(retry_after: timedelta) -> str:
+    """The sentence a relay pause's note ends with."""
+    return f"A running `mailer worker` tries again in {retry_after.total_seconds():.0f} s."
+
+
 def journal_error(path: Path, exc: OSError) -> ConfigError:
     """A journal folder that cannot be used (a file in its place, no permission, a full
     disk) is one clear error naming the setting; nothing is sent without a journal."""
@@ -491,12 +506,9 @@ async def run_campaign(
             final = interrupted_status
         elif reason is StopReason.HALTED:
             final = None  # keep the organiser's paused / cancelled
-        relay_paused = reason in (StopReason.BREAKER, StopReason.RELAY_DOWN)
-        retry_after = cooldown(settings, campaign.relay_pauses) if relay_paused else None
+        retry_after = relay_retry(settings, reason, campaign.relay_pauses)
         if retry_after is not None:
-            message += (
-                f" A running `mailer worker` tries again in {retry_after.total_seconds():.0f} s."
-            )
+            message += f" {retry_note(retry_after)}"
         store.release_campaign(
             campaign_id,
             owner=owner,

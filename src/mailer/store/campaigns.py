@@ -89,6 +89,16 @@ def _relay_pause_over(now: datetime) -> ColumnElement[bool]:
     )
 
 
+def _relay_pause(now: datetime, retry_after: timedelta) -> dict[str, ColumnElement[Any]]:
+    """Paused by the relay: a worker takes it again once `retry_after` has passed (see
+    _relay_pause_over), and the streak of relay pauses in a row (which doubles the next
+    cool-down) grows by one."""
+    return {
+        "retry_at": literal(now + retry_after, UtcDateTime),
+        "relay_pauses": campaigns.c.relay_pauses + 1,
+    }
+
+
 def _same_audience(only: frozenset[AudienceFilter] | None) -> ColumnElement[bool]:
     stored = format_audience(only)
     if stored is None:
@@ -288,11 +298,24 @@ class CampaignQueries(StoreBase):
         only_from: Iterable[CampaignStatus] | None = None,
         error: str | None = None,
         scheduled_at: datetime | None = None,
+        retry_after: timedelta | None = None,
     ) -> bool:
-        """Move a campaign to `status` (if it is in one of `only_from`); True if it moved."""
+        """Move a campaign to `status` (if it is in one of `only_from`); True if it moved.
+
+        `retry_after`: a sender that does not hold the campaign's lease (a helper, issue
+        15) pauses it for the relay: a worker takes it again after this cool-down, one
+        more relay pause in a row, as release_campaign does for the coordinator. Only to
+        `paused` from `sending` (only_from), so that a pause or cancel a person made
+        meanwhile wins."""
         now = utcnow()
-        # A person's decision (pause, cancel, reschedule) ends any automatic retry.
+        # A person's decision (pause, cancel, reschedule) ends any automatic retry; a
+        # sender's pause for the relay starts one.
         values: dict[str, object] = {"status": status.value, "updated_at": now, "retry_at": None}
+        if retry_after is not None:
+            only_from = list(only_from or [])
+            if status is not CampaignStatus.PAUSED or only_from != [CampaignStatus.SENDING]:
+                raise ValueError("retry_after is for a relay pause: PAUSED, only from SENDING")
+            values.update(_relay_pause(now, retry_after))
         if error is not None:
             values["last_error"] = error
         if scheduled_at is not None:
@@ -420,12 +443,8 @@ class CampaignQueries(StoreBase):
         if status is not None:
             values["status"] = if_sending(literal(status.value), campaigns.c.status)
         if retry_after is not None:
-            values["retry_at"] = if_sending(
-                literal(now + retry_after, UtcDateTime), campaigns.c.retry_at
-            )
-            values["relay_pauses"] = if_sending(
-                campaigns.c.relay_pauses + 1, campaigns.c.relay_pauses
-            )
+            for name, value in _relay_pause(now, retry_after).items():
+                values[name] = if_sending(value, campaigns.c[name])
         elif status is not None:
             values["retry_at"] = if_sending(null(), campaigns.c.retry_at)
             values["relay_pauses"] = if_sending(literal(0), campaigns.c.relay_pauses)
