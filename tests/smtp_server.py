@@ -121,8 +121,12 @@ class SmtpTestServer:
         auth: tuple[str, str] | None = None,
         record_dir: Path | None = None,
         journal: bool = False,
+        pipelining: bool = True,
     ) -> None:
         self.host = host
+        # Offer PIPELINING (RFC 2920) in the EHLO reply, as Postfix and most relays do.
+        # aiosmtpd reads commands line by line, so it serves a pipelined client either way.
+        self.pipelining = pipelining
         self.port = port
         self.tls = tls
         self.implicit_tls = implicit_tls
@@ -259,6 +263,19 @@ class SmtpTestServer:
         if ok:
             self.logins.append(data.login.decode())
         return AuthResult(success=ok, handled=False, auth_data=data)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def _delay(self, step: str) -> None:
         if self.delays.get(step):

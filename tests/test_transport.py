@@ -41,9 +41,11 @@ def transport(server: SmtpTestServer, **options: Any) -> SmtpTransport:
     )
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[SmtpTestServer]:
-    async with SmtpTestServer() as running:
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-by-one"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[SmtpTestServer]:
+    """The server, offering PIPELINING (the client sends MAIL, RCPT and DATA in one write)
+    or not (one command at a time): every test below holds for both."""
+    async with SmtpTestServer(pipelining=request.param) as running:
         yield running
 
 

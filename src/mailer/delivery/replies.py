@@ -77,11 +77,11 @@ def login_required(code: int, reply: str) -> TransportError:
     )
 
 
-def sender_refused(exc: aiosmtplib.SMTPSenderRefused, sender: str) -> TransportError:
+def sender_refused(code: int, reply: str, sender: str) -> TransportError:
     """MAIL FROM refused for good (e.g. 530 auth required, 553 sender not allowed)."""
     return TransportError(
-        f"the relay refused the sender {sender}: {exc.code} {exc.message}",
-        code=exc.code,
+        f"the relay refused the sender {sender}: {code} {reply}",
+        code=code,
         hint="Check MAILER_FROM_ADDRESS (the relay must accept it) and the SMTP login "
         "(MAILER_SMTP_USERNAME / MAILER_SMTP_PASSWORD).",
     )

@@ -1,16 +1,19 @@
-"""SMTP delivery through aiosmtplib: a pool of reused sessions, one transaction per message.
+"""SMTP delivery: a pool of reused sessions, one transaction per message, pipelined.
 
-aiosmtplib sends one message at a time per session, so the pool size is the concurrency.
-What each reply means is decided in `replies`; this module only runs the dialogue:
-MAIL FROM, RCPT TO, DATA, then the body, with RSET after any refusal so the session can be
-reused, and QUIT when a session retires.
+aiosmtplib opens each session (TCP, implicit TLS or STARTTLS, AUTH, EHLO); the messages
+then go through our own `Session` protocol, which keeps every reply the server sends, so
+that where the relay offers PIPELINING (RFC 2920) MAIL FROM, RCPT TO and DATA leave in
+one write and their three replies come back together: two round trips a message instead
+of four. A relay that does not offer it gets one command at a time, as before. One
+session carries one message at a time, so the pool size is the concurrency. What each
+reply means is decided in `replies`; this module runs the dialogue, with RSET after a
+refusal so the session can be reused, and QUIT when a session retires.
 
 A connection lost during DATA is DEFERRED or UNKNOWN depending on one fact: had the final
 dot been handed to the kernel when it failed? Before that the relay cannot have accepted
-the message, so it is safe to send again. aiosmtplib's `data()` writes DATA and the body
-as one step, so we send DATA with `execute_command`, then write the body and the dot
-ourselves and wait until the transport has handed them to the socket (`drain()`, with
-low-water marks of zero so that it means *all* of it).
+the message, so it is safe to send again. So the body and the dot are written and then
+drained until the transport has handed them to the socket (low-water marks of zero, so
+that it means *all* of it).
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse, SMTPStatus
-from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.email import quote_address
 
 from mailer.config import Settings, SmtpSecurity
 from mailer.delivery.replies import (
@@ -36,6 +39,7 @@ from mailer.delivery.replies import (
     session_failure,
     tls_context,
 )
+from mailer.delivery.session import ConnectionLost, MalformedReply, Session
 from mailer.errors import TransportError
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
 
@@ -48,29 +52,30 @@ class _Stale(Exception):
 
 @dataclass(slots=True)
 class _Connection:
-    smtp: aiosmtplib.SMTP
-    # Flow control over the session's transport. aiosmtplib's protocol implements the
-    # contract asyncio.StreamWriter.drain() needs (its FlowControlMixin). Kept for the
-    # session's life: a StreamWriter dropped while its transport is open closes it.
-    writer: asyncio.StreamWriter
+    session: Session
     # With STARTTLS, the socket's own transport under the TLS layer (None in the clear,
     # where the session's transport is the socket's, and under implicit TLS, where
     # asyncio does not expose it). The TLS layer hands it ciphertext at once; it is what
     # still holds bytes the kernel has not taken.
     below_tls: asyncio.WriteTransport | None
     in_clear: bool
+    # What the relay offered in its EHLO reply.
+    pipelining: bool
+    size: bool
+    smtputf8: bool
+    eight_bit_mime: bool
     transactions: int = 0
 
     def write_failed(self) -> bool:
         """Checked right after a write: the kernel refused it (the connection is dead), so
         nothing of it is in the kernel although no buffer holds it either."""
-        return self.writer.transport.is_closing() or (
+        return self.session.transport.is_closing() or (
             self.below_tls is not None and self.below_tls.is_closing()
         )
 
     def unsent(self) -> int:
         """Bytes written but not yet handed to the kernel (as far as can be seen)."""
-        waiting = self.writer.transport.get_write_buffer_size()
+        waiting = self.session.unsent()
         if self.below_tls is not None:
             waiting += self.below_tls.get_write_buffer_size()
         return waiting
@@ -161,7 +166,7 @@ class SmtpTransport:
                 except _Stale:
                     # Servers drop idle sessions (often with an unsolicited 421); nothing of
                     # this message reached them, so one retry on a fresh session is safe.
-                    conn.smtp.close()
+                    conn.session.close()
                     conn = None
                     conn = await self._open()
                     return await self._transact(conn, message, on_body)
@@ -169,7 +174,7 @@ class SmtpTransport:
                 return exc.outcome
             except BaseException:
                 if conn is not None:
-                    conn.smtp.close()  # cancelled or crashed mid-command: state unknown
+                    conn.session.close()  # cancelled or crashed mid-command: state unknown
                 conn = None
                 raise
             finally:
@@ -187,15 +192,15 @@ class SmtpTransport:
     def _checkout(self) -> _Connection | None:
         while self._idle:
             conn = self._idle.pop()
-            if conn.smtp.is_connected:
+            if conn.session.usable:
                 return conn
-            conn.smtp.close()
+            conn.session.close()  # closed, or spoke out of turn (a 421 while idle)
         return None
 
     async def _checkin(self, conn: _Connection) -> None:
         cap = self.messages_per_connection
-        if not conn.smtp.is_connected:
-            conn.smtp.close()
+        if not conn.session.usable:
+            conn.session.close()
         elif self._closed or (cap is not None and conn.transactions >= cap):
             # QUIT before the slot is released, so the server never sees more than
             # `connections` sessions at once, even while one is being replaced.
@@ -204,12 +209,15 @@ class SmtpTransport:
             self._idle.append(conn)
 
     async def _quit(self, conn: _Connection) -> None:
+        session = conn.session
         try:
-            await conn.smtp.quit()
-        except (aiosmtplib.SMTPException, OSError):
+            if session.usable:
+                session.write(b"QUIT\r\n", replies=1)
+                await session.reply()
+        except (ConnectionLost, MalformedReply, OSError):
             pass  # the server is gone or rude; the session is over either way
         finally:
-            conn.smtp.close()
+            session.close()
 
     async def _open(self) -> _Connection:
         if self._local_hostname is None:
@@ -245,8 +253,8 @@ class SmtpTransport:
                 await smtp.login(self._username, self._password or "")
             if smtp.is_ehlo_or_helo_needed:
                 await smtp.ehlo()  # for SIZE / SMTPUTF8 / 8BITMIME before MAIL FROM
-            transport, protocol = smtp.transport, smtp.protocol
-            if not isinstance(transport, asyncio.WriteTransport) or protocol is None:
+            transport = smtp.transport
+            if not isinstance(transport, asyncio.WriteTransport) or not smtp.is_connected:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost")
         except BaseException as exc:
             smtp.close()
@@ -262,8 +270,17 @@ class SmtpTransport:
             transport.set_write_buffer_limits(high=1, low=0)
             if isinstance(socket_transport, asyncio.WriteTransport):
                 below_tls = socket_transport
-        writer = asyncio.StreamWriter(transport, protocol, None, asyncio.get_running_loop())
-        return _Connection(smtp, writer, below_tls, in_clear)
+        offers = smtp.supports_extension
+        return _Connection(
+            # From here on the session's replies come to our protocol, not aiosmtplib's.
+            Session.take(transport, timeout=self._timeout),
+            below_tls,
+            in_clear,
+            pipelining=offers("pipelining"),
+            size=offers("size"),
+            smtputf8=offers("smtputf8"),
+            eight_bit_mime=offers("8bitmime"),
+        )
 
     # -- one transaction --------------------------------------------------------------
 
@@ -273,117 +290,102 @@ class SmtpTransport:
         message: OutgoingMessage,
         on_body: Callable[[], None] | None,
     ) -> Outcome:
-        smtp = conn.smtp
+        session = conn.session
         reused = conn.transactions > 0
         conn.transactions += 1
-        addresses = (message.sender, message.recipient)
-        utf8 = not all(address.isascii() for address in addresses)
-        if utf8 and not smtp.supports_extension("smtputf8"):
+        utf8 = not (message.sender.isascii() and message.recipient.isascii())
+        if utf8 and not conn.smtputf8:
             return Outcome(DeliveryStatus.FAILED, None, "relay does not support SMTPUTF8")
-        options = []
-        if smtp.supports_extension("size"):
-            options.append(f"SIZE={len(message.data)}")
-        if utf8:
-            options.append("SMTPUTF8")
-        if not message.data.isascii() and smtp.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")
-        encoding = "utf-8" if utf8 else "ascii"
         try:
-            try:
-                await smtp.mail(message.sender, options=options, encoding=encoding)
-            except aiosmtplib.SMTPSenderRefused as exc:
-                await _reset(smtp)
-                if exc.code < 500:
-                    return Outcome(DeliveryStatus.DEFERRED, exc.code, exc.message)
-                if exc.code == AUTH_REQUIRED:
-                    raise login_required(exc.code, exc.message) from exc
-                # Every message of a campaign has the same sender (or needs the same
-                # login), so this is the session's problem, not this recipient's: failing
-                # messages one by one would finalise the whole list on a config error.
-                raise sender_refused(exc, message.sender) from exc
-            except aiosmtplib.SMTPServerDisconnected as exc:
-                if reused:
-                    raise _Stale from exc
-                raise
-            try:
-                await smtp.rcpt(message.recipient, encoding=encoding)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                await _reset(smtp)
-                if exc.code == AUTH_REQUIRED:  # some relays ask for the login only at RCPT
-                    raise login_required(exc.code, exc.message) from exc
-                return Outcome(classify_reply(exc.code, exc.message), exc.code, exc.message)
-            start = await smtp.execute_command(b"DATA")
-            if start.code != SMTPStatus.start_input:
-                await _reset(smtp)
-                return Outcome(classify_reply(start.code, start.message), start.code, start.message)
-        except ValueError as exc:  # an address aiosmtplib refuses to put on the wire
-            await _reset(smtp)
+            commands = _envelope(conn, message, utf8=utf8)
+        except (ValueError, UnicodeError) as exc:  # an address not fit for the wire
             return Outcome(DeliveryStatus.FAILED, None, f"invalid address: {exc}")
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+        replies: list[SMTPResponse] = []
+        try:
+            if conn.pipelining:
+                session.write(b"".join(commands), replies=len(commands))
+                for _ in commands:
+                    replies.append(await session.reply())
+                    if replies[-1].code == SMTPStatus.domain_unavailable:
+                        break  # 421: the server is closing; nothing more will come
+            else:
+                for command in commands:
+                    session.write(command, replies=1)
+                    replies.append(await session.reply())
+                    if not _goes_on(replies):
+                        break
+        except (OSError, MalformedReply) as exc:  # lost, timed out, or not SMTP
+            session.close()
+            if reused and not replies and isinstance(exc, ConnectionLost):
+                raise _Stale from exc
             return Outcome(DeliveryStatus.DEFERRED, None, f"{_describe(exc)} before DATA")
+        mail = replies[0]
+        if mail.code != SMTPStatus.completed:
+            if reused and mail.code == SMTPStatus.domain_unavailable:
+                session.close()
+                raise _Stale  # a 421 meant for the idle session, read as MAIL's reply
+            await self._after_refusal(conn, replies)
+            if mail.code < 500:
+                return Outcome(DeliveryStatus.DEFERRED, mail.code, mail.message)
+            if mail.code == AUTH_REQUIRED:
+                raise login_required(mail.code, mail.message)
+            # Every message of a campaign has the same sender (or needs the same login),
+            # so this is the session's problem, not this recipient's: failing messages
+            # one by one would finalise the whole list on a config error.
+            raise sender_refused(mail.code, mail.message, message.sender)
+        rcpt = replies[1]
+        if rcpt.code not in _RECIPIENT_ACCEPTED:
+            await self._after_refusal(conn, replies)
+            if rcpt.code == AUTH_REQUIRED:  # some relays ask for the login only at RCPT
+                raise login_required(rcpt.code, rcpt.message)
+            return Outcome(classify_reply(rcpt.code, rcpt.message), rcpt.code, rcpt.message)
+        start = replies[2]
+        if start.code != SMTPStatus.start_input:
+            await self._after_refusal(conn, replies)
+            return Outcome(classify_reply(start.code, start.message), start.code, start.message)
         if on_body is not None:
             on_body()
         return await self._send_body(conn, message.data)
 
+    async def _after_refusal(self, conn: _Connection, replies: list[SMTPResponse]) -> None:
+        """RSET, so the session can carry the next message; or close it where it cannot:
+        the server is closing (421), or it took DATA although an earlier command of the
+        pipelined group was refused (RFC 2920 says it must not: the session is in the
+        middle of a message we will not send)."""
+        codes = [reply.code for reply in replies]
+        if SMTPStatus.domain_unavailable in codes or codes[-1] == SMTPStatus.start_input:
+            conn.session.close()
+            return
+        await _reset(conn.session)
+
     async def _send_body(self, conn: _Connection, data: bytes) -> Outcome:
-        smtp = conn.smtp
-        protocol = smtp.protocol
-        if protocol is None or not smtp.is_connected:
-            smtp.close()
-            return Outcome(
-                DeliveryStatus.DEFERRED, None, "connection lost during DATA, before the body"
-            )
+        session = conn.session
         body = _dot_stuff(data)
         # In the clear one write will do: drained, all of it is in the kernel. Under TLS
         # the dot goes in a write of its own once the body has been handed on, so that it
         # waits in the TLS layer (where it can be seen) while the socket is still busy.
         pieces = (body + _END_OF_DATA,) if conn.in_clear else (body, _END_OF_DATA)
-        reading: asyncio.Future[SMTPResponse] | None = None
+        waited = False
         try:
-            try:
-                for piece in pieces:
-                    if reading is not None and reading.done():
-                        # The server answered or hung up before the end of the data.
-                        return _before_the_dot(smtp, await _stop_reading(reading), None)
-                    protocol.write(piece)
-                    if conn.write_failed():
-                        return _before_the_dot(smtp, await _stop_reading(reading), None)
-                    if conn.unsent():
-                        if reading is None:
-                            # Waiting yields to the loop, and aiosmtplib drops what
-                            # arrives while no read is pending: keep one pending from
-                            # here on, so that neither an early reply nor the final one
-                            # is lost.
-                            reading = _start_reading(protocol)
-                        await asyncio.wait_for(conn.writer.drain(), self._timeout)
-            except OSError as exc:  # lost or stalled (timeout) with the dot still here
-                return _before_the_dot(smtp, await _stop_reading(reading), exc)
-            # From here on the relay may have the whole message.
-            if reading is None:  # the usual case: the kernel took it all at once
-                return await self._final_reply(conn, protocol.read_response(self._timeout))
-            # A refusal read while we waited may have come before the end of the data, and
-            # the server may answer the dot as well: such a session is not reused.
-            reply = asyncio.wait_for(reading, self._timeout)
-            return await self._final_reply(conn, reply, reset_after_refusal=False)
-        finally:
-            if reading is not None and not reading.done():
-                reading.cancel()  # cancelled send: the session is closed by send()
-
-    async def _final_reply(
-        self,
-        conn: _Connection,
-        reply_coro: Awaitable[SMTPResponse],
-        *,
-        reset_after_refusal: bool = True,
-    ) -> Outcome:
-        """The relay's reply once the final dot is in the kernel's hands."""
-        smtp = conn.smtp
+            for index, piece in enumerate(pieces):
+                if session.has_reply():
+                    # The server answered or hung up before the end of the data.
+                    return _before_the_dot(session, session.early_reply(), None)
+                session.write(piece, replies=1 if index == 0 else 0)
+                if conn.write_failed():
+                    return _before_the_dot(session, session.early_reply(), None)
+                if conn.unsent():
+                    waited = True
+                    await asyncio.wait_for(session.drain(), self._timeout)
+        except OSError as exc:  # lost or stalled (timeout) with the dot still here
+            return _before_the_dot(session, session.early_reply(), exc)
+        # From here on the relay may have the whole message.
         try:
-            reply = await reply_coro
-        except (aiosmtplib.SMTPServerDisconnected, TimeoutError) as exc:
+            reply = await session.reply()
+        except OSError as exc:  # lost, or no reply within the timeout
             # A timeout leaves the transports open: a dot still queued there never left.
-            unsent = conn.unsent() if smtp.is_connected else 0
-            smtp.close()
+            unsent = 0 if session.transport.is_closing() else conn.unsent()
+            session.close()
             if unsent:
                 return Outcome(DeliveryStatus.DEFERRED, None, f"{_describe(exc)} during DATA")
             return Outcome(
@@ -391,51 +393,55 @@ class SmtpTransport:
                 None,
                 f"{_describe(exc)} after the end of DATA; the message may have been delivered",
             )
-        except aiosmtplib.SMTPResponseException as exc:  # garbage where the reply should be
-            smtp.close()
+        except MalformedReply as exc:  # garbage where the reply should be
+            session.close()
             return Outcome(DeliveryStatus.UNKNOWN, None, f"unreadable reply to DATA: {exc}")
         if reply.code == SMTPStatus.completed:
             pass
-        elif reply.code == SMTPStatus.domain_unavailable or not reset_after_refusal:
-            smtp.close()  # 421: the server is closing (or see reset_after_refusal above)
+        elif reply.code == SMTPStatus.domain_unavailable or waited:
+            # 421: the server is closing. Or a refusal read after we had to wait for the
+            # socket: it may have come before the end of the data, and the server may
+            # answer the dot as well, so such a session is not reused.
+            session.close()
         else:
-            await _reset(smtp)
+            await _reset(session)
         return Outcome(classify_reply(reply.code, reply.message), reply.code, reply.message)
 
 
 _END_OF_DATA = b".\r\n"
+_RECIPIENT_ACCEPTED = (SMTPStatus.completed, SMTPStatus.will_forward)
 
 
-def _start_reading(protocol: SMTPProtocol) -> asyncio.Future[SMTPResponse]:
-    reading = asyncio.ensure_future(protocol.read_response())
-    reading.add_done_callback(_retrieve)  # a hang-up nobody awaits is not an error to log
-    return reading
+def _envelope(conn: _Connection, message: OutgoingMessage, *, utf8: bool) -> list[bytes]:
+    """MAIL FROM, RCPT TO and DATA for one message, as the relay's extensions allow."""
+    encoding = "utf-8" if utf8 else "ascii"
+    # quote_address refuses what could smuggle parameters or commands onto the line.
+    mail = b"MAIL FROM:" + quote_address(message.sender).encode(encoding)
+    if conn.size:
+        mail += b" SIZE=%d" % len(message.data)
+    if utf8:
+        mail += b" SMTPUTF8"
+    if conn.eight_bit_mime and not message.data.isascii():
+        mail += b" BODY=8BITMIME"
+    rcpt = b"RCPT TO:" + quote_address(message.recipient).encode(encoding)
+    return [mail + b"\r\n", rcpt + b"\r\n", b"DATA\r\n"]
 
 
-def _retrieve(reading: asyncio.Future[SMTPResponse]) -> None:
-    if not reading.cancelled():
-        reading.exception()
-
-
-async def _stop_reading(reading: asyncio.Future[SMTPResponse] | None) -> SMTPResponse | None:
-    """The reply that came before the end of the data, if one did; the read is cancelled."""
-    if reading is None:
-        return None
-    if not reading.done():
-        reading.cancel()
-        await asyncio.wait([reading])
-    if reading.cancelled() or reading.exception() is not None:
-        return None
-    return reading.result()
+def _goes_on(replies: list[SMTPResponse]) -> bool:
+    """Whether the command after the last replied one is worth sending (unpipelined)."""
+    code = replies[-1].code
+    if len(replies) == 1:
+        return code == SMTPStatus.completed
+    return code in _RECIPIENT_ACCEPTED
 
 
 def _before_the_dot(
-    smtp: aiosmtplib.SMTP, early: SMTPResponse | None, exc: BaseException | None
+    session: Session, early: SMTPResponse | None, exc: BaseException | None
 ) -> Outcome:
     """The connection failed, stalled, or the server spoke, before the final dot was in
     the kernel: the relay cannot have accepted the message. The session is in the middle
     of DATA and cannot be reused."""
-    smtp.close()
+    session.close()
     if early is not None and early.code >= 400:  # e.g. 421 or 552 before the end of data
         return Outcome(classify_reply(early.code, early.message), early.code, early.message)
     if early is not None:
@@ -468,17 +474,20 @@ def _dot_stuff(data: bytes) -> bytes:
     return _LEADING_DOT.sub(b"..", body)
 
 
-async def _reset(smtp: aiosmtplib.SMTP) -> None:
+async def _reset(session: Session) -> None:
     """RSET after a refused transaction, so the session can carry the next message."""
-    if not smtp.is_connected:
-        return
     try:
-        await smtp.rset()
-    except (aiosmtplib.SMTPException, OSError):
-        smtp.close()  # a session that cannot reset is not reused
+        session.write(b"RSET\r\n", replies=1)
+        reply = await session.reply()
+    except (OSError, MalformedReply):
+        reply = None
+    if reply is None or reply.code != SMTPStatus.completed:
+        session.close()  # a session that cannot reset is not reused
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, MalformedReply):
+        return f"unreadable reply ({exc})"
     return "connection lost"

@@ -1,0 +1,267 @@
+"""RFC 2920 pipelining and the reply reader, against a scripted SMTP server on port 0.
+
+aiosmtpd (tests/smtp_server.py) answers like a well-behaved relay, and the transport's
+tests run against it with and without PIPELINING. What it cannot show is *how* the
+commands arrived, nor a server that answers out of turn, splits its replies or breaks
+the rules; this server records every segment it reads and answers from a script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from mailer.config import SmtpSecurity
+from mailer.delivery.smtp import SmtpTransport
+from mailer.models import DeliveryStatus, OutgoingMessage
+
+BODY = b"From: a@example.org\r\nSubject: Hi\r\n\r\nHello\r\n"
+
+Answer = Callable[[bytes], bytes | None]  # a command line -> the reply (None: say nothing)
+
+
+def polite(line: bytes) -> bytes | None:
+    verb = line[:4].upper()
+    if verb == b"DATA":
+        return b"354 go ahead\r\n"
+    if verb == b"QUIT":
+        return b"221 bye\r\n"
+    return b"250 2.0.0 ok\r\n"
+
+
+@dataclass
+class Connection:
+    segments: list[bytes] = field(default_factory=list)  # each read, as it arrived
+    writer: asyncio.StreamWriter | None = None
+
+
+@dataclass
+class ScriptedServer:
+    pipelining: bool = True
+    answer: Answer = polite
+    # Write each reply one byte at a time (with a pause), to split them across reads.
+    trickle: bool = False
+    connections: list[Connection] = field(default_factory=list)
+    messages: list[bytes] = field(default_factory=list)
+    port: int = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(writer=writer)
+        self.connections.append(conn)
+        await self._send(writer, b"220 scripted ESMTP\r\n")
+        pending = b""
+        in_data: bytes | None = None
+        try:
+            while chunk := await reader.read(65536):
+                conn.segments.append(chunk)
+                pending += chunk
+                while b"\r\n" in pending:
+                    line, pending = pending.split(b"\r\n", 1)
+                    if in_data is not None:
+                        if line == b".":
+                            self.messages.append(in_data)
+                            in_data = None
+                            await self._send(writer, b"250 2.0.0 queued\r\n")
+                        else:
+                            in_data += line + b"\r\n"
+                        continue
+                    if line[:4].upper() == b"EHLO":
+                        offers = b"250-PIPELINING\r\n" if self.pipelining else b""
+                        await self._send(
+                            writer, b"250-scripted\r\n" + offers + b"250 SIZE 1000000\r\n"
+                        )
+                        continue
+                    reply = self.answer(line)
+                    if reply is not None:
+                        await self._send(writer, reply)
+                    if reply is not None and reply.startswith(b"354"):
+                        in_data = b""
+                    if line.upper() == b"QUIT":
+                        return
+        finally:
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        if not self.trickle:
+            writer.write(data)
+            await writer.drain()
+            return
+        for index in range(len(data)):
+            writer.write(data[index : index + 1])
+            await writer.drain()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+
+
+Starter = Callable[[ScriptedServer], Awaitable[SmtpTransport]]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Starter]:
+    servers: list[asyncio.Server] = []
+
+    async def started(script: ScriptedServer) -> SmtpTransport:
+        server = await asyncio.start_server(script.serve, "127.0.0.1", 0)
+        servers.append(server)
+        script.port = server.sockets[0].getsockname()[1]
+        return SmtpTransport(
+            host="127.0.0.1",
+            port=script.port,
+            security=SmtpSecurity.NONE,
+            timeout=5.0,
+            connections=1,
+            local_hostname="client.test",
+        )
+
+    yield started
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def message(recipient: str = "ada@example.org") -> OutgoingMessage:
+    return OutgoingMessage("invitations@example.org", recipient, f"<{recipient}>", BODY)
+
+
+def commands(segment: bytes) -> list[bytes]:
+    return [line.split(b":")[0].split(b" ")[0] for line in segment.split(b"\r\n") if line]
+
+
+async def test_with_pipelining_offered_mail_rcpt_and_data_leave_in_one_write(
+    start: Starter,
+) -> None:
+    """Two round trips a message: the envelope in one segment, then body and dot."""
+    script = ScriptedServer(pipelining=True)
+    async with await start(script) as smtp:
+        outcomes = [await smtp.send(message(f"r{i}@example.org")) for i in range(3)]
+    assert [o.status for o in outcomes] == [DeliveryStatus.SENT] * 3
+    assert len(script.messages) == 3
+    assert script.messages[0] == BODY
+    (conn,) = script.connections
+    after_ehlo = [s for s in conn.segments if not s.startswith(b"EHLO")]
+    envelopes = [s for s in after_ehlo if s.startswith(b"MAIL")]
+    assert len(envelopes) == 3
+    for index, segment in enumerate(envelopes):
+        assert segment == (
+            b"MAIL FROM:<invitations@example.org> SIZE=%d\r\n"
+            b"RCPT TO:<r%d@example.org>\r\nDATA\r\n" % (len(BODY), index)
+        )
+
+
+async def test_without_pipelining_each_command_waits_for_its_reply(start: Starter) -> None:
+    script = ScriptedServer(pipelining=False)
+    async with await start(script) as smtp:
+        outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.SENT
+    (conn,) = script.connections
+    heads = [commands(s) for s in conn.segments]
+    assert [b"MAIL"] in heads
+    assert [b"RCPT"] in heads
+    assert [b"DATA"] in heads
+    assert not any(len(h) > 1 for h in heads if h[0] in (b"MAIL", b"RCPT", b"DATA"))
+
+
+async def test_replies_split_into_single_bytes_are_read_in_order(start: Starter) -> None:
+    script = ScriptedServer(trickle=True)
+    async with await start(script) as smtp:
+        first = await smtp.send(message("a@example.org"))
+        second = await smtp.send(message("b@example.org"))
+    assert (first.status, first.code, second.status) == (
+        DeliveryStatus.SENT,
+        250,
+        DeliveryStatus.SENT,
+    )
+    assert len(script.messages) == 2
+    assert len(script.connections) == 1
+
+
+async def test_a_refused_recipient_reads_every_pipelined_reply_then_resets(start: Starter) -> None:
+    """RCPT refused: the DATA reply (503) is read too, RSET, and the session carries on."""
+
+    def refuse_bob(line: bytes) -> bytes | None:
+        if line.startswith(b"RCPT TO:<bob@"):
+            refuse_bob.refused = True  # type: ignore[attr-defined]
+            return b"550 5.1.1 no such user\r\n"
+        if line == b"DATA" and getattr(refuse_bob, "refused", False):
+            refuse_bob.refused = False  # type: ignore[attr-defined]
+            return b"503 5.5.1 no valid recipients\r\n"
+        return polite(line)
+
+    script = ScriptedServer(answer=refuse_bob)
+    async with await start(script) as smtp:
+        bob = await smtp.send(message("bob@example.org"))
+        ada = await smtp.send(message("ada@example.org"))
+    assert (bob.status, bob.code) == (DeliveryStatus.BOUNCED, 550)
+    assert ada.status is DeliveryStatus.SENT
+    (conn,) = script.connections
+    sent = [c for segment in conn.segments for c in commands(segment)]
+    assert sent.count(b"RSET") == 1
+    assert len(script.messages) == 1
+
+
+async def test_a_server_that_takes_data_after_refusing_the_recipient_is_left(
+    start: Starter,
+) -> None:
+    """RFC 2920 forbids a 354 with no valid recipient; the session is then in the middle
+    of a message we will not send, so it is closed, and nothing reaches the server."""
+
+    def careless(line: bytes) -> bytes | None:
+        if line.startswith(b"RCPT TO:<bob@"):
+            return b"550 5.1.1 no such user\r\n"
+        return polite(line)
+
+    script = ScriptedServer(answer=careless)
+    async with await start(script) as smtp:
+        bob = await smtp.send(message("bob@example.org"))
+        ada = await smtp.send(message("ada@example.org"))
+    assert bob.status is DeliveryStatus.BOUNCED
+    assert ada.status is DeliveryStatus.SENT
+    assert len(script.connections) == 2  # bob's session was not reused
+    assert script.messages == [BODY]
+
+
+async def test_a_reply_out_of_turn_retires_the_idle_session(start: Starter) -> None:
+    """A 421 sent to an idle session (without closing it) is never taken as the next
+    command's reply: the next message goes on a new session, delivered once."""
+    script = ScriptedServer()
+    async with await start(script) as smtp:
+        assert (await smtp.send(message("a@example.org"))).status is DeliveryStatus.SENT
+        writer = script.connections[0].writer
+        assert writer is not None
+        writer.write(b"421 4.4.2 idle too long\r\n")
+        await writer.drain()
+        for _ in range(50):  # let the client's loop read it (no clock involved)
+            await asyncio.sleep(0)
+        second = await smtp.send(message("b@example.org"))
+    assert second.status is DeliveryStatus.SENT
+    assert second.code == 250
+    assert len(script.connections) == 2
+    assert len(script.messages) == 2
+
+
+async def test_a_reply_that_is_not_smtp_defers_before_data(start: Starter) -> None:
+    def garbled(line: bytes) -> bytes | None:
+        return b"HTTP/1.1 400 Bad Request\r\n" if line.startswith(b"MAIL") else polite(line)
+
+    script = ScriptedServer(answer=garbled)
+    async with await start(script) as smtp:
+        outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.DEFERRED
+    assert outcome.code is None
+    assert "unreadable reply" in outcome.reply
+    assert script.messages == []
+
+
+async def test_a_multiline_reply_with_mixed_codes_is_not_smtp(start: Starter) -> None:
+    def mixed(line: bytes) -> bytes | None:
+        return b"250-fine\r\n550 not fine\r\n" if line.startswith(b"MAIL") else polite(line)
+
+    script = ScriptedServer(answer=mixed)
+    async with await start(script) as smtp:
+        outcome = await smtp.send(message())
+    assert outcome.status is DeliveryStatus.DEFERRED
+    assert "unreadable reply" in outcome.reply
+    assert script.messages == []
