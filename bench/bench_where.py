@@ -38,7 +38,7 @@ STAGES = (
     ("socket write (send syscall)", ("_SelectorSocketTransport.write",)),
     ("dot-stuffing", ("_dot_stuff",)),
     ("aiosmtplib parsing/formatting", ("aiosmtplib/",)),
-    ("our SMTP dialogue", ("mailer/delivery/smtp.py",)),
+    ("our SMTP dialogue", ("mailer/delivery/smtp.py", "mailer/delivery/session.py")),
     ("render (Jinja2 templates)", ("Renderer.render", "mailer/message/render.py")),
     ("compose (MIME, quoted-printable)", ("InvitationBuilder", "mailer/message/")),
     ("tokens (HMAC)", ("mailer/tokens.py",)),
@@ -152,8 +152,9 @@ def profile(count: int) -> None:
             sink.stop()
         if done.returncode != 0:
             raise SystemExit(f"py-spy failed:\n{done.stderr}")
-        # py-spy writes its own lines to stdout too: the child's is "SENT SECONDS DISPATCH".
-        found = re.search(r"^(\d+) ([\d.]+) [\d.]+$", done.stdout, re.MULTILINE)
+        # py-spy writes its own lines to stdout too: the child's is "SENT SECONDS DISPATCH
+        # CPU" (bench_send.py's e2e child).
+        found = re.search(r"^(\d+) ([\d.]+)(?: [\d.]+)+$", done.stdout, re.MULTILINE)
         if found is None:
             raise SystemExit(f"no result from the e2e child:\n{done.stdout}")
         report(raw, int(found[1]), float(found[2]))

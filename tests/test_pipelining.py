@@ -36,6 +36,7 @@ def polite(line: bytes) -> bytes | None:
 class Connection:
     segments: list[bytes] = field(default_factory=list)  # each read, as it arrived
     writer: asyncio.StreamWriter | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # the client went away
 
 
 @dataclass
@@ -44,6 +45,8 @@ class ScriptedServer:
     answer: Answer = polite
     # Write each reply one byte at a time (with a pause), to split them across reads.
     trickle: bool = False
+    # Half-close (FIN) right after the 354, and still read the body to its end.
+    eof_after_354: bool = False
     connections: list[Connection] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     port: int = 0
@@ -52,37 +55,47 @@ class ScriptedServer:
         conn = Connection(writer=writer)
         self.connections.append(conn)
         await self._send(writer, b"220 scripted ESMTP\r\n")
-        pending = b""
-        in_data: bytes | None = None
+        pending = bytearray()
+        in_data = False
         try:
             while chunk := await reader.read(65536):
                 conn.segments.append(chunk)
                 pending += chunk
-                while b"\r\n" in pending:
-                    line, pending = pending.split(b"\r\n", 1)
-                    if in_data is not None:
-                        if line == b".":
-                            self.messages.append(in_data)
-                            in_data = None
-                            await self._send(writer, b"250 2.0.0 queued\r\n")
-                        else:
-                            in_data += line + b"\r\n"
+                while True:
+                    if in_data:
+                        # The CRLF ending the DATA line is kept, so the end is always
+                        # CRLF . CRLF (the client sends no empty bodies here).
+                        end = pending.find(b"\r\n.\r\n")
+                        if end < 0:
+                            break
+                        self.messages.append(bytes(pending[2 : end + 2]))
+                        del pending[: end + 5]
+                        in_data = False
+                        await self._send(writer, b"250 2.0.0 queued\r\n")
                         continue
+                    eol = pending.find(b"\r\n")
+                    if eol < 0:
+                        break
+                    line = bytes(pending[:eol])
                     if line[:4].upper() == b"EHLO":
+                        del pending[: eol + 2]
                         offers = b"250-PIPELINING\r\n" if self.pipelining else b""
                         await self._send(
-                            writer, b"250-scripted\r\n" + offers + b"250 SIZE 1000000\r\n"
+                            writer, b"250-scripted\r\n" + offers + b"250 SIZE 1000000000\r\n"
                         )
                         continue
                     reply = self.answer(line)
+                    in_data = reply is not None and reply.startswith(b"354")
+                    del pending[: eol if in_data else eol + 2]
                     if reply is not None:
                         await self._send(writer, reply)
-                    if reply is not None and reply.startswith(b"354"):
-                        in_data = b""
+                    if in_data and self.eof_after_354:
+                        writer.write_eof()  # FIN: we say no more, but go on reading
                     if line.upper() == b"QUIT":
                         return
         finally:
             writer.close()
+            conn.ended.set()
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         if not self.trickle:
@@ -265,3 +278,21 @@ async def test_a_multiline_reply_with_mixed_codes_is_not_smtp(start: Starter) ->
     assert outcome.status is DeliveryStatus.DEFERRED
     assert "unreadable reply" in outcome.reply
     assert script.messages == []
+
+
+async def test_a_server_half_closing_during_the_body_that_still_reads_it_is_unknown(
+    start: Starter,
+) -> None:
+    """The server's FIN arrives while the body waits in our buffer; we close too, which
+    first hands the rest (the final dot with it) to the kernel, and the server reads it
+    all. The relay may have the message: UNKNOWN, never DEFERRED (a resend would mail the
+    recipient twice)."""
+    big = b"Subject: big\r\n\r\n" + (b"x" * 996 + b"\r\n") * 8000  # beyond socket buffers
+    script = ScriptedServer(eof_after_354=True)
+    async with await start(script) as smtp:
+        outcome = await smtp.send(
+            OutgoingMessage("invitations@example.org", "ada@example.org", "<ada>", big)
+        )
+    assert outcome.status is DeliveryStatus.UNKNOWN
+    await asyncio.wait_for(script.connections[0].ended.wait(), 30)  # it reads what it got
+    assert script.messages == [big]

@@ -116,9 +116,8 @@ class Session(asyncio.Protocol):
         return self.transport.get_write_buffer_size()
 
     async def drain(self) -> None:
-        """Return once the transport has handed on everything written (or raise)."""
-        if self.lost is not None:
-            raise ConnectionLost("connection lost") from self.lost
+        """Return once the transport has handed on everything written; raise if the
+        connection broke with some of it still held."""
         if not self._paused:
             return
         waiter = self._drain_waiter = self._loop.create_future()
@@ -164,7 +163,11 @@ class Session(asyncio.Protocol):
         if self.lost is None:
             self.lost = exc or ConnectionLost("connection closed")
         self._wake()
-        self._resume(exc or ConnectionLost("connection closed"))
+        # As with asyncio's streams: a clean close comes only after the transport has
+        # handed on everything it held (close() flushes first; a server's EOF closes our
+        # end that way), so a waiting drain is done and the bytes, the final dot among
+        # them, reached the kernel. An error means what was still held never left.
+        self._resume(exc)
 
     def pause_writing(self) -> None:
         self._paused = True
