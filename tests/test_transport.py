@@ -632,3 +632,23 @@ def test_dot_stuffing_fast_path_matches_the_general_one(parts: list[bytes]) -> N
     body = body if body.endswith(b"\r\n") else body + b"\r\n"
     expected = re.sub(rb"(?m)^\.", b"..", body) + b".\r\n"
     assert _dot_stuff(data) + _END_OF_DATA == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.emails(), st.text(max_size=40)))
+def test_addresses_go_on_the_line_as_aiosmtplibs_parser_puts_them(address: str) -> None:
+    """The fast path for plain addresses gives what aiosmtplib's quote_address gives, and
+    refuses (ValueError) whatever it refuses."""
+    from aiosmtplib.email import quote_address
+
+    from mailer.delivery.smtp import _path
+
+    try:
+        expected: str | None = quote_address(address)
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = _path(address)
+    except ValueError:
+        got = None
+    assert got == expected
