@@ -14,11 +14,15 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 from starlette.responses import HTMLResponse, Response
 
 from mailer.assets import BUILTIN_WEB
+from mailer.web.compiled import CompiledTemplates
 
 STYLESHEET = "style.css"
 ADMIN_FOLDER = "admin/"
 # The pages shipped in the package, used unless MAILER_TEMPLATES_DIR has a web/ of its own.
 BUILTIN_TEMPLATES = BUILTIN_WEB
+# Every app's page Environment is set up alike (below): they share compiled code, each
+# template keyed by its file (the organiser's or the built-in one).
+COMPILED = CompiledTemplates()
 
 
 def mask_email(email: str) -> str:
@@ -46,6 +50,7 @@ class PageRenderer:
             autoescape=True,
             undefined=StrictUndefined,
             auto_reload=False,
+            bytecode_cache=COMPILED,
         )
         self.organisation = organisation
         self.stylesheet = (directory / STYLESHEET).read_bytes()

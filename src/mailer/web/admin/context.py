@@ -22,8 +22,13 @@ from mailer.web.admin.guard import SignedIn
 from mailer.web.admin.passwords import Passwords
 from mailer.web.admin.sessions import SessionManager
 from mailer.web.admin.throttle import SignInThrottle
+from mailer.web.compiled import CompiledTemplates
 
 ADMIN_TEMPLATES = BUILTIN_WEB / "admin"
+# Every app's dashboard Environment is set up alike (below): they share compiled code.
+# `local` differs per app (its zone) but is a plain filter in each, applied to no
+# constant, so the code compiled for one app is the code for any.
+COMPILED = CompiledTemplates()
 
 NAVIGATION: tuple[tuple[str, str], ...] = (
     ("overview", "Overview"),
@@ -75,6 +80,7 @@ class Admin:
             autoescape=True,
             undefined=StrictUndefined,
             auto_reload=False,
+            bytecode_cache=COMPILED,
         )
         self.environment.filters["local"] = self.local_time
         self.environment.globals["section_href"] = section_href
