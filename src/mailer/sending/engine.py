@@ -38,6 +38,7 @@ from mailer.models import (
     Recipient,
     RecordedOutcome,
 )
+from mailer.sending.chunks import ChunkSizer
 from mailer.sending.journal import Journal
 from mailer.sending.policy import CircuitBreaker, RetryPolicy
 from mailer.sending.ports import Ledger
@@ -108,6 +109,12 @@ class EngineOptions:
     False: a helper (another process or machine) that sends what it claims, then stops."""
     shared_progress: bool = False
     """Progress counts every sender's outcomes (read from the store), not just ours."""
+    mark_ahead: float = 0.1
+    """Seconds of sending, at the rate rows are being taken, to re-check and mark `sending`
+    in one statement (mailer.sending.chunks): at least `concurrency` rows, at most 8 times
+    that. A marked row waits for at most its chunk and the queue's 2 x `concurrency` rows:
+    0.2 s at 300 messages/s, 0.08 s at 2,000 (with 16 connections; was 0.16 and 0.024 s
+    with chunks of `concurrency` rows)."""
 
 
 @dataclass(slots=True)
@@ -188,6 +195,8 @@ class Dispatcher:
         self._reap = reap
         self._counts_read_at = 0.0
         self._sent_before = 0
+        least = max(1, options.concurrency)
+        self._chunks = ChunkSizer(least=least, most=8 * least, window=options.mark_ahead)
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -294,7 +303,6 @@ class Dispatcher:
     async def _feed(self, queue: asyncio.Queue[DueDelivery | None], progress: Progress) -> None:
         # Re-check and mark only what the workers will take within moments: a subscriber
         # who unsubscribes now is skipped, and a crash leaves few rows `sending`.
-        chunk = max(1, self.options.concurrency)
         lease = timedelta(seconds=self.options.lease_seconds)
         while not self._halted():
             claim = await asyncio.to_thread(
@@ -308,10 +316,12 @@ class Dispatcher:
             if claim is None:
                 return
             batch = claim.rows
-            for start in range(0, len(batch), chunk):
+            start = 0
+            while start < len(batch):
                 if self._halted():
                     return
-                part = batch[start : start + chunk]
+                part = batch[start : start + self._chunks.next_size()]
+                start += len(part)
                 marked = await asyncio.to_thread(
                     functools.partial(
                         self.store.begin_sending,
@@ -341,6 +351,7 @@ class Dispatcher:
         pauses the campaign with the error as its reason: the row in hand is recorded if
         it was sent, given back if not, and the other workers drain the queue."""
         while (delivery := await queue.get()) is not None:
+            self._chunks.taken()
             try:
                 await self._process(delivery, progress)
             except Exception as exc:
