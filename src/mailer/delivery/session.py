@@ -53,6 +53,7 @@ class Session(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self.lost: BaseException | None = None
         self.spoke_out_of_turn = False
+        self._gone = False
 
     @classmethod
     def take(cls, transport: asyncio.WriteTransport, *, timeout: float) -> Session:
@@ -72,6 +73,7 @@ class Session(asyncio.Protocol):
             and not self.spoke_out_of_turn
             and self._expected == 0
             and not self._replies
+            and not self._pending  # half a reply nobody asked for is still out of turn
         )
 
     def write(self, data: bytes, *, replies: int) -> None:
@@ -129,6 +131,11 @@ class Session(asyncio.Protocol):
     def close(self) -> None:
         self.transport.close()
 
+    def abort(self) -> None:
+        """Close now, dropping whatever is still buffered (it must never leave)."""
+        if not self._gone:  # after a flushed close(), 3.11's abort() would raise
+            self.transport.abort()
+
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
@@ -145,6 +152,8 @@ class Session(asyncio.Protocol):
             if isinstance(reply, MalformedReply) or len(self._replies) >= self._expected:
                 # Nothing we wrote asked for this (a timeout notice to an idle session,
                 # a server gone wrong): never pair it with a later command.
+                if self.spoke_out_of_turn:
+                    continue  # one is enough to retire the session; keep no more
                 self.spoke_out_of_turn = True
             self._replies.append(reply)
         if len(pending) > _MAX_PENDING:
@@ -160,6 +169,7 @@ class Session(asyncio.Protocol):
         return False  # close our end too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._gone = True
         if self.lost is None:
             self.lost = exc or ConnectionLost("connection closed")
         self._wake()

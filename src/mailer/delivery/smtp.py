@@ -338,11 +338,11 @@ class SmtpTransport:
             await self._after_refusal(conn, replies)
             if rcpt.code == AUTH_REQUIRED:  # some relays ask for the login only at RCPT
                 raise login_required(rcpt.code, rcpt.message)
-            return Outcome(classify_reply(rcpt.code, rcpt.message), rcpt.code, rcpt.message)
+            return _refused(rcpt)
         start = replies[2]
         if start.code != SMTPStatus.start_input:
             await self._after_refusal(conn, replies)
-            return Outcome(classify_reply(start.code, start.message), start.code, start.message)
+            return _refused(start)
         if on_body is not None:
             on_body()
         return await self._send_body(conn, message.data)
@@ -385,7 +385,7 @@ class SmtpTransport:
         except OSError as exc:  # lost, or no reply within the timeout
             # A timeout leaves the transports open: a dot still queued there never left.
             unsent = 0 if session.transport.is_closing() else conn.unsent()
-            session.close()
+            session.abort()
             if unsent:
                 return Outcome(DeliveryStatus.DEFERRED, None, f"{_describe(exc)} during DATA")
             return Outcome(
@@ -396,6 +396,13 @@ class SmtpTransport:
         except MalformedReply as exc:  # garbage where the reply should be
             session.close()
             return Outcome(DeliveryStatus.UNKNOWN, None, f"unreadable reply to DATA: {exc}")
+        if not 200 <= reply.code < 600 or 300 <= reply.code < 400:
+            session.close()
+            return Outcome(
+                DeliveryStatus.UNKNOWN,
+                reply.code,
+                f"no verdict to the end of DATA: {reply.message}",
+            )
         if reply.code == SMTPStatus.completed:
             pass
         elif reply.code == SMTPStatus.domain_unavailable or waited:
@@ -458,7 +465,7 @@ def _before_the_dot(
     """The connection failed, stalled, or the server spoke, before the final dot was in
     the kernel: the relay cannot have accepted the message. The session is in the middle
     of DATA and cannot be reused."""
-    session.close()
+    session.abort()
     if early is not None and early.code >= 400:  # e.g. 421 or 552 before the end of data
         return Outcome(classify_reply(early.code, early.message), early.code, early.message)
     if early is not None:
@@ -508,3 +515,10 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, MalformedReply):
         return f"unreadable reply ({exc})"
     return "connection lost"
+
+
+def _refused(reply: SMTPResponse) -> Outcome:
+    status = classify_reply(reply.code, reply.message)
+    if status is DeliveryStatus.SENT:  # no body went: whatever it meant, not a delivery
+        status = DeliveryStatus.DEFERRED
+    return Outcome(status, reply.code, reply.message)
