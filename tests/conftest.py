@@ -82,6 +82,8 @@ def store(database_url: str) -> Iterator[Store]:
 
 
 # The real SMTP test server (aiosmtpd on port 0) and its fixtures: see tests/smtp_server.py.
+# A scripted relay (faults aiosmtpd cannot make) and a transport for it: tests/scripted_relay.py.
+from scripted_relay import start_relay  # noqa: E402
 from smtp_server import (  # noqa: E402
     smtp_server,
     smtp_server_process,
@@ -89,4 +91,4 @@ from smtp_server import (  # noqa: E402
     tls_files,
 )
 
-__all__ = ["smtp_server", "smtp_server_process", "smtp_server_thread", "tls_files"]
+__all__ = ["smtp_server", "smtp_server_process", "smtp_server_thread", "start_relay", "tls_files"]

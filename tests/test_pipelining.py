@@ -1,138 +1,23 @@
-"""RFC 2920 pipelining and the reply reader, against a scripted SMTP server on port 0.
+"""RFC 2920 pipelining and the reply reader, against a scripted SMTP relay on port 0.
 
 aiosmtpd (tests/smtp_server.py) answers like a well-behaved relay, and the transport's
 tests run against it with and without PIPELINING. What it cannot show is *how* the
 commands arrived, nor a server that answers out of turn, splits its replies or breaks
-the rules; this server records every segment it reads and answers from a script.
+the rules: tests/scripted_relay.py records every read and answers from a script.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
-import pytest
-
-from mailer.config import SmtpSecurity
-from mailer.delivery.smtp import SmtpTransport
 from mailer.models import DeliveryStatus, OutgoingMessage
+from scripted_relay import Relay, Start, polite
 
 BODY = b"From: a@example.org\r\nSubject: Hi\r\n\r\nHello\r\n"
 
-Answer = Callable[[bytes], bytes | None]  # a command line -> the reply (None: say nothing)
 
-
-def polite(line: bytes) -> bytes | None:
-    verb = line[:4].upper()
-    if verb == b"DATA":
-        return b"354 go ahead\r\n"
-    if verb == b"QUIT":
-        return b"221 bye\r\n"
-    return b"250 2.0.0 ok\r\n"
-
-
-@dataclass
-class Connection:
-    segments: list[bytes] = field(default_factory=list)  # each read, as it arrived
-    writer: asyncio.StreamWriter | None = None
-    ended: asyncio.Event = field(default_factory=asyncio.Event)  # the client went away
-
-
-@dataclass
-class ScriptedServer:
-    pipelining: bool = True
-    answer: Answer = polite
-    # Write each reply one byte at a time (with a pause), to split them across reads.
-    trickle: bool = False
-    # Half-close (FIN) right after the 354, and still read the body to its end.
-    eof_after_354: bool = False
-    connections: list[Connection] = field(default_factory=list)
-    messages: list[bytes] = field(default_factory=list)
-    port: int = 0
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(writer=writer)
-        self.connections.append(conn)
-        await self._send(writer, b"220 scripted ESMTP\r\n")
-        pending = bytearray()
-        in_data = False
-        try:
-            while chunk := await reader.read(65536):
-                conn.segments.append(chunk)
-                pending += chunk
-                while True:
-                    if in_data:
-                        # The CRLF ending the DATA line is kept, so the end is always
-                        # CRLF . CRLF (the client sends no empty bodies here).
-                        end = pending.find(b"\r\n.\r\n")
-                        if end < 0:
-                            break
-                        self.messages.append(bytes(pending[2 : end + 2]))
-                        del pending[: end + 5]
-                        in_data = False
-                        await self._send(writer, b"250 2.0.0 queued\r\n")
-                        continue
-                    eol = pending.find(b"\r\n")
-                    if eol < 0:
-                        break
-                    line = bytes(pending[:eol])
-                    if line[:4].upper() == b"EHLO":
-                        del pending[: eol + 2]
-                        offers = b"250-PIPELINING\r\n" if self.pipelining else b""
-                        await self._send(
-                            writer, b"250-scripted\r\n" + offers + b"250 SIZE 1000000000\r\n"
-                        )
-                        continue
-                    reply = self.answer(line)
-                    in_data = reply is not None and reply.startswith(b"354")
-                    del pending[: eol if in_data else eol + 2]
-                    if reply is not None:
-                        await self._send(writer, reply)
-                    if in_data and self.eof_after_354:
-                        writer.write_eof()  # FIN: we say no more, but go on reading
-                    if line.upper() == b"QUIT":
-                        return
-        finally:
-            writer.close()
-            conn.ended.set()
-
-    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        if not self.trickle:
-            writer.write(data)
-            await writer.drain()
-            return
-        for index in range(len(data)):
-            writer.write(data[index : index + 1])
-            await writer.drain()
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-
-
-Starter = Callable[[ScriptedServer], Awaitable[SmtpTransport]]
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[Starter]:
-    servers: list[asyncio.Server] = []
-
-    async def started(script: ScriptedServer) -> SmtpTransport:
-        server = await asyncio.start_server(script.serve, "127.0.0.1", 0)
-        servers.append(server)
-        script.port = server.sockets[0].getsockname()[1]
-        return SmtpTransport(
-            host="127.0.0.1",
-            port=script.port,
-            security=SmtpSecurity.NONE,
-            timeout=5.0,
-            connections=1,
-            local_hostname="client.test",
-        )
-
-    yield started
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+def single_bytes(data: bytes) -> list[bytes]:
+    return [data[index : index + 1] for index in range(len(data))]
 
 
 def message(recipient: str = "ada@example.org") -> OutgoingMessage:
@@ -144,11 +29,11 @@ def commands(segment: bytes) -> list[bytes]:
 
 
 async def test_with_pipelining_offered_mail_rcpt_and_data_leave_in_one_write(
-    start: Starter,
+    start_relay: Start,
 ) -> None:
     """Two round trips a message: the envelope in one segment, then body and dot."""
-    script = ScriptedServer(pipelining=True)
-    async with await start(script) as smtp:
+    script, smtp = await start_relay(Relay(pipelining=True))
+    async with smtp:
         outcomes = [await smtp.send(message(f"r{i}@example.org")) for i in range(3)]
     assert [o.status for o in outcomes] == [DeliveryStatus.SENT] * 3
     assert len(script.messages) == 3
@@ -164,9 +49,9 @@ async def test_with_pipelining_offered_mail_rcpt_and_data_leave_in_one_write(
         )
 
 
-async def test_without_pipelining_each_command_waits_for_its_reply(start: Starter) -> None:
-    script = ScriptedServer(pipelining=False)
-    async with await start(script) as smtp:
+async def test_without_pipelining_each_command_waits_for_its_reply(start_relay: Start) -> None:
+    script, smtp = await start_relay(Relay(pipelining=False))
+    async with smtp:
         outcome = await smtp.send(message())
     assert outcome.status is DeliveryStatus.SENT
     (conn,) = script.connections
@@ -177,9 +62,9 @@ async def test_without_pipelining_each_command_waits_for_its_reply(start: Starte
     assert not any(len(h) > 1 for h in heads if h[0] in (b"MAIL", b"RCPT", b"DATA"))
 
 
-async def test_replies_split_into_single_bytes_are_read_in_order(start: Starter) -> None:
-    script = ScriptedServer(trickle=True)
-    async with await start(script) as smtp:
+async def test_replies_split_into_single_bytes_are_read_in_order(start_relay: Start) -> None:
+    script, smtp = await start_relay(Relay(chunks=single_bytes))
+    async with smtp:
         first = await smtp.send(message("a@example.org"))
         second = await smtp.send(message("b@example.org"))
     assert (first.status, first.code, second.status) == (
@@ -191,7 +76,9 @@ async def test_replies_split_into_single_bytes_are_read_in_order(start: Starter)
     assert len(script.connections) == 1
 
 
-async def test_a_refused_recipient_reads_every_pipelined_reply_then_resets(start: Starter) -> None:
+async def test_a_refused_recipient_reads_every_pipelined_reply_then_resets(
+    start_relay: Start,
+) -> None:
     """RCPT refused: the DATA reply (503) is read too, RSET, and the session carries on."""
 
     def refuse_bob(line: bytes) -> bytes | None:
@@ -203,8 +90,8 @@ async def test_a_refused_recipient_reads_every_pipelined_reply_then_resets(start
             return b"503 5.5.1 no valid recipients\r\n"
         return polite(line)
 
-    script = ScriptedServer(answer=refuse_bob)
-    async with await start(script) as smtp:
+    script, smtp = await start_relay(Relay(answer=refuse_bob))
+    async with smtp:
         bob = await smtp.send(message("bob@example.org"))
         ada = await smtp.send(message("ada@example.org"))
     assert (bob.status, bob.code) == (DeliveryStatus.BOUNCED, 550)
@@ -216,7 +103,7 @@ async def test_a_refused_recipient_reads_every_pipelined_reply_then_resets(start
 
 
 async def test_a_server_that_takes_data_after_refusing_the_recipient_is_left(
-    start: Starter,
+    start_relay: Start,
 ) -> None:
     """RFC 2920 forbids a 354 with no valid recipient; the session is then in the middle
     of a message we will not send, so it is closed, and nothing reaches the server."""
@@ -226,8 +113,8 @@ async def test_a_server_that_takes_data_after_refusing_the_recipient_is_left(
             return b"550 5.1.1 no such user\r\n"
         return polite(line)
 
-    script = ScriptedServer(answer=careless)
-    async with await start(script) as smtp:
+    script, smtp = await start_relay(Relay(answer=careless))
+    async with smtp:
         bob = await smtp.send(message("bob@example.org"))
         ada = await smtp.send(message("ada@example.org"))
     assert bob.status is DeliveryStatus.BOUNCED
@@ -236,11 +123,11 @@ async def test_a_server_that_takes_data_after_refusing_the_recipient_is_left(
     assert script.messages == [BODY]
 
 
-async def test_a_reply_out_of_turn_retires_the_idle_session(start: Starter) -> None:
+async def test_a_reply_out_of_turn_retires_the_idle_session(start_relay: Start) -> None:
     """A 421 sent to an idle session (without closing it) is never taken as the next
     command's reply: the next message goes on a new session, delivered once."""
-    script = ScriptedServer()
-    async with await start(script) as smtp:
+    script, smtp = await start_relay(Relay())
+    async with smtp:
         assert (await smtp.send(message("a@example.org"))).status is DeliveryStatus.SENT
         writer = script.connections[0].writer
         assert writer is not None
@@ -255,12 +142,12 @@ async def test_a_reply_out_of_turn_retires_the_idle_session(start: Starter) -> N
     assert len(script.messages) == 2
 
 
-async def test_a_reply_that_is_not_smtp_defers_before_data(start: Starter) -> None:
+async def test_a_reply_that_is_not_smtp_defers_before_data(start_relay: Start) -> None:
     def garbled(line: bytes) -> bytes | None:
         return b"HTTP/1.1 400 Bad Request\r\n" if line.startswith(b"MAIL") else polite(line)
 
-    script = ScriptedServer(answer=garbled)
-    async with await start(script) as smtp:
+    script, smtp = await start_relay(Relay(answer=garbled))
+    async with smtp:
         outcome = await smtp.send(message())
     assert outcome.status is DeliveryStatus.DEFERRED
     assert outcome.code is None
@@ -268,12 +155,12 @@ async def test_a_reply_that_is_not_smtp_defers_before_data(start: Starter) -> No
     assert script.messages == []
 
 
-async def test_a_multiline_reply_with_mixed_codes_is_not_smtp(start: Starter) -> None:
+async def test_a_multiline_reply_with_mixed_codes_is_not_smtp(start_relay: Start) -> None:
     def mixed(line: bytes) -> bytes | None:
         return b"250-fine\r\n550 not fine\r\n" if line.startswith(b"MAIL") else polite(line)
 
-    script = ScriptedServer(answer=mixed)
-    async with await start(script) as smtp:
+    script, smtp = await start_relay(Relay(answer=mixed))
+    async with smtp:
         outcome = await smtp.send(message())
     assert outcome.status is DeliveryStatus.DEFERRED
     assert "unreadable reply" in outcome.reply
@@ -281,15 +168,15 @@ async def test_a_multiline_reply_with_mixed_codes_is_not_smtp(start: Starter) ->
 
 
 async def test_a_server_half_closing_during_the_body_that_still_reads_it_is_unknown(
-    start: Starter,
+    start_relay: Start,
 ) -> None:
     """The server's FIN arrives while the body waits in our buffer; we close too, which
     first hands the rest (the final dot with it) to the kernel, and the server reads it
     all. The relay may have the message: UNKNOWN, never DEFERRED (a resend would mail the
     recipient twice)."""
     big = b"Subject: big\r\n\r\n" + (b"x" * 996 + b"\r\n") * 8000  # beyond socket buffers
-    script = ScriptedServer(eof_after_354=True)
-    async with await start(script) as smtp:
+    script, smtp = await start_relay(Relay(eof_after_354=True))
+    async with smtp:
         outcome = await smtp.send(
             OutgoingMessage("invitations@example.org", "ada@example.org", "<ada>", big)
         )

@@ -3,187 +3,28 @@ scripted relay: what the relay really received, for each outcome the transport r
 
 The invariant under test: DEFERRED (resent later) only when the relay cannot have the
 message; SENT only when it said so to the final dot; a session reused only in step.
-The relay here is a small asyncio server (as in test_pipelining.py) that can also speak
-STARTTLS or implicit TLS, hold its reading after the 354, and answer from a script.
+The relay is tests/scripted_relay.py (fixture `start`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import socket
-import ssl
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 import pytest
 
 from mailer.config import SmtpSecurity
-from mailer.delivery.smtp import SmtpTransport
 from mailer.models import DeliveryStatus, OutgoingMessage
-from smtp_server import TlsFiles
+from scripted_relay import Relay, Start, polite
 
 SENDER = "invitations@example.org"
 BODY = b"From: invitations@example.org\r\nSubject: Hi\r\n\r\nHello\r\n"
 # 8 MB: more than the kernels can hold between the two ends once the relay stops
-# reading (its receive buffer is pinned small below; the client's send buffer grows to
+# reading (its receive buffer is pinned small, in scripted_relay; the client's send buffer grows to
 # 4 MiB at most on this machine).
 BIG_BODY = b"Subject: big\r\n\r\n" + (b"x" * 996 + b"\r\n") * 8000
 SECURITIES = [SmtpSecurity.NONE, SmtpSecurity.STARTTLS, SmtpSecurity.TLS]
-
-Answer = Callable[[bytes], bytes | None]  # a command line -> its reply (None: say nothing)
-
-
-def polite(line: bytes) -> bytes | None:
-    verb = line[:4].upper()
-    if verb == b"DATA":
-        return b"354 go ahead\r\n"
-    if verb == b"QUIT":
-        return b"221 bye\r\n"
-    return b"250 2.0.0 ok\r\n"
-
-
-@dataclass
-class Connection:
-    lines: list[bytes] = field(default_factory=list)  # every command line read
-    writer: asyncio.StreamWriter | None = None
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
-class Relay:
-    pipelining: bool = True
-    security: SmtpSecurity = SmtpSecurity.NONE
-    tls: ssl.SSLContext | None = None
-    answer: Answer = polite
-    end_reply: bytes = b"250 2.0.0 queued\r\n"
-    # Set: after the 354, read nothing more until this event is set.
-    hold_after_354: asyncio.Event | None = None
-    # Split (or not) each reply into the writes it goes out in.
-    chunks: Callable[[bytes], list[bytes]] = lambda data: [data]
-    connections: list[Connection] = field(default_factory=list)
-    messages: list[bytes] = field(default_factory=list)  # bodies answered with end_reply
-    seen: asyncio.Event = field(default_factory=asyncio.Event)  # set on each command line
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(writer=writer)
-        self.connections.append(conn)
-        pending = bytearray()
-        in_data = False
-        tls_on = self.security is SmtpSecurity.TLS
-        try:
-            await self.send(writer, b"220 scripted ESMTP\r\n")
-            while chunk := await reader.read(65536):
-                pending += chunk
-                while True:
-                    if in_data:
-                        end = pending.find(b"\r\n.\r\n")
-                        if end < 0:
-                            break
-                        body = bytes(pending[2 : end + 2])
-                        del pending[: end + 5]
-                        in_data = False
-                        if self.end_reply.startswith(b"250"):
-                            self.messages.append(body)
-                        await self.send(writer, self.end_reply)
-                        continue
-                    eol = pending.find(b"\r\n")
-                    if eol < 0:
-                        break
-                    line = bytes(pending[:eol])
-                    conn.lines.append(line)
-                    self.seen.set()
-                    verb = line[:4].upper()
-                    if verb in (b"EHLO", b"HELO"):
-                        del pending[: eol + 2]
-                        offers = b"250-PIPELINING\r\n" if self.pipelining else b""
-                        if self.security is SmtpSecurity.STARTTLS and not tls_on:
-                            offers += b"250-STARTTLS\r\n"
-                        await self.send(
-                            writer, b"250-scripted\r\n" + offers + b"250 SIZE 1000000000\r\n"
-                        )
-                        continue
-                    if line.upper() == b"STARTTLS":
-                        del pending[: eol + 2]
-                        await self.send(writer, b"220 go ahead\r\n")
-                        assert self.tls is not None
-                        await writer.start_tls(self.tls)
-                        tls_on = True
-                        continue
-                    reply = self.answer(line)
-                    in_data = reply is not None and reply.startswith(b"354")
-                    # The CRLF ending the DATA line is kept: the end is always CRLF.CRLF.
-                    del pending[: eol if in_data else eol + 2]
-                    if reply is not None:
-                        await self.send(writer, reply)
-                    if in_data and self.hold_after_354 is not None:
-                        await self.hold_after_354.wait()
-                    if line.upper() == b"QUIT":
-                        return
-        except (ConnectionError, ssl.SSLError):
-            pass  # the client went away
-        finally:
-            writer.close()
-            conn.ended.set()
-
-    async def send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        pieces = self.chunks(data)
-        for index, piece in enumerate(pieces):
-            writer.write(piece)
-            await writer.drain()
-            if index + 1 < len(pieces):
-                for _ in range(3):  # a turn of the client's loop between the pieces
-                    await asyncio.sleep(0)
-
-
-Start = Callable[..., Awaitable[tuple[Relay, SmtpTransport]]]
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return TlsFiles.create(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-async def start(tls_files: TlsFiles) -> AsyncIterator[Start]:
-    servers: list[asyncio.Server] = []
-    clients: list[SmtpTransport] = []
-
-    async def started(
-        relay: Relay, *, reply_timeout: float = 5.0, connections: int = 1
-    ) -> tuple[Relay, SmtpTransport]:
-        if relay.security is not SmtpSecurity.NONE:
-            relay.tls = tls_files.server_context
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # A small fixed receive buffer (inherited by accepted sockets): a relay that
-        # stops reading backs the client up after a few hundred KB, not tens of MB.
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-        listener.bind(("127.0.0.1", 0))
-        server = await asyncio.start_server(
-            relay.serve,
-            sock=listener,
-            ssl=relay.tls if relay.security is SmtpSecurity.TLS else None,
-        )
-        servers.append(server)
-        client = SmtpTransport(
-            host="127.0.0.1",
-            port=listener.getsockname()[1],
-            security=relay.security,
-            ca_file=tls_files.ca_file if relay.security is not SmtpSecurity.NONE else None,
-            timeout=reply_timeout,
-            connections=connections,
-            local_hostname="client.test",
-        )
-        clients.append(client)
-        return relay, client
-
-    yield started
-    for client in clients:
-        await client.aclose()
-    for server in servers:
-        server.close()
-        await server.wait_closed()
 
 
 def message(recipient: str = "ada@example.org", data: bytes = BODY) -> OutgoingMessage:
@@ -203,13 +44,15 @@ def pipelining_or_not() -> pytest.MarkDecorator:
 
 @pytest.mark.parametrize("security", SECURITIES, ids=lambda s: s.value)
 async def test_a_body_deferred_after_the_relay_stalled_never_reaches_it_later(
-    start: Start, security: SmtpSecurity
+    start_relay: Start, security: SmtpSecurity
 ) -> None:
     """The relay stops reading after its 354 for longer than the timeout, then reads on
     (a busy relay, not a dead one). The send gives up with the dot still in our buffers
     and says DEFERRED; the message will be sent again, so the dot must never leave."""
     hold = asyncio.Event()
-    relay, smtp = await start(Relay(security=security, hold_after_354=hold), reply_timeout=0.5)
+    relay, smtp = await start_relay(
+        Relay(security=security, hold_after_354=hold), reply_timeout=0.5
+    )
     outcome = await smtp.send(message(data=BIG_BODY))
     hold.set()  # the relay reads on
     await ended(relay)
@@ -227,7 +70,7 @@ async def test_a_body_deferred_after_the_relay_stalled_never_reaches_it_later(
     ids=["252-to-rcpt", "250-to-data"],
 )
 async def test_a_2xx_in_place_of_the_354_is_not_taken_for_delivery(
-    start: Start, pipelining: bool, verb: bytes, odd_reply: bytes
+    start_relay: Start, pipelining: bool, verb: bytes, odd_reply: bytes
 ) -> None:
     """No body went, so the relay has nothing: the outcome must not be SENT (the
     recipient would be counted as mailed and never get the message)."""
@@ -235,7 +78,7 @@ async def test_a_2xx_in_place_of_the_354_is_not_taken_for_delivery(
     def odd(line: bytes) -> bytes | None:
         return odd_reply if line.upper().startswith(verb) else polite(line)
 
-    relay, smtp = await start(Relay(pipelining=pipelining, answer=odd))
+    relay, smtp = await start_relay(Relay(pipelining=pipelining, answer=odd))
     outcome = await smtp.send(message())
     assert relay.messages == []
     assert outcome.status is not DeliveryStatus.SENT
@@ -245,7 +88,9 @@ async def test_a_2xx_in_place_of_the_354_is_not_taken_for_delivery(
 
 
 @pytest.mark.parametrize("reply", [b"354 go ahead\r\n", b"600 what\r\n"], ids=["354", "600"])
-async def test_a_reply_to_the_dot_that_is_no_verdict_is_unknown(start: Start, reply: bytes) -> None:
+async def test_a_reply_to_the_dot_that_is_no_verdict_is_unknown(
+    start_relay: Start, reply: bytes
+) -> None:
     """The dot reached the relay and it answered with a code that is neither 2xx, 4xx nor
     5xx: it may have the message (an unreadable reply there is UNKNOWN already)."""
 
@@ -253,7 +98,7 @@ async def test_a_reply_to_the_dot_that_is_no_verdict_is_unknown(start: Start, re
         return polite(line)
 
     relay = Relay(answer=record_anyway, end_reply=reply)
-    relay, smtp = await start(relay)
+    relay, smtp = await start_relay(relay)
     outcome = await smtp.send(message())
     await smtp.aclose()
     await ended(relay)
@@ -263,10 +108,12 @@ async def test_a_reply_to_the_dot_that_is_no_verdict_is_unknown(start: Start, re
 # -- sessions reused only in step ----------------------------------------------------------
 
 
-async def test_a_421_merged_with_the_reply_to_the_dot_retires_the_session(start: Start) -> None:
+async def test_a_421_merged_with_the_reply_to_the_dot_retires_the_session(
+    start_relay: Start,
+) -> None:
     """ "250 queued" and an unsolicited "421" arrive in one read: the message is SENT, and
     the next one goes on a new session (the 421 is never paired with its MAIL)."""
-    relay, smtp = await start(Relay(end_reply=b"250 2.0.0 queued\r\n421 4.4.2 bye now\r\n"))
+    relay, smtp = await start_relay(Relay(end_reply=b"250 2.0.0 queued\r\n421 4.4.2 bye now\r\n"))
     first = await smtp.send(message("a@example.org"))
     second = await smtp.send(message("b@example.org"))
     assert (first.status, first.code) == (DeliveryStatus.SENT, 250)
@@ -276,7 +123,7 @@ async def test_a_421_merged_with_the_reply_to_the_dot_retires_the_session(start:
 
 
 async def test_a_421_split_across_reads_while_idle_sends_the_next_message_once(
-    start: Start,
+    start_relay: Start,
 ) -> None:
     """The relay's idle-timeout notice arrives in two pieces, the second only once the
     next envelope is on its way (then it hangs up): the half-read 421 does not keep the
@@ -290,7 +137,7 @@ async def test_a_421_split_across_reads_while_idle_sends_the_next_message_once(
             return b"\r\n"  # ends "421 4.4.2 idle too long"
         return polite(line)
 
-    relay, smtp = await start(Relay(answer=finish_the_421))
+    relay, smtp = await start_relay(Relay(answer=finish_the_421))
     assert (await smtp.send(message("a@example.org"))).status is DeliveryStatus.SENT
     writer = relay.connections[0].writer
     assert writer is not None
@@ -308,7 +155,7 @@ async def test_a_421_split_across_reads_while_idle_sends_the_next_message_once(
 @pipelining_or_not()
 @pytest.mark.parametrize("step", [b"MAIL", b"RCPT", b"DATA"])
 async def test_a_421_at_each_step_defers_and_the_next_message_uses_a_new_session(
-    start: Start, pipelining: bool, step: bytes
+    start_relay: Start, pipelining: bool, step: bytes
 ) -> None:
     said = {"421": False}
 
@@ -318,7 +165,7 @@ async def test_a_421_at_each_step_defers_and_the_next_message_uses_a_new_session
             return b"421 4.3.2 shutting down\r\n"
         return polite(line)
 
-    relay, smtp = await start(Relay(pipelining=pipelining, answer=closing))
+    relay, smtp = await start_relay(Relay(pipelining=pipelining, answer=closing))
     first = await smtp.send(message("a@example.org"))
     second = await smtp.send(message("b@example.org"))
     assert (first.status, first.code) == (DeliveryStatus.DEFERRED, 421)
@@ -328,7 +175,7 @@ async def test_a_421_at_each_step_defers_and_the_next_message_uses_a_new_session
 
 
 @pipelining_or_not()
-async def test_a_refused_rset_retires_the_session(start: Start, pipelining: bool) -> None:
+async def test_a_refused_rset_retires_the_session(start_relay: Start, pipelining: bool) -> None:
     def no_reset(line: bytes) -> bytes | None:
         upper = line.upper()
         if upper.startswith(b"RCPT TO:<BOB@"):
@@ -345,7 +192,7 @@ async def test_a_refused_rset_retires_the_session(start: Start, pipelining: bool
         lines = relay.connections[-1].lines
         return lines[-3:]
 
-    relay, smtp = await start(relay)
+    relay, smtp = await start_relay(relay)
     bob = await smtp.send(message("bob@example.org"))
     ada = await smtp.send(message("ada@example.org"))
     assert (bob.status, bob.code) == (DeliveryStatus.BOUNCED, 550)
@@ -356,7 +203,7 @@ async def test_a_refused_rset_retires_the_session(start: Start, pipelining: bool
 
 @pipelining_or_not()
 async def test_a_timed_out_envelope_is_never_paired_with_its_late_replies(
-    start: Start, pipelining: bool
+    start_relay: Start, pipelining: bool
 ) -> None:
     """MAIL's reply comes only after the client gave up: the late "250" must not answer
     the next message's MAIL (its session is closed; the next one is new)."""
@@ -367,7 +214,9 @@ async def test_a_timed_out_envelope_is_never_paired_with_its_late_replies(
             return None  # answered late, below
         return polite(line)
 
-    relay, smtp = await start(Relay(pipelining=pipelining, answer=slow_first), reply_timeout=0.3)
+    relay, smtp = await start_relay(
+        Relay(pipelining=pipelining, answer=slow_first), reply_timeout=0.3
+    )
     first = await smtp.send(message("a@example.org"))
     writer = relay.connections[0].writer
     assert writer is not None
@@ -383,7 +232,7 @@ async def test_a_timed_out_envelope_is_never_paired_with_its_late_replies(
 
 
 async def test_a_reused_session_dropped_before_any_reply_sends_the_message_once(
-    start: Start,
+    start_relay: Start,
 ) -> None:
     """The relay reads the second message's MAIL and hangs up (RST) without a word: one
     retry on a new session (nothing of the body ever went), delivered once."""
@@ -402,7 +251,7 @@ async def test_a_reused_session_dropped_before_any_reply_sends_the_message_once(
         return polite(line)
 
     relay.answer = hang_up_on_second
-    relay, smtp = await start(relay)
+    relay, smtp = await start_relay(relay)
     first = await smtp.send(message("a@example.org"))
     second = await smtp.send(message("b@example.org"))
     assert (first.status, second.status) == (DeliveryStatus.SENT, DeliveryStatus.SENT)
@@ -411,11 +260,13 @@ async def test_a_reused_session_dropped_before_any_reply_sends_the_message_once(
 
 
 async def test_a_send_cancelled_in_the_envelope_leaves_no_message_and_no_session(
-    start: Start,
+    start_relay: Start,
 ) -> None:
     """The engine cancels send() on stop: cancelled while waiting for MAIL's reply, the
     message never reaches the relay and the session is not reused."""
-    relay, smtp = await start(Relay(answer=lambda line: None if b"slow@" in line else polite(line)))
+    relay, smtp = await start_relay(
+        Relay(answer=lambda line: None if b"slow@" in line else polite(line))
+    )
     task = asyncio.create_task(smtp.send(message("slow@example.org")))
     while not any(b"slow@" in line for c in relay.connections for line in c.lines):
         relay.seen.clear()
@@ -430,14 +281,14 @@ async def test_a_send_cancelled_in_the_envelope_leaves_no_message_and_no_session
 
 
 async def test_a_reply_longer_than_any_smtp_reply_defers_and_retires_the_session(
-    start: Start,
+    start_relay: Start,
 ) -> None:
     def endless(line: bytes) -> bytes | None:
         if b"endless@" in line:
             return b"250-" + b"x" * 70_000  # no line end, ever
         return polite(line)
 
-    relay, smtp = await start(Relay(answer=endless))
+    relay, smtp = await start_relay(Relay(answer=endless))
     first = await smtp.send(message("endless@example.org"))
     second = await smtp.send(message("ada@example.org"))
     assert first.status is DeliveryStatus.DEFERRED
@@ -449,7 +300,7 @@ async def test_a_reply_longer_than_any_smtp_reply_defers_and_retires_the_session
 
 @pipelining_or_not()
 async def test_many_tasks_over_a_small_pool_with_replies_split_at_random_send_each_once(
-    start: Start, pipelining: bool
+    start_relay: Start, pipelining: bool
 ) -> None:
     """40 messages from 10 tasks over 4 sessions, every reply cut into random pieces:
     each recipient gets its message exactly once, every outcome SENT."""
@@ -459,7 +310,7 @@ async def test_many_tasks_over_a_small_pool_with_replies_split_at_random_send_ea
         points = sorted(cuts.sample(range(1, len(data)), min(3, len(data) - 1)))
         return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
-    relay, smtp = await start(Relay(pipelining=pipelining, chunks=split), connections=4)
+    relay, smtp = await start_relay(Relay(pipelining=pipelining, chunks=split), connections=4)
     recipients = [f"r{i}@example.org" for i in range(40)]
     queue = list(recipients)
     outcomes: list[DeliveryStatus] = []
@@ -480,11 +331,11 @@ async def test_many_tasks_over_a_small_pool_with_replies_split_at_random_send_ea
 # -- memory ------------------------------------------------------------------------------
 
 
-async def test_a_relay_flooding_an_idle_session_costs_bounded_memory(start: Start) -> None:
+async def test_a_relay_flooding_an_idle_session_costs_bounded_memory(start_relay: Start) -> None:
     """512 KB of complete replies nobody asked for, sent to an idle pooled session, then
     EOF: the first already retires the session, so keeping the rest buys nothing; the
     client must not hold a multiple of the flood (16 bytes per wire byte, unbounded)."""
-    relay, smtp = await start(Relay())
+    relay, smtp = await start_relay(Relay())
     assert (await smtp.send(message("a@example.org"))).status is DeliveryStatus.SENT
     writer = relay.connections[0].writer
     assert writer is not None
