@@ -54,6 +54,7 @@ REBUILT = ("subscribers", "deliveries")
 # Columns migrations after 0013 add (empty after the upgrade): the rows and schema a store
 # at 0012 held are compared on the columns it had.
 LATER_COLUMNS = {"campaigns": {"message_fingerprint"}}  # 0014
+LATER_INDEXES = {"ix_deliveries_claimable"}  # 0015
 
 
 def _campaign(store: Store, list_id: int, slug: str) -> int:
@@ -275,7 +276,9 @@ def _schema_of(engine: Engine) -> dict[str, Any]:
         return {
             name: (
                 sorted(
-                    tuple(r)[1:] for r in connection.exec_driver_sql(f"PRAGMA index_list({name})")
+                    tuple(r)[1:]
+                    for r in connection.exec_driver_sql(f"PRAGMA index_list({name})")
+                    if r[1] not in LATER_INDEXES
                 ),
                 sorted(
                     tuple(r)[2:]

@@ -304,6 +304,12 @@ class Dispatcher:
         # Re-check and mark only what the workers will take within moments: a subscriber
         # who unsubscribes now is skipped, and a crash leaves few rows `sending`.
         lease = timedelta(seconds=self.options.lease_seconds)
+        # Each claim starts after the last, so it does not read again what this pass went
+        # through (a claim from the start read every row already sent: O(campaign) a
+        # claim). At the top it starts again from 0 once: rows below that were given back
+        # (a sender stopped or was taken over) or came due meanwhile are taken then; the
+        # pass ends only when a claim from 0 finds nothing.
+        claimed_up_to = 0
         while not self._halted():
             claim = await asyncio.to_thread(
                 self.store.claim_batch,
@@ -312,10 +318,15 @@ class Dispatcher:
                 lease=lease,
                 limit=self.options.batch_size,
                 include_unknown=self.options.resend_unknown,
+                after=claimed_up_to,
             )
             if claim is None:
-                return
+                if claimed_up_to == 0:
+                    return
+                claimed_up_to = 0
+                continue
             batch = claim.rows
+            claimed_up_to = batch[-1].id  # rows come in id order
             start = 0
             while start < len(batch):
                 if self._halted():

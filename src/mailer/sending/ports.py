@@ -64,8 +64,10 @@ class Ledger(Protocol):
         lease: timedelta,
         limit: int,
         include_unknown: bool = False,
+        after: int = 0,
     ) -> Claimed | None:
-        """The next due rows nobody holds, as a new batch of `owner` (issue 15)."""
+        """The next due rows nobody holds with an id above `after`, as a new batch of
+        `owner` (issue 15)."""
         ...
 
     def renew_batches(self, campaign_id: int, *, owner: str, lease: timedelta) -> int: ...

@@ -180,6 +180,20 @@ deliveries = Table(
     sqlite_autoincrement=True,
 )
 
+# The rows a sender may claim (store/batches.py: held by nobody, due or to be resent), in
+# id order, for each campaign. Partial, so a claim reads only what is left: claiming
+# through the primary key read every row already sent first, O(campaign) a claim (57 ms at
+# 50,000 of 100,000 sent on PostgreSQL, against 0.8 ms through this index). Rows enter it
+# when the audience is taken or a row is given back, and leave it when claimed.
+CLAIMABLE_STATUSES = ("queued", "deferred", "unknown")
+Index(
+    "ix_deliveries_claimable",
+    deliveries.c.campaign_id,
+    deliveries.c.id,
+    postgresql_where=deliveries.c.batch_id.is_(None) & deliveries.c.status.in_(CLAIMABLE_STATUSES),
+    sqlite_where=deliveries.c.batch_id.is_(None) & deliveries.c.status.in_(CLAIMABLE_STATUSES),
+)
+
 # A sender's claim on some of a campaign's rows, with its own lease (issue 15): only the
 # owner may mark its rows `sending` or record them (see store/batches.py).
 send_batches = Table(
