@@ -23,6 +23,15 @@ statements took: the time inside the driver's execute calls (SQLAlchemy's cursor
 summed per process, as a share of the run's wall clock: claiming batches, marking rows
 `sending`, recording outcomes, booking rate slots, renewing leases, everything.
 
+On PostgreSQL, `--server-time` also gives the server's own time for the run's statements
+(what pg_stat_statements would sum, without preloading it into the shared server): the
+run's database gets `log_min_duration_statement = 0` (and no parameters logged), and the
+server log's `duration:` lines for that database inside the timed window are added up,
+by statement kind. This leaves out what the client-side figure counts on top (the round
+trip, the driver, and a store thread's wait for the GIL behind a busy event loop).
+It needs the server log readable here (`--server-log`, Debian's path by default) with the
+database name in `log_line_prefix` (Debian's default `%m [%p] %q%u@%d `).
+
 The moonshot (issue 15): 1,000,000 invitations with 2 processes in under 4 minutes
 (>= 4,200/s), RSS per process under 200 MB; on PostgreSQL the database statements under
 15% of the run:
@@ -32,7 +41,7 @@ The moonshot (issue 15): 1,000,000 invitations with 2 processes in under 4 minut
         --database postgresql
 
 Run: .venv/bin/python bench/bench_processes.py [--recipients 20000] [--runs 3]
-     [--database sqlite|postgresql] [--only 1|2]
+     [--database sqlite|postgresql] [--only 1|2] [--statements] [--server-time]
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -51,6 +61,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +74,7 @@ STATEMENTS_TARGET = 0.15
 POSTGRES = os.environ.get(
     "MAILER_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+SERVER_LOG = "/var/log/postgresql/postgresql-15-main.log"
 # Where a helper process writes its figures when it ends (set by the child before spawn,
 # inherited by the helper).
 _FIGURES_ENV = "MAILER_BENCH_FIGURES"
@@ -133,8 +145,9 @@ def timed_helper(settings: Any, campaign_id: int, parent: int) -> None:
 
 
 @contextmanager
-def fresh_database(database: str, tmp: Path) -> Iterator[str]:
-    """The run's store: a SQLite file in `tmp`, or a PostgreSQL database of its own."""
+def fresh_database(database: str, tmp: Path, *, log_statements: bool = False) -> Iterator[str]:
+    """The run's store: a SQLite file in `tmp`, or a PostgreSQL database of its own (every
+    statement on it logged with its duration if `log_statements`)."""
     if database == "sqlite":
         yield f"sqlite:///{tmp / 'mailer.db'}"
         return
@@ -145,6 +158,9 @@ def fresh_database(database: str, tmp: Path) -> Iterator[str]:
     admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
+        if log_statements:  # for this database's new sessions only
+            connection.execute(text(f'ALTER DATABASE "{name}" SET log_min_duration_statement = 0'))
+            connection.execute(text(f'ALTER DATABASE "{name}" SET log_parameter_max_length = 0'))
     try:
         yield make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
     finally:
@@ -153,7 +169,7 @@ def fresh_database(database: str, tmp: Path) -> Iterator[str]:
         admin.dispose()
 
 
-def child(port: int, count: int, processes: int, database: str) -> None:
+def child(port: int, count: int, processes: int, database: str, log_statements: bool) -> None:
     """Import `count` subscribers (untimed), then send with `processes` processes; print
     the figures as one JSON line."""
     from mailer.audience.importer import import_file
@@ -166,7 +182,7 @@ def child(port: int, count: int, processes: int, database: str) -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        with fresh_database(database, tmp) as url:
+        with fresh_database(database, tmp, log_statements=log_statements) as url:
             settings = _settings(tmp, port).model_copy(update={"database_url": url})
             store = Store.open(url)
             csv_path = tmp / "members.csv"
@@ -185,6 +201,7 @@ def child(port: int, count: int, processes: int, database: str) -> None:
             figures_file = tmp / "helper.json"
             os.environ[_FIGURES_ENV] = str(figures_file)
             children = Children()
+            window_start = time.time()
             started = time.perf_counter()
             children.start(timed_helper, settings, campaign.id, count=processes - 1)
             result = asyncio.run(
@@ -193,6 +210,7 @@ def child(port: int, count: int, processes: int, database: str) -> None:
                 )
             )
             elapsed = time.perf_counter() - started
+            window_end = time.time()
             children.stop()
             children.join(timeout=60)
             counts = store.delivery_counts(campaign.id)
@@ -207,12 +225,53 @@ def child(port: int, count: int, processes: int, database: str) -> None:
                 "elapsed": elapsed,
                 "helped": count - result.progress.sent_this_run,
                 "senders": senders,
+                "database": make_url_database(url),
+                "window": [window_start, window_end],
             }
             print(json.dumps(figures))
 
 
+def make_url_database(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).database or ""
+
+
+_LOGGED = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] \S*@(\S+) LOG:  "
+    r"duration: ([\d.]+) ms  (?:(?:parse|bind|execute) [^:]*|statement): (.*)$"
+)
+
+
+def server_time(log: Path, database: str, window: list[float]) -> tuple[float, dict[str, float]]:
+    """Seconds the server spent on `database`'s statements inside `window` (epoch seconds),
+    in all and by kind (the statement's first words), from its log's `duration:` lines."""
+    total = 0.0
+    kinds: dict[str, float] = {}
+    start, end = window
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            found = _LOGGED.match(line)
+            if found is None or found.group(2) != database:
+                continue
+            stamp = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S.%f")
+            at = stamp.replace(tzinfo=UTC).timestamp()
+            if not start <= at <= end:
+                continue
+            seconds = float(found.group(3)) / 1000
+            kind = " ".join(found.group(4).split()[:5])[:70]
+            total += seconds
+            kinds[kind] = kinds.get(kind, 0.0) + seconds
+    return total, kinds
+
+
 def measure(
-    processes: int, count: int, database: str, *, statements: bool = False
+    processes: int,
+    count: int,
+    database: str,
+    *,
+    statements: bool = False,
+    server_log: Path | None = None,
 ) -> tuple[float, str]:
     sink = Sink("minimal")
     try:
@@ -225,6 +284,7 @@ def measure(
                 str(count),
                 str(processes),
                 database,
+                "1" if server_log is not None else "0",
             ],
             capture_output=True,
             text=True,
@@ -252,6 +312,14 @@ def measure(
         f"{' / '.join(f'{peak:.0f}' for peak in peaks)} MB{over}; "
         f"database statements {shares}"
     )
+    if server_log is not None:
+        spent, kinds = server_time(server_log, figures["database"], figures["window"])
+        detail += (
+            f"; server time {spent:.1f} s, {spent / elapsed / processes:.0%} of each "
+            f"process's run on average ({spent / elapsed:.0%} of the run in all)"
+        )
+        for kind, seconds in sorted(kinds.items(), key=lambda item: -item[1])[:6]:
+            detail += f"\n    server: {seconds:6.2f} s  {kind}"
     if statements:  # where the database time went, per process: the costliest kinds
         for n, sender in enumerate(figures["senders"]):
             for kind, seconds in sender["top"]:
@@ -268,12 +336,25 @@ def main() -> None:
     parser.add_argument(
         "--statements", action="store_true", help="print each process's costliest statements"
     )
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--server-time",
+        action="store_true",
+        help="PostgreSQL: also the server's own time for the statements, from its log",
+    )
+    parser.add_argument("--server-log", type=Path, default=Path(SERVER_LOG))
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        port, count, processes, database = args.child
-        child(int(port), int(count), int(processes), database)
+        port, count, processes, database, log_statements = args.child
+        child(int(port), int(count), int(processes), database, log_statements == "1")
         return
+    server_log: Path | None = None
+    if args.server_time:
+        if args.database != "postgresql":
+            parser.error("--server-time needs --database postgresql")
+        if not os.access(args.server_log, os.R_OK):
+            parser.error(f"--server-log {args.server_log}: not readable here")
+        server_log = args.server_log
     count = args.recipients
     print(f"{count:,} recipients, minimal sink, {args.database}, {os.cpu_count()} cores, {load()}")
     modes = (args.only,) if args.only else (1, 2)
@@ -281,7 +362,13 @@ def main() -> None:
     for run in range(args.runs):
         order = modes if run % 2 == 0 else modes[::-1]  # load drifts: neither always first
         for processes in order:
-            rate, detail = measure(processes, count, args.database, statements=args.statements)
+            rate, detail = measure(
+                processes,
+                count,
+                args.database,
+                statements=args.statements,
+                server_log=server_log,
+            )
             rates[processes].append(rate)
             print(f"run {run + 1} {processes} process(es): {rate:7,.0f} msg/s  {detail}  {load()}")
     print()
