@@ -37,7 +37,13 @@ def make_settings(tmp_path: Path, port: int, **overrides: Any) -> Settings:
         "concurrency": 4,
         "retry_delay": 0.2,
         "retry_horizon": 30.0,
-        "lease_seconds": 3.0,
+        # Long, as the product's default: a sender holds back once half its lease has passed
+        # unrenewed, and on a crowded machine (load 6-12 on 2 cores) 1.5 s of a 3 s lease
+        # went by in short PostgreSQL sends (LEASE_LOST in test_run_endings,
+        # test_campaign_processes, test_relay_pause_retry). The renewal did not wait for a
+        # thread (under 20 ms); the process and the database were slow. Tests of expiry
+        # pass a short lease of their own.
+        "lease_seconds": 30.0,
     }
     values.update(overrides)
     return load_settings(**values)
