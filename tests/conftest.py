@@ -7,9 +7,10 @@ depends on what the server held before.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,19 @@ def store(database_url: str) -> Iterator[Store]:
     opened = Store.open(database_url)
     yield opened
     opened.close()
+
+
+# Every async test runs on asyncio's own loop; one marked `every_event_loop` (a module's
+# pytestmark) runs on uvloop's as well: the SMTP transport's tests, since a sender can run
+# on either (bench/README.md, uvloop).
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    if item.get_closest_marker("every_event_loop") is None:
+        return {"asyncio": asyncio.new_event_loop}
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 # The real SMTP test server (aiosmtpd on port 0) and its fixtures: see tests/smtp_server.py.

@@ -68,7 +68,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
@@ -432,10 +432,11 @@ class _Session(SMTP):
         if sock is not None and socket_option is not None:
             sock.setsockopt(socket.SOL_SOCKET, *socket_option)
         if sock is not None and shutdown:
-            sock.shutdown(socket.SHUT_WR)
-        # closes the socket with input unread: the kernel sends RST
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.abort()
+            with sock.dup() as duplicate:  # uvloop's socket object offers no shutdown()
+                duplicate.shutdown(socket.SHUT_WR)
+        # closes the socket with input unread: the kernel sends RST (uvloop's transports
+        # are no asyncio.WriteTransport, but abort() all the same)
+        cast(asyncio.WriteTransport, transport).abort()
 
     async def smtp_EHLO(self, hostname: str) -> None:
         await self.owner._delay("EHLO")

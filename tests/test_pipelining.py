@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from mailer.models import DeliveryStatus, OutgoingMessage
 from scripted_relay import Relay, Start, polite
+
+# On asyncio's loop and on uvloop's (tests/conftest.py): a sender runs on either.
+pytestmark = pytest.mark.every_event_loop
 
 BODY = b"From: a@example.org\r\nSubject: Hi\r\n\r\nHello\r\n"
 

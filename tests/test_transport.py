@@ -21,6 +21,9 @@ from mailer.errors import TransportError
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
 from smtp_server import SmtpServerProcess, SmtpTestServer, TlsFiles
 
+# On asyncio's loop and on uvloop's (tests/conftest.py): a sender runs on either.
+pytestmark = pytest.mark.every_event_loop
+
 SENDER = "invitations@mailer.test"
 BODY = b"From: invitations@mailer.test\r\nSubject: Hello\r\n\r\n.A line starting with a dot\r\n"
 # 8 MB: more than this machine's socket buffers can hold (the client's send buffer grows

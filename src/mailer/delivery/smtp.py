@@ -24,6 +24,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse, SMTPStatus
@@ -241,8 +242,8 @@ class SmtpTransport:
         try:
             await smtp.connect()  # TCP, TLS for port 465, the greeting
             connected = True
-            socket_transport = None if implicit_tls else smtp.transport
-            if isinstance(socket_transport, asyncio.WriteTransport):
+            socket_transport = None if implicit_tls else _writable(smtp.transport)
+            if socket_transport is not None:
                 # Pause (for drain()) at the first byte the kernel has not taken, resume
                 # once it took them all. Under STARTTLS this also holds the TLS layer's
                 # ciphertext back (where it can be seen) while the socket is busy.
@@ -253,8 +254,8 @@ class SmtpTransport:
                 await smtp.login(self._username, self._password or "")
             if smtp.is_ehlo_or_helo_needed:
                 await smtp.ehlo()  # for SIZE / SMTPUTF8 / 8BITMIME before MAIL FROM
-            transport = smtp.transport
-            if not isinstance(transport, asyncio.WriteTransport) or not smtp.is_connected:
+            transport = _writable(smtp.transport)
+            if transport is None or not smtp.is_connected:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost")
         except BaseException as exc:
             smtp.close()
@@ -268,8 +269,7 @@ class SmtpTransport:
             # `size >= high` (a socket's at `size > high`): high=0 would pause it even
             # when empty, and drain() would hang; 1 means "anything waiting" there.
             transport.set_write_buffer_limits(high=1, low=0)
-            if isinstance(socket_transport, asyncio.WriteTransport):
-                below_tls = socket_transport
+            below_tls = socket_transport
         offers = smtp.supports_extension
         return _Connection(
             # From here on the session's replies come to our protocol, not aiosmtplib's.
@@ -416,6 +416,19 @@ class SmtpTransport:
 
 
 _END_OF_DATA = b".\r\n"
+_WRITE_METHODS = ("write", "abort", "get_write_buffer_size", "set_write_buffer_limits")
+
+
+def _writable(transport: asyncio.BaseTransport | None) -> asyncio.WriteTransport | None:
+    """The transport, if it takes writes with flow control. uvloop's transports have the
+    whole interface without subclassing asyncio's classes, so ask for the methods."""
+    if isinstance(transport, asyncio.WriteTransport):
+        return transport
+    if transport is not None and all(hasattr(transport, name) for name in _WRITE_METHODS):
+        return cast(asyncio.WriteTransport, transport)
+    return None
+
+
 _RECIPIENT_ACCEPTED = (SMTPStatus.completed, SMTPStatus.will_forward)
 
 
