@@ -8,12 +8,14 @@ Issue 15's moonshot (1,000,000 invitations end to end in under 4 minutes on 2 co
    every thread, and prints the event loop thread's time per message by stage, plus the
    store's threads. py-spy must be installed (`.venv/bin/pip install py-spy`).
 2. `--uvloop`: alternates end-to-end runs on asyncio's own loop and on uvloop (installed
-   as the event loop policy before bench_send.py runs; `.venv/bin/pip install uvloop`),
-   each against a fresh minimal sink whose count is checked, and prints the per-run ratio.
-   uvloop is not a dependency of mailer: this is how to find out whether it should be.
+   as the event loop policy before bench_send.py runs; uvloop is a dev dependency), each
+   against a fresh minimal sink whose count is checked, and prints the per-run ratios of
+   messages/s and of the sender's CPU a message. `--raw` adds raw aiosmtplib runs on both
+   loops (a client that waits for every reply). The sender's own loop stays asyncio's:
+   bench/README.md says why (no gain measured, 2026-12-01).
 
 Run: .venv/bin/python bench/bench_where.py --profile [--recipients 20000]
-     .venv/bin/python bench/bench_where.py --uvloop [--recipients 20000] [--runs 5]
+     .venv/bin/python bench/bench_where.py --uvloop [--raw] [--recipients 20000] [--runs 5]
 """
 
 from __future__ import annotations
@@ -70,23 +72,25 @@ class Sink:
         return int(out.split()[-1])
 
 
-def e2e_command(port: int, count: int, *, uvloop: bool) -> list[str]:
+def e2e_command(port: int, count: int, *, uvloop: bool, mode: str = "e2e") -> list[str]:
+    """bench_send.py's child for `mode` (e2e: the whole sender; raw: aiosmtplib alone)."""
     if not uvloop:
-        return [sys.executable, str(SEND), "--e2e", str(port), str(count)]
+        return [sys.executable, str(SEND), f"--{mode}", str(port), str(count)]
     # uvloop as the policy, then bench_send.py exactly as it runs on asyncio's own loop.
     code = (
         "import runpy, sys, uvloop; uvloop.install(); "
-        f"sys.argv = [{str(SEND)!r}, '--e2e', '{port}', '{count}']; "
+        f"sys.argv = [{str(SEND)!r}, '--{mode}', '{port}', '{count}']; "
         f"runpy.run_path({str(SEND)!r}, run_name='__main__')"
     )
     return [sys.executable, "-c", code]
 
 
-def run_e2e(count: int, *, uvloop: bool) -> float:
+def run_e2e(count: int, *, uvloop: bool, mode: str = "e2e") -> tuple[float, float]:
+    """One run into a fresh sink: messages/s and the sender's CPU µs a message."""
     sink = Sink()
     try:
         done = subprocess.run(
-            e2e_command(sink.port, count, uvloop=uvloop),
+            e2e_command(sink.port, count, uvloop=uvloop, mode=mode),
             capture_output=True,
             text=True,
             env=child_env(),
@@ -95,11 +99,12 @@ def run_e2e(count: int, *, uvloop: bool) -> float:
     finally:
         accepted = sink.stop()
     if done.returncode != 0:
-        raise SystemExit(f"e2e child failed:\n{done.stderr}")
-    sent, elapsed = done.stdout.split()[:2]
+        raise SystemExit(f"{mode} child failed:\n{done.stderr}")
+    # e2e prints "SENT SECONDS DISPATCH CPU", raw "SENT SECONDS BYTES CPU".
+    sent, elapsed, _, cpu = done.stdout.split()[:4]
     if int(sent) != count or accepted != count:
-        raise SystemExit(f"{count} to send, ledger says {sent}, the sink counted {accepted}")
-    return count / float(elapsed)
+        raise SystemExit(f"{count} to send, the sender says {sent}, the sink counted {accepted}")
+    return count / float(elapsed), float(cpu) * 1e6 / count
 
 
 def load() -> str:
@@ -107,21 +112,33 @@ def load() -> str:
     return f"load {one:.2f}/{five:.2f}"
 
 
-def compare_uvloop(count: int, runs: int) -> None:
-    print(f"{count:,} recipients end to end into the minimal sink, {runs} runs, {load()}")
-    rates: dict[str, list[float]] = {"asyncio": [], "uvloop": []}
+def compare_uvloop(count: int, runs: int, *, modes: tuple[str, ...]) -> None:
+    """Runs on both loops, alternating which goes first; per mode, the median of each run's
+    own uvloop/asyncio ratio, for messages/s and for the sender's CPU a message."""
+    print(f"{count:,} recipients into the minimal sink, {runs} runs, {load()}")
+    rates: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    cpus: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for run in range(runs):
         order = ("asyncio", "uvloop") if run % 2 == 0 else ("uvloop", "asyncio")
-        for name in order:
-            rate = run_e2e(count, uvloop=name == "uvloop")
-            rates[name].append(rate)
-            print(f"run {run + 1} {name:8}: {rate:7,.0f} msg/s  {load()}", flush=True)
-    paired = [u / a for u, a in zip(rates["uvloop"], rates["asyncio"], strict=True)]
-    print(
-        f"asyncio median {statistics.median(rates['asyncio']):,.0f} msg/s, uvloop median "
-        f"{statistics.median(rates['uvloop']):,.0f} msg/s; uvloop/asyncio per run "
-        f"{' '.join(f'{r:.2f}' for r in paired)}, median {statistics.median(paired):.2f}"
-    )
+        for mode in modes:
+            for name in order:
+                rate, cpu = run_e2e(count, uvloop=name == "uvloop", mode=mode)
+                rates[mode, name].append(rate)
+                cpus[mode, name].append(cpu)
+                print(
+                    f"run {run + 1} {mode:3} {name:8}: {rate:7,.0f} msg/s  "
+                    f"sender CPU {cpu:6,.0f} µs/msg  {load()}",
+                    flush=True,
+                )
+    for mode in modes:
+        for what, figures in (("msg/s", rates), ("sender CPU µs/msg", cpus)):
+            mine, theirs = figures[mode, "uvloop"], figures[mode, "asyncio"]
+            paired = [u / a for u, a in zip(mine, theirs, strict=True)]
+            print(
+                f"{mode} {what}: asyncio median {statistics.median(theirs):,.0f}, "
+                f"uvloop median {statistics.median(mine):,.0f}; uvloop/asyncio per run "
+                f"{' '.join(f'{r:.2f}' for r in paired)}, median {statistics.median(paired):.2f}"
+            )
 
 
 def profile(count: int) -> None:
@@ -206,13 +223,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--raw", action="store_true", help="--uvloop: raw aiosmtplib as well")
     args = parser.parse_args()
     if not (args.profile or args.uvloop):
         parser.error("say --profile, --uvloop or both")
     if args.profile:
         profile(args.recipients)
     if args.uvloop:
-        compare_uvloop(args.recipients, args.runs)
+        compare_uvloop(args.recipients, args.runs, modes=("e2e", "raw") if args.raw else ("e2e",))
 
 
 if __name__ == "__main__":
