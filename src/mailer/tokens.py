@@ -120,6 +120,12 @@ class TokenSigner:
         if not key:
             raise ValueError("the signing key must not be empty")
         self._keys = (key, *(k for k in fallbacks if k))
+        # HMAC(key, DOMAIN | payload) per domain, fed the key and the domain once: a copy
+        # and one update per token instead of the key schedule each time (~1.5 µs of a
+        # ~3.5 µs tag; two or three tags a message). Only ever copied, never updated.
+        # Keyed by key and domain, so a subclass that changes `_keys` never signs with an
+        # old key's state.
+        self._tag_states: dict[tuple[bytes, bytes], hmac.HMAC] = {}
 
     def sign(self, *, subscriber_id: int, list_id: int, campaign_id: int | None = None) -> str:
         for name, value in (("subscriber_id", subscriber_id), ("list_id", list_id)):
@@ -131,7 +137,7 @@ class TokenSigner:
             _varint(n)
             for n in (subscriber_id, list_id, 0 if campaign_id is None else campaign_id + 1)
         )
-        raw = payload + _tag(self._keys[0], payload)
+        raw = payload + self._tag(payload, _DOMAIN)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
     def sign_test_message(self, *, list_id: int) -> str:
@@ -139,7 +145,7 @@ class TokenSigner:
         if not 0 <= list_id <= _MAX_ID:
             raise ValueError(f"list_id out of range: {list_id}")
         payload = bytes([TEST_MESSAGE_KIND]) + _varint(list_id)
-        raw = payload + _tag(self._keys[0], payload, domain=_TEST_MESSAGE_DOMAIN)
+        raw = payload + self._tag(payload, _TEST_MESSAGE_DOMAIN)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
     def sign_calendar(self, *, campaign_id: int) -> str:
@@ -147,7 +153,7 @@ class TokenSigner:
         if not 0 <= campaign_id <= _MAX_ID:
             raise ValueError(f"campaign_id out of range: {campaign_id}")
         payload = bytes([CALENDAR_KIND]) + _varint(campaign_id)
-        raw = payload + _tag(self._keys[0], payload, domain=_CALENDAR_DOMAIN)
+        raw = payload + self._tag(payload, _CALENDAR_DOMAIN)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
     def sign_rsvp(self, *, subscriber_id: int, campaign_id: int) -> str:
@@ -156,8 +162,18 @@ class TokenSigner:
             if not 0 <= value <= _MAX_ID:
                 raise ValueError(f"{name} out of range: {value}")
         payload = bytes([RSVP_KIND]) + _varint(subscriber_id) + _varint(campaign_id)
-        raw = payload + _tag(self._keys[0], payload, domain=_RSVP_DOMAIN)
+        raw = payload + self._tag(payload, _RSVP_DOMAIN)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def _tag(self, payload: bytes, domain: bytes) -> bytes:
+        """`_tag(current key, payload, domain=domain)`, from the per-domain state."""
+        key = self._keys[0]
+        state = self._tag_states.get((key, domain))
+        if state is None:
+            state = self._tag_states[key, domain] = hmac.new(key, domain, hashlib.sha256)
+        mac = state.copy()
+        mac.update(payload)
+        return mac.digest()[:TAG_BYTES]
 
     def verify_rsvp(self, token: str) -> RsvpClaims | TestMessageClaims:
         """A guest's RSVP token, or a test message's (whose RSVP page answers nothing);
@@ -197,7 +213,7 @@ class TokenSigner:
         if not 0 <= delivery_id <= _MAX_ID:
             raise ValueError(f"delivery_id out of range: {delivery_id}")
         payload = bytes([BOUNCE_KIND]) + _varint(delivery_id)
-        tag = _tag(self._keys[0], payload, domain=_BOUNCE_DOMAIN)[:BOUNCE_TAG_BYTES]
+        tag = self._tag(payload, _BOUNCE_DOMAIN)[:BOUNCE_TAG_BYTES]
         return base64.b32encode(payload + tag).decode("ascii").rstrip("=").lower()
 
     def verify_bounce(self, token: str) -> int:
@@ -286,12 +302,16 @@ def calendar_url(base_url: str, token: str) -> str:
 
 # -- internals ------------------------------------------------------------------------------
 
+_ONE_BYTE = tuple(bytes([n]) for n in range(0x80))
+
 
 def _tag(key: bytes, payload: bytes, *, domain: bytes = _DOMAIN) -> bytes:
     return hmac.new(key, domain + payload, hashlib.sha256).digest()[:TAG_BYTES]
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:  # one byte: most ids of a small list, every list and campaign id
+        return _ONE_BYTE[value]
     out = bytearray()
     while True:
         low, value = value & 0x7F, value >> 7

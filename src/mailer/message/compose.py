@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
+from typing import cast
 
 from mailer.errors import UnsafeValueError
 from mailer.message.calendar import CONTENT_TYPE as ICS_CONTENT_TYPE
@@ -86,8 +87,15 @@ class QuotedPrintable:
     def encode(self, text: str) -> bytes:
         if "\r" in text:  # b2a_qp lets a bare CR through; lines must end in CRLF only
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        lines, miss = self._lines, self._miss
-        return b"\r\n".join([lines[ln] if ln in lines else miss(ln) for ln in text.split("\n")])
+        split = text.split("\n")
+        # The lookups in C (map); Python runs only for the few lines not seen before.
+        found = list(map(self._lines.get, split))
+        if None not in found:
+            return b"\r\n".join(cast("list[bytes]", found))
+        miss = self._miss
+        return b"\r\n".join(
+            [miss(line) if done is None else done for line, done in zip(split, found, strict=True)]
+        )
 
     def _miss(self, line: str) -> bytes:
         # b2a_qp escapes "=", 8-bit bytes, trailing blanks and a lone "." (SMTP end of data).

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import re
-import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from mailer.message.templating import (
     misplaced_tag,
     render_error,
 )
+from mailer.message.wrapping import fill
 from mailer.models import Recipient, RenderedMessage
 
 _CONTENT = re.compile(r"\{\{[-+]?\s*content\s*[-+]?\}\}")
@@ -112,20 +112,14 @@ def markdown_html(source: str, placeholders: Placeholders) -> str:
 WIDTH = 72
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 _PREFIX = re.compile(r"[ >]*(?:[*-] |\d+\. )?")
+_LONG_LINE = re.compile(rf"(?m)^[^\n]{{{WIDTH + 7},}}")  # longer than WIDTH + 6
 
 
 def _wrap(text: str, first: str, rest: str) -> str:
     # break_long_words/hyphens off: a URL must stay on one line to stay clickable.
     lines: list[str] = []
     for n, segment in enumerate(text.split("\n")):  # hard breaks stay
-        lines += textwrap.wrap(
-            segment,
-            WIDTH,
-            initial_indent=first if n == 0 else rest,
-            subsequent_indent=rest,
-            break_long_words=False,
-            break_on_hyphens=False,
-        ) or [rest.rstrip()]
+        lines += fill(segment, WIDTH, first=first if n == 0 else rest, rest=rest) or [rest.rstrip()]
     return "\n".join(lines)
 
 
@@ -222,22 +216,27 @@ def tidy_text(text: str, cache: dict[str, str] | None = None) -> str:
     """Per recipient: collapse blank lines left by {% if %}s, re-wrap lines a value made long.
 
     `cache` remembers re-wrapped lines: a static long line (a label and a URL) recurs in
-    every message and textwrap costs ~10 µs a line.
+    every message. Only the long lines are visited (found by one regex scan); a line
+    with a personal link (the RSVP ones) is new every time, and is filled by
+    wrapping.fill (~1 µs where textwrap took ~10).
     """
     text = _BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n"
-    lines = text.split("\n")
-    for n, line in enumerate(lines):
-        if len(line) > WIDTH + 6 and " " in line.strip():
-            done = cache.get(line) if cache is not None else None
-            if done is None:
-                prefix = _PREFIX.match(line)
-                lead = prefix.group() if prefix else ""
-                rest = lead if lead.strip(" ") == ">" * lead.count(">") else " " * len(lead)
-                done = _wrap(line[len(lead) :], lead, rest)
-                if cache is not None and len(cache) < 1024:
-                    cache[line] = done
-            lines[n] = done
-    return "\n".join(lines)
+
+    def rewrap(match: re.Match[str]) -> str:
+        line = match.group()
+        if " " not in line.strip():
+            return line
+        done = cache.get(line) if cache is not None else None
+        if done is None:
+            prefix = _PREFIX.match(line)
+            lead = prefix.group() if prefix else ""
+            rest = lead if lead.strip(" ") == ">" * lead.count(">") else " " * len(lead)
+            done = _wrap(line[len(lead) :], lead, rest)
+            if cache is not None and len(cache) < 1024:
+                cache[line] = done
+        return done
+
+    return _LONG_LINE.sub(rewrap, text)
 
 
 # What a template can raise from ordinary operations on the values it is given (a

@@ -199,6 +199,11 @@ def _allowed_method(owner: object, name: str) -> bool:
     return isinstance(owner, LoopContext) and name in _LOOP_METHODS
 
 
+# Every name a plain dict has as an attribute (its methods, object's dunders): for those the
+# sandbox's own lookup has to run, since Jinja prefers the attribute to the item.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """Jinja2's immutable sandbox with the limits of this module."""
 
@@ -218,6 +223,19 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         tree.set_environment(self)
         code = self.compile(tree, filename=TEMPLATE_FILENAME)
         return self.template_class.from_code(self, code, self.make_globals(None))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`obj.attribute` in a template. The contexts we pass are plain dicts, and for a
+        dict whose type has no such attribute the sandbox's lookup always ends in the item
+        (Python's getattr raises AttributeError first: ~1 µs, 44 times a message). Only
+        that case is short-cut: the item or Undefined, as the sandbox gives; any other
+        object or name goes through the sandbox's own checks."""
+        if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         check_binop(operator, left, right)
