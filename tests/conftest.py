@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from mailer.store import Store
@@ -56,13 +56,33 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+# A table with more rows than this is emptied with TRUNCATE, the others with DELETE.
+TRUNCATE_FROM = 1000
+
+
 @pytest.fixture
 def postgres_url(postgres_database: str) -> str:
-    """The session's PostgreSQL database, emptied before the test."""
+    """The session's PostgreSQL database, emptied before the test, every sequence back
+    at 1.
+
+    TRUNCATE of every table took 280 ms a test (median, 15 calls, load 5), a new file for
+    each table and index; DELETE of the few rows most tests leave, 80 ms. A table a test
+    filled (thousands of rows) is still truncated: deleting them would take longer and
+    leave the dead rows to the next tests."""
+    tables = metadata.sorted_tables
     engine = create_engine(postgres_database)
-    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        counted = [select(func.count()).select_from(t).scalar_subquery() for t in tables]
+        counts = connection.execute(select(*counted)).one()
+        rows = dict(zip((t.name for t in tables), counts, strict=True))
+        big = [name for name, count in rows.items() if count > TRUNCATE_FROM]
+        if big:
+            listed = ", ".join(f'"{name}"' for name in big)
+            connection.execute(text(f"TRUNCATE {listed} CASCADE"))
+        for table in reversed(tables):  # rows that refer to others first
+            if 0 < rows[table.name] <= TRUNCATE_FROM:
+                connection.execute(table.delete())
+        connection.execute(text("SELECT setval(oid, 1, false) FROM pg_class WHERE relkind = 'S'"))
     engine.dispose()
     return postgres_database
 
