@@ -14,6 +14,7 @@ import html
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def markdown_html(source: str, placeholders: Placeholders) -> str:
 WIDTH = 72
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 _PREFIX = re.compile(r"[ >]*(?:[*-] |\d+\. )?")
-_LONG_LINE = re.compile(rf"(?m)^[^\n]{{{WIDTH + 7},}}")  # longer than WIDTH + 6
+_LONG = WIDTH + 6  # a longer line is re-wrapped
 
 
 def _wrap(text: str, first: str, rest: str) -> str:
@@ -216,16 +217,16 @@ def tidy_text(text: str, cache: dict[str, str] | None = None) -> str:
     """Per recipient: collapse blank lines left by {% if %}s, re-wrap lines a value made long.
 
     `cache` remembers re-wrapped lines: a static long line (a label and a URL) recurs in
-    every message. Only the long lines are visited (found by one regex scan); a line
-    with a personal link (the RSVP ones) is new every time, and is filled by
-    wrapping.fill (~1 µs where textwrap took ~10).
+    every message. Only the long lines are visited, picked out in C (`map(len)`,
+    `compress`; a regex for them cost ~11 µs on the example's 2.4 KB); a line with a
+    personal link (the RSVP ones) is new every time, and is filled by wrapping.fill
+    (~1 µs where textwrap took ~10).
     """
-    text = _BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n"
-
-    def rewrap(match: re.Match[str]) -> str:
-        line = match.group()
+    lines = (_BLANK_RUNS.sub("\n\n", text).strip("\n") + "\n").split("\n")
+    for n in compress(range(len(lines)), map(_LONG.__lt__, map(len, lines))):
+        line = lines[n]
         if " " not in line.strip():
-            return line
+            continue
         done = cache.get(line) if cache is not None else None
         if done is None:
             prefix = _PREFIX.match(line)
@@ -234,9 +235,8 @@ def tidy_text(text: str, cache: dict[str, str] | None = None) -> str:
             done = _wrap(line[len(lead) :], lead, rest)
             if cache is not None and len(cache) < 1024:
                 cache[line] = done
-        return done
-
-    return _LONG_LINE.sub(rewrap, text)
+        lines[n] = done
+    return "\n".join(lines)
 
 
 # What a template can raise from ordinary operations on the values it is given (a
