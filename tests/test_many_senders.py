@@ -26,8 +26,8 @@ then in the working tree, later committed as 8385a74), each test alone at load 4
 10,000 took 25 s on PostgreSQL and 22 s on SQLite, 20,000 took 35 s and 37 s; in whole
 `make test` runs at load 4-8, 10,000 took 77-85 s and 39-67 s. Twice the recipients
 would add 10-15 s a test alone and about twice that in the suite, the two longest tests
-of a suite meant to take about ten minutes, so the suite keeps
-10,000; set MAILER_TEST_MANY_SENDERS=20000 for the issue's number.
+of a suite meant to take about ten minutes, so `make test` keeps
+10,000; CI (.ci/run) sets MAILER_TEST_MANY_SENDERS=20000, the issue's number.
 """
 
 from __future__ import annotations
