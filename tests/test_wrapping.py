@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailer.message.render import WIDTH, tidy_text
-from mailer.message.wrapping import fill
+from mailer.message.wrapping import fill, fill_spaced
 
 # Spaces in runs, words of every length (URLs longer than a line), the odd whitespace
 # that sends fill() to textwrap, and characters textwrap does not count as whitespace
@@ -47,17 +47,20 @@ def test_fill_is_textwraps_result(text: str, width: int, first: str, rest: str) 
     assert fill(text, width, first=first, rest=rest) == _textwrap(text, width, first, rest)
 
 
-def test_the_fast_path_is_taken_for_plain_spaced_text() -> None:
-    """A line spaced with " " only is filled without textwrap (else the module would only
-    be a slower textwrap): its lines come out right with textwrap made unusable here."""
-    line = "Maybe:      https://lists.leftcom.example/r/BAAHdKh_Nxr5OWyhXM37WMRkdw?answer=maybe"
-    expected = _textwrap(line, 72, "", "")
-    original = textwrap.wrap
-    textwrap.wrap = None  # type: ignore[assignment]
-    try:
-        assert fill(line, 72) == expected == ["Maybe:", expected[1]]
-    finally:
-        textwrap.wrap = original
+@settings(max_examples=2000)
+@given(text=_PLAIN, width=st.integers(1, 90), first=_INDENT, rest=_INDENT)
+@example(
+    text="Maybe:      https://lists.leftcom.example/r/BAAHdKh_Nxr5OWyhXM37WMRkdw",
+    width=72,
+    first="",
+    rest="",
+)
+def test_the_fast_filler_alone_is_textwraps_result(
+    text: str, width: int, first: str, rest: str
+) -> None:
+    """The filler fill() uses for text spaced with " " only, called directly (so the
+    property above cannot pass merely because fill() handed the text to textwrap)."""
+    assert fill_spaced(text, width, first=first, rest=rest) == _textwrap(text, width, first, rest)
 
 
 def _tidy_text_before(text: str, cache: dict[str, str] | None = None) -> str:

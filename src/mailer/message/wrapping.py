@@ -35,6 +35,11 @@ def fill(text: str, width: int, *, first: str = "", rest: str = "") -> list[str]
             break_long_words=False,
             break_on_hyphens=False,
         )
+    return fill_spaced(text, width, first=first, rest=rest)
+
+
+def fill_spaced(text: str, width: int, *, first: str = "", rest: str = "") -> list[str]:
+    """`fill` for text whose only whitespace is " " (the caller has checked)."""
     # textwrap's chunks are the runs of spaces and the words between them; a line takes
     # whole chunks while they fit, a chunk too long for any line goes alone on one, and
     # a run of spaces is dropped where it ends a line or starts one (except the first).
