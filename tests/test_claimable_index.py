@@ -4,6 +4,9 @@ another batch, nothing waiting for a later retry; a row given back can be claime
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,13 @@ def plan(store: Store, campaign_id: int) -> str:
     million rows would not allow. So the choice tested is between the primary key (every
     row ever sent, read again by each claim) and the claimable index."""
     query = claimable_rows(campaign_id, limit=1000, include_unknown=False)
-    compiled = query.compile(store.engine, compile_kwargs={"literal_binds": True})
+    # As it is executed: bound parameters stay parameters (SQLite matches a partial
+    # index's literals only against literals in the statement).
+    compiled = query.compile(store.engine, compile_kwargs={"render_postcompile": True})
+    values = compiled.construct_params()
+    params: Any = (
+        tuple(values[name] for name in compiled.positiontup) if compiled.positiontup else values
+    )
     sqlite = store.engine.dialect.name == "sqlite"
     with store.engine.begin() as connection:
         connection.execute(text("ANALYZE"))
@@ -66,7 +75,7 @@ def plan(store: Store, campaign_id: int) -> str:
             for setting in ("enable_sort", "enable_bitmapscan", "enable_seqscan"):
                 connection.execute(text(f"SET LOCAL {setting} = off"))
         explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-        found = connection.execute(text(explain + str(compiled))).all()
+        found = connection.exec_driver_sql(explain + str(compiled), params).all()
     return "\n".join(" ".join(str(part) for part in row) for row in found)
 
 
@@ -174,3 +183,50 @@ async def test_rows_given_back_behind_the_pass_are_sent_in_the_same_pass(
     assert 0 in sender.claims[1:]  # it started again from the bottom
     statuses = [row.status for row in store.iter_report(campaign_id)]
     assert statuses == [DeliveryStatus.SENT] * 6
+
+
+def dead_pid() -> int:
+    """The pid of a process of this machine that has exited."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout)
+
+
+class SenderElsewhereDied(Store):
+    """At the engine's first claim, a sender that has since died (a process of this
+    machine that is gone, so taken over at once) holds the first rows of the campaign."""
+
+    def __init__(self, store: Store, owner: str) -> None:
+        super().__init__(store.engine)
+        self.owner = owner
+        self.first = True
+
+    def claim_batch(self, campaign_id: int, **kwargs: Any) -> Any:
+        if self.first:
+            self.first = False
+            held = super().claim_batch(campaign_id, owner=self.owner, lease=LEASE, limit=3)
+            assert held is not None
+        return super().claim_batch(campaign_id, **kwargs)
+
+
+async def test_rows_taken_over_after_the_last_claim_are_sent_before_finishing(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """The reap at the end of a pass takes the dead sender's batch over (its rows queued
+    again) and then finds nobody holding rows: the coordinator must not call the campaign
+    finished with those rows still queued (found by review; older than the cursor)."""
+    owner = f"{socket.gethostname()}:{dead_pid()}"
+    addresses = seed_list(store, tmp_path, 10)
+    campaign_id = new_campaign(store)
+    settings = make_settings(tmp_path, smtp_server.port, batch_size=4, concurrency=1)
+
+    result = await send(settings, SenderElsewhereDied(store, owner), campaign_id)
+
+    assert result.reason is StopReason.FINISHED
+    assert sorted(smtp_server.recipients) == sorted(addresses)
+    statuses = [row.status for row in store.iter_report(campaign_id)]
+    assert statuses == [DeliveryStatus.SENT] * 10

@@ -193,6 +193,7 @@ class Dispatcher:
         self._renewed_at = time.monotonic()
         self._lease_lost = False
         self._reap = reap
+        self._claimed_in_pass = 0  # rows claimed by the current (or last) pass
         self._counts_read_at = 0.0
         self._sent_before = 0
         least = max(1, options.concurrency)
@@ -264,12 +265,19 @@ class Dispatcher:
             await self._flush(progress)
             if not self.options.coordinator:
                 return Stop(StopReason.FINISHED)  # a helper: nothing left to claim
-            if self._reap is not None and await asyncio.to_thread(self._reap):
-                # Other senders still hold rows: wait for them (or for their leases to
-                # run out), then take what they gave back.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.options.status_interval)
-                continue
+            if self._reap is not None:
+                if await asyncio.to_thread(self._reap):
+                    # Other senders still hold rows: wait for them (or for their leases to
+                    # run out), then take what they gave back.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self.options.status_interval)
+                    continue
+                if self._claimed_in_pass:
+                    # Nobody else holds rows now, but rows may have come back since this
+                    # pass's last claim: a batch taken over (by that reap, which then
+                    # finds nobody, or by the periodic one) or given back. Finish only
+                    # after a pass that starts once nobody else holds rows and finds none.
+                    continue
             next_retry = await asyncio.to_thread(self.store.next_retry_at, self.campaign_id)
             if next_retry is None:
                 return Stop(StopReason.FINISHED)
@@ -282,6 +290,7 @@ class Dispatcher:
 
     async def _one_pass(self, progress: Progress) -> None:
         """Every due row once, in id order; N workers drain a small queue fed just in time."""
+        self._claimed_in_pass = 0
         queue: asyncio.Queue[DueDelivery | None] = asyncio.Queue(self.options.concurrency * 2)
         workers = [
             asyncio.create_task(self._worker(queue, progress))
@@ -306,8 +315,8 @@ class Dispatcher:
         lease = timedelta(seconds=self.options.lease_seconds)
         # Each claim starts after the last, so it does not read again what this pass went
         # through (a claim from the start read every row already sent: O(campaign) a
-        # claim). At the top it starts again from 0 once: rows below that were given back
-        # (a sender stopped or was taken over) or came due meanwhile are taken then; the
+        # claim). At the top it starts again from 0: rows below that were given back (a
+        # sender stopped or was taken over) or came due meanwhile are taken then; the
         # pass ends only when a claim from 0 finds nothing.
         claimed_up_to = 0
         while not self._halted():
@@ -326,7 +335,9 @@ class Dispatcher:
                 claimed_up_to = 0
                 continue
             batch = claim.rows
-            claimed_up_to = batch[-1].id  # rows come in id order
+            self._claimed_in_pass += len(batch)
+            if batch:
+                claimed_up_to = batch[-1].id  # rows come in id order
             start = 0
             while start < len(batch):
                 if self._halted():

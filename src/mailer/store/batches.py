@@ -24,6 +24,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -70,6 +71,7 @@ class Settled:
 
 
 def _due(include_unknown: bool) -> ColumnElement[bool]:
+    # Every status here must be in schema.CLAIMABLE_STATUSES (the claim filters on both).
     now = utcnow()
     return or_(
         deliveries.c.status == DeliveryStatus.QUEUED.value,
@@ -101,8 +103,16 @@ def claimable_rows(
             deliveries.c.id > after,
             deliveries.c.batch_id.is_(None),
             # Implied by _due, but written out: it is ix_deliveries_claimable's predicate,
-            # which SQLite's planner matches only term for term.
-            deliveries.c.status.in_(CLAIMABLE_STATUSES),
+            # which SQLite's planner matches only term for term, literals included (a
+            # bound `IN (?, ?, ?)` does not match, and SQLite read the rowids from 0).
+            deliveries.c.status.in_(
+                bindparam(
+                    "claimable_statuses",
+                    list(CLAIMABLE_STATUSES),
+                    expanding=True,
+                    literal_execute=True,
+                )
+            ),
             _due(include_unknown),
         )
         .order_by(deliveries.c.id)
