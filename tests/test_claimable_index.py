@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import text, update
 
 from campaign_support import make_settings, new_campaign, seed_list, send
-from mailer.models import DeliveryStatus
-from mailer.sending.engine import StopReason
+from mailer.models import CampaignStatus, DeliveryCounts, DeliveryStatus
+from mailer.sending.engine import Stop, StopReason
+from mailer.sending.run import final_state
 from mailer.store import Store
 from mailer.store.batches import claimable_rows
 from mailer.store.schema import deliveries
@@ -230,3 +231,14 @@ async def test_rows_taken_over_after_the_last_claim_are_sent_before_finishing(
     assert sorted(smtp_server.recipients) == sorted(addresses)
     statuses = [row.status for row in store.iter_report(campaign_id)]
     assert statuses == [DeliveryStatus.SENT] * 10
+
+
+def test_a_run_is_never_called_finished_with_recipients_still_to_send(store: Store) -> None:
+    """The backstop behind the engine's last pass: rows queued or in flight when a run
+    ends "finished" leave the campaign sending (a worker goes on with it), not finished."""
+    for counts in (DeliveryCounts(sent=7, queued=3), DeliveryCounts(sent=9, sending=1)):
+        status, note = final_state(Stop(StopReason.FINISHED), counts, 1, store)
+        assert status is CampaignStatus.SENDING
+        assert "still to send" in note
+    status, _ = final_state(Stop(StopReason.FINISHED), DeliveryCounts(sent=10), 1, store)
+    assert status is CampaignStatus.FINISHED

@@ -598,6 +598,16 @@ def final_state(
             f"{counts.deferred} deferred; next retry at {when} — a running `mailer worker` "
             f"sends them, or `{resume}`.",
         )
+    if counts.queued or counts.sending:
+        # Never "finished" with someone still to send (a backstop: the engine finishes
+        # only after a pass that found nothing, once nobody else held rows). Left
+        # sending, so a worker goes on with it as with a retry that is due.
+        left = counts.queued + counts.sending
+        return (
+            CampaignStatus.SENDING,
+            f"{left} recipient(s) still to send (given back as this sender ended) — a "
+            f"running `mailer worker` sends them, or `{resume}`.",
+        )
     note = ""
     if counts.unknown:
         note = (
