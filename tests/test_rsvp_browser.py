@@ -95,7 +95,7 @@ async def test_a_guest_answers_from_the_invitation_in_chromium(
         app = create_app(store=store, signer=load_signer(settings, store=store), settings=settings)
         served = ServerThread(app, listener)
         # asyncio's loop, as under `mailer serve` (asyncio.run): uvicorn's "auto" would take
-        # uvloop when installed, whose transports SmtpTransport does not accept.
+        # uvloop (a dev dependency), which the transport's own tests cover on both loops.
         served.server.config.loop = "asyncio"
         with served:
             # A mail scanner (or link preview) fetches every link: nothing is recorded.
