@@ -1,5 +1,7 @@
 """Body lines beginning `From ` (issue 10): encoded as `=46rom`, so an mbox store on the way
-has nothing to rewrite and the body (and a DKIM signature over it) arrives unchanged."""
+has nothing to rewrite and the body (and a DKIM signature over it) arrives unchanged.
+Lines beginning "." (issue 15): encoded as `=2E`, so an invitation needs no dot-stuffing
+pass on its way out (OutgoingMessage.wire_ready)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from mailer.delivery.smtp import _dot_stuff
 from mailer.message.compose import QuotedPrintable
+from mailer.models import Recipient
 from test_compose import FRONT_FOR_TESTS, SENDER, TEMPLATES, ZOE, assert_well_formed, make_builder
 
 MBOX_FROM = re.compile(rb"^>*From ", re.MULTILINE)
@@ -66,6 +72,9 @@ def test_from_lines_in_an_invitation_survive_an_mbox_store(tmp_path: Path) -> No
         ">" * 80 + "From after many quotes",
         "Zoë " * 18 + "From " + "é" * 40,
         "x" * 75 + ".",
+        ".leading dot",
+        "x" * 75 + ".example.org/after-a-soft-break",
+        "x" * 74 + "=.after an escape",
     ],
 )
 def test_no_physical_line_starts_with_from(line: str) -> None:
@@ -74,6 +83,56 @@ def test_no_physical_line_starts_with_from(line: str) -> None:
     encoded = QuotedPrintable().encode(f"{line}\n{line}")
     lines = encoded.split(b"\r\n")
     assert not [ln for ln in lines if MBOX_FROM.match(ln)]
+    assert not [ln for ln in lines if ln.startswith(b".")]
     assert max(len(ln) for ln in lines) <= 76
     assert lines[-1] not in (b".", b"")  # a lone "." would end the SMTP data
     assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode() == f"{line}\n{line}"
+
+
+_PIECES = st.sampled_from(
+    [".", "..", "x" * 37, "y" * 75, " ", "=", "é", "From ", ">", "\n", "\r\n", "\r", "\t", "ab"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=40).map("".join))
+@example("." + "x" * 74 + "." * 3 + "\n.")
+def test_encoded_text_is_wire_ready(text: str) -> None:
+    """Whatever the text (dots and "From " where soft breaks fall, bare CRs, empty
+    lines), the encoding has CRLF line ends only, no line starting with "." or `>*From `,
+    lines of at most 76 characters, decodes back to the text (line ends as LF), and the
+    transport's dot-stuffing would leave it as it is, twice over (a warm cache)."""
+    encoder = QuotedPrintable()
+    for _ in range(2):
+        encoded = encoder.encode(text)
+        wire = encoded + b"\r\n"
+        assert _dot_stuff(wire) == wire
+        lines = encoded.split(b"\r\n")
+        assert not [ln for ln in lines if ln.startswith(b".") or MBOX_FROM.match(ln)]
+        assert max(len(ln) for ln in lines) <= 76
+        decoded = binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode()
+        assert decoded == text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.lists(st.sampled_from(["Zoë", ".", "x" * 40, " ", "From ", "Martin"]), max_size=8)
+    .map("".join)
+    .map(str.strip),
+    token=st.text(alphabet="ABCxyz019_-.", min_size=16, max_size=60),
+)
+def test_an_invitation_says_wire_ready_only_when_it_is(name: str, token: str) -> None:
+    """Every invitation the builder makes, whatever the name and however long the links
+    (dots after soft breaks), is marked wire-ready and is: the transport's dot-stuffing
+    pass would not change a byte of it."""
+    builder = _BUILDER
+    message = builder.build(
+        Recipient(7, "zoe@example.org", name, {}),
+        unsubscribe_url=f"{SENDER.base_url}/u/{token}",
+        rsvp_url=f"{SENDER.base_url}/r/{token}.{token}" if builder.event.rsvp_enabled else None,
+    )
+    assert message.wire_ready
+    assert _dot_stuff(message.data) == message.data
+
+
+_BUILDER = make_builder()

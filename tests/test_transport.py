@@ -83,6 +83,31 @@ async def test_every_message_is_delivered_with_its_exact_bytes(server: SmtpTestS
     assert server.commands["QUIT"] == 1
 
 
+async def test_an_invitation_goes_as_built_and_arrives_whole(server: SmtpTestServer) -> None:
+    """An invitation is wire-ready (no dot-stuffing pass): sent as it is, the server,
+    which undoes dot-stuffing, holds its exact bytes, although its long links put a "."
+    right after a soft line break (written `=2E`, so no line of the message starts with
+    a dot). A message not marked wire-ready still has its leading dots doubled (BODY)."""
+    from test_compose import SENDER as IDENTITY
+    from test_compose import ZOE, make_builder
+
+    builder = make_builder()
+    dotted = [
+        builder.build(
+            ZOE,
+            unsubscribe_url=f"{IDENTITY.base_url}/u/{'t' * width}.{'u' * 30}",
+            rsvp_url=f"{IDENTITY.base_url}/r/{'r' * width}.{'s' * 30}",
+        )
+        for width in range(16, 80)
+    ]
+    assert all(m.wire_ready for m in dotted)
+    assert any(b"=\r\n=2E" in m.data for m in dotted)  # the case is really there
+    async with transport(server) as smtp:
+        outcomes = [await smtp.send(m) for m in [*dotted, message()]]
+    assert {o.status for o in outcomes} == {DeliveryStatus.SENT}
+    assert [m.data for m in server.messages] == [m.data for m in dotted] + [BODY]
+
+
 @pytest.mark.parametrize(
     ("reply", "status"),
     [

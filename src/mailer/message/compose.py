@@ -78,6 +78,10 @@ class QuotedPrintable:
     so a line is encoded once per campaign: binascii.b2a_qp on the whole 4 KB HTML costs
     ~50 µs, the cached lookups ~5 µs. The cache is bounded because personal lines
     (the greeting, the unsubscribe link) never repeat.
+
+    The output is ready for SMTP's DATA as it is: CRLF line ends only, and no physical
+    line (soft breaks included) starts with "." (it is written `=2E`), so the transport
+    need not scan the message to double leading dots (OutgoingMessage.wire_ready).
     """
 
     def __init__(self, limit: int = 4096) -> None:
@@ -98,10 +102,12 @@ class QuotedPrintable:
         )
 
     def _miss(self, line: str) -> bytes:
-        # b2a_qp escapes "=", 8-bit bytes, trailing blanks and a lone "." (SMTP end of data).
+        # b2a_qp escapes "=", 8-bit bytes, trailing blanks and a lone "." (SMTP end of data),
+        # but not a "." that starts a longer line or lands after a soft break (a long
+        # link's "=\r\n.example.org").
         encoded = binascii.b2a_qp(line.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
-        if b"From " in encoded:
-            encoded = _escape_mbox_from(encoded)
+        if b"From " in encoded or b"\n." in encoded or encoded.startswith(b"."):
+            encoded = _escape_line_starts(encoded)
         if len(self._lines) < self._limit:
             self._lines[line] = encoded
         return encoded
@@ -111,14 +117,16 @@ _QP_ATOM = re.compile(rb"=[0-9A-F]{2}|.", re.DOTALL)
 _MBOX_FROM = re.compile(rb">*From ")
 
 
-def _escape_mbox_from(encoded: bytes) -> bytes:
-    """One QP-encoded line, re-wrapped so that no physical line starts with `>*From `.
+def _escape_line_starts(encoded: bytes) -> bytes:
+    """One QP-encoded line, re-wrapped so that no physical line starts with `>*From ` or
+    with ".".
 
-    An mbox store on the way rewrites such a line to `>From ` (and mboxo cannot undo
-    it), which changes the body and breaks its DKIM signature. Encoding the first
-    character (`=46rom`) keeps the line intact. b2a_qp may also have put "From " at the
-    start of a line with a soft break, so the line is wrapped again here (rare: only
-    lines holding "From " come this way, once per campaign each).
+    An mbox store on the way rewrites a `From ` line to `>From ` (and mboxo cannot undo
+    it), which changes the body and breaks its DKIM signature. A leading "." would have
+    to be doubled on the wire (RFC 5321 4.5.2); written `=2E`, the message needs no
+    dot-stuffing pass. Encoding the first character (`=46rom`, `=2E`) keeps the line
+    intact. b2a_qp may have put either at the start of a line with a soft break, so the
+    line is wrapped again here (rare: such lines come this way once per campaign each).
     """
     flat = encoded.replace(b"=\r\n", b"")
     out: list[bytes] = []
@@ -129,11 +137,11 @@ def _escape_mbox_from(encoded: bytes) -> bytes:
         if len(line) + size > 75:  # 75 + the soft break "=" = RFC 2045's 76
             out.append(line + b"=")
             line = b""
-        if not line and _MBOX_FROM.match(flat, offset):
+        if not line and (atom == b"." or _MBOX_FROM.match(flat, offset)):
             atom = b"=%02X" % atom[0]
         line += atom
         offset += size
-    out.append(b"=2E" if line == b"." else line)  # a lone "." would end the SMTP data
+    out.append(line)
     return b"\r\n".join(out)
 
 
@@ -265,6 +273,11 @@ class InvitationBuilder:
             + f"\r\n--{mixed}--\r\n".encode("ascii")
         )
         self._text_qp, self._html_qp = QuotedPrintable(), QuotedPrintable()
+        # The quoted-printable parts are wire-ready by construction (QuotedPrintable);
+        # the fixed pieces are checked here once, the personal head in build().
+        self._fixed_ready = all(
+            _wire_ready(piece) for piece in (self._head_tail, self._between, self._tail)
+        ) and self._tail.endswith(b"\r\n")
         self._date_second = -1
         self._date = ""
 
@@ -329,15 +342,19 @@ class InvitationBuilder:
             f"List-Unsubscribe: {unsubscribe}\r\n"
         )
         try:
+            head_bytes = head.encode("ascii")
             text = self._text_qp.encode(rendered.text)
             html = self._html_qp.encode(rendered.html)
-            data = b"".join(
-                (head.encode("ascii"), self._head_tail, text, self._between, html, self._tail)
-            )
+            data = b"".join((head_bytes, self._head_tail, text, self._between, html, self._tail))
         except UnicodeError as exc:  # lone surrogates from broken input
             raise UnsafeValueError(f"unencodable text: {exc}", field="body") from exc
         return OutgoingMessage(
-            sender=self.sender_address, recipient=to_address, message_id=message_id, data=data
+            sender=self.sender_address,
+            recipient=to_address,
+            message_id=message_id,
+            data=data,
+            # The head is 0.5 KB: checking it costs ~1 µs, the whole message ~46 µs.
+            wire_ready=self._fixed_ready and _wire_ready(head_bytes),
         )
 
     def _now(self) -> str:
@@ -347,6 +364,18 @@ class InvitationBuilder:
             self._date_second = second
             self._date = format_datetime(datetime.fromtimestamp(second, UTC))
         return self._date
+
+
+def _wire_ready(piece: bytes) -> bool:
+    """Whether a piece that starts a line (or with CRLF) has CRLF line ends only and no
+    line starting with "." (OutgoingMessage.wire_ready)."""
+    crlf = piece.count(b"\r\n")
+    return (
+        piece.count(b"\n") == crlf
+        and piece.count(b"\r") == crlf
+        and b"\n." not in piece
+        and not piece.startswith(b".")
+    )
 
 
 def _mailto_subject(unsubscribe_url: str) -> str:
