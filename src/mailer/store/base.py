@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import operator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.types import TypeEngine
 
 from mailer.addresses import InvalidAddress, normalise
 from mailer.clock import utcnow
@@ -15,6 +19,43 @@ from mailer.errors import NotFoundError, one_line_reason
 from mailer.logs import fields
 from mailer.models import SubscriberStatus
 from mailer.store.schema import lists, memberships, subscribers
+
+
+def executemany_in_driver(
+    connection: Connection, statement: UpdateBase, rows: list[dict[str, Any]]
+) -> None:
+    """Run `statement` once per row through the driver's own executemany.
+
+    SQLAlchemy's per-row parameter processing costs about as much as SQLite's insert itself;
+    on a million-row import that is the difference between ~20k and ~30k rows/s, and it
+    was half the cost of recording a sender's outcomes. The statement is still compiled
+    by SQLAlchemy for this dialect; the caller passes values the driver takes as they
+    are (str, int, None: JSON already serialised, datetimes through `bind_value`).
+    Values the statement fixes for the whole batch are taken from the compiled parameters.
+    """
+    compiled = statement.compile(dialect=connection.dialect)
+    fixed = compiled.params
+    order = compiled.positiontup
+    if order is not None:  # qmark / numeric paramstyles (SQLite)
+        values_of = operator.itemgetter(*order)
+        params: list[Any] = [values_of(fixed | row) for row in rows]
+    else:  # named paramstyles (psycopg)
+        params = [{**fixed, **row} for row in rows]
+    connection.exec_driver_sql(str(compiled), params)
+
+
+def driver_values(connection: Connection, kind: TypeEngine[Any]) -> Callable[[Any], Any]:
+    """What turns a value into what SQLAlchemy would hand this connection's driver for a
+    column of type `kind` (SQLite's DATETIME: a string in its own format; None stays
+    None), for executemany_in_driver."""
+    processor = kind.dialect_impl(connection.dialect).bind_processor(connection.dialect)
+    if processor is None:
+        return unchanged
+    return lambda value: None if value is None else processor(value)
+
+
+def unchanged(value: Any) -> Any:
+    return value
 
 
 def email_key(email: str) -> str:

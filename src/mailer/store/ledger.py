@@ -47,9 +47,16 @@ from mailer.models import (
     SuppressionReason,
     UnsubscribeSource,
 )
-from mailer.store.base import StoreBase
+from mailer.store.base import StoreBase, driver_values, executemany_in_driver, unchanged
 from mailer.store.rsvps import follow_up_condition
-from mailer.store.schema import campaigns, deliveries, memberships, send_batches, subscribers
+from mailer.store.schema import (
+    UtcDateTime,
+    campaigns,
+    deliveries,
+    memberships,
+    send_batches,
+    subscribers,
+)
 from mailer.store.suppressions import SuppressionQueries, active_suppression
 
 # States a row can be taken from for sending (unknown only with --resend-unknown).
@@ -509,25 +516,31 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                 },
             )
         else:  # SQLite (no round trips to save), or an id twice: one row at a time, in order
-            connection.execute(
-                _RECORD_EACH[fenced],
-                [
-                    {
-                        **fence_params,
-                        "b_now": now,
-                        "b_id": o.delivery_id,
-                        "b_status": o.status.value,
-                        "b_attempts": o.attempts,
-                        "b_code": o.code,
-                        "b_reply": o.reply[:2000],
-                        "b_message_id": o.message_id,
-                        "b_next": o.next_attempt_at,
-                        "b_sent_at": now if o.status is DeliveryStatus.SENT else None,
-                        "b_relay": o.relay,
-                    }
-                    for o in rows
-                ],
-            )
+            on_sqlite = connection.dialect.name == "sqlite"
+            # On SQLite through the driver: SQLAlchemy's per-row parameter processing was
+            # half the cost of a flush. Times are converted as SQLAlchemy would, `now` once.
+            when = driver_values(connection, UtcDateTime) if on_sqlite else unchanged
+            stamp = when(now)
+            each = [
+                {
+                    **fence_params,
+                    "b_now": stamp,
+                    "b_id": o.delivery_id,
+                    "b_status": o.status.value,
+                    "b_attempts": o.attempts,
+                    "b_code": o.code,
+                    "b_reply": o.reply[:2000],
+                    "b_message_id": o.message_id,
+                    "b_next": when(o.next_attempt_at),
+                    "b_sent_at": stamp if o.status is DeliveryStatus.SENT else None,
+                    "b_relay": o.relay,
+                }
+                for o in rows
+            ]
+            if on_sqlite:
+                executemany_in_driver(connection, _RECORD_EACH[fenced], each)
+            else:
+                connection.execute(_RECORD_EACH[fenced], each)
         for outcome in rows:
             if outcome.status is DeliveryStatus.BOUNCED:
                 self._suppress_bounce(connection, outcome, campaign_id)
