@@ -100,8 +100,9 @@ _PIECES = st.sampled_from(
 def test_encoded_text_is_wire_ready(text: str) -> None:
     """Whatever the text (dots and "From " where soft breaks fall, bare CRs, empty
     lines), the encoding has CRLF line ends only, no line starting with "." or `>*From `,
-    lines of at most 76 characters, decodes back to the text (line ends as LF), and the
-    transport's dot-stuffing would leave it as it is, twice over (a warm cache)."""
+    lines of at most 76 characters that do not end in a blank, decodes back to the text
+    (line ends as LF), and the transport's dot-stuffing would leave it as it is, twice
+    over (a warm cache)."""
     encoder = QuotedPrintable()
     for _ in range(2):
         encoded = encoder.encode(text)
@@ -110,6 +111,7 @@ def test_encoded_text_is_wire_ready(text: str) -> None:
         lines = encoded.split(b"\r\n")
         assert not [ln for ln in lines if ln.startswith(b".") or MBOX_FROM.match(ln)]
         assert max(len(ln) for ln in lines) <= 76
+        assert not [ln for ln in lines if ln.endswith((b" ", b"\t"))]  # RFC 2045 6.7 (3)
         decoded = binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode()
         assert decoded == text.replace("\r\n", "\n").replace("\r", "\n")
 

@@ -113,8 +113,8 @@ class QuotedPrintable:
         return encoded
 
 
-_QP_ATOM = re.compile(rb"=[0-9A-F]{2}|.", re.DOTALL)
 _MBOX_FROM = re.compile(rb">*From ")
+_QP_LINE = 76  # RFC 2045: encoded lines of at most 76 characters, a soft break's "=" included
 
 
 def _escape_line_starts(encoded: bytes) -> bytes:
@@ -126,23 +126,28 @@ def _escape_line_starts(encoded: bytes) -> bytes:
     to be doubled on the wire (RFC 5321 4.5.2); written `=2E`, the message needs no
     dot-stuffing pass. Encoding the first character (`=46rom`, `=2E`) keeps the line
     intact. b2a_qp may have put either at the start of a line with a soft break, so the
-    line is wrapped again here (rare: such lines come this way once per campaign each).
+    line is wrapped again here. Personal lines come this way for every message (a long
+    link's "." after a soft break), so the wrap takes a slice per physical line, not a
+    step per character: every "=" of the flattened line starts an escape "=XY" (a literal
+    "=" is "=3D"), so a break is moved back to before an escape it would split.
     """
     flat = encoded.replace(b"=\r\n", b"")
     out: list[bytes] = []
-    line = b""
-    offset = 0
-    for atom in _QP_ATOM.findall(flat):
-        size = len(atom)
-        if len(line) + size > 75:  # 75 + the soft break "=" = RFC 2045's 76
-            out.append(line + b"=")
-            line = b""
-        if not line and (atom == b"." or _MBOX_FROM.match(flat, offset)):
-            atom = b"=%02X" % atom[0]
-        line += atom
-        offset += size
-    out.append(line)
-    return b"\r\n".join(out)
+    start, end_of_line = 0, len(flat)
+    while True:
+        first = b""
+        if flat.startswith(b".", start) or _MBOX_FROM.match(flat, start):
+            first = b"=%02X" % flat[start]
+            start += 1
+        if len(first) + end_of_line - start <= _QP_LINE:
+            out.append(first + flat[start:])
+            return b"\r\n".join(out)
+        cut = start + _QP_LINE - 1 - len(first)  # room for the soft break's "="
+        equals = flat.rfind(b"=", cut - 2, cut)
+        if equals != -1:
+            cut = equals  # the escape would straddle the break: it starts the next line
+        out.append(first + flat[start:cut] + b"=")
+        start = cut
 
 
 def list_slug(list_name: str) -> str:
