@@ -85,6 +85,7 @@ class Received(NamedTuple):
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_options: tuple[str, ...] = ()  # MAIL FROM's parameters (SIZE=, BODY=, SMTPUTF8)
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,10 @@ class SmtpTestServer:
 
     def _record(self, envelope: Envelope) -> None:
         received = Received(
-            str(envelope.mail_from), list(envelope.rcpt_tos), envelope.original_content or b""
+            str(envelope.mail_from),
+            list(envelope.rcpt_tos),
+            envelope.original_content or b"",
+            tuple(envelope.mail_options),
         )
         self.messages.append(received)
         if self._journal is not None:

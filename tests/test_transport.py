@@ -109,6 +109,25 @@ async def test_an_invitation_goes_as_built_and_arrives_whole(server: SmtpTestSer
 
 
 @pytest.mark.parametrize(
+    "data",
+    [BODY, b"Subject: bare LF\n\n.line one\nline two", b"Subject: CR\r\rold Mac\r"],
+    ids=["crlf", "bare-lf", "bare-cr"],
+)
+async def test_size_is_the_message_as_the_server_holds_it(
+    server: SmtpTestServer, data: bytes
+) -> None:
+    """MAIL FROM's SIZE= (RFC 1870: CRLF line ends, dot-stuffing and the final dot not
+    counted) is the size of what the server holds, whatever line ends the message had
+    (it used to count the bytes before CRLF conversion: too few for a bare-LF message)."""
+    async with transport(server) as smtp:
+        outcome = await smtp.send(message(data=data))
+    assert outcome.status is DeliveryStatus.SENT
+    [received] = server.messages
+    assert f"SIZE={len(received.data)}" in received.mail_options
+    assert b"\r\n" in received.data
+
+
+@pytest.mark.parametrize(
     ("reply", "status"),
     [
         ("450 4.2.1 Mailbox busy", DeliveryStatus.DEFERRED),

@@ -437,7 +437,7 @@ def _envelope(conn: _Connection, message: OutgoingMessage, *, utf8: bool) -> lis
     encoding = "utf-8" if utf8 else "ascii"
     mail = b"MAIL FROM:" + _path(message.sender).encode(encoding)
     if conn.size:
-        mail += b" SIZE=%d" % len(message.data)
+        mail += b" SIZE=%d" % _size(message)
     if utf8:
         mail += b" SMTPUTF8"
     if conn.eight_bit_mime and not message.data.isascii():
@@ -455,6 +455,16 @@ def _envelope(conn: _Connection, message: OutgoingMessage, *, utf8: bool) -> lis
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
 _PLAIN_ADDRESS = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")
+
+
+def _size(message: OutgoingMessage) -> int:
+    """The message's size as RFC 1870 counts it: with CRLF line ends (ending in one), not
+    counting dot-stuffing or the final dot. Only a message not built wire-ready (a notice
+    whose quoted-printable has bare LF soft breaks) differs from its length."""
+    if message.wire_ready:
+        return len(message.data)
+    body = _LINE_ENDINGS.sub(b"\r\n", message.data)
+    return len(body) if body.endswith(b"\r\n") else len(body) + 2
 
 
 def _path(address: str) -> str:
