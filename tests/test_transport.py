@@ -206,6 +206,25 @@ async def test_a_permanent_sender_refusal_raises_because_it_hits_every_message(
     assert caught.value.hint
 
 
+@pytest.mark.parametrize(
+    "reply", ["552 5.3.4 Message size exceeds fixed limit", "552 Too much mail data"]
+)
+async def test_a_size_refusal_says_so_and_not_that_the_sender_was_refused(
+    server: SmtpTestServer, reply: str
+) -> None:
+    """A relay refusing MAIL FROM for the announced size (RFC 1870's 552) stops the
+    campaign as a sender refusal does (every invitation is about as big), but the reason
+    names the size and the hint does not send the organiser to the sender settings."""
+    server.mail_reply = reply
+    async with transport(server) as smtp:
+        with pytest.raises(TransportError) as caught:
+            await smtp.send(message())
+    assert caught.value.code == 552
+    assert f"refuses messages of this size ({len(BODY):,} bytes)" in str(caught.value)
+    assert caught.value.hint is not None
+    assert "MAILER_FROM_ADDRESS" not in caught.value.hint
+
+
 async def test_421_on_data_defers_and_the_next_send_reconnects(server: SmtpTestServer) -> None:
     """421 to DATA closes the session: DEFERRED with 421, then a fresh connection works."""
     server.data_reply = "421 4.3.2 System shutting down"

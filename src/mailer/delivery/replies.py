@@ -87,6 +87,22 @@ def sender_refused(code: int, reply: str, sender: str) -> TransportError:
     )
 
 
+def message_too_big(code: int, reply: str, size: int) -> TransportError:
+    """MAIL FROM refused for the announced size (RFC 1870: 552, or 5.3.4 "message too big
+    for system"). Every invitation of a campaign is about as big, so it is the campaign's
+    problem, as a refused sender is, but not one the sender settings can fix."""
+    return TransportError(
+        f"the relay refuses messages of this size ({size:,} bytes): {code} {reply}",
+        code=code,
+        hint="Make the message smaller (a shorter event text, a smaller layout or "
+        "stylesheet), or ask the relay's administrator to raise its size limit.",
+    )
+
+
+def is_size_refusal(code: int, reply: str) -> bool:
+    return code == 552 or reply.lstrip().startswith("5.3.4")
+
+
 class SessionDeferred(Exception):
     """A connection could not be set up for a reason that may pass (network, 4xx)."""
 

@@ -35,7 +35,9 @@ from mailer.delivery.replies import (
     AUTH_REQUIRED,
     SessionDeferred,
     classify_reply,
+    is_size_refusal,
     login_required,
+    message_too_big,
     sender_refused,
     session_failure,
     tls_context,
@@ -332,6 +334,8 @@ class SmtpTransport:
             # Every message of a campaign has the same sender (or needs the same login),
             # so this is the session's problem, not this recipient's: failing messages
             # one by one would finalise the whole list on a config error.
+            if is_size_refusal(mail.code, mail.message):
+                raise message_too_big(mail.code, mail.message, _size(message))
             raise sender_refused(mail.code, mail.message, message.sender)
         rcpt = replies[1]
         if rcpt.code not in _RECIPIENT_ACCEPTED:
