@@ -138,3 +138,28 @@ def test_an_invitation_says_wire_ready_only_when_it_is(name: str, token: str) ->
 
 
 _BUILDER = make_builder()
+
+
+def test_the_move_up_notice_has_crlf_line_ends_and_no_line_starting_with_a_dot() -> None:
+    """The waiting-list notice (not built by InvitationBuilder) uses the same encoder: its
+    long links' soft breaks are CRLF (b2a_qp alone wrote bare LF ones, which the relay got
+    only because the transport normalises), no line starts with "." or `From `, and the
+    body decodes to the notice's text."""
+    from mailer.message.event import load_event
+    from mailer.message.rsvp_notice import build_promotion_notice, promotion_text
+
+    event = load_event(TEMPLATES / "events" / "london-public-meeting.md")
+    links = {
+        "rsvp_url": f"{SENDER.base_url}/r/{'R' * 43}.{'s' * 40}",
+        "ics_url": f"{SENDER.base_url}/c/{'C' * 43}.{'t' * 40}",
+    }
+    message = build_promotion_notice(
+        event, sender=SENDER, name="Zoë Martin", email="zoe@example.org", guests=1, **links
+    )
+    data = message.data
+    assert data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r")
+    assert _dot_stuff(data) == data
+    assert b"=\r\n=2E" in data  # the case is really there
+    body = data.partition(b"\r\n\r\n")[2]
+    text = promotion_text(event, name="Zoë Martin", guests=1, **links)
+    assert binascii.a2b_qp(body.replace(b"\r\n", b"\n")).decode() == text + "\n"

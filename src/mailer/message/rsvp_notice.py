@@ -9,11 +9,10 @@ it is not list mail, and goes even to a guest who has left the list since answer
 
 from __future__ import annotations
 
-import binascii
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from mailer.message.compose import ascii_address, new_message_id
+from mailer.message.compose import QuotedPrintable, ascii_address, new_message_id
 from mailer.message.dates import format_when
 from mailer.message.event import Event
 from mailer.message.headers import mailbox, unstructured
@@ -64,9 +63,9 @@ def build_promotion_notice(
     reply_to = ascii_address(sender.reply_to or event.organiser.email, field="reply_to")
     message_id = new_message_id(from_address.rpartition("@")[2])
     body = promotion_text(event, name=name, guests=guests, rsvp_url=rsvp_url, ics_url=ics_url)
-    encoded = b"\r\n".join(
-        binascii.b2a_qp(line.encode("utf-8"), istext=True) for line in body.split("\n")
-    )
+    # The invitations' encoder: CRLF soft breaks too (b2a_qp alone writes bare LF ones),
+    # and no line starting with "From " or "." (a long link's soft break can put one there).
+    encoded = QuotedPrintable(limit=0).encode(body)
     head = "\r\n".join(
         [
             f"Date: {format_datetime((now or datetime.now(UTC)).replace(microsecond=0))}",
