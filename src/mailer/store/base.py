@@ -33,7 +33,17 @@ def executemany_in_driver(
     are (str, int, None: JSON already serialised, datetimes through `bind_value`).
     Values the statement fixes for the whole batch are taken from the compiled parameters.
     """
+    if not rows:
+        return
     compiled = statement.compile(dialect=connection.dialect)
+    # What SQLAlchemy's own path would refuse, checked on the first row (the rows are made
+    # alike): a missing value (here it would become NULL) or an unconverted datetime (the
+    # driver would store its own format, which compares wrongly with SQLAlchemy's).
+    required = {name for name, bind in compiled.binds.items() if bind.required}
+    if missing := required - rows[0].keys():
+        raise ValueError(f"no value for {', '.join(sorted(missing))}")
+    if any(isinstance(value, datetime) for value in rows[0].values()):
+        raise TypeError("a datetime must go through driver_values() first")
     fixed = compiled.params
     order = compiled.positiontup
     if order is not None:  # qmark / numeric paramstyles (SQLite)
