@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 import re
 import shutil
 import subprocess
@@ -88,3 +90,23 @@ def test_bulk_mail_features_stay_clean(tmp_path: Path) -> None:
     assert score < 1.0, fields
     assert not [t for t in tests if FORBIDDEN.match(t)], fields
     assert not [t for t in tests if t == "FROM_EXCESS_BASE64" or "INVISIBLE" in t], fields
+
+
+def test_links_with_a_dot_after_a_soft_break_stay_clean(tmp_path: Path) -> None:
+    """Issue 15: a "." that a quoted-printable soft break puts at the start of a line is
+    written `=2E` (no dot-stuffing on the way). With links of that shape (the RSVP
+    buttons, the unsubscribe link) the invitation still scores < 1.0, nothing from
+    FORBIDDEN, and the HTML still holds the links whole."""
+    recipient = Recipient(7, "zoe.martin@example.org", "Zoë Martin", {"city": "London"})
+    base = "https://mailer.example.org"
+    message = make_builder().build(
+        recipient, unsubscribe_url=f"{base}/u/{'U' * 43}", rsvp_url=f"{base}/r/{'R' * 43}"
+    )
+    assert b"=\r\n=2E" in message.data  # the case is really there
+    html = email.message_from_bytes(message.data, policy=email.policy.default)
+    body = html.get_body(("html",))
+    assert body is not None
+    assert f'href="{base}/r/{"R" * 43}?answer=yes"' in body.get_content()
+    score, tests, fields = spamassassin(message.data, tmp_path)
+    assert score < 1.0, fields
+    assert not [t for t in tests if FORBIDDEN.match(t)], fields
