@@ -124,7 +124,6 @@ async def test_size_is_the_message_as_the_server_holds_it(
     assert outcome.status is DeliveryStatus.SENT
     [received] = server.messages
     assert f"SIZE={len(received.data)}" in received.mail_options
-    assert b"\r\n" in received.data
 
 
 @pytest.mark.parametrize(
@@ -174,12 +173,15 @@ async def test_a_policy_rejection_is_failed_not_bounced(server: SmtpTestServer) 
         (554, "5.6.0 Content rejected", DeliveryStatus.FAILED),
         (552, "5.2.2 Mailbox full", DeliveryStatus.BOUNCED),
         (550, "Requested action not taken", DeliveryStatus.BOUNCED),
+        (552, "Too much mail data", DeliveryStatus.FAILED),
+        (552, "Requested mail action aborted: exceeded storage allocation", DeliveryStatus.FAILED),
     ],
 )
 def test_replies_are_classified_by_code_and_enhanced_status(
     code: int, reply: str, status: DeliveryStatus
 ) -> None:
-    """2xx sent, 4xx deferred, 5xx bounced, except message refusals (5.7, 5.6, 5.3.4)."""
+    """2xx sent, 4xx deferred, 5xx bounced, except message refusals (5.7, 5.6, 5.3.4,
+    5.2.3, and a bare 552: too big, not a dead mailbox, so never suppressed)."""
     assert classify_reply(code, reply) is status
 
 
@@ -207,22 +209,45 @@ async def test_a_permanent_sender_refusal_raises_because_it_hits_every_message(
 
 
 @pytest.mark.parametrize(
-    "reply", ["552 5.3.4 Message size exceeds fixed limit", "552 Too much mail data"]
+    ("reply", "about_size"),
+    [
+        ("552 5.3.4 Message size exceeds fixed limit", True),
+        ("552 Too much mail data", True),  # SIZE= was sent (aiosmtpd offers SIZE)
+        ("554 5.3.4 Message too big for system", True),
+        ("550 5.2.3 Message length exceeds administrative limit", True),
+        ("552 5.7.1 Sender address rejected", False),
+        ("552 5.3.40 Not a size code", False),
+    ],
 )
 async def test_a_size_refusal_says_so_and_not_that_the_sender_was_refused(
-    server: SmtpTestServer, reply: str
+    server: SmtpTestServer, reply: str, about_size: bool
 ) -> None:
-    """A relay refusing MAIL FROM for the announced size (RFC 1870's 552) stops the
-    campaign as a sender refusal does (every invitation is about as big), but the reason
-    names the size and the hint does not send the organiser to the sender settings."""
+    """A relay refusing MAIL FROM for the announced size (RFC 1870's 552, or the enhanced
+    codes 5.3.4 / 5.2.3 with any reply code) stops the campaign as a sender refusal does
+    (every invitation is about as big), but the reason names the size and the hint does
+    not send the organiser to the sender settings. Another enhanced code on a 552 is a
+    refused sender, as before."""
     server.mail_reply = reply
     async with transport(server) as smtp:
         with pytest.raises(TransportError) as caught:
             await smtp.send(message())
-    assert caught.value.code == 552
-    assert f"refuses messages of this size ({len(BODY):,} bytes)" in str(caught.value)
+    assert caught.value.code == int(reply[:3])
     assert caught.value.hint is not None
-    assert "MAILER_FROM_ADDRESS" not in caught.value.hint
+    if about_size:
+        assert f"refuses messages of this size ({len(BODY):,} bytes)" in str(caught.value)
+        assert "MAILER_FROM_ADDRESS" not in caught.value.hint
+    else:
+        assert "refused the sender" in str(caught.value)
+        assert "MAILER_FROM_ADDRESS" in caught.value.hint
+
+
+def test_a_bare_552_without_size_announced_is_a_refused_sender() -> None:
+    """Without SIZE= on the MAIL FROM line, a 552 with no enhanced code cannot be about
+    the size (some servers say "552 mail from invalid")."""
+    from mailer.delivery.replies import is_size_refusal
+
+    assert is_size_refusal(552, "mail from invalid", size_announced=True)
+    assert not is_size_refusal(552, "mail from invalid", size_announced=False)
 
 
 async def test_421_on_data_defers_and_the_next_send_reconnects(server: SmtpTestServer) -> None:

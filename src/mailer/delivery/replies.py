@@ -7,7 +7,8 @@ Per message (one recipient per message, so one reply decides):
       the end of DATA                     (code is None: the server never answered)
     5xx                         BOUNCED   a hard bounce; the address gets suppressed
     5.7.x, 5.6.x, 5.3.4, 5.2.3  FAILED    policy, content or size: the relay refused the
-      (RFC 3463 enhanced code)            message, not the mailbox; suppressing is wrong
+      (RFC 3463 enhanced code),           message, not the mailbox; suppressing is wrong
+      or a bare 552
     no reply once the final     UNKNOWN   the message may have been delivered
       dot reached our kernel
 
@@ -60,6 +61,11 @@ def classify_reply(code: int, reply: str) -> DeliveryStatus:
             subject, detail = match.group(2), match.group(3)
             if (subject, None) in _MESSAGE_REFUSALS or (subject, detail) in _MESSAGE_REFUSALS:
                 return DeliveryStatus.FAILED
+        elif match is None and code == 552:
+            # "Exceeded storage allocation" with nothing more said: the message was too
+            # big (or, at RCPT, too many recipients), not a dead mailbox. Suppressing the
+            # address for good on that guess would lose a subscriber.
+            return DeliveryStatus.FAILED
         return DeliveryStatus.BOUNCED
     # Not a valid reply code: the server is broken, which is its problem; try later.
     return DeliveryStatus.DEFERRED
@@ -99,8 +105,15 @@ def message_too_big(code: int, reply: str, size: int) -> TransportError:
     )
 
 
-def is_size_refusal(code: int, reply: str) -> bool:
-    return code == 552 or reply.lstrip().startswith("5.3.4")
+def is_size_refusal(code: int, reply: str, *, size_announced: bool) -> bool:
+    """Whether a 5xx to MAIL FROM refuses the announced size: the enhanced code says so
+    (5.3.4, 5.2.3) whatever the reply code, or, without one, a bare 552 to a MAIL FROM
+    that carried SIZE=. A 552 with another enhanced code (5.7.1 ...) or to a MAIL FROM
+    without SIZE is a refused sender."""
+    match = _ENHANCED.match(reply)
+    if match is not None:
+        return match.groups() in (("5", "3", "4"), ("5", "2", "3"))
+    return code == 552 and size_announced
 
 
 class SessionDeferred(Exception):

@@ -334,7 +334,7 @@ class SmtpTransport:
             # Every message of a campaign has the same sender (or needs the same login),
             # so this is the session's problem, not this recipient's: failing messages
             # one by one would finalise the whole list on a config error.
-            if is_size_refusal(mail.code, mail.message):
+            if is_size_refusal(mail.code, mail.message, size_announced=conn.size):
                 raise message_too_big(mail.code, mail.message, _size(message))
             raise sender_refused(mail.code, mail.message, message.sender)
         rcpt = replies[1]
