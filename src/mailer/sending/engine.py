@@ -89,6 +89,8 @@ class Stop:
     """For CAPPED: when the cap allows sending again."""
     limit: Limit | None = None
     """For CAPPED: which cap."""
+    hint: str | None = None
+    """For BREAKER from an error that says what to do (TransportError.hint): that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,7 +539,7 @@ class Dispatcher:
             return None
         except TransportError as exc:
             # Bad credentials, TLS or a refused sender: no retry will fix it. Pause.
-            self._halt(Stop(StopReason.BREAKER, str(exc)))
+            self._halt(Stop(StopReason.BREAKER, str(exc), hint=exc.hint))
             outcome = Outcome(DeliveryStatus.DEFERRED, exc.code, str(exc))
         return outcome, message.message_id
 

@@ -559,6 +559,10 @@ def final_state(
     resume = f"mailer campaign resume {campaign_id}"
     reason = stop.reason
     if reason is StopReason.BREAKER:
+        if stop.hint:  # the error knows better than "the relay" (a login, a size limit)
+            advice = stop.hint.strip()
+            advice += "" if advice.endswith((".", "?", "!")) else "."
+            return CampaignStatus.PAUSED, f"paused: {stop.detail}. {advice} Then `{resume}`."
         return CampaignStatus.PAUSED, f"paused: {stop.detail}. Fix the relay, then `{resume}`."
     if reason is StopReason.RELAY_DOWN:
         where = (
