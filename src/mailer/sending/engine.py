@@ -538,9 +538,13 @@ class Dispatcher:
             self._halt(Stop(StopReason.LEASE_LOST))
             return None
         except TransportError as exc:
-            # Bad credentials, TLS or a refused sender: no retry will fix it. Pause.
+            # Bad credentials, TLS, a refused sender or size: the session's problem, and
+            # nothing of this message reached the relay (raised before any body). Pause,
+            # and give the row back untouched: counting it an attempt (deferred, once
+            # failed) would, over a worker's automatic retries of a misconfigured relay,
+            # give up on recipients that were never tried.
             self._halt(Stop(StopReason.BREAKER, str(exc), hint=exc.hint))
-            outcome = Outcome(DeliveryStatus.DEFERRED, exc.code, str(exc))
+            return None
         return outcome, message.message_id
 
     # -- recording ---------------------------------------------------------------------
