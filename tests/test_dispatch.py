@@ -161,25 +161,25 @@ async def test_rate_limit_spaces_the_messages(
     assert elapsed >= 29 / 20 * 0.98
 
 
-async def test_a_relay_refusing_the_size_pauses_with_what_to_do(
+async def test_a_refused_sender_pauses_and_tries_nobody(
     store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
-    """A 552 5.3.4 to MAIL FROM pauses the campaign at once and the campaign's note
-    carries the error's own advice (make the message smaller, or have the limit raised)
-    instead of "Fix the relay". No row is counted an attempt, however often it is tried
-    again (as a worker does after each cool-down): the relay refused the session, not
-    these messages, and a sixth try would otherwise have given up on recipients that
-    were never tried. Once the relay takes them, everyone gets one."""
+    """A 553 to MAIL FROM (the session's problem: the same sender for every message)
+    pauses the campaign at once with the error's own advice instead of "Fix the relay",
+    and no row is counted an attempt, however often it is tried again (as a worker does
+    after each cool-down): otherwise, after MAILER_MAX_ATTEMPTS pauses, recipients who
+    were never tried would be given up as failed. Once the relay takes them, everyone
+    gets one."""
     seed_list(store, tmp_path, 20)
-    smtp_server.mail_reply = "552 5.3.4 Message size exceeds fixed maximum message size"
+    smtp_server.mail_reply = "553 5.7.1 Sender address rejected: not owned by user"
     campaign_id = new_campaign(store)
     settings = make_settings(tmp_path, smtp_server.port, max_attempts=2)
     for _ in range(3):  # more pauses than max_attempts
         result = await send(settings, store, campaign_id)
         assert result.reason is StopReason.BREAKER
         assert result.campaign.status is CampaignStatus.PAUSED
-        assert "refuses messages of this size" in result.message
-        assert "Make the message smaller" in result.message
+        assert "refused the sender" in result.message
+        assert "Check MAILER_FROM_ADDRESS" in result.message
         assert "Fix the relay" not in result.message
         assert f"Then `mailer campaign resume {campaign_id}`" in result.message
         assert set(ledger(store, campaign_id).values()) == {("queued", 0)}
@@ -192,6 +192,50 @@ async def test_a_relay_refusing_the_size_pauses_with_what_to_do(
     assert resumed.reason is StopReason.FINISHED
     assert sorted(smtp_server.recipients) == sorted(ledger(store, campaign_id))
     assert len(smtp_server.recipients) == 20
+
+
+async def test_a_size_refusal_pauses_with_what_to_do_and_counts_the_attempt(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """A 552 5.3.4 to MAIL FROM pauses with the advice to make the message smaller. It
+    judged the message (sizes differ a little by recipient), so the messages tried count
+    an attempt: deferred, not held at the head of the queue forever."""
+    seed_list(store, tmp_path, 20)
+    smtp_server.mail_reply = "552 5.3.4 Message size exceeds fixed maximum message size"
+    campaign_id = new_campaign(store)
+    result = await send(make_settings(tmp_path, smtp_server.port), store, campaign_id)
+    assert result.reason is StopReason.BREAKER
+    assert "refuses messages of this size" in result.message
+    assert "Make the message smaller" in result.message
+    tried = [row for row in ledger(store, campaign_id).values() if row != ("queued", 0)]
+    assert tried
+    assert set(tried) == {("deferred", 1)}
+    assert smtp_server.messages == []
+
+
+async def test_a_login_refused_for_one_recipient_does_not_hold_the_campaign(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """A relay that wants a login (530) at RCPT for one recipient only: each run pauses,
+    but that recipient's attempts count, so it is not first in line again at once; the
+    others are all sent, and it is given up after MAILER_MAX_ATTEMPTS (not bounced)."""
+    addresses = seed_list(store, tmp_path, 10)
+    refused = addresses[0]
+    smtp_server.rcpt_replies[refused] = "530 5.7.0 Authentication required for this domain"
+    campaign_id = new_campaign(store)
+    settings = make_settings(tmp_path, smtp_server.port, max_attempts=2, retry_delay=0.0)
+    for _ in range(6):
+        result = await send(settings, store, campaign_id)
+        if result.reason is StopReason.FINISHED:
+            break
+        assert result.reason is StopReason.BREAKER
+        store.set_campaign_status(
+            campaign_id, CampaignStatus.SENDING, only_from=[CampaignStatus.PAUSED]
+        )
+    assert result.reason is StopReason.FINISHED
+    rows = ledger(store, campaign_id)
+    assert rows[refused] == ("failed", 2)
+    assert sorted(smtp_server.recipients) == sorted(a for a in addresses if a != refused)
 
 
 async def test_breaker_pauses_when_the_relay_refuses_everything(

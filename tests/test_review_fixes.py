@@ -14,7 +14,7 @@ from campaign_support import EVENT, cli_environment, make_settings, new_campaign
 from cli_support import run_mailer_here
 from mailer.campaigns import lifecycle
 from mailer.delivery.memory import MemoryTransport
-from mailer.errors import CampaignError
+from mailer.errors import CampaignError, TransportError
 from mailer.message.event import load_event
 from mailer.models import CampaignStatus, DeliveryStatus, Outcome, OutgoingMessage
 from mailer.sending.engine import StopReason
@@ -117,8 +117,9 @@ def test_a_campaign_that_reached_the_relay_only_as_unknown_counts_as_sent(
 class BreaksAfterTheBody:
     """A transport whose send fails with an unexpected error after the body went."""
 
-    def __init__(self, victim: str) -> None:
+    def __init__(self, victim: str, error: Exception | None = None) -> None:
         self.victim = victim
+        self.error = error or RuntimeError("a bug after the final dot")
         self.bodies: list[str] = []
 
     async def send(
@@ -128,20 +129,30 @@ class BreaksAfterTheBody:
             on_body()
         self.bodies.append(message.recipient)
         if message.recipient == self.victim:
-            raise RuntimeError("a bug after the final dot")
+            raise self.error
         return Outcome(DeliveryStatus.SENT, 250, "2.0.0 ok")
 
     async def aclose(self) -> None:
         return None
 
 
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (RuntimeError("a bug after the final dot"), StopReason.ERROR),
+        # No transport raises a relay error after the body today; if one did, the row
+        # must not go back to the queue untouched as a never-tried one does.
+        (TransportError("the relay refused the session", code=554), StopReason.BREAKER),
+    ],
+    ids=["bug", "relay-error"],
+)
 async def test_an_error_after_the_body_went_makes_the_row_unknown_not_queued(
-    store: Store, tmp_path: Path
+    store: Store, tmp_path: Path, error: Exception, reason: StopReason
 ) -> None:
     seed_list(store, tmp_path, 3)
     settings = make_settings(tmp_path, 1, concurrency=1)
     campaign_id = new_campaign(store)
-    transport = BreaksAfterTheBody("person00000@example.org")
+    transport = BreaksAfterTheBody("person00000@example.org", error)
     result = await run_campaign(
         settings=settings,
         store=store,
@@ -149,7 +160,7 @@ async def test_an_error_after_the_body_went_makes_the_row_unknown_not_queued(
         signer=load_signer(settings, store=store),
         campaign_id=campaign_id,
     )
-    assert result.reason is StopReason.ERROR
+    assert result.reason is reason
     counts = store.delivery_counts(campaign_id)
     assert counts.unknown == 1
     assert counts.sending == 0

@@ -103,11 +103,23 @@ class CampaignError(MailerError):
 
 
 class TransportError(MailerError, ConnectionError):
-    """The relay cannot be reached or refuses the session as a whole (`code` is the SMTP code)."""
+    """The relay cannot be reached or refuses the session as a whole (`code` is the SMTP code).
 
-    def __init__(self, message: str, *, code: int | None = None, hint: str | None = None):
+    `judged_message`: the refusal came after the relay saw this message's envelope (its
+    size, its recipient), so it may hold for this message only and counts as an attempt
+    at it; otherwise the message was never tried and goes back untouched."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        hint: str | None = None,
+        judged_message: bool = False,
+    ):
         super().__init__(message, hint=hint)
         self.code = code
+        self.judged_message = judged_message
 
 
 class TokenError(MailerError, ValueError):

@@ -74,10 +74,13 @@ def classify_reply(code: int, reply: str) -> DeliveryStatus:
 AUTH_REQUIRED = 530  # RFC 4954: the relay wants AUTH first; true of every message
 
 
-def login_required(code: int, reply: str) -> TransportError:
+def login_required(code: int, reply: str, *, at_recipient: bool = False) -> TransportError:
+    """530 (RFC 4954). At RCPT some relays say it for some recipients only (those outside
+    their own domains), so there it counts as an attempt at that message."""
     return TransportError(
         f"the relay requires a login: {code} {reply}",
         code=code,
+        judged_message=at_recipient,
         hint="Set MAILER_SMTP_USERNAME and MAILER_SMTP_PASSWORD (and usually "
         "MAILER_SMTP_SECURITY=starttls: relays offer AUTH only over TLS).",
     )
@@ -88,7 +91,8 @@ def sender_refused(code: int, reply: str, sender: str) -> TransportError:
     return TransportError(
         f"the relay refused the sender {sender}: {code} {reply}",
         code=code,
-        hint="Check MAILER_FROM_ADDRESS (the relay must accept it) and the SMTP login "
+        hint="Check MAILER_FROM_ADDRESS (or MAILER_BOUNCE_ADDRESS, whose address is the "
+        "sender when it is set: the relay must accept it) and the SMTP login "
         "(MAILER_SMTP_USERNAME / MAILER_SMTP_PASSWORD).",
     )
 
@@ -100,6 +104,7 @@ def message_too_big(code: int, reply: str, size: int) -> TransportError:
     return TransportError(
         f"the relay refuses messages of this size ({size:,} bytes): {code} {reply}",
         code=code,
+        judged_message=True,  # sizes differ a little by recipient (names, links)
         hint="Make the message smaller (a shorter event text, a smaller layout or "
         "stylesheet), or ask the relay's administrator to raise its size limit.",
     )

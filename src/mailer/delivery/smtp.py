@@ -341,7 +341,7 @@ class SmtpTransport:
         if rcpt.code not in _RECIPIENT_ACCEPTED:
             await self._after_refusal(conn, replies)
             if rcpt.code == AUTH_REQUIRED:  # some relays ask for the login only at RCPT
-                raise login_required(rcpt.code, rcpt.message)
+                raise login_required(rcpt.code, rcpt.message, at_recipient=True)
             return _refused(rcpt)
         start = replies[2]
         if start.code != SMTPStatus.start_input:

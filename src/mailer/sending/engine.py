@@ -538,13 +538,18 @@ class Dispatcher:
             self._halt(Stop(StopReason.LEASE_LOST))
             return None
         except TransportError as exc:
-            # Bad credentials, TLS, a refused sender or size: the session's problem, and
-            # nothing of this message reached the relay (raised before any body). Pause,
-            # and give the row back untouched: counting it an attempt (deferred, once
-            # failed) would, over a worker's automatic retries of a misconfigured relay,
-            # give up on recipients that were never tried.
+            # Bad credentials, TLS, a refused sender or size: no retry in this run will
+            # fix it. Pause.
             self._halt(Stop(StopReason.BREAKER, str(exc), hint=exc.hint))
-            return None
+            if delivery.id in self._at_relay:  # no transport raises after the body today
+                outcome = Outcome(DeliveryStatus.UNKNOWN, exc.code, str(exc))
+            elif exc.judged_message:  # about this message (its size, its recipient)
+                outcome = Outcome(DeliveryStatus.DEFERRED, exc.code, str(exc))
+            else:
+                # The session's problem: this message was never tried. Counting it an
+                # attempt would, over a worker's automatic retries of a misconfigured
+                # relay, give up on recipients that were never tried. Back untouched.
+                return None
         return outcome, message.message_id
 
     # -- recording ---------------------------------------------------------------------

@@ -559,11 +559,14 @@ def final_state(
     resume = f"mailer campaign resume {campaign_id}"
     reason = stop.reason
     if reason is StopReason.BREAKER:
-        if stop.hint:  # the error knows better than "the relay" (a login, a size limit)
+        detail = stop.detail.rstrip(". ")
+        # The error knows better than "the relay" (a login, a size limit); but its hint
+        # names the single relay's settings, which MAILER_RELAYS replaces.
+        if stop.hint and not relays:
             advice = stop.hint.strip()
             advice += "" if advice.endswith((".", "?", "!")) else "."
-            return CampaignStatus.PAUSED, f"paused: {stop.detail}. {advice} Then `{resume}`."
-        return CampaignStatus.PAUSED, f"paused: {stop.detail}. Fix the relay, then `{resume}`."
+            return CampaignStatus.PAUSED, f"paused: {detail}. {advice} Then `{resume}`."
+        return CampaignStatus.PAUSED, f"paused: {detail}. Fix the relay, then `{resume}`."
     if reason is StopReason.RELAY_DOWN:
         where = (
             "the relays in MAILER_RELAYS (are they running?)"
