@@ -30,7 +30,7 @@ def executemany_in_driver(
     on a million-row import that is the difference between ~20k and ~30k rows/s, and it
     was half the cost of recording a sender's outcomes. The statement is still compiled
     by SQLAlchemy for this dialect; the caller passes values the driver takes as they
-    are (str, int, None: JSON already serialised, datetimes through `bind_value`).
+    are (str, int, None: JSON already serialised, datetimes through `driver_values`).
     Values the statement fixes for the whole batch are taken from the compiled parameters.
     """
     if not rows:
