@@ -49,6 +49,11 @@ class Relay:
     tls: ssl.SSLContext | None = None
     answer: Answer = polite
     end_reply: bytes = b"250 2.0.0 queued\r\n"
+    # Replies to the final dots, message by message across connections, before end_reply
+    # takes over; None: hang up instead of answering (the relay has the message).
+    end_replies: list[bytes | None] = field(default_factory=list)
+    # Set: answer no final dot until this event is set.
+    hold_end_reply: asyncio.Event | None = None
     # Set: after the 354, read nothing more until this event is set.
     hold_after_354: asyncio.Event | None = None
     # Half-close (FIN) right after the 354, and still read the body to its end.
@@ -56,8 +61,10 @@ class Relay:
     # Split (or not) each reply into the writes it goes out in.
     chunks: Callable[[bytes], list[bytes]] = lambda data: [data]
     connections: list[Connection] = field(default_factory=list)
-    messages: list[bytes] = field(default_factory=list)  # bodies answered with end_reply
+    messages: list[bytes] = field(default_factory=list)  # bodies answered with a 250
+    unanswered: list[bytes] = field(default_factory=list)  # bodies it hung up after
     seen: asyncio.Event = field(default_factory=asyncio.Event)  # set on each command line
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set on each read
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(writer=writer)
@@ -69,6 +76,7 @@ class Relay:
             await self.send(writer, b"220 scripted ESMTP\r\n")
             while chunk := await reader.read(65536):
                 conn.segments.append(chunk)
+                self.arrived.set()
                 pending += chunk
                 while True:
                     if in_data:
@@ -78,9 +86,15 @@ class Relay:
                         body = bytes(pending[2 : end + 2])
                         del pending[: end + 5]
                         in_data = False
-                        if self.end_reply.startswith(b"250"):
+                        if self.hold_end_reply is not None:
+                            await self.hold_end_reply.wait()
+                        verdict = self.end_replies.pop(0) if self.end_replies else self.end_reply
+                        if verdict is None:
+                            self.unanswered.append(body)
+                            return
+                        if verdict.startswith(b"250"):
                             self.messages.append(body)
-                        await self.send(writer, self.end_reply)
+                        await self.send(writer, verdict)
                         continue
                     eol = pending.find(b"\r\n")
                     if eol < 0:
@@ -143,7 +157,11 @@ async def start_relay(tls_files: TlsFiles) -> AsyncIterator[Start]:
     clients: list[SmtpTransport] = []
 
     async def started(
-        relay: Relay, *, reply_timeout: float = 5.0, connections: int = 1
+        relay: Relay,
+        *,
+        reply_timeout: float = 5.0,
+        connections: int = 1,
+        messages_per_connection: int | None = None,
     ) -> tuple[Relay, SmtpTransport]:
         if relay.security is not SmtpSecurity.NONE:
             relay.tls = tls_files.server_context
@@ -165,6 +183,7 @@ async def start_relay(tls_files: TlsFiles) -> AsyncIterator[Start]:
             ca_file=tls_files.ca_file if relay.security is not SmtpSecurity.NONE else None,
             timeout=reply_timeout,
             connections=connections,
+            messages_per_connection=messages_per_connection,
             local_hostname="client.test",
         )
         clients.append(client)

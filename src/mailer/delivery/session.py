@@ -68,13 +68,16 @@ class Session(asyncio.Protocol):
     @property
     def usable(self) -> bool:
         """Open, in step with the server, and with nothing unread."""
+        return self.in_step(owed=0) and not self._pending  # half a reply is out of turn
+
+    def in_step(self, *, owed: int) -> bool:
+        """Open, and owing replies to exactly `owed` commands, none of them read yet."""
         return (
             self.lost is None
             and not self.transport.is_closing()
             and not self.spoke_out_of_turn
-            and self._expected == 0
-            and not self._replies
-            and not self._pending  # half a reply nobody asked for is still out of turn
+            and self._expected == owed
+            and len(self._replies) <= owed
         )
 
     def write(self, data: bytes, *, replies: int) -> None:
@@ -118,16 +121,29 @@ class Session(asyncio.Protocol):
     def unsent(self) -> int:
         return self.transport.get_write_buffer_size()
 
-    async def drain(self) -> None:
-        """Return once the transport has handed on everything written; raise if the
-        connection broke with some of it still held."""
+    async def drain(self, *, leave: int = 0) -> None:
+        """Return once the transport has handed on everything written but at most its last
+        `leave` bytes; raise if the connection broke with more than that still held.
+
+        `leave` is for a transport whose limits are high=0 (the socket's, in the clear):
+        both marks move to `leave` while waiting. asyncio's socket transport calls
+        resume_writing after any send that leaves no more than the low-water mark, so the
+        resume comes the moment the bytes before the last `leave` are in the kernel."""
         if not self._paused:
             return
-        waiter = self._drain_waiter = self._loop.create_future()
+        if leave:
+            self.transport.set_write_buffer_limits(high=leave, low=leave)
         try:
-            await waiter
+            if leave and self.transport.get_write_buffer_size() <= leave:
+                return
+            waiter = self._drain_waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._drain_waiter = None
         finally:
-            self._drain_waiter = None
+            if leave and not self.transport.is_closing():
+                self.transport.set_write_buffer_limits(high=0)
 
     def close(self) -> None:
         self.transport.close()

@@ -19,8 +19,10 @@ that it means *all* of it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,24 @@ class _Stale(Exception):
     """A pooled connection turned out to be closed by the server while idle."""
 
 
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    """A send() waiting for a session: all `connections` are in use."""
+
+    message: OutgoingMessage
+    handed: asyncio.Future[_Handoff]
+    written: int = 0  # commands of its envelope written after another message's dot
+
+
+@dataclass(frozen=True, slots=True)
+class _Handoff:
+    """What a waiting send() is given: a slot, with a session or none (open one), and how
+    many of its envelope's commands were already written there (their replies unread)."""
+
+    conn: _Connection | None
+    written: int = 0
+
+
 @dataclass(slots=True)
 class _Connection:
     session: Session
@@ -63,11 +83,22 @@ class _Connection:
     below_tls: asyncio.WriteTransport | None
     in_clear: bool
     # What the relay offered in its EHLO reply.
+    # The standard library's selector loop in the clear: its socket transport reports
+    # flow control after every partial send, so a drain to a low-water mark shows the
+    # moment the bytes before it have all reached the kernel (see Session.drain).
+    exact_flow: bool
     pipelining: bool
     size: bool
     smtputf8: bool
     eight_bit_mime: bool
     transactions: int = 0
+    # In a transaction that has yet to write its body, where the next message's envelope
+    # could follow the final dot (SmtpTransport._doors).
+    door: bool = False
+    # A message waiting for a session whose MAIL, RCPT and DATA already followed this
+    # session's last final dot (RFC 2920): it takes this session over when the reply to
+    # that dot has been read (SmtpTransport._release).
+    next: _Waiter | None = None
 
     def write_failed(self) -> bool:
         """Checked right after a write: the kernel refused it (the connection is dead), so
@@ -123,7 +154,14 @@ class SmtpTransport:
         self._timeout = timeout
         self._local_hostname = local_hostname
         self._tls_context = tls_context(ca_file) if security is not SmtpSecurity.NONE else None
-        self._slots = asyncio.Semaphore(connections)
+        self._in_use = 0  # slots taken: sessions in use or being opened
+        # Sessions whose current message has yet to write its body and whose final dot a
+        # waiting message's envelope could follow. A send() waits for one of them rather
+        # than take an idle session while there are more of them than waiting sends:
+        # when the sender, not the relay, sets the pace (the CPU building each message),
+        # a message otherwise never finds anybody waiting to follow its dot.
+        self._doors = 0
+        self._waiting: deque[_Waiter] = deque()
         self._idle: list[_Connection] = []
         self._closed = False
 
@@ -155,34 +193,38 @@ class SmtpTransport:
 
         `on_body` is called right before the body is written, after the relay's 354. If it
         raises, nothing of the body is sent, the session (stuck in DATA) is closed rather
-        than pooled, and the exception propagates."""
+        than pooled, and the exception propagates.
+
+        A send that waits for a session may be given one whose last message's final dot
+        its envelope already followed (one write fewer, one wake-up fewer a message on
+        each side; see `_send_body`)."""
         if self._closed:
             raise TransportError("the SMTP transport is closed")
-        async with self._slots:
-            conn = self._checkout()
+        handoff = await self._acquire(message)
+        conn = handoff.conn
+        try:
+            if conn is None:
+                conn = self._checkout()
+            if conn is None:
+                conn = await self._open()
+                return await self._transact(conn, message, on_body)
             try:
-                if conn is None:
-                    conn = await self._open()
-                    return await self._transact(conn, message, on_body)
-                try:
-                    return await self._transact(conn, message, on_body)
-                except _Stale:
-                    # Servers drop idle sessions (often with an unsolicited 421); nothing of
-                    # this message reached them, so one retry on a fresh session is safe.
-                    conn.session.close()
-                    conn = None
-                    conn = await self._open()
-                    return await self._transact(conn, message, on_body)
-            except SessionDeferred as exc:
-                return exc.outcome
-            except BaseException:
-                if conn is not None:
-                    conn.session.close()  # cancelled or crashed mid-command: state unknown
+                return await self._transact(conn, message, on_body, written=handoff.written)
+            except _Stale:
+                # Servers drop idle sessions (often with an unsolicited 421); nothing of
+                # this message reached them, so one retry on a fresh session is safe.
+                conn.session.close()
                 conn = None
-                raise
-            finally:
-                if conn is not None:
-                    await self._checkin(conn)
+                conn = await self._open()
+                return await self._transact(conn, message, on_body)
+        except SessionDeferred as exc:
+            return exc.outcome
+        except BaseException:
+            if conn is not None:
+                conn.session.close()  # cancelled or crashed mid-command: state unknown
+            raise
+        finally:
+            await self._release(conn)
 
     async def aclose(self) -> None:
         """QUIT every idle session; sessions in use are closed when their send returns."""
@@ -192,6 +234,61 @@ class SmtpTransport:
 
     # -- the pool ---------------------------------------------------------------------
 
+    async def _acquire(self, message: OutgoingMessage) -> _Handoff:
+        """A slot: at once while fewer than `connections` are in use, else in turn."""
+        if self._in_use < self.connections and len(self._waiting) >= self._doors:
+            self._in_use += 1
+            return _Handoff(None)
+        waiter = _Waiter(message, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiter)
+        try:
+            return await waiter.handed
+        except asyncio.CancelledError:
+            if waiter.handed.done() and not waiter.handed.cancelled():
+                # Handed a slot as the cancel came: give it on (a session with this
+                # message's envelope on it cannot carry another one).
+                handed = waiter.handed.result()
+                if handed.conn is not None:
+                    handed.conn.session.close()
+                await self._release(handed.conn)
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
+            raise
+
+    async def _release(self, conn: _Connection | None) -> None:
+        """Give the slot (and the session, if it can go on) to the next waiting send(), or
+        back to the pool."""
+        if conn is not None and conn.next is not None:
+            waiter, conn.next = conn.next, None
+            if not waiter.handed.done() and conn.session.in_step(owed=waiter.written):
+                waiter.handed.set_result(_Handoff(conn, written=waiter.written))
+                return
+            # Its sender was cancelled, or the session failed under the last message (lost,
+            # closed after a 421): nothing of this message's body left, so it starts again
+            # on a fresh session.
+            conn.session.close()
+            conn = None
+            if not waiter.handed.done():
+                waiter.handed.set_result(_Handoff(None))
+                return
+        kept = None
+        try:
+            if conn is not None:
+                kept = await self._retire_or_keep(conn)
+        finally:  # even when cancelled during QUIT: the slot goes on
+            self._pass_slot(kept)
+
+    def _pass_slot(self, conn: _Connection | None) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.handed.done():  # not cancelled meanwhile
+                waiter.handed.set_result(_Handoff(conn))
+                return
+        self._in_use -= 1
+        if conn is not None:
+            self._idle.append(conn)
+
     def _checkout(self) -> _Connection | None:
         while self._idle:
             conn = self._idle.pop()
@@ -200,16 +297,18 @@ class SmtpTransport:
             conn.session.close()  # closed, or spoke out of turn (a 421 while idle)
         return None
 
-    async def _checkin(self, conn: _Connection) -> None:
+    async def _retire_or_keep(self, conn: _Connection) -> _Connection | None:
+        """The session, if it can carry another message; else closed (QUIT if it can)."""
         cap = self.messages_per_connection
         if not conn.session.usable:
             conn.session.close()
-        elif self._closed or (cap is not None and conn.transactions >= cap):
+            return None
+        if self._closed or (cap is not None and conn.transactions >= cap):
             # QUIT before the slot is released, so the server never sees more than
             # `connections` sessions at once, even while one is being replaced.
             await self._quit(conn)
-        else:
-            self._idle.append(conn)
+            return None
+        return conn
 
     async def _quit(self, conn: _Connection) -> None:
         session = conn.session
@@ -273,11 +372,13 @@ class SmtpTransport:
             transport.set_write_buffer_limits(high=1, low=0)
             below_tls = socket_transport
         offers = smtp.supports_extension
+        standard_loop = isinstance(asyncio.get_running_loop(), asyncio.SelectorEventLoop)
         return _Connection(
             # From here on the session's replies come to our protocol, not aiosmtplib's.
             Session.take(transport, timeout=self._timeout),
             below_tls,
             in_clear,
+            exact_flow=in_clear and standard_loop,
             pipelining=offers("pipelining"),
             size=offers("size"),
             smtputf8=offers("smtputf8"),
@@ -291,22 +392,60 @@ class SmtpTransport:
         conn: _Connection,
         message: OutgoingMessage,
         on_body: Callable[[], None] | None,
+        *,
+        written: int = 0,
+    ) -> Outcome:
+        """One message on the session; `written`: its MAIL, RCPT and DATA are already on
+        the wire (they followed the previous message's final dot), only their replies are
+        to be read."""
+        conn.transactions += 1
+        self._open_door(conn)
+        try:
+            return await self._converse(conn, message, on_body, written=written)
+        finally:
+            self._close_door(conn)
+
+    def _open_door(self, conn: _Connection) -> None:
+        cap = self.messages_per_connection
+        if conn.pipelining and not self._closed and (cap is None or conn.transactions < cap):
+            conn.door = True
+            self._doors += 1
+
+    def _close_door(self, conn: _Connection) -> None:
+        """This session takes no waiting message after its current one (it took one, or
+        the message ended before its body): a send that waited for it gets a free slot."""
+        if not conn.door:
+            return
+        conn.door = False
+        self._doors -= 1
+        while self._in_use < self.connections and len(self._waiting) > self._doors:
+            waiter = self._waiting.popleft()
+            if not waiter.handed.done():
+                self._in_use += 1
+                waiter.handed.set_result(_Handoff(None))
+
+    async def _converse(
+        self,
+        conn: _Connection,
+        message: OutgoingMessage,
+        on_body: Callable[[], None] | None,
+        *,
+        written: int,
     ) -> Outcome:
         session = conn.session
-        reused = conn.transactions > 0
-        conn.transactions += 1
-        utf8 = not (message.sender.isascii() and message.recipient.isascii())
-        if utf8 and not conn.smtputf8:
-            return Outcome(DeliveryStatus.FAILED, None, "relay does not support SMTPUTF8")
-        try:
-            commands = _envelope(conn, message, utf8=utf8)
-        except (ValueError, UnicodeError) as exc:  # an address not fit for the wire
-            return Outcome(DeliveryStatus.FAILED, None, f"invalid address: {exc}")
+        reused = conn.transactions > 1
+        commands: list[bytes] = []
+        if not written:
+            prepared = _prepare(conn, message)
+            if isinstance(prepared, Outcome):
+                return prepared
+            commands = prepared
         replies: list[SMTPResponse] = []
         try:
             if conn.pipelining:
-                session.write(b"".join(commands), replies=len(commands))
-                for _ in commands:
+                if not written:
+                    session.write(b"".join(commands), replies=len(commands))
+                for _ in range(written or len(commands)):
                     replies.append(await session.reply())
                     if replies[-1].code == SMTPStatus.domain_unavailable:
                         break  # 421: the server is closing; nothing more will come
@@ -368,27 +507,42 @@ class SmtpTransport:
         # In the clear one write will do: drained, all of it is in the kernel. Under TLS
         # the dot goes in a write of its own once the body has been handed on, so that it
         # waits in the TLS layer (where it can be seen) while the socket is still busy.
-        pieces = (body + _END_OF_DATA,) if conn.in_clear else (body, _END_OF_DATA)
+        # Where the relay pipelines, the next message's envelope may follow the dot in the
+        # same write (see _take_next): then the drain waits only until what is still held
+        # is no more than that envelope, i.e. the dot has been handed on.
+        follow = b""
+        if conn.in_clear:
+            if conn.exact_flow:
+                follow = self._take_next(conn)
+            pieces: tuple[bytes, ...] = (body + _END_OF_DATA + follow,)
+        else:
+            pieces = (body, _END_OF_DATA)
+        next_owes = conn.next.written if follow and conn.next is not None else 0
         waited = False
         try:
             for index, piece in enumerate(pieces):
                 if session.has_reply():
                     # The server answered or hung up before the end of the data.
                     return _before_the_dot(session, session.early_reply(), None)
-                session.write(piece, replies=1 if index == 0 else 0)
+                session.write(piece, replies=1 + next_owes if index == 0 else 0)
                 if conn.write_failed():
                     return _before_the_dot(session, session.early_reply(), None)
-                if conn.unsent():
+                if conn.unsent() > len(follow):
                     waited = True
-                    await asyncio.wait_for(session.drain(), self._timeout)
+                    await asyncio.wait_for(session.drain(leave=len(follow)), self._timeout)
         except OSError as exc:  # lost or stalled (timeout) with the dot still here
             return _before_the_dot(session, session.early_reply(), exc)
+        if not follow and (follow := self._take_next(conn)) and conn.next is not None:
+            # TLS, or a loop whose flow control cannot show when the dot alone has left:
+            # the next envelope goes after the dot, in a write of its own.
+            session.write(follow, replies=conn.next.written)
         # From here on the relay may have the whole message.
         try:
             reply = await session.reply()
         except OSError as exc:  # lost, or no reply within the timeout
             # A timeout leaves the transports open: a dot still queued there never left.
-            unsent = 0 if session.transport.is_closing() else conn.unsent()
+            # (A next envelope is written only once the dot has been handed on.)
+            unsent = 0 if session.transport.is_closing() or conn.next is not None else conn.unsent()
             session.abort()
             if unsent:
                 return Outcome(DeliveryStatus.DEFERRED, None, f"{_describe(exc)} during DATA")
@@ -414,9 +568,38 @@ class SmtpTransport:
             # socket: it may have come before the end of the data, and the server may
             # answer the dot as well, so such a session is not reused.
             session.close()
-        else:
+        elif conn.next is None:
             await _reset(session)
+        # else: the reply to the dot ended the transaction, refused or not (RFC 5321
+        # 4.1.1.4: the server clears its buffers); an RSET now would cancel the next
+        # message's envelope, already sent.
         return Outcome(classify_reply(reply.code, reply.message), reply.code, reply.message)
+
+    def _take_next(self, conn: _Connection) -> bytes:
+        """The envelope of a send() waiting for a session, to follow this message's final
+        dot, where the relay offers PIPELINING (RFC 2920 lets the end of DATA be followed
+        by more commands): the reply to the dot and the next message's three then come
+        back together, one write and one wake-up a message fewer on each side. That
+        message takes the session over once the dot's reply has been read (_release).
+        Empty when nobody waits, or the session should not carry another message."""
+        if not conn.door:
+            return b""
+        follow = b""
+        while self._waiting and not self._closed:
+            waiter = self._waiting[0]
+            if waiter.handed.done():  # cancelled meanwhile
+                self._waiting.popleft()
+                continue
+            commands = _prepare(conn, waiter.message)
+            if isinstance(commands, Outcome):
+                break  # it goes the usual way, and fails there
+            self._waiting.popleft()
+            waiter.written = len(commands)
+            conn.next = waiter
+            follow = b"".join(commands)
+            break
+        self._close_door(conn)  # after taking the waiter: it would be given a slot
+        return follow
 
 
 _END_OF_DATA = b".\r\n"
@@ -434,6 +617,17 @@ def _writable(transport: asyncio.BaseTransport | None) -> asyncio.WriteTransport
 
 
 _RECIPIENT_ACCEPTED = (SMTPStatus.completed, SMTPStatus.will_forward)
+
+
+def _prepare(conn: _Connection, message: OutgoingMessage) -> list[bytes] | Outcome:
+    """The message's MAIL FROM, RCPT TO and DATA for this session, or why it cannot go."""
+    utf8 = not (message.sender.isascii() and message.recipient.isascii())
+    if utf8 and not conn.smtputf8:
+        return Outcome(DeliveryStatus.FAILED, None, "relay does not support SMTPUTF8")
+    try:
+        return _envelope(conn, message, utf8=utf8)
+    except (ValueError, UnicodeError) as exc:  # an address not fit for the wire
+        return Outcome(DeliveryStatus.FAILED, None, f"invalid address: {exc}")
 
 
 def _envelope(conn: _Connection, message: OutgoingMessage, *, utf8: bool) -> list[bytes]:

@@ -96,6 +96,11 @@ class Stop:
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     concurrency: int = 4
+    ahead: int = 0
+    """Messages built and waiting for a connection beyond `concurrency` (one task each):
+    where the relay pipelines, a session that finishes a message finds the next one ready
+    and sends its envelope right after the final dot (mailer.delivery.smtp). Never more
+    than `concurrency` are with the relay."""
     batch_size: int = 500
     retry_horizon: float = 600.0
     resend_unknown: bool = False
@@ -296,7 +301,7 @@ class Dispatcher:
         queue: asyncio.Queue[DueDelivery | None] = asyncio.Queue(self.options.concurrency * 2)
         workers = [
             asyncio.create_task(self._worker(queue, progress))
-            for _ in range(self.options.concurrency)
+            for _ in range(self.options.concurrency + self.options.ahead)
         ]
         flusher = asyncio.create_task(self._flush_periodically(progress))
         try:

@@ -297,6 +297,8 @@ def campaign_dispatcher(
         options=dataclasses.replace(
             options,
             concurrency=settings.sending_concurrency,
+            # As many ready behind them: each session's next envelope follows its last dot.
+            ahead=settings.sending_concurrency,
             batch_size=settings.batch_size,
             retry_horizon=settings.retry_horizon,
             lease_seconds=settings.lease_seconds,
