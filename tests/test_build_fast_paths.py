@@ -1,13 +1,16 @@
 """The per-message fast paths give what the slow paths give, and nothing of anyone else's.
 
 A builder keeps per-campaign caches keyed by content (quoted-printable lines, re-wrapped
-text lines); the sandbox short-cuts attribute lookups on plain dicts; the signer keeps a
-keyed HMAC state per domain. Each must be invisible: the same bytes as the path without
-it, for any recipient, in any order, in any campaign, and no more reach into Python.
+text lines) and learns the lines its messages have in common (CommonLines); it encodes
+lines of printable ASCII without b2a_qp; the sandbox short-cuts attribute lookups on plain
+dicts; the signer keeps a keyed HMAC state per domain. Each must be invisible: the same
+bytes as the path without it, for any recipient, in any order, in any campaign, and no
+more reach into Python.
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import re
@@ -21,7 +24,14 @@ from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mailer.errors import TemplateError
-from mailer.message.compose import InvitationBuilder
+from mailer.message.compose import (
+    InvitationBuilder,
+    QuotedPrintable,
+    _encode_line,
+    _escape_line_starts,
+    _wrap_printable,
+)
+from mailer.message.render import CommonLines, TextTidier, tidy_text
 from mailer.message.templating import make_environment
 from mailer.models import Recipient
 from mailer.safety import find_unsafe
@@ -237,3 +247,230 @@ def test_a_signer_whose_key_changes_signs_with_the_new_key() -> None:
     signer.sign(subscriber_id=1, list_id=1)
     signer._keys = (b"second key",)
     assert TokenSigner(b"second key").verify(signer.sign(subscriber_id=1, list_id=1))
+
+
+# -- quoted-printable: lines of printable ASCII without b2a_qp ----------------------------
+
+_MBOX_FROM = re.compile(rb">*From ")
+
+
+def _escape_line_starts_before(encoded: bytes) -> bytes:
+    """compose._escape_line_starts as it was in 04c2910 (a method call and a regex per
+    physical line), the reference."""
+    flat = encoded.replace(b"=\r\n", b"")
+    out: list[bytes] = []
+    start, end_of_line = 0, len(flat)
+    while True:
+        first = b""
+        if flat.startswith(b".", start) or _MBOX_FROM.match(flat, start):
+            first = b"=%02X" % flat[start]
+            start += 1
+        if len(first) + end_of_line - start <= 76:
+            out.append(first + flat[start:])
+            return b"\r\n".join(out)
+        cut = start + 76 - 1 - len(first)
+        equals = flat.rfind(b"=", cut - 2, cut)
+        if equals != -1:
+            cut = equals
+        out.append(first + flat[start:cut] + b"=")
+        start = cut
+
+
+def _line_before(line: str) -> bytes:
+    """One line as QuotedPrintable encoded it in 04c2910: b2a_qp, then the re-wrap."""
+    encoded = binascii.b2a_qp(line.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    if b"From " in encoded or b"\n." in encoded or encoded.startswith(b"."):
+        encoded = _escape_line_starts_before(encoded)
+    return encoded
+
+
+def _text_before(text: str) -> bytes:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return b"\r\n".join(_line_before(line) for line in text.split("\n"))
+
+
+_RSVP_LINE = (
+    '<p style="margin: 0 0 14px 0;">'
+    + " ".join(
+        f'<a class="button" href="https://mailer.example.org/r/BAcB9YLzezhFwkbe_o2F8iXqzQ'
+        f'?answer={answer}" style="color: #ffffff;text-decoration: none;">{label}</a>'
+        for answer, label in (("yes", "I'll come"), ("maybe", "Maybe"), ("no", "Can't come"))
+    )
+    + "</p>"
+)
+# Pieces that put "=" escapes, dots and blanks where b2a_qp breaks lines (every 75).
+_ASCII = st.lists(
+    st.sampled_from(["x", "=", ".", " ", ">", "F", "rom ", "ab", "x" * 37, "y" * 72, "\t"]),
+    max_size=60,
+).map("".join)
+_ANY_LINE = _ASCII | st.text(
+    alphabet=st.sampled_from([*"x=. >F\t\x00\x7fé€"])
+    | st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"),
+    max_size=200,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(line=_ASCII | _ANY_LINE)
+@example(line="x" * 73 + "=")  # b2a_qp breaks before the last escape; the re-wrap did not
+@example(line="x" * 72 + "=")
+@example(line="x" * 74 + "=")
+@example(line="x" * 75 + ".y")  # "." after a soft break
+@example(line="x" * 75 + "." + "x" * 72 + "=")  # both: the re-wrap's end rule wins
+@example(line="x" * 75 + "." + "x" * 74 + ".")
+@example(line="." + "x" * 76)
+@example(line=".")
+@example(line="x" * 75 + "From the floor" + "=" * 30)
+@example(line="x" * 80 + " ")
+@example(line=_RSVP_LINE)
+@example(line=_RSVP_LINE.replace("mailer.example.org", "lists.leftcom.example"))
+def test_a_line_is_encoded_as_it_was(line: str) -> None:
+    """Any line (printable ASCII, which skips b2a_qp, or not) is encoded byte for byte
+    as b2a_qp and the re-wrap encoded it, and the re-wrap alone gives what it gave."""
+    assert _encode_line(line) == _line_before(line)
+    printable = line.isascii() and line.isprintable() and not line.endswith(" ")
+    if printable and line != "." and "From " not in line:  # the fast path, called directly
+        assert _wrap_printable(line.encode().replace(b"=", b"=3D")) == _line_before(line)
+    b2a = binascii.b2a_qp(line.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    assert _escape_line_starts(b2a) == _escape_line_starts_before(b2a)
+
+
+def test_unencodable_lines_still_raise_by_shape_and_line_by_line() -> None:
+    """A lone surrogate (broken input) raises UnicodeEncodeError, which build() turns
+    into UnsafeValueError, whether its line is met line by line or as a personal line of
+    a learnt shape."""
+    encoder = QuotedPrintable()
+    for name in ("ann", "bob", "cy"):
+        encoder.encode("\n".join(["head", *"abcdefgh", f"Dear {name}", "tail"]))
+    assert encoder._common._runs
+    for text in ("\n".join(["head", *"abcdefgh", "Dear \ud800", "tail"]), "\ud800"):
+        with pytest.raises(UnicodeEncodeError):
+            encoder.encode(text)
+
+
+# -- what a campaign's messages have in common ----------------------------------------------
+
+_STATIC = st.sampled_from(
+    ["", "<p>Static text.</p>", "x" * 80, ".", "From here", "   ", _RSVP_LINE[:200], "é" * 5]
+)
+_VALUE = st.sampled_from(
+    ["", "Zoë", "Łukasz", "From me", ".", "a\nb", "\n", "x" * 90, "=", " ", _RSVP_LINE]
+) | st.text(alphabet=st.sampled_from([*"ab.=\n \r"]), max_size=8)
+_SHAPE = st.lists(st.one_of(st.none(), _STATIC), min_size=1, max_size=24)
+
+
+def _fill_in(shape: list[str | None], values: list[str]) -> str:
+    it = iter(values)
+    return "\n".join(next(it, "") if part is None else part for part in shape)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shapes=st.lists(_SHAPE, min_size=1, max_size=3),
+    messages=st.lists(
+        st.tuples(st.integers(0, 2), st.lists(_VALUE, max_size=6)), min_size=1, max_size=12
+    ),
+)
+def test_messages_of_one_or_several_shapes_are_encoded_as_before(
+    shapes: list[list[str | None]], messages: list[tuple[int, list[str]]]
+) -> None:
+    """Messages made from a few templates (personal values, some holding line breaks,
+    at the start, middle and end), in any order, are encoded as b2a_qp and the re-wrap
+    encoded each line, whether the encoder takes them by a learnt shape or line by line,
+    and again when they come a second time (caches warm)."""
+    encoder = QuotedPrintable()
+    texts = [_fill_in(shapes[kind % len(shapes)], values) for kind, values in messages]
+    for text in texts * 2:
+        assert encoder.encode(text) == _text_before(text)
+
+
+def test_new_lines_at_the_start_middle_and_end_are_encoded_in_place() -> None:
+    """With most lines known, the ones not seen before (first, middle and last, several
+    in a row) are encoded where they stand, by shape and line by line alike."""
+    static = [f"line {n} " + "y" * n for n in range(30)]
+    encoder = QuotedPrintable()
+    for n in range(4):
+        lines = static.copy()
+        for at in (0, 1, 14, 15, 16, 29):
+            lines[at] = f"new {n} at {at} " + "z." * (n * 20)
+        text = "\n".join(lines)
+        assert encoder.encode(text) == _text_before(text)
+    assert encoder._common._runs  # the last messages went by shape
+
+
+def test_common_lines_take_runs_whole_and_personal_lines_anew() -> None:
+    """Two messages with as many lines teach the shape; a third of that shape has only
+    its personal lines made anew, and a message of any other shape (a line more or less,
+    a changed run, a run not ending where a line does) is left to the caller."""
+    common: CommonLines[str] = CommonLines("\n")
+    made: list[str] = []
+
+    def line(text: str) -> str:
+        made.append(text)
+        return text.upper()
+
+    def message(name: str, tail: str = "tail") -> str:
+        return f"head\nDear {name}\nbody\ntwo\nthree\nfour\nlink/{name}\nfive\nsix\n{tail}"
+
+    first, second = message("ann").split("\n"), message("bob").split("\n")
+    assert common.apply(message("cy"), line) is None  # nothing learnt yet
+    common.learn(first, [ln.upper() for ln in first])
+    common.learn(second, [ln.upper() for ln in second])
+    assert common.apply(message("cy"), line) == message("cy").upper()
+    assert made == ["Dear cy", "link/cy"]
+    made.clear()
+    assert common.apply(message("cy") + "\nmore", line) is None
+    assert common.apply(message("cy", tail="tail2"), line) is None
+    assert common.apply(message("cy").replace("two\n", ""), line) is None
+    assert common.apply(message("cy").replace("head", "hea"), line) is None
+    assert common.apply(message("cy").replace("three\nfour", "threefour"), line) is None
+    assert common.apply(message("cy").replace("\nfive", "five"), line) is None
+    assert common.apply(message("cy").replace("four", "four and more"), line) is None
+
+
+def test_a_shape_mostly_personal_is_not_learnt() -> None:
+    """Messages with more personal parts than half their lines are left line by line
+    (the shape would cost as much as the lines)."""
+    common: CommonLines[str] = CommonLines("\n")
+    for name in ("ann", "bob", "cy"):
+        lines = ["head", f"a {name}", f"b {name}", "mid", f"c {name}", "tail"]
+        common.learn(lines, lines)
+    assert common.apply("head\na x\nb x\nmid\nc x\ntail", str.upper) is None
+
+
+# -- the text part's tidying --------------------------------------------------------------
+
+_RAW_STATIC = st.sampled_from(
+    ["", " ", "\t", "Dear", "word " * 20, "> quoted " * 10, "* item " * 12, "1. one " * 15]
+)
+_RAW_VALUE = st.sampled_from(
+    ["", "Zoë", "x" * 90, "https://x.example/r/" + "T" * 60 + "?answer=maybe", "a b " * 30]
+) | st.text(alphabet=st.sampled_from([*"ab \n\t"]), max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shapes=st.lists(st.lists(st.one_of(st.none(), _RAW_STATIC), max_size=20), min_size=1),
+    messages=st.lists(
+        st.tuples(st.integers(0, 3), st.lists(_RAW_VALUE, max_size=5)), min_size=1, max_size=10
+    ),
+)
+def test_a_renderers_tidier_gives_tidy_text(
+    shapes: list[list[str | None]], messages: list[tuple[int, list[str]]]
+) -> None:
+    """The text parts of a campaign (blank lines and long lines from values, at the
+    start, middle and end, in any order) are tidied as tidy_text tidies each alone."""
+    tidier = TextTidier()
+    texts = [_fill_in(shapes[kind % len(shapes)], values) for kind, values in messages]
+    for text in texts * 2:
+        assert tidier(text) == tidy_text(text)
+
+
+@pytest.mark.parametrize("name", ["range", "dict", "namespace", "cycler", "joiner", "lipsum"])
+def test_templates_still_see_no_globals(tmp_path: Path, name: str) -> None:
+    """Jinja's globals (`range`, `namespace`, ...) stay out of the templates now that a
+    template keeps its globals in a dict: using one is an undefined-name TemplateError."""
+    path = tmp_path / "event.md"
+    path.write_text(FRONT_FOR_TESTS + f"{{{{ {name} }}}}\n", encoding="utf-8")
+    with pytest.raises(TemplateError, match="undefined"):
+        make_builder(event_path=path)
