@@ -160,6 +160,11 @@ class Sink:
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline())
 
+    def cpu_seconds(self) -> float:
+        """The sink's user + system CPU time so far (Linux: /proc/PID/stat)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         out, _ = self.process.communicate(timeout=30)
