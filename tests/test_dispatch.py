@@ -194,6 +194,23 @@ async def test_a_refused_sender_pauses_and_tries_nobody(
     assert len(smtp_server.recipients) == 20
 
 
+async def test_a_multi_line_refusal_makes_a_one_line_pause_note(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """A relay's reply of several lines (RFC 5321 4.2.1) is joined into one line in the
+    campaign's note: the campaign list and the dashboard show notes as single lines."""
+    seed_list(store, tmp_path, 3)
+    smtp_server.mail_reply = (
+        "553-5.7.1 Sender address rejected:\r\n553 5.7.1 not owned by user invitations"
+    )
+    campaign_id = new_campaign(store)
+    result = await send(make_settings(tmp_path, smtp_server.port), store, campaign_id)
+    assert result.reason is StopReason.BREAKER
+    assert "\n" not in result.message
+    assert "Sender address rejected: 5.7.1 not owned by user invitations" in result.message
+    assert store.get_campaign(campaign_id).last_error == result.message
+
+
 async def test_a_size_refusal_pauses_with_what_to_do_and_counts_the_attempt(
     store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:

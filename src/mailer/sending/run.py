@@ -549,6 +549,12 @@ def keep_report(store: CampaignLedger, campaign_id: int) -> None:
         )
 
 
+def _one_line(text: str) -> str:
+    """A relay's reply as one line: a multi-line reply ("535-5.7.8 ...\n535 5.7.8 ...")
+    would break the note over several lines of the campaign list and the dashboard."""
+    return " ".join(text.split())
+
+
 def final_state(
     stop: Stop,
     counts: DeliveryCounts,
@@ -561,11 +567,11 @@ def final_state(
     resume = f"mailer campaign resume {campaign_id}"
     reason = stop.reason
     if reason is StopReason.BREAKER:
-        detail = stop.detail.rstrip(". ")
+        detail = _one_line(stop.detail).rstrip(". ")
         # The error knows better than "the relay" (a login, a size limit); but its hint
         # names the single relay's settings, which MAILER_RELAYS replaces.
         if stop.hint and not relays:
-            advice = stop.hint.strip()
+            advice = _one_line(stop.hint)
             advice += "" if advice.endswith((".", "?", "!")) else "."
             return CampaignStatus.PAUSED, f"paused: {detail}. {advice} Then `{resume}`."
         return CampaignStatus.PAUSED, f"paused: {detail}. Fix the relay, then `{resume}`."
@@ -577,7 +583,7 @@ def final_state(
         )
         return (
             CampaignStatus.PAUSED,
-            f"paused: {stop.detail}. Check {where}, then `{resume}`; nobody was lost.",
+            f"paused: {_one_line(stop.detail)}. Check {where}, then `{resume}`; nobody was lost.",
         )
     if reason is StopReason.ERROR:
         return (
