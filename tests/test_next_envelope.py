@@ -63,16 +63,20 @@ async def test_the_next_envelope_follows_each_final_dot(start_relay: Start) -> N
         assert len(joined) == 4
 
 
-async def test_a_refused_dot_leaves_the_next_envelope_alone(start_relay: Start) -> None:
-    """The reply to a dot ends that transaction (RFC 5321 4.1.1.4): no RSET, which would
-    cancel the envelope already sent after it."""
+async def test_a_refused_dot_with_an_envelope_behind_it_retires_the_session(
+    start_relay: Start,
+) -> None:
+    """The reply to a dot ends that transaction (RFC 5321 4.1.1.4), so no RSET (it would
+    cancel the envelope behind the dot); but a relay that refused early and also answers
+    the dot would have that answer taken for the next MAIL reply. So the session is
+    closed and the next message starts again on a new one, once."""
     relay, smtp = await start_relay(Relay(end_replies=[b"554 5.7.1 refused as spam\r\n"]))
     first, second = await send_in_order(smtp, ["a@example.org", "b@example.org"])
     assert (first.status, first.code) == (DeliveryStatus.FAILED, 554)
     assert second.status is DeliveryStatus.SENT
     assert relay.messages == [body("b@example.org")]
-    assert b"RSET" not in verbs(relay, 0)
-    assert len(relay.connections) == 1
+    assert len(relay.connections) == 2
+    assert b"RSET" not in verbs(relay, 0) + verbs(relay, 1)
 
 
 async def test_a_421_to_the_dot_sends_the_next_message_once_on_a_new_session(

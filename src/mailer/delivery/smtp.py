@@ -248,7 +248,7 @@ class SmtpTransport:
                 # Handed a slot as the cancel came: give it on (a session with this
                 # message's envelope on it cannot carry another one).
                 handed = waiter.handed.result()
-                if handed.conn is not None:
+                if handed.conn is not None and handed.written:
                     handed.conn.session.close()
                 await self._release(handed.conn)
             else:
@@ -530,11 +530,29 @@ class SmtpTransport:
                 if conn.unsent() > len(follow):
                     waited = True
                     await asyncio.wait_for(session.drain(leave=len(follow)), self._timeout)
-        except OSError as exc:  # lost or stalled (timeout) with the dot still here
-            return _before_the_dot(session, session.early_reply(), exc)
-        if not follow and (follow := self._take_next(conn)) and conn.next is not None:
+        except OSError as exc:  # lost or stalled (timeout) with the dot still here?
+            # wait_for's timer fires a turn or more before this runs, and meanwhile the
+            # socket may have taken the rest, dot and all (its resume went to a cancelled
+            # waiter): then the relay may have the message, and its reply is read as
+            # usual. Checked here, in the same step as the abort would be.
+            if not (
+                isinstance(exc, TimeoutError)
+                and index == len(pieces) - 1
+                and not conn.write_failed()
+                and conn.unsent() <= len(follow)
+            ):
+                return _before_the_dot(session, session.early_reply(), exc)
+        if (
+            not follow
+            and session.lost is None  # checked in the same step as the write below
+            and not session.transport.is_closing()
+            and (follow := self._take_next(conn))
+            and conn.next is not None
+        ):
             # TLS, or a loop whose flow control cannot show when the dot alone has left:
-            # the next envelope goes after the dot, in a write of its own.
+            # the next envelope goes after the dot, in a write of its own. (It cannot
+            # raise: nothing ran since the check above. If the session was lost, the
+            # waiting message is given a fresh one by _release.)
             session.write(follow, replies=conn.next.written)
         # From here on the relay may have the whole message.
         try:
@@ -563,16 +581,17 @@ class SmtpTransport:
             )
         if reply.code == SMTPStatus.completed:
             pass
-        elif reply.code == SMTPStatus.domain_unavailable or waited:
+        elif reply.code == SMTPStatus.domain_unavailable or waited or conn.next is not None:
             # 421: the server is closing. Or a refusal read after we had to wait for the
             # socket: it may have come before the end of the data, and the server may
-            # answer the dot as well, so such a session is not reused.
+            # answer the dot as well, so such a session is not reused. The same with the
+            # next envelope behind the dot: a relay that refused early and answered the
+            # dot too would have that answer read as the next message's MAIL reply (an
+            # RSET cannot absorb it: it would cancel that envelope). The next message
+            # starts again on a fresh session; its body never left.
             session.close()
-        elif conn.next is None:
+        else:
             await _reset(session)
-        # else: the reply to the dot ended the transaction, refused or not (RFC 5321
-        # 4.1.1.4: the server clears its buffers); an RSET now would cancel the next
-        # message's envelope, already sent.
         return Outcome(classify_reply(reply.code, reply.message), reply.code, reply.message)
 
     def _take_next(self, conn: _Connection) -> bytes:

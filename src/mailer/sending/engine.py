@@ -490,6 +490,10 @@ class Dispatcher:
         moment the relay may have it from (the journal)."""
         if self._lease_stale():
             raise _LeaseStale
+        if self._halted():
+            # Stopped (paused, cancelled, a signal, the relay) while this message waited
+            # for a session: it has not reached the relay, so it goes back untouched.
+            raise _HeldBack
         self.journal.body_started(delivery.id)
         self._at_relay.add(delivery.id)
 
@@ -541,6 +545,8 @@ class Dispatcher:
             outcome = await self.transport.send(message, on_body=lambda: self._body(delivery))
         except _LeaseStale:
             self._halt(Stop(StopReason.LEASE_LOST))
+            return None
+        except _HeldBack:
             return None
         except TransportError as exc:
             # Bad credentials, TLS, a refused sender or size: no retry in this run will
@@ -672,6 +678,10 @@ class Dispatcher:
 
 class _LeaseStale(Exception):
     """Raised from the body callback: the lease was not renewed for half its length."""
+
+
+class _HeldBack(Exception):
+    """Raised from the body callback: the run was stopped before this body went."""
 
 
 def _unknown_after_error(delivery: DueDelivery, exc: Exception) -> RecordedOutcome:

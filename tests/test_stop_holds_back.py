@@ -1,0 +1,46 @@
+"""A stop (signal, pause, cancel, breaker) holds back every message that has not reached
+the relay, including one waiting for a session behind another message (its envelope may
+already follow that message's final dot: EngineOptions.ahead, delivery/smtp.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from campaign_support import make_settings, new_campaign, seed_list, send
+from mailer.models import DeliveryStatus
+from mailer.sending.engine import StopReason
+from mailer.store import Store
+from scripted_relay import Relay, Start
+
+
+async def test_a_stop_holds_back_the_message_waiting_behind_the_one_at_the_relay(
+    store: Store, start_relay: Start, tmp_path: Path
+) -> None:
+    """One connection: the first message's dot is at the relay, which holds its reply;
+    the second message's envelope went right after that dot. A stop comes: the first is
+    finished and recorded, the second's body never goes and it is queued again, untried."""
+    hold = asyncio.Event()
+    relay, probe = await start_relay(Relay(hold_end_reply=hold))
+    seed_list(store, tmp_path, 5)
+    settings = make_settings(tmp_path, probe.port, concurrency=1)
+    campaign_id = new_campaign(store)
+    stop = asyncio.Event()
+    run = asyncio.create_task(send(settings, store, campaign_id, stop_requested=stop))
+
+    async def second_envelope_behind_the_first_dot() -> None:
+        while not (
+            relay.connections and b"\r\n.\r\nMAIL FROM:" in b"".join(relay.connections[0].segments)
+        ):
+            relay.arrived.clear()
+            await relay.arrived.wait()
+
+    await asyncio.wait_for(second_envelope_behind_the_first_dot(), 30)
+    stop.set()  # the engine's watcher of this event runs before the relay's reply is read
+    hold.set()
+    result = await asyncio.wait_for(run, 60)
+
+    assert result.reason is StopReason.INTERRUPTED
+    assert len(relay.messages) == 1
+    rows = sorted((row.status, row.attempts) for row in store.iter_report(campaign_id))
+    assert rows == [(DeliveryStatus.QUEUED, 0)] * 4 + [(DeliveryStatus.SENT, 1)]
