@@ -32,8 +32,9 @@ from mailer.message.event import load_event
 from mailer.models import CampaignStatus, DeliveryStatus, Outcome, OutgoingMessage
 from mailer.sending.engine import StopReason
 from mailer.sending.policy import CircuitBreaker
-from mailer.sending.ratelimit import RateLimiter
+from mailer.sending.ratelimit import Limit, RateLimiter
 from mailer.sending.relays import RelayPool, RelayState, transport_for
+from mailer.sending.shared_rate import RateCapped
 from mailer.store import Store
 from mailer.store.schema import deliveries
 from smtp_server import SmtpTestServer
@@ -253,8 +254,10 @@ async def test_a_relay_at_its_daily_cap_is_left_out() -> None:
     alone.limiter = RateLimiter(per_second=1e9, per_day=1)
     only = RelayPool([alone])
     await only.send(_message(1))
-    with pytest.raises(TransportError, match="every relay has reached its daily cap"):
+    with pytest.raises(RateCapped) as capped:
         await only.send(_message(2))
+    assert capped.value.wait.limit is Limit.DAILY
+    assert 86_000 < capped.value.wait.seconds <= 86_400  # a day after the one sent now
 
 
 async def test_every_relay_refusing_raises_for_the_engine_to_pause() -> None:
@@ -306,6 +309,36 @@ async def test_messages_are_spread_by_weight(store: Store, tmp_path: Path) -> No
     rows = ledger_relays(store, campaign_id)
     assert {row for row in rows.values()} == {("sent", "relay-a"), ("sent", "relay-b")}
     assert {e for e, (_, r) in rows.items() if r == "relay-a"} == set(a.recipients)
+
+
+async def test_every_relay_at_its_daily_cap_stops_capped_not_paused(
+    store: Store, tmp_path: Path
+) -> None:
+    """Two relays with daily caps of 3 and 2, seven recipients: once every relay's slots
+    are booked the run stops CAPPED (the campaign stays sending, for a worker to go on
+    when a cap frees), not paused as if the relays had failed. No cap is exceeded; the
+    recipients not sent are queued, never tried (a message waiting for a session when
+    the stop came is held back with them; its slot goes back to the budget)."""
+    seed_list(store, tmp_path, 7)
+    async with SmtpTestServer() as a, SmtpTestServer() as b:
+        settings = relay_settings(
+            tmp_path,
+            [
+                relay("relay-a", a.port, daily_limit=3, concurrency=1),
+                relay("relay-b", b.port, daily_limit=2, concurrency=1),
+            ],
+        )
+        campaign_id = new_campaign(store)
+        result = await send(settings, store, campaign_id)
+    assert result.reason is StopReason.CAPPED
+    assert result.campaign.status is CampaignStatus.SENDING
+    assert "the daily cap is reached; sending can go on at" in result.message
+    assert len(a.recipients) <= 3
+    assert len(b.recipients) <= 2
+    sent = len(a.recipients) + len(b.recipients)
+    statuses = sorted((row.status, row.attempts) for row in store.iter_report(campaign_id))
+    assert statuses == [(DeliveryStatus.QUEUED, 0)] * (7 - sent) + [(DeliveryStatus.SENT, 1)] * sent
+    assert sent >= 3
 
 
 # The issue's 1,000 (1,500 recipients), the relays on the test's own event loop: 4.7-10 s a

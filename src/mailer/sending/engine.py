@@ -548,6 +548,10 @@ class Dispatcher:
             return None
         except _HeldBack:
             return None
+        except RateCapped as capped:  # MAILER_RELAYS: every relay at its daily cap
+            until = datetime.now(UTC) + timedelta(seconds=capped.wait.seconds)
+            self._halt(Stop(StopReason.CAPPED, until=until, limit=capped.wait.limit))
+            return None
         except TransportError as exc:
             # Bad credentials, TLS, a refused sender or size: no retry in this run will
             # fix it. Pause.

@@ -45,7 +45,7 @@ from mailer.logs import fields
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
 from mailer.sending.policy import CircuitBreaker
 from mailer.sending.ports import RateBudget
-from mailer.sending.ratelimit import Limit, RateLimiter
+from mailer.sending.ratelimit import Limit, RateLimiter, Wait
 from mailer.sending.shared_rate import RateCapped, SharedRateLimiter
 
 log = logging.getLogger("mailer.relays")
@@ -197,7 +197,7 @@ class RelayPool:
                 return None
             opened = [r for r in candidates if r.is_open(now)]
             if not opened:  # every relay has reached its daily cap
-                raise _every_relay_capped()
+                raise _every_relay_capped(self.relays)
             return min(opened, key=lambda r: r.opened_at)
         total = sum(r.weight for r in available)
         for relay in available:
@@ -237,12 +237,17 @@ class RelayPool:
         )
 
 
-def _every_relay_capped() -> TransportError:
-    return TransportError(
-        "every relay has reached its daily cap",
-        hint="Raise a relay's daily_limit in MAILER_RELAYS or add a relay; "
-        "`mailer campaign resume ID` goes on when a cap frees.",
-    )
+def _every_relay_capped(relays: Sequence[RelayState]) -> RateCapped:
+    """Every relay at its daily cap: no fault of theirs, so not a pause for the relays'
+    sake (a breaker, retried every cool-down) but a cap, as MAILER_DAILY_LIMIT's: the run
+    stops CAPPED, the campaign stays sending, and a worker goes on when the first cap
+    frees (its wait, as each limiter last knew it)."""
+    waits = [r.limiter.next_wait().seconds for r in relays if r.limiter is not None]
+    soonest = min((seconds for seconds in waits if seconds > 0), default=_CAP_WAIT_UNKNOWN)
+    return RateCapped(Wait(soonest, Limit.DAILY))
+
+
+_CAP_WAIT_UNKNOWN = 3600.0  # seconds: try again in an hour if no limiter knows better
 
 
 def _relay_failure(outcome: Outcome) -> bool:
