@@ -240,7 +240,8 @@ async def test_an_open_breaker_closes_after_its_cooldown() -> None:
 
 async def test_a_relay_at_its_daily_cap_is_left_out() -> None:
     """A relay whose daily cap is reached (counting what it sent earlier, as read from
-    the ledger) takes nothing more; when every relay is capped the send is refused."""
+    the ledger) takes nothing more; when every relay is capped the send raises
+    RateCapped with the soonest cap's wait (the engine stops CAPPED)."""
     a, b = MemoryTransport(), MemoryTransport()
     capped = RateLimiter(per_second=1e9, per_day=5)
     capped.preload([3600.0, 7200.0])  # two sent through it an hour or two ago
@@ -254,10 +255,11 @@ async def test_a_relay_at_its_daily_cap_is_left_out() -> None:
     alone.limiter = RateLimiter(per_second=1e9, per_day=1)
     only = RelayPool([alone])
     await only.send(_message(1))
-    with pytest.raises(RateCapped) as capped:
+    with pytest.raises(RateCapped) as every_relay_capped:
         await only.send(_message(2))
-    assert capped.value.wait.limit is Limit.DAILY
-    assert 86_000 < capped.value.wait.seconds <= 86_400  # a day after the one sent now
+    wait = every_relay_capped.value.wait
+    assert wait.limit is Limit.DAILY
+    assert 86_000 < wait.seconds <= 86_400  # a day after the one sent now
 
 
 async def test_every_relay_refusing_raises_for_the_engine_to_pause() -> None:
