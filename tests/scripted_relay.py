@@ -54,6 +54,8 @@ class Relay:
     end_replies: list[bytes | None] = field(default_factory=list)
     # Set: answer no final dot until this event is set.
     hold_end_reply: asyncio.Event | None = None
+    # The greeting of every connection after the first (a 4xx or 5xx one, then hang up).
+    later_greeting: bytes | None = None
     # Set: after the 354, read nothing more until this event is set.
     hold_after_354: asyncio.Event | None = None
     # Half-close (FIN) right after the 354, and still read the body to its end.
@@ -73,7 +75,12 @@ class Relay:
         in_data = False
         tls_on = self.security is SmtpSecurity.TLS
         try:
-            await self.send(writer, b"220 scripted ESMTP\r\n")
+            greeting = b"220 scripted ESMTP\r\n"
+            if self.later_greeting is not None and len(self.connections) > 1:
+                greeting = self.later_greeting
+            await self.send(writer, greeting)
+            if not greeting.startswith(b"220"):
+                return  # busy or refusing: hang up
             while chunk := await reader.read(65536):
                 conn.segments.append(chunk)
                 self.arrived.set()

@@ -44,3 +44,43 @@ async def test_a_stop_holds_back_the_message_waiting_behind_the_one_at_the_relay
     assert len(relay.messages) == 1
     rows = sorted((row.status, row.attempts) for row in store.iter_report(campaign_id))
     assert rows == [(DeliveryStatus.QUEUED, 0)] * 4 + [(DeliveryStatus.SENT, 1)]
+
+
+async def test_a_message_waiting_when_the_stop_came_counts_no_attempt_whatever_fails(
+    store: Store, start_relay: Start, tmp_path: Path
+) -> None:
+    """The same, but the relay answers the first dot with a 421 and is busy for any new
+    session (a 421 greeting): the second message, waiting when the stop came, goes to a
+    new session that fails before its body. That failure came after the stop and says
+    nothing about the recipient: no attempt is counted, the row is queued as it was."""
+    hold = asyncio.Event()
+    relay, probe = await start_relay(
+        Relay(
+            hold_end_reply=hold,
+            end_replies=[b"421 4.3.2 closing\r\n"],
+            later_greeting=b"421 4.3.2 busy, try later\r\n",
+        )
+    )
+    seed_list(store, tmp_path, 5)
+    settings = make_settings(tmp_path, probe.port, concurrency=1)
+    campaign_id = new_campaign(store)
+    stop = asyncio.Event()
+    run = asyncio.create_task(send(settings, store, campaign_id, stop_requested=stop))
+
+    async def second_envelope_behind_the_first_dot() -> None:
+        while not (
+            relay.connections and b"\r\n.\r\nMAIL FROM:" in b"".join(relay.connections[0].segments)
+        ):
+            relay.arrived.clear()
+            await relay.arrived.wait()
+
+    await asyncio.wait_for(second_envelope_behind_the_first_dot(), 30)
+    stop.set()
+    hold.set()
+    result = await asyncio.wait_for(run, 60)
+
+    assert result.reason is StopReason.INTERRUPTED
+    assert relay.messages == []
+    # Whichever of the two workers took the session first: that message got the 421.
+    rows = sorted((row.status, row.attempts) for row in store.iter_report(campaign_id))
+    assert rows == [(DeliveryStatus.DEFERRED, 1)] + [(DeliveryStatus.QUEUED, 0)] * 4

@@ -565,6 +565,16 @@ class Dispatcher:
                 # attempt would, over a worker's automatic retries of a misconfigured
                 # relay, give up on recipients that were never tried. Back untouched.
                 return None
+        else:
+            if (
+                outcome.status is DeliveryStatus.DEFERRED
+                and delivery.id not in self._at_relay
+                and self._halted()
+            ):
+                # Stopped meanwhile, and it never reached the relay: typically it waited
+                # for a session, and the one opened for it after the stop failed. No
+                # attempt counts (a relay error above that judged it still does).
+                return None
         return outcome, message.message_id
 
     # -- recording ---------------------------------------------------------------------
