@@ -4,16 +4,19 @@ aiosmtplib opens each session (TCP, implicit TLS or STARTTLS, AUTH, EHLO); the m
 then go through our own `Session` protocol, which keeps every reply the server sends, so
 that where the relay offers PIPELINING (RFC 2920) MAIL FROM, RCPT TO and DATA leave in
 one write and their three replies come back together: two round trips a message instead
-of four. A relay that does not offer it gets one command at a time, as before. One
-session carries one message at a time, so the pool size is the concurrency. What each
-reply means is decided in `replies`; this module runs the dialogue, with RSET after a
-refusal so the session can be reused, and QUIT when a session retires.
+of four. When the next message is ready, its envelope even follows the last message's
+final dot (`_take_next`): one write and about one round trip a message. A relay that
+does not offer PIPELINING gets one command at a time, as before. A session carries one
+message's body at a time, so the pool size is the concurrency (at most that many
+messages can be with the relay). What each reply means is decided in `replies`; this
+module runs the dialogue, with RSET after a refusal so the session can be reused, and
+QUIT when a session retires.
 
 A connection lost during DATA is DEFERRED or UNKNOWN depending on one fact: had the final
 dot been handed to the kernel when it failed? Before that the relay cannot have accepted
 the message, so it is safe to send again. So the body and the dot are written and then
 drained until the transport has handed them to the socket (low-water marks of zero, so
-that it means *all* of it).
+that it means *all* of it; with a next envelope behind the dot, all but that envelope).
 """
 
 from __future__ import annotations
