@@ -283,14 +283,21 @@ class SmtpTransport:
             self._pass_slot(kept)
 
     def _pass_slot(self, conn: _Connection | None) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.handed.done():  # not cancelled meanwhile
-                waiter.handed.set_result(_Handoff(conn))
-                return
+        waiter = self._first_waiter()
+        if waiter is not None:
+            waiter.handed.set_result(_Handoff(conn))
+            return
         self._in_use -= 1
         if conn is not None:
             self._idle.append(conn)
+
+    def _first_waiter(self) -> _Waiter | None:
+        """The longest-waiting send() not cancelled meanwhile, taken off the queue."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.handed.done():
+                return waiter
+        return None
 
     def _checkout(self) -> _Connection | None:
         while self._idle:
@@ -422,10 +429,11 @@ class SmtpTransport:
         conn.door = False
         self._doors -= 1
         while self._in_use < self.connections and len(self._waiting) > self._doors:
-            waiter = self._waiting.popleft()
-            if not waiter.handed.done():
-                self._in_use += 1
-                waiter.handed.set_result(_Handoff(None))
+            waiter = self._first_waiter()
+            if waiter is None:
+                return
+            self._in_use += 1
+            waiter.handed.set_result(_Handoff(None))
 
     async def _converse(
         self,
@@ -562,7 +570,7 @@ class SmtpTransport:
             reply = await session.reply()
         except OSError as exc:  # lost, or no reply within the timeout
             # A timeout leaves the transports open: a dot still queued there never left.
-            # (A next envelope is written only once the dot has been handed on.)
+            # (With a next envelope behind it, the dot was drained past before this.)
             unsent = 0 if session.transport.is_closing() or conn.next is not None else conn.unsent()
             session.abort()
             if unsent:

@@ -188,12 +188,19 @@ def _wrap_printable(flat: bytes) -> bytes:
             pieces.append(lead + flat[start:])
             return b"=\r\n".join(pieces)
         cut = start + room - 1  # room for the soft break's "="
-        if flat[cut - 1] == _EQUALS:  # the escape would straddle the break: it starts
-            cut -= 1  # the next line
-        elif flat[cut - 2] == _EQUALS:
-            cut -= 2
+        cut = _before_escape(flat, cut)
         pieces.append(lead + flat[start:cut])
         start = cut
+
+
+def _before_escape(flat: bytes, cut: int) -> int:
+    """Where to break a flattened QP line at `cut`: moved back to before an "=XY" escape
+    the break would split (every "=" starts one: a literal "=" is "=3D")."""
+    if flat[cut - 1] == _EQUALS:
+        return cut - 1
+    if flat[cut - 2] == _EQUALS:
+        return cut - 2
+    return cut
 
 
 def _escape_line_starts(encoded: bytes) -> bytes:
@@ -233,10 +240,7 @@ def _escape_line_starts(encoded: bytes) -> bytes:
                 pieces.append(flat[start:])
                 break
             cut = start + _QP_LINE - 1
-        if flat[cut - 1] == _EQUALS:  # the escape would straddle the break: it starts
-            cut -= 1  # the next line
-        elif flat[cut - 2] == _EQUALS:
-            cut -= 2
+        cut = _before_escape(flat, cut)
         pieces.append(escaped + flat[start:cut])
         start = cut
     return b"=\r\n".join(pieces)
