@@ -14,6 +14,15 @@ from mailer.store import Store
 from scripted_relay import Relay, Start
 
 
+async def second_envelope_behind_the_first_dot(relay: Relay) -> None:
+    """Until the relay has read the first message's dot with the next MAIL FROM after it."""
+    while not (
+        relay.connections and b"\r\n.\r\nMAIL FROM:" in b"".join(relay.connections[0].segments)
+    ):
+        relay.arrived.clear()
+        await relay.arrived.wait()
+
+
 async def test_a_stop_holds_back_the_message_waiting_behind_the_one_at_the_relay(
     store: Store, start_relay: Start, tmp_path: Path
 ) -> None:
@@ -28,14 +37,7 @@ async def test_a_stop_holds_back_the_message_waiting_behind_the_one_at_the_relay
     stop = asyncio.Event()
     run = asyncio.create_task(send(settings, store, campaign_id, stop_requested=stop))
 
-    async def second_envelope_behind_the_first_dot() -> None:
-        while not (
-            relay.connections and b"\r\n.\r\nMAIL FROM:" in b"".join(relay.connections[0].segments)
-        ):
-            relay.arrived.clear()
-            await relay.arrived.wait()
-
-    await asyncio.wait_for(second_envelope_behind_the_first_dot(), 30)
+    await asyncio.wait_for(second_envelope_behind_the_first_dot(relay), 30)
     stop.set()  # the engine's watcher of this event runs before the relay's reply is read
     hold.set()
     result = await asyncio.wait_for(run, 60)
@@ -67,14 +69,7 @@ async def test_a_message_waiting_when_the_stop_came_counts_no_attempt_whatever_f
     stop = asyncio.Event()
     run = asyncio.create_task(send(settings, store, campaign_id, stop_requested=stop))
 
-    async def second_envelope_behind_the_first_dot() -> None:
-        while not (
-            relay.connections and b"\r\n.\r\nMAIL FROM:" in b"".join(relay.connections[0].segments)
-        ):
-            relay.arrived.clear()
-            await relay.arrived.wait()
-
-    await asyncio.wait_for(second_envelope_behind_the_first_dot(), 30)
+    await asyncio.wait_for(second_envelope_behind_the_first_dot(relay), 30)
     stop.set()
     hold.set()
     result = await asyncio.wait_for(run, 60)
