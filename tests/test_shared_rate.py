@@ -14,10 +14,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from mailer.sending.ratelimit import Limit, Wait
 from mailer.sending.shared_rate import RateCapped, SharedRateLimiter
 from mailer.store import Store
+from mailer.store.schema import rate_counts
 from virtual_time import VirtualTime, busiest_second, inline
 
 START = 1_900_000_000.0  # epoch seconds: the budget's clock, here virtual
@@ -123,3 +125,31 @@ async def test_idle_credit_is_at_most_the_bucket(store: Store, burst: int) -> No
     at_once = sum(1 for t in grants if t == grants[0])
     assert at_once <= burst
     assert busiest_second(grants) <= 200 + burst
+
+
+async def test_slots_whose_time_passed_are_not_used_and_go_back_to_the_caps(
+    store: Store,
+) -> None:
+    """At 20/s a sender books 5 slots a time. Nobody takes one for 10 s (the relay
+    stalled): the 4 left have passed and are dropped, not sent at once. A message that
+    waited 10 s after its grant goes: the next slot is passed over for it. When the
+    sender stops, the caps count only the 3 slots used."""
+    time = VirtualTime(START)
+    shared = limiter(store, time, per_second=20.0, per_hour=1000, patience=600.0)
+    grants: list[float] = []
+
+    async def take(count: int) -> None:
+        for _ in range(count):
+            grants.append(await shared.acquire())
+
+    await time.drive([asyncio.create_task(take(1))])
+    time.now += 10.0
+    await time.drive([asyncio.create_task(take(1))])
+    assert grants == [START, START + 10.0]  # a fresh slot, not one of the passed ones
+    shared.went(grants[0])  # its message waited for a session all along
+    await time.drive([asyncio.create_task(take(1))])
+    assert grants[2] == pytest.approx(START + 10.0 + 2 / 20.0)
+    await shared.close()
+    with store.engine.connect() as connection:
+        counted = connection.execute(select(func.sum(rate_counts.c.granted))).scalar()
+    assert counted == 3

@@ -402,10 +402,11 @@ class Dispatcher:
             # Hours until the cap allows more: stop rather than hold the lease asleep.
             until = datetime.now(UTC) + timedelta(seconds=wait.seconds)
             self._halt(Stop(StopReason.CAPPED, until=until, limit=wait.limit))
-        if self._halted() or not await self._wait_for_turn():
+        granted = None if self._halted() else await self._wait_for_turn()
+        if granted is None:
             await self._give_back(delivery)
             return
-        sent = await self._send_one(delivery)
+        sent = await self._send_one(delivery, granted)
         if sent is None:
             await self._give_back(delivery)
             return
@@ -446,15 +447,16 @@ class Dispatcher:
         log.error(fields(campaign=self.campaign_id, event="error", doing=doing, error=reason))
         self._halt(Stop(StopReason.ERROR, f"{doing}: {reason}"))
 
-    async def _wait_for_turn(self) -> bool:
-        """Wait for the rate limiter; False if a stop came first (nothing is booked then).
+    async def _wait_for_turn(self) -> float | None:
+        """Wait for the rate limiter: when the grant came (the limiter's clock, for its
+        `went`); None if a stop came first (nothing is booked then).
 
         The wait can last minutes (a cap nearly reached, many workers queued), so it races
         the stop request; when a grant is free now, no race is set up at all."""
         try:
             if self.limiter.ready():
-                await self.limiter.acquire()
-                return not self._halted()
+                granted = await self.limiter.acquire()
+                return None if self._halted() else granted
             grant = asyncio.ensure_future(self.limiter.acquire())
             stop = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait({grant, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -463,13 +465,13 @@ class Dispatcher:
                 grant.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await grant
-                return False
-            grant.result()
+                return None
+            granted = grant.result()
         except RateCapped as capped:  # the shared budget's cap: hours away
             until = datetime.now(UTC) + timedelta(seconds=capped.wait.seconds)
             self._halt(Stop(StopReason.CAPPED, until=until, limit=capped.wait.limit))
-            return False
-        return not self._halted()
+            return None
+        return None if self._halted() else granted
 
     async def _give_back(self, delivery: DueDelivery) -> None:
         """Taken off the queue but never sent: back to its previous state, untouched."""
@@ -485,9 +487,9 @@ class Dispatcher:
     def _lease_stale(self) -> bool:
         return time.monotonic() - self._renewed_at > self.options.lease_seconds / 2
 
-    def _body(self, delivery: DueDelivery) -> None:
-        """Just before the body goes: the last moment to hold back (the lease) and the
-        moment the relay may have it from (the journal)."""
+    def _body(self, delivery: DueDelivery, granted: float) -> None:
+        """Just before the body goes: the last moment to hold back (the lease), the moment
+        the relay may have it from (the journal) and the moment the rate counts."""
         if self._lease_stale():
             raise _LeaseStale
         if self._halted():
@@ -496,8 +498,13 @@ class Dispatcher:
             raise _HeldBack
         self.journal.body_started(delivery.id)
         self._at_relay.add(delivery.id)
+        # It may have waited for a session since its grant (a relay slow to answer): the
+        # messages that waited with it go now too, and the rate must hold at the relay.
+        self.limiter.went(granted)
 
-    async def _send_one(self, delivery: DueDelivery) -> tuple[Outcome, str | None] | None:
+    async def _send_one(
+        self, delivery: DueDelivery, granted: float
+    ) -> tuple[Outcome, str | None] | None:
         """Build and send one message: its outcome and Message-ID; None when it was held
         back (the lease may be gone) and nothing reached the relay."""
         token = self.signer.sign(
@@ -542,7 +549,9 @@ class Dispatcher:
             self._halt(Stop(StopReason.LEASE_LOST))
             return None
         try:
-            outcome = await self.transport.send(message, on_body=lambda: self._body(delivery))
+            outcome = await self.transport.send(
+                message, on_body=lambda: self._body(delivery, granted)
+            )
         except _LeaseStale:
             self._halt(Stop(StopReason.LEASE_LOST))
             return None

@@ -147,7 +147,7 @@ class RateBudget(Protocol):
     ) -> tuple[float, int, float, str | None]: ...
 
     def return_rate_slots(
-        self, budget: str, *, minute: int, count: int, tat_end: float, interval: float
+        self, budget: str, *, minute: int, count: int, tat_end: float | None, interval: float
     ) -> None: ...
 
 

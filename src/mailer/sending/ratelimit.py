@@ -14,6 +14,11 @@ Waiters take turns in the order they called `acquire()` and book a grant when it
 granted. A wake-up slightly late keeps the virtual schedule; one more than an interval late
 (the process was stalled) books the grant at its real time, so a stall is never followed by
 a burst of the grants it delayed. A cancelled waiter books nothing.
+
+A grant is for a message that goes at once, but a message may wait after its grant (for a
+session, while the relay is slow to answer): the caller says when it really goes
+(`went`), and one that went late is booked again at that moment, so messages that waited
+together and leave together do not make a burst either.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-_JITTER = 0.02
+JITTER = 0.02  # seconds of lateness that are ordinary timer jitter, not a stall
 HOUR = 3600.0
 DAY = 86400.0
 
@@ -82,7 +87,7 @@ class RateLimiter:
         self._turn = asyncio.Lock()
         # Lateness up to this is ordinary timer jitter (about a millisecond here), made up
         # on the schedule; beyond it the process was stalled and the debt is dropped.
-        self._stall = max(self._interval, _JITTER)
+        self._stall = max(self._interval, JITTER)
         # Only the last `cap` grant times matter: the next grant must come a window
         # after the oldest of them. maxlen drops older ones for free.
         self._hour: deque[float] | None = deque(maxlen=per_hour) if per_hour else None
@@ -90,8 +95,9 @@ class RateLimiter:
 
     # -- public API -------------------------------------------------------------------
 
-    async def acquire(self) -> None:
-        """Wait until one more message may be sent, and book it.
+    async def acquire(self) -> float:
+        """Wait until one more message may be sent, and book it; returns when it was
+        granted (for `went`).
 
         Waiters take turns (FIFO): each books its grant when it is granted. A wake-up a
         little late keeps the theoretical schedule, so the long-run rate stays exact; one
@@ -107,6 +113,16 @@ class RateLimiter:
                 await self._sleep(at - now)
             granted = self._clock()
             self._book(at if granted - at <= self._stall else granted)
+            return granted
+
+    def went(self, granted: float) -> None:
+        """The message granted at `granted` goes now. Later than the jitter allows (it
+        waited for a session), it takes a place on the schedule now as well: its own
+        place has passed, and those who waited with it are going now too. The caps
+        counted it once already and are left alone."""
+        now = self._clock()
+        if now - granted > self._stall:
+            self._tat = max(self._tat, now) + self._interval
 
     def ready(self) -> bool:
         """True if an `acquire()` made now would be granted without waiting."""

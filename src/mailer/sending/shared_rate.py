@@ -10,6 +10,12 @@ hourly and daily caps over all of them.
 
 A process that stops hands its unused slots back; one killed with slots booked wastes at
 most `lookahead` seconds of its share (the caps count them: they are never exceeded).
+
+Slots are times, and a time can pass unused: when nobody took a slot for a while (the
+relay stopped answering, the process stalled), the booked slots whose time has passed are
+dropped rather than used all at once. A message that waited after its slot (for a
+session) and goes late says so (`went`): the next slot is passed over for it, so the
+messages that waited together and leave together are paced after all.
 """
 
 from __future__ import annotations
@@ -18,17 +24,22 @@ import asyncio
 import functools
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mailer.sending.ports import RateBudget
-from mailer.sending.ratelimit import Limit, Wait
+from mailer.sending.ratelimit import JITTER, Limit, Wait
 
 Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 GLOBAL_BUDGET = "global"
+
+# Messages a second no sender or relay comes near (the settings' way to say "no rate", a
+# relay given only a daily cap): such a budget paces nothing, so when its slots pass
+# unused does not matter and is not watched.
+_PACES_NOTHING = 100_000.0
 
 
 class RateCapped(Exception):
@@ -101,18 +112,45 @@ class SharedRateLimiter:
         self._capped: Wait | None = None
         self._capped_until = 0.0
         self._turn = asyncio.Lock()
+        # Later than this is no longer timer jitter (as RateLimiter's): a slot this far in
+        # the past has passed, a message sent this long after its grant went late.
+        self._stall = max(self._interval, JITTER) if per_second < _PACES_NOTHING else math.inf
+        self._last_grant = -math.inf
+        self._owed = 0  # slots to pass over: messages that went late took their places
+        # Slots booked and never used, by the minute they were booked in (the caps counted
+        # them there): handed back by close().
+        self._unused: Counter[int] = Counter()
 
     # -- the engine's face (as RateLimiter) ---------------------------------------------
 
-    async def acquire(self) -> None:
-        """Wait for this process's next slot, booking more from the budget when needed."""
+    async def acquire(self) -> float:
+        """Wait for this process's next slot, booking more from the budget when needed;
+        returns when it was granted (for `went`)."""
         async with self._turn:
-            while not self._slots:
-                await self._book()
-            slot = self._slots.popleft()
+            if self._clock() - self._last_grant > self._stall:
+                self._drop_passed()  # nobody took one for a while: theirs went by
+            while True:
+                while not self._slots:
+                    await self._give_back_unused()  # before the caps are counted again
+                    await self._book()
+                slot = self._slots.popleft()
+                if not self._owed:
+                    break
+                self._owed -= 1
+                self._unused[slot.minute] += 1
             wait = slot.at - self._clock()
             if wait > 0:
                 await self._sleep(wait)
+            self._last_grant = self._clock()
+            return self._last_grant
+
+    def went(self, granted: float) -> None:
+        """The message granted at `granted` goes now. Later than the jitter allows (it
+        waited for a session), the slot after it is passed over: its own has passed, and
+        those who waited with it are going now too."""
+        if self._clock() - granted > self._stall:
+            self._drop_passed()
+            self._owed += 1
 
     def ready(self) -> bool:
         return not self._turn.locked() and bool(self._slots) and self._slots[0].at <= self._clock()
@@ -127,26 +165,40 @@ class SharedRateLimiter:
         return Wait(0.0, None)
 
     async def close(self) -> None:
-        """Hand back the slots booked and not used (the caps count them otherwise)."""
-        if not self._slots:
-            return
-        unused: dict[int, int] = {}
-        for slot in self._slots:
-            unused[slot.minute] = unused.get(slot.minute, 0) + 1
+        """Hand back the slots booked and not used (the caps count them otherwise): the
+        ones still ahead to the schedule too, if nobody booked after them."""
+        ahead = Counter(slot.minute for slot in self._slots)
         self._slots.clear()
-        for minute, count in unused.items():
+        await self._return(ahead, tat_end=self._last_end)
+        await self._give_back_unused()
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _give_back_unused(self) -> None:
+        """The caps get back the slots that passed unused (the schedule keeps them: their
+        time is gone). Without caps nothing counts them."""
+        if self._unused and (self.per_hour is not None or self.per_day is not None):
+            await self._return(self._unused, tat_end=None)
+        self._unused.clear()
+
+    async def _return(self, counts: Counter[int], *, tat_end: float | None) -> None:
+        for minute, count in counts.items():
             await self._offload(
                 functools.partial(
                     self._store.return_rate_slots,
                     self.budget,
                     minute=minute,
                     count=count,
-                    tat_end=self._last_end,
+                    tat_end=tat_end,
                     interval=self._interval,
                 )
             )
 
-    # -- internals ----------------------------------------------------------------------
+    def _drop_passed(self) -> None:
+        """Drop the booked slots whose time has passed (they are in time order)."""
+        passed = self._clock() - self._stall
+        while self._slots and self._slots[0].at < passed:
+            self._unused[self._slots.popleft().minute] += 1
 
     async def _book(self) -> None:
         now = self._clock()

@@ -96,21 +96,24 @@ class RateBudgetQueries(StoreBase):
             return first, granted, free_at, cap
 
     def return_rate_slots(
-        self, budget: str, *, minute: int, count: int, tat_end: float, interval: float
+        self, budget: str, *, minute: int, count: int, tat_end: float | None, interval: float
     ) -> None:
         """A sender stops with `count` booked slots unused (the last it booked, ending at
-        `tat_end`): the caps get them back, and the schedule too if nobody booked since."""
+        `tat_end`): the caps get them back, and the schedule too if nobody booked since.
+        With `tat_end` None (slots whose time passed unused), the caps only."""
         if count <= 0:
             return
         with self.engine.begin() as connection:
-            connection.execute(
-                update(rate_budgets)
-                .where(
-                    rate_budgets.c.name == budget,
-                    func.abs(rate_budgets.c.tat - tat_end) < 1e-5,  # float8 rounding at 1.8e9 s
+            if tat_end is not None:
+                connection.execute(
+                    update(rate_budgets)
+                    .where(
+                        rate_budgets.c.name == budget,
+                        # float8 rounding at 1.8e9 s
+                        func.abs(rate_budgets.c.tat - tat_end) < 1e-5,
+                    )
+                    .values(tat=rate_budgets.c.tat - count * interval)
                 )
-                .values(tat=rate_budgets.c.tat - count * interval)
-            )
             connection.execute(
                 update(rate_counts)
                 .where(rate_counts.c.budget == budget, rate_counts.c.minute == minute)
