@@ -45,6 +45,8 @@ class Connection:
 @dataclass
 class Relay:
     pipelining: bool = True
+    # The mechanisms offered in EHLO's AUTH line (b"PLAIN LOGIN"); `answer` answers them.
+    auth: bytes | None = None
     security: SmtpSecurity = SmtpSecurity.NONE
     tls: ssl.SSLContext | None = None
     answer: Answer = polite
@@ -113,6 +115,8 @@ class Relay:
                     if verb in (b"EHLO", b"HELO"):
                         del pending[: eol + 2]
                         offers = b"250-PIPELINING\r\n" if self.pipelining else b""
+                        if self.auth is not None:
+                            offers += b"250-AUTH " + self.auth + b"\r\n"
                         if self.security is SmtpSecurity.STARTTLS and not tls_on:
                             offers += b"250-STARTTLS\r\n"
                         await self.send(

@@ -143,6 +143,7 @@ class SmtpTestServer:
         self.peak_connections = 0
         self.commands: Counter[str] = Counter()  # RSET, QUIT, MAIL, RCPT, DATA seen
         self.logins: list[str] = []
+        self.refused_logins: list[str] = []
         # faults
         self.rcpt_replies: dict[str, str] = {}
         self.mail_reply: str | None = None
@@ -261,8 +262,7 @@ class SmtpTestServer:
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
         ok = self.auth is not None and (data.login.decode(), data.password.decode()) == self.auth
-        if ok:
-            self.logins.append(data.login.decode())
+        (self.logins if ok else self.refused_logins).append(data.login.decode())
         return AuthResult(success=ok, handled=False, auth_data=data)
 
     async def handle_EHLO(

@@ -315,11 +315,14 @@ async def test_starttls_and_auth_from_settings(
 async def test_bad_credentials_pause_instead_of_failing_everyone(
     store: Store, tls_files: TlsFiles, tmp_path: Path
 ) -> None:
-    """A 535 at login pauses the campaign at once: no recipient is marked failed."""
+    """A 535 at login pauses the campaign at once: no recipient is marked failed, and the
+    wrong password was tried once, not once per connection (a relay may lock the account
+    after a few)."""
     seed_list(store, tmp_path, 20)
     server, campaign_id, result = await send_over_starttls(
         store, tls_files, tmp_path, password="wrong"
     )
+    assert server.refused_logins == ["org"]
     assert result.reason is StopReason.BREAKER
     assert result.campaign.status is CampaignStatus.PAUSED
     counts = store.delivery_counts(campaign_id)

@@ -30,6 +30,7 @@ import aiosmtplib
 
 from mailer.config import Settings, SmtpSecurity
 from mailer.delivery.replies import tls_context
+from mailer.delivery.smtp import log_in
 from mailer.errors import ConfigError
 from mailer.preflight import is_local_host, real_send_problems, reserved_domain
 
@@ -242,7 +243,7 @@ async def check_relay(
             steps.append("STARTTLS")
         if username and password:
             step = "AUTH"
-            await smtp.login(username, password)
+            await log_in(smtp, username, password)  # as the sender will: one try
             steps.append(f"AUTH as {username}")
         step = "QUIT"
         await smtp.quit()

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +53,7 @@ from mailer.delivery.session import ConnectionLost, MalformedReply, Session
 from mailer.errors import TransportError
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
 
-__all__ = ["SmtpTransport"]
+__all__ = ["SmtpTransport", "log_in"]
 
 
 class _Stale(Exception):
@@ -140,6 +142,7 @@ class SmtpTransport:
         messages_per_connection: int | None = None,
         ca_file: Path | None = None,
         local_hostname: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be at least 1")
@@ -167,6 +170,17 @@ class SmtpTransport:
         self._waiting: deque[_Waiter] = deque()
         self._idle: list[_Connection] = []
         self._closed = False
+        # Until a session has opened (and again after a refused one), sessions open one at
+        # a time, and those who waited share the outcome; a refusal (a wrong password, a
+        # bad certificate) is shared for a while with those who come after, too. A wrong
+        # password is then tried once, not once per connection (16 refused logins for a
+        # campaign of 20 before), which relays that lock an account after a few would.
+        self._clock = clock
+        self._vouched = False
+        self._first_open = asyncio.Lock()
+        self._first_opens = 0  # ended so far
+        self._first_failure: Exception | None = None  # the last one's, if it failed
+        self._refused_at = -math.inf
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpTransport:
@@ -203,13 +217,14 @@ class SmtpTransport:
         each side; see `_send_body`)."""
         if self._closed:
             raise TransportError("the SMTP transport is closed")
+        arrived = self._first_opens  # first opens ended before this send came
         handoff = await self._acquire(message)
         conn = handoff.conn
         try:
             if conn is None:
                 conn = self._checkout()
             if conn is None:
-                conn = await self._open()
+                conn = await self._open_session(arrived)
                 return await self._transact(conn, message, on_body)
             try:
                 return await self._transact(conn, message, on_body, written=handoff.written)
@@ -218,7 +233,7 @@ class SmtpTransport:
                 # this message reached them, so one retry on a fresh session is safe.
                 conn.session.close()
                 conn = None
-                conn = await self._open()
+                conn = await self._open_session(arrived)
                 return await self._transact(conn, message, on_body)
         except SessionDeferred as exc:
             return exc.outcome
@@ -331,6 +346,43 @@ class SmtpTransport:
         finally:
             session.close()
 
+    async def _open_session(self, arrived: int) -> _Connection:
+        """A new session: in parallel once one has opened, else one at a time (see
+        __init__). A send that was waiting (for a slot or for that open) while a first
+        open failed fails the same way, at once: it would have met the same relay,
+        password and certificate. `arrived`: the first opens ended before it came."""
+        if self._vouched:
+            try:
+                return await self._open()
+            except TransportError as exc:
+                # Refused (the password changed?): one at a time again, and shared.
+                self._vouched = False
+                self._failed(exc)
+                raise
+        async with self._first_open:
+            if self._vouched:
+                return await self._open()
+            failure = self._first_failure
+            if failure is not None and (
+                self._first_opens != arrived or self._clock() - self._refused_at < _REFUSAL_SHARED
+            ):
+                raise failure
+            try:
+                conn = await self._open()
+            except Exception as exc:
+                self._failed(exc)
+                raise
+            self._first_failure = None
+            self._first_opens += 1
+            self._vouched = True
+            return conn
+
+    def _failed(self, exc: Exception) -> None:
+        self._first_failure = exc
+        self._first_opens += 1
+        if isinstance(exc, TransportError):  # a refusal, not a network failure: it lasts
+            self._refused_at = self._clock()
+
     async def _open(self) -> _Connection:
         if self._local_hostname is None:
             # aiosmtplib would look this up (DNS) on every connect; once is enough.
@@ -362,7 +414,7 @@ class SmtpTransport:
             if self.security is SmtpSecurity.STARTTLS:
                 await smtp.starttls()
             if self._username is not None:
-                await smtp.login(self._username, self._password or "")
+                await log_in(smtp, self._username, self._password or "")
             if smtp.is_ehlo_or_helo_needed:
                 await smtp.ehlo()  # for SIZE / SMTPUTF8 / 8BITMIME before MAIL FROM
             transport = _writable(smtp.transport)
@@ -633,6 +685,38 @@ class SmtpTransport:
 
 
 _END_OF_DATA = b".\r\n"
+# Seconds a refused session (TransportError) answers every send at once: long enough
+# for the engine to stop, short of MAILER_RELAYS' cooldown, after which a relay that
+# refused is tried again.
+_REFUSAL_SHARED = 10.0
+
+# The password is tried once: the mechanisms in this order, the next only if the relay
+# says the last one cannot be used (504 not implemented, 534 too weak, 538 needs
+# encryption). aiosmtplib's login() tries every mechanism offered, so a wrong password
+# was refused twice a session by a relay offering PLAIN and LOGIN. PLAIN first: it works
+# whatever way the relay stores passwords (CRAM-MD5 needs them in the clear), and the
+# session is encrypted wherever a password is sent.
+_MECHANISMS = ("plain", "login", "cram-md5")
+_MECHANISM_UNUSABLE = frozenset({504, 534, 538})
+
+
+async def log_in(smtp: aiosmtplib.SMTP, username: str, password: str) -> None:
+    """AUTH on an open session, the password tried once (see _MECHANISMS)."""
+    if smtp.is_ehlo_or_helo_needed:
+        await smtp.ehlo()  # what the relay offers (again after STARTTLS)
+    offered = [name for name in _MECHANISMS if name in smtp.server_auth_methods]
+    if not offered:
+        await smtp.login(username, password)  # says AUTH is not offered, or none it knows
+        return
+    for name in offered:
+        try:
+            await getattr(smtp, f"auth_{name.replace('-', '')}")(username, password)
+            return
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            if exc.code not in _MECHANISM_UNUSABLE or name == offered[-1]:
+                raise
+
+
 _WRITE_METHODS = ("write", "abort", "get_write_buffer_size", "set_write_buffer_limits")
 
 

@@ -548,6 +548,10 @@ class Dispatcher:
         if self._lease_stale():
             self._halt(Stop(StopReason.LEASE_LOST))
             return None
+        if self._halted():
+            # Stopped while this one was built: no session for it (after a refused login,
+            # each would be one more try of a wrong password).
+            return None
         try:
             outcome = await self.transport.send(
                 message, on_body=lambda: self._body(delivery, granted)

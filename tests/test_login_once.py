@@ -1,0 +1,130 @@
+"""A wrong password is tried once, not once per connection or per mechanism.
+
+Relays lock an account after a few refused logins (Microsoft 365's smart lockout, fail2ban
+on a small Postfix). Before this, a campaign of 20 with a wrong password made 16 refused
+logins at aiosmtpd: 8 sessions (4 connections and 4 messages waiting behind them, each
+opening its own after the last one failed), each trying PLAIN and then LOGIN, because
+aiosmtplib's login() tries every mechanism offered. Now sessions open one at a time until
+one has opened, those waiting share a refusal, and a mechanism is left for the next only
+when the relay says it cannot be used (504, 534, 538), never on a refused password (535).
+(The engine's side, end to end: test_dispatch's bad-credentials test.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+
+import pytest
+
+from mailer.config import SmtpSecurity
+from mailer.delivery.smtp import SmtpTransport
+from mailer.errors import TransportError
+from mailer.models import DeliveryStatus, OutgoingMessage
+from scripted_relay import Relay, Start, polite
+
+pytestmark = pytest.mark.every_event_loop
+
+
+def message(index: int) -> OutgoingMessage:
+    return OutgoingMessage(
+        "org@mailer.test", f"guest{index}@example.org", f"<{index}@mailer.test>", b"Hi\r\n"
+    )
+
+
+def logins(relay: Relay) -> list[bytes]:
+    """Every AUTH command the relay read, on every connection."""
+    return [line for conn in relay.connections for line in conn.lines if line.startswith(b"AUTH")]
+
+
+def authenticating(plain: bytes, login_ok: bool) -> Relay:
+    """A relay offering PLAIN and LOGIN: PLAIN answered with `plain`; LOGIN (the username
+    with the command, as aiosmtplib sends it) asks for the password, then says 235 if
+    `login_ok` else 535."""
+    password_next = False
+
+    def answer(line: bytes) -> bytes | None:
+        nonlocal password_next
+        if line.startswith(b"AUTH PLAIN"):
+            return plain
+        if line.startswith(b"AUTH LOGIN "):
+            password_next = True
+            return b"334 " + base64.b64encode(b"Password:") + b"\r\n"
+        if password_next:
+            password_next = False
+            return b"235 2.7.0 ok\r\n" if login_ok else b"535 5.7.8 bad credentials\r\n"
+        return polite(line)
+
+    return Relay(auth=b"PLAIN LOGIN", answer=answer)
+
+
+def with_login(plain: SmtpTransport, clock: Callable[[], float] = time.monotonic) -> SmtpTransport:
+    """A transport to `plain`'s relay that logs in (4 connections)."""
+    return SmtpTransport(
+        host=plain.host,
+        port=plain.port,
+        security=SmtpSecurity.NONE,
+        username="org",
+        password="wrong",
+        connections=4,
+        local_hostname="client.test",
+        clock=clock,
+    )
+
+
+async def test_a_refused_password_is_tried_once_for_all_waiting_sends(start: Start) -> None:
+    """Eight sends at once over 4 connections to a relay refusing the password: one
+    connection, one AUTH line; every send fails with the relay's refusal."""
+    relay, plain = await start(authenticating(b"535 5.7.8 bad credentials\r\n", True))
+    client = with_login(plain)
+    try:
+        results = await asyncio.gather(
+            *(client.send(message(i)) for i in range(8)), return_exceptions=True
+        )
+    finally:
+        await client.aclose()
+    assert all(isinstance(r, TransportError) for r in results), results
+    assert all("535" in str(r) for r in results)
+    assert len(logins(relay)) == 1
+    assert len(relay.connections) == 1
+
+
+async def test_a_mechanism_the_relay_cannot_use_gives_way_to_the_next(start: Start) -> None:
+    """PLAIN answered 504 (not implemented here): LOGIN is tried, and the message goes."""
+    relay, plain = await start(authenticating(b"504 5.5.4 mechanism not available\r\n", True))
+    client = with_login(plain)
+    try:
+        outcome = await client.send(message(0))
+    finally:
+        await client.aclose()
+    assert outcome.status is DeliveryStatus.SENT
+    assert [line.split()[1] for line in logins(relay)] == [b"PLAIN", b"LOGIN"]
+
+
+async def test_after_a_while_a_refused_relay_is_asked_again(start: Start) -> None:
+    """A refusal answers the sends that come within seconds of it (the engine stops
+    meanwhile); later (MAILER_RELAYS tries a relay again after its cooldown) the next send
+    logs in anew, and once a session has opened the rest open side by side."""
+    now = [0.0]
+    relay, plain = await start(authenticating(b"535 5.7.8 bad credentials\r\n", True))
+    client = with_login(plain, clock=lambda: now[0])
+    try:
+        with pytest.raises(TransportError):
+            await client.send(message(0))
+        now[0] = 5.0
+        with pytest.raises(TransportError):
+            await client.send(message(1))
+        assert len(logins(relay)) == 1
+        now[0] = 11.0
+        with pytest.raises(TransportError):
+            await client.send(message(2))
+        assert len(logins(relay)) == 2
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def start(start_relay: Start) -> Start:
+    return start_relay
