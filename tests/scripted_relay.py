@@ -58,6 +58,10 @@ class Relay:
     hold_end_reply: asyncio.Event | None = None
     # The greeting of every connection after the first (a 4xx or 5xx one, then hang up).
     later_greeting: bytes | None = None
+    # The greeting of the first connection (a 4xx one, then hang up).
+    first_greeting: bytes | None = None
+    # Set: connections after the first are greeted only once this event is set.
+    greet_later: asyncio.Event | None = None
     # Set: after the 354, read nothing more until this event is set.
     hold_after_354: asyncio.Event | None = None
     # Half-close (FIN) right after the 354, and still read the body to its end.
@@ -80,6 +84,10 @@ class Relay:
             greeting = b"220 scripted ESMTP\r\n"
             if self.later_greeting is not None and len(self.connections) > 1:
                 greeting = self.later_greeting
+            if self.first_greeting is not None and len(self.connections) == 1:
+                greeting = self.first_greeting
+            if self.greet_later is not None and len(self.connections) > 1:
+                await self.greet_later.wait()
             await self.send(writer, greeting)
             if not greeting.startswith(b"220"):
                 return  # busy or refusing: hang up

@@ -103,10 +103,54 @@ async def test_a_mechanism_the_relay_cannot_use_gives_way_to_the_next(start: Sta
     assert [line.split()[1] for line in logins(relay)] == [b"PLAIN", b"LOGIN"]
 
 
+async def test_once_a_session_has_opened_the_others_open_side_by_side(start: Start) -> None:
+    """Four sends over 4 connections: the first session opens alone; then the other three
+    connect together (the relay greets them only once all three are there)."""
+    greet = asyncio.Event()
+    relay, plain = await start(Relay(greet_later=greet))
+    client_without_login = SmtpTransport(
+        host=plain.host,
+        port=plain.port,
+        security=SmtpSecurity.NONE,
+        connections=4,
+        local_hostname="client.test",
+    )
+    try:
+        sending = asyncio.gather(*(client_without_login.send(message(i)) for i in range(4)))
+        async with asyncio.timeout(30):
+            while len(relay.connections) < 4:  # noqa: ASYNC110 (the relay's own count)
+                await asyncio.sleep(0.01)
+        greet.set()
+        outcomes = await sending
+    finally:
+        await client_without_login.aclose()
+    assert [o.status for o in outcomes] == [DeliveryStatus.SENT] * 4
+
+
+async def test_a_first_connection_that_fails_for_a_while_is_not_shared(start: Start) -> None:
+    """The first connection is greeted 421 (busy): that message is deferred, and the
+    others, waiting behind it, open their own sessions and go."""
+    _, plain = await start(Relay(first_greeting=b"421 4.3.2 too busy\r\n"))
+    client = SmtpTransport(
+        host=plain.host,
+        port=plain.port,
+        security=SmtpSecurity.NONE,
+        connections=4,
+        local_hostname="client.test",
+    )
+    try:
+        outcomes = await asyncio.gather(*(client.send(message(i)) for i in range(8)))
+    finally:
+        await client.aclose()
+    statuses = [o.status for o in outcomes]
+    assert statuses.count(DeliveryStatus.DEFERRED) == 1
+    assert statuses.count(DeliveryStatus.SENT) == 7
+
+
 async def test_after_a_while_a_refused_relay_is_asked_again(start: Start) -> None:
     """A refusal answers the sends that come within seconds of it (the engine stops
     meanwhile); later (MAILER_RELAYS tries a relay again after its cooldown) the next send
-    logs in anew, and once a session has opened the rest open side by side."""
+    logs in anew."""
     now = [0.0]
     relay, plain = await start(authenticating(b"535 5.7.8 bad credentials\r\n", True))
     client = with_login(plain, clock=lambda: now[0])

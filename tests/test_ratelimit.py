@@ -206,18 +206,3 @@ def test_nonsense_settings_are_refused(per_second: float, burst: int | None) -> 
     """A zero or infinite rate or an empty bucket is a programming error."""
     with pytest.raises(ValueError, match="must be"):
         RateLimiter(per_second=per_second, burst=burst)
-
-
-async def test_a_message_that_went_late_takes_a_place_when_it_goes() -> None:
-    """Four grants at 10/s, then their messages wait 5 s for a session and go together:
-    each takes a place on the schedule as it goes, so the next grant comes 4 intervals
-    later; a message that went at once (within the jitter) takes none."""
-    clock = FakeClock()
-    bucket = limiter(clock, per_second=10)
-    grants = [await bucket.acquire() for _ in range(4)]
-    assert grants == pytest.approx([0.0, 0.1, 0.2, 0.3])
-    bucket.went(grants[-1])  # at once: nothing more
-    clock.now = 5.0
-    for granted in grants[:3]:
-        bucket.went(granted)
-    assert await bucket.acquire() == pytest.approx(5.3)

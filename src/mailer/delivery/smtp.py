@@ -170,16 +170,17 @@ class SmtpTransport:
         self._waiting: deque[_Waiter] = deque()
         self._idle: list[_Connection] = []
         self._closed = False
-        # Until a session has opened (and again after a refused one), sessions open one at
-        # a time, and those who waited share the outcome; a refusal (a wrong password, a
-        # bad certificate) is shared for a while with those who come after, too. A wrong
-        # password is then tried once, not once per connection (16 refused logins for a
-        # campaign of 20 before), which relays that lock an account after a few would.
+        # Until a session has opened (and again after a refused one), the first opens
+        # alone and the others wait for it; a refusal (a wrong password, a bad
+        # certificate) is shared with the sends that were waiting and with those that come
+        # within seconds. A wrong password is then tried once, not once per connection (16
+        # refused logins for a campaign of 20 before), which relays that lock an account
+        # after a few would.
         self._clock = clock
-        self._vouched = False
-        self._first_open = asyncio.Lock()
-        self._first_opens = 0  # ended so far
-        self._first_failure: Exception | None = None  # the last one's, if it failed
+        self._vouched = False  # sessions may open side by side
+        self._opening: asyncio.Future[None] | None = None  # the first open, under way
+        self._refusal: TransportError | None = None
+        self._refusals = 0
         self._refused_at = -math.inf
 
     @classmethod
@@ -217,7 +218,7 @@ class SmtpTransport:
         each side; see `_send_body`)."""
         if self._closed:
             raise TransportError("the SMTP transport is closed")
-        arrived = self._first_opens  # first opens ended before this send came
+        arrived = self._refusals  # refusals before this send came
         handoff = await self._acquire(message)
         conn = handoff.conn
         try:
@@ -347,41 +348,52 @@ class SmtpTransport:
             session.close()
 
     async def _open_session(self, arrived: int) -> _Connection:
-        """A new session: in parallel once one has opened, else one at a time (see
-        __init__). A send that was waiting (for a slot or for that open) while a first
-        open failed fails the same way, at once: it would have met the same relay,
-        password and certificate. `arrived`: the first opens ended before it came."""
-        if self._vouched:
-            try:
-                return await self._open()
-            except TransportError as exc:
-                # Refused (the password changed?): one at a time again, and shared.
-                self._vouched = False
-                self._failed(exc)
-                raise
-        async with self._first_open:
-            if self._vouched:
-                return await self._open()
-            failure = self._first_failure
-            if failure is not None and (
-                self._first_opens != arrived or self._clock() - self._refused_at < _REFUSAL_SHARED
+        """A new session: side by side once one has opened, else after the first open
+        (see __init__). A send that was waiting (for a slot or for the first open) when
+        the relay refused a session, or that comes within `_REFUSAL_SHARED` seconds of
+        it, fails the same way at once: it would meet the same relay, password and
+        certificate. `arrived`: the refusals before it came."""
+        while True:
+            refusal = self._refusal
+            if refusal is not None and (
+                self._refusals != arrived or self._clock() - self._refused_at < _REFUSAL_SHARED
             ):
-                raise failure
-            try:
-                conn = await self._open()
-            except Exception as exc:
-                self._failed(exc)
-                raise
-            self._first_failure = None
-            self._first_opens += 1
-            self._vouched = True
-            return conn
+                raise refusal
+            if self._vouched:
+                break
+            if self._opening is None:
+                return await self._open_first()
+            await asyncio.shield(self._opening)  # then look again
+        try:
+            return await self._open()
+        except TransportError as exc:
+            self._refused(exc)  # the password changed? the first opens alone again
+            raise
 
-    def _failed(self, exc: Exception) -> None:
-        self._first_failure = exc
-        self._first_opens += 1
-        if isinstance(exc, TransportError):  # a refusal, not a network failure: it lasts
-            self._refused_at = self._clock()
+    async def _open_first(self) -> _Connection:
+        self._opening = asyncio.get_running_loop().create_future()
+        try:
+            conn = await self._open()
+        except TransportError as exc:
+            self._refused(exc)
+            raise
+        except Exception:
+            # Not a refusal (the network, a relay busy for this connection): nothing says
+            # the others' logins would be refused; they try for themselves, side by side.
+            self._vouched = True
+            raise
+        finally:  # cancelled too: a waiting send opens first instead
+            opening, self._opening = self._opening, None
+            opening.set_result(None)
+        self._vouched = True
+        self._refusal = None
+        return conn
+
+    def _refused(self, exc: TransportError) -> None:
+        self._vouched = False
+        self._refusal = exc
+        self._refusals += 1
+        self._refused_at = self._clock()
 
     async def _open(self) -> _Connection:
         if self._local_hostname is None:

@@ -402,11 +402,10 @@ class Dispatcher:
             # Hours until the cap allows more: stop rather than hold the lease asleep.
             until = datetime.now(UTC) + timedelta(seconds=wait.seconds)
             self._halt(Stop(StopReason.CAPPED, until=until, limit=wait.limit))
-        granted = None if self._halted() else await self._wait_for_turn()
-        if granted is None:
+        if self._halted() or not await self._wait_for_turn():
             await self._give_back(delivery)
             return
-        sent = await self._send_one(delivery, granted)
+        sent = await self._send_one(delivery)
         if sent is None:
             await self._give_back(delivery)
             return
@@ -447,16 +446,15 @@ class Dispatcher:
         log.error(fields(campaign=self.campaign_id, event="error", doing=doing, error=reason))
         self._halt(Stop(StopReason.ERROR, f"{doing}: {reason}"))
 
-    async def _wait_for_turn(self) -> float | None:
-        """Wait for the rate limiter: when the grant came (the limiter's clock, for its
-        `went`); None if a stop came first (nothing is booked then).
+    async def _wait_for_turn(self) -> bool:
+        """Wait for the rate limiter; False if a stop came first (nothing is booked then).
 
         The wait can last minutes (a cap nearly reached, many workers queued), so it races
         the stop request; when a grant is free now, no race is set up at all."""
         try:
             if self.limiter.ready():
-                granted = await self.limiter.acquire()
-                return None if self._halted() else granted
+                await self.limiter.acquire()
+                return not self._halted()
             grant = asyncio.ensure_future(self.limiter.acquire())
             stop = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait({grant, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -465,13 +463,13 @@ class Dispatcher:
                 grant.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await grant
-                return None
-            granted = grant.result()
+                return False
+            grant.result()
         except RateCapped as capped:  # the shared budget's cap: hours away
             until = datetime.now(UTC) + timedelta(seconds=capped.wait.seconds)
             self._halt(Stop(StopReason.CAPPED, until=until, limit=capped.wait.limit))
-            return None
-        return None if self._halted() else granted
+            return False
+        return not self._halted()
 
     async def _give_back(self, delivery: DueDelivery) -> None:
         """Taken off the queue but never sent: back to its previous state, untouched."""
@@ -487,9 +485,9 @@ class Dispatcher:
     def _lease_stale(self) -> bool:
         return time.monotonic() - self._renewed_at > self.options.lease_seconds / 2
 
-    def _body(self, delivery: DueDelivery, granted: float) -> None:
-        """Just before the body goes: the last moment to hold back (the lease), the moment
-        the relay may have it from (the journal) and the moment the rate counts."""
+    def _body(self, delivery: DueDelivery) -> None:
+        """Just before the body goes: the last moment to hold back (the lease) and the
+        moment the relay may have it from (the journal)."""
         if self._lease_stale():
             raise _LeaseStale
         if self._halted():
@@ -498,13 +496,8 @@ class Dispatcher:
             raise _HeldBack
         self.journal.body_started(delivery.id)
         self._at_relay.add(delivery.id)
-        # It may have waited for a session since its grant (a relay slow to answer): the
-        # messages that waited with it go now too, and the rate must hold at the relay.
-        self.limiter.went(granted)
 
-    async def _send_one(
-        self, delivery: DueDelivery, granted: float
-    ) -> tuple[Outcome, str | None] | None:
+    async def _send_one(self, delivery: DueDelivery) -> tuple[Outcome, str | None] | None:
         """Build and send one message: its outcome and Message-ID; None when it was held
         back (the lease may be gone) and nothing reached the relay."""
         token = self.signer.sign(
@@ -553,9 +546,7 @@ class Dispatcher:
             # each would be one more try of a wrong password).
             return None
         try:
-            outcome = await self.transport.send(
-                message, on_body=lambda: self._body(delivery, granted)
-            )
+            outcome = await self.transport.send(message, on_body=lambda: self._body(delivery))
         except _LeaseStale:
             self._halt(Stop(StopReason.LEASE_LOST))
             return None

@@ -14,11 +14,6 @@ Waiters take turns in the order they called `acquire()` and book a grant when it
 granted. A wake-up slightly late keeps the virtual schedule; one more than an interval late
 (the process was stalled) books the grant at its real time, so a stall is never followed by
 a burst of the grants it delayed. A cancelled waiter books nothing.
-
-A grant is for a message that goes at once, but a message may wait after its grant (for a
-session, while the relay is slow to answer): the caller says when it really goes
-(`went`), and one that went late is booked again at that moment, so messages that waited
-together and leave together do not make a burst either.
 """
 
 from __future__ import annotations
@@ -95,9 +90,8 @@ class RateLimiter:
 
     # -- public API -------------------------------------------------------------------
 
-    async def acquire(self) -> float:
-        """Wait until one more message may be sent, and book it; returns when it was
-        granted (for `went`).
+    async def acquire(self) -> None:
+        """Wait until one more message may be sent, and book it.
 
         Waiters take turns (FIFO): each books its grant when it is granted. A wake-up a
         little late keeps the theoretical schedule, so the long-run rate stays exact; one
@@ -113,16 +107,6 @@ class RateLimiter:
                 await self._sleep(at - now)
             granted = self._clock()
             self._book(at if granted - at <= self._stall else granted)
-            return granted
-
-    def went(self, granted: float) -> None:
-        """The message granted at `granted` goes now. Later than the jitter allows (it
-        waited for a session), it takes a place on the schedule now as well: its own
-        place has passed, and those who waited with it are going now too. The caps
-        counted it once already and are left alone."""
-        now = self._clock()
-        if now - granted > self._stall:
-            self._tat = max(self._tat, now) + self._interval
 
     def ready(self) -> bool:
         """True if an `acquire()` made now would be granted without waiting."""

@@ -124,20 +124,16 @@ class RelayPool:
         capped: set[str] = set()  # found at their daily cap when their slot was booked
         while (relay := self._choose(tried, capped)) is not None:
             reached = False
-            granted: float | None = None
 
-            # Called during this iteration's send only: the loop's names are still its own.
             def body() -> None:
                 nonlocal reached
                 reached = True
                 if on_body is not None:
                     on_body()
-                if relay.limiter is not None and granted is not None:  # noqa: B023
-                    relay.limiter.went(granted)  # noqa: B023 (its rate holds at the relay)
 
             if relay.limiter is not None:
                 try:
-                    granted = await relay.limiter.acquire()
+                    await relay.limiter.acquire()
                 except RateCapped:
                     # Its daily cap was reached meanwhile (by another sender, or this one's
                     # other tasks): nothing was sent; it is left out, not counted as tried.

@@ -13,9 +13,7 @@ most `lookahead` seconds of its share (the caps count them: they are never excee
 
 Slots are times, and a time can pass unused: when nobody took a slot for a while (the
 relay stopped answering, the process stalled), the booked slots whose time has passed are
-dropped rather than used all at once. A message that waited after its slot (for a
-session) and goes late says so (`went`): the next slot is passed over for it, so the
-messages that waited together and leave together are paced after all.
+dropped (the caps get them back) rather than used all at once.
 """
 
 from __future__ import annotations
@@ -112,45 +110,29 @@ class SharedRateLimiter:
         self._capped: Wait | None = None
         self._capped_until = 0.0
         self._turn = asyncio.Lock()
-        # Later than this is no longer timer jitter (as RateLimiter's): a slot this far in
-        # the past has passed, a message sent this long after its grant went late.
+        # Later than this is no longer timer jitter (as RateLimiter's): when nobody took a
+        # slot for this long, the slots this far in the past have passed.
         self._stall = max(self._interval, JITTER) if per_second < _PACES_NOTHING else math.inf
         self._last_grant = -math.inf
-        self._owed = 0  # slots to pass over: messages that went late took their places
         # Slots booked and never used, by the minute they were booked in (the caps counted
-        # them there): handed back by close().
+        # them there): handed back before the next booking, and by close().
         self._unused: Counter[int] = Counter()
 
     # -- the engine's face (as RateLimiter) ---------------------------------------------
 
-    async def acquire(self) -> float:
-        """Wait for this process's next slot, booking more from the budget when needed;
-        returns when it was granted (for `went`)."""
+    async def acquire(self) -> None:
+        """Wait for this process's next slot, booking more from the budget when needed."""
         async with self._turn:
             if self._clock() - self._last_grant > self._stall:
                 self._drop_passed()  # nobody took one for a while: theirs went by
-            while True:
-                while not self._slots:
-                    await self._give_back_unused()  # before the caps are counted again
-                    await self._book()
-                slot = self._slots.popleft()
-                if not self._owed:
-                    break
-                self._owed -= 1
-                self._unused[slot.minute] += 1
+            while not self._slots:
+                await self._give_back_unused()  # before the caps are counted again
+                await self._book()
+            slot = self._slots.popleft()
             wait = slot.at - self._clock()
             if wait > 0:
                 await self._sleep(wait)
             self._last_grant = self._clock()
-            return self._last_grant
-
-    def went(self, granted: float) -> None:
-        """The message granted at `granted` goes now. Later than the jitter allows (it
-        waited for a session), the slot after it is passed over: its own has passed, and
-        those who waited with it are going now too."""
-        if self._clock() - granted > self._stall:
-            self._drop_passed()
-            self._owed += 1
 
     def ready(self) -> bool:
         return not self._turn.locked() and bool(self._slots) and self._slots[0].at <= self._clock()
@@ -177,22 +159,26 @@ class SharedRateLimiter:
     async def _give_back_unused(self) -> None:
         """The caps get back the slots that passed unused (the schedule keeps them: their
         time is gone). Without caps nothing counts them."""
-        if self._unused and (self.per_hour is not None or self.per_day is not None):
+        if self.per_hour is None and self.per_day is None:
+            self._unused.clear()
+        elif self._unused:
             await self._return(self._unused, tat_end=None)
-        self._unused.clear()
 
     async def _return(self, counts: Counter[int], *, tat_end: float | None) -> None:
-        for minute, count in counts.items():
+        """One store call a minute; each minute leaves `counts` once handed back, so a
+        call that fails (the others went through) never hands any back twice."""
+        for minute in list(counts):
             await self._offload(
                 functools.partial(
                     self._store.return_rate_slots,
                     self.budget,
                     minute=minute,
-                    count=count,
+                    count=counts[minute],
                     tat_end=tat_end,
                     interval=self._interval,
                 )
             )
+            del counts[minute]
 
     def _drop_passed(self) -> None:
         """Drop the booked slots whose time has passed (they are in time order)."""
