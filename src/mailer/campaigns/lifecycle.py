@@ -239,6 +239,9 @@ class SendPlan:
     message: MessageKind = MessageKind.INVITATION
     only: frozenset[AudienceFilter] | None = None
     """A follow-up's audience by RSVP answer; None: the whole list."""
+    newest: int | None = None
+    """The newest campaign of this event to this list when planned: a new one is created
+    only if it still is (another command may have started one meanwhile)."""
 
 
 REMINDER_AUDIENCE = frozenset({AudienceFilter.YES, AudienceFilter.MAYBE})
@@ -288,13 +291,23 @@ def plan_send(
                 only,
             )
         _refuse_if_already_sent(earlier, earlier_sent, list_name)
+    newest = store.newest_campaign_id(event.slug, list_id, message=message, only=only)
     audience_now = (
         store.count_mailable(list_id)
         if message is MessageKind.INVITATION and only is None
         else store.count_follow_up(list_id, FollowUpAudience(event.slug, message, only))
     )
     return SendPlan(
-        SendKind.NEW, list_name, list_id, audience_now, None, earlier, earlier_sent, message, only
+        SendKind.NEW,
+        list_name,
+        list_id,
+        audience_now,
+        None,
+        earlier,
+        earlier_sent,
+        message,
+        only,
+        newest=newest,
     )
 
 
@@ -373,6 +386,7 @@ def start_send(
         owner=owner,
         message=plan.message,
         only=plan.only,
+        planned=plan,
     )
     if plan.message is MessageKind.INVITATION and plan.only is None:
         schedule_reminder(store, event, event_path, plan.list_id, after=utcnow())
@@ -384,6 +398,7 @@ def plan_schedule(store: Store, *, event: Event, list_name: str, new: bool) -> S
     campaign to it still unfinished (scheduled, paused, sending), is not scheduled again
     unless `new`."""
     list_id = store.list_id(list_name)
+    newest = store.newest_campaign_id(event.slug, list_id)
     earlier, earlier_sent = _earlier_send(store, event, list_id)
     if not new:
         existing = store.find_unfinished_campaign(event.slug, list_id)
@@ -397,7 +412,14 @@ def plan_schedule(store: Store, *, event: Event, list_name: str, new: bool) -> S
             )
         _refuse_if_already_sent(earlier, earlier_sent, list_name)
     return SendPlan(
-        SendKind.NEW, list_name, list_id, store.count_mailable(list_id), None, earlier, earlier_sent
+        SendKind.NEW,
+        list_name,
+        list_id,
+        store.count_mailable(list_id),
+        None,
+        earlier,
+        earlier_sent,
+        newest=newest,
     )
 
 
@@ -405,7 +427,13 @@ def schedule(
     store: Store, plan: SendPlan, *, event: Event, event_path: Path, when: datetime
 ) -> CampaignRecord:
     campaign = _create(
-        store, event, event_path, plan.list_id, status=S.SCHEDULED, scheduled_at=when
+        store,
+        event,
+        event_path,
+        plan.list_id,
+        status=S.SCHEDULED,
+        scheduled_at=when,
+        planned=plan,
     )
     schedule_reminder(store, event, event_path, plan.list_id, after=when)
     return campaign
@@ -469,7 +497,10 @@ def _create(
     owner: str | None = None,
     message: MessageKind = MessageKind.INVITATION,
     only: frozenset[AudienceFilter] | None = None,
+    planned: SendPlan | None = None,
 ) -> CampaignRecord:
+    """`planned`: what the organiser was shown; if another campaign of this event to
+    this list was made since, nothing is created (CampaignError)."""
     campaign_id = store.create_campaign(
         event_path=str(event_path.resolve()),
         event_slug=event.slug,
@@ -481,6 +512,8 @@ def _create(
         scheduled_at=scheduled_at,
         lease_owner=owner,
         lease=_CREATION_LEASE if owner else None,
+        newest=planned.newest if planned is not None else None,
+        check_newest=planned is not None,
     )
     return store.get_campaign(campaign_id)
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Row,
+    Select,
     Text,
     case,
     func,
@@ -21,7 +22,7 @@ from sqlalchemy import (
 )
 
 from mailer.clock import as_utc, utcnow
-from mailer.errors import NotFoundError
+from mailer.errors import CampaignError, NotFoundError
 from mailer.models import (
     AudienceFilter,
     CampaignRecord,
@@ -99,6 +100,17 @@ def _relay_pause(now: datetime, retry_after: timedelta) -> dict[str, ColumnEleme
     }
 
 
+def _newest_campaign(
+    event_slug: str, list_id: int, message: MessageKind, only: frozenset[AudienceFilter] | None
+) -> Select[tuple[Any]]:
+    return select(func.max(campaigns.c.id)).where(
+        campaigns.c.event_slug == event_slug,
+        campaigns.c.list_id == list_id,
+        campaigns.c.message == message.value,
+        _same_audience(only),
+    )
+
+
 def _same_audience(only: frozenset[AudienceFilter] | None) -> ColumnElement[bool]:
     stored = format_audience(only)
     if stored is None:
@@ -125,12 +137,35 @@ class CampaignQueries(StoreBase):
         lease: timedelta | None = None,
         message: MessageKind = MessageKind.INVITATION,
         only: frozenset[AudienceFilter] | None = None,
+        newest: int | None = None,
+        check_newest: bool = False,
     ) -> int:
         """A new campaign; with `lease_owner`, held by that sender from the start, so a
         running worker cannot take it between its creation and the creator's claim.
-        `message` and `only`: a follow-up (issue 14) and whose answers it goes to."""
+        `message` and `only`: a follow-up (issue 14) and whose answers it goes to.
+
+        `check_newest`: only if the newest campaign of this event to this list (the same
+        message to the same answers) is still `newest`, the one the caller planned from
+        (None: there was none); else CampaignError and nothing is written. Two `mailer
+        send` started at the same moment both planned a new campaign and both created
+        one, and the list got the invitation twice. The check holds the list's row
+        (an UPDATE: SQLite's write lock, PostgreSQL's row lock) until the insert commits,
+        so the second waits for the first and then sees its campaign."""
         now = utcnow()
         with self.engine.begin() as connection:
+            if check_newest:
+                connection.execute(update(lists).where(lists.c.id == list_id).values(id=lists.c.id))
+                found = connection.execute(
+                    _newest_campaign(event_slug, list_id, message, only)
+                ).scalar()
+                if found != newest:
+                    raise CampaignError(
+                        f"campaign {found} of this event to this list was started meanwhile "
+                        "(by another command or the dashboard); nothing was started",
+                        campaign_id=found,
+                        hint=f"`mailer campaign show {found}` shows it; running the same "
+                        "command again resumes or reports it.",
+                    )
             return int(
                 connection.execute(
                     insert(campaigns)
@@ -160,6 +195,22 @@ class CampaignQueries(StoreBase):
                 f"no campaign {campaign_id}", hint="`mailer campaign list` shows them all."
             )
         return _record(row)
+
+    def newest_campaign_id(
+        self,
+        event_slug: str,
+        list_id: int,
+        *,
+        message: MessageKind = MessageKind.INVITATION,
+        only: frozenset[AudienceFilter] | None = None,
+    ) -> int | None:
+        """The newest campaign of this event to this list, whatever its state (what
+        create_campaign's `check_newest` compares with)."""
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                _newest_campaign(event_slug, list_id, message, only)
+            ).scalar()
+        return None if found is None else int(found)
 
     def find_unfinished_campaign(
         self,
