@@ -118,3 +118,52 @@ def test_demo_sends_the_invitation_in_its_own_store_and_says_what_to_do_next(
     assert page.status_code == 200
     assert "Unsubscribe from the mailer demo?" in page.text
     assert not real_store.exists()
+
+
+def test_the_demo_in_a_configured_folder_reaches_nothing_of_the_real_setup(
+    tmp_path: Path,
+) -> None:
+    """A .env with the organiser's signing key, public address, relays and bounce address:
+    the demo's links are signed with its own store's key (the real key does not verify
+    them, so a real server cannot act on them) and point at a local `mailer serve`; every
+    message goes to the embedded catcher (the real relay, here a port nobody answers,
+    is never tried) with no VERP sender. Before, the demo's link unsubscribed subscriber 1
+    of list 1 on the organiser's real server."""
+    from mailer.errors import TokenError
+    from mailer.store.keyring import key_bytes
+    from mailer.tokens import TokenSigner
+
+    shutil.copy(REPO_ROOT / "subscribers.example.csv", tmp_path)
+    shutil.copytree(REPO_ROOT / "templates", tmp_path / "templates")
+    real_key = "the-organisers-real-key-0123456789abcdef0123"
+    (tmp_path / ".env").write_text(
+        f"MAILER_SECRET_KEY={real_key}\n"
+        "MAILER_BASE_URL=https://lists.leftcom.example\n"
+        'MAILER_RELAYS=[{"name": "real", "host": "127.0.0.1", "port": 9}]\n'
+        "MAILER_BOUNCE_ADDRESS=bounces@leftcom.example\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env["COLUMNS"] = "200"
+    result = subprocess.run(
+        [sys.executable, "-m", "mailer", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "12 sent, 0 deferred, 0 bounced, 0 failed, 0 skipped of 12" in result.stdout
+    outbox = sorted((tmp_path / "var" / "demo" / "outbox").glob("*.eml"))
+    assert len(outbox) == 12
+    message = email.message_from_bytes(outbox[0].read_bytes(), policy=policy.default)
+    assert "leftcom" not in str(message["Return-Path"] or "")
+    link = re.search(r"Unsubscribe link: http://127\.0\.0\.1:8000/u/(\S+)", result.stdout)
+    assert link is not None
+    try:
+        TokenSigner(key_bytes(real_key)).verify_link(link.group(1))
+    except TokenError:
+        pass
+    else:
+        raise AssertionError("the organiser's real key verifies the demo's link")

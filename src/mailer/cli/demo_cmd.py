@@ -39,13 +39,30 @@ def register(app: typer.Typer) -> None:
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The organiser's settings with the store and every data folder moved to var/demo/."""
+    """The organiser's settings with the store and every data folder moved to var/demo/,
+    and nothing of theirs that reaches outside it: the links are signed with the demo
+    store's own key and point at a `mailer serve` on this machine, and the messages go to
+    the embedded catcher only (no MAILER_RELAYS, no bounce address). With the
+    organiser's MAILER_SECRET_KEY and MAILER_BASE_URL (from a .env), a demo link named
+    subscriber 1 of list 1 and was valid on their real server: opened, it unsubscribed a
+    real person from a real list."""
+    from mailer.config import Settings
+
     var_dir = (
         settings.var_dir if settings.var_dir.is_absolute() else settings.home / settings.var_dir
     )
     folder = var_dir / DEMO_FOLDER
     return settings.model_copy(
-        update={"database_url": f"sqlite:///{folder / DEMO_STORE}", "var_dir": folder}
+        update={
+            "database_url": f"sqlite:///{folder / DEMO_STORE}",
+            "var_dir": folder,
+            "secret_key": None,
+            "secret_key_fallbacks": [],
+            "retired_key_ids": [],
+            "base_url": Settings.model_fields["base_url"].default,
+            "relays": [],
+            "bounce_address": None,
+        }
     )
 
 
