@@ -147,6 +147,36 @@ async def test_a_first_connection_that_fails_for_a_while_is_not_shared(start: St
     assert statuses.count(DeliveryStatus.SENT) == 7
 
 
+async def test_a_busy_first_connection_does_not_open_the_way_to_many_logins(
+    start: Start,
+) -> None:
+    """The first connection is greeted 421 and the password is wrong: the next waiting
+    send opens first in turn and is refused, and that refusal is shared: one AUTH line
+    for 20 sends over 16 connections (a review found 16 when a 421 let every waiting
+    send log in side by side)."""
+    relay = authenticating(b"535 5.7.8 bad credentials\r\n", True)
+    relay.first_greeting = b"421 4.7.0 too many connections\r\n"
+    relay, plain = await start(relay)
+    client = SmtpTransport(
+        host=plain.host,
+        port=plain.port,
+        security=SmtpSecurity.NONE,
+        username="org",
+        password="wrong",
+        connections=16,
+        local_hostname="client.test",
+    )
+    try:
+        results = await asyncio.gather(
+            *(client.send(message(i)) for i in range(20)), return_exceptions=True
+        )
+    finally:
+        await client.aclose()
+    assert len(logins(relay)) == 1
+    refused = [r for r in results if isinstance(r, TransportError)]
+    assert len(refused) == 19  # the one greeted 421 was deferred, the rest refused
+
+
 async def test_after_a_while_a_refused_relay_is_asked_again(start: Start) -> None:
     """A refusal answers the sends that come within seconds of it (the engine stops
     meanwhile); later (MAILER_RELAYS tries a relay again after its cooldown) the next send

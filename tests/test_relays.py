@@ -443,3 +443,38 @@ async def test_config_check_says_what_to_fix_in_mailer_relays(tmp_path: Path) ->
     assert picky.fix is not None
     assert picky.fix.startswith("In MAILER_RELAYS, relay picky: check its username and password")
     assert "MAILER_SMTP_" not in gone.line + picky.line
+
+
+async def test_a_refusal_shared_by_waiting_sends_opens_the_relay_once() -> None:
+    """Eight sends at once; relay "a" refuses the session (one refusal, shared by every
+    send that waited for it, as SmtpTransport does): "a" is left out for one cooldown,
+    not 2**8 of them (each shared refusal doubled it), and all eight go through "b"."""
+    from mailer.models import OutgoingMessage
+    from mailer.sending.policy import CircuitBreaker
+    from mailer.sending.relays import RelayPool, RelayState
+
+    class Refusing:
+        async def send(self, message: OutgoingMessage, *, on_body: Any = None) -> Any:
+            await asyncio.sleep(0)  # all eight are waiting here together
+            raise TransportError("a refused the login: 535 5.7.8 bad credentials", code=535)
+
+        async def aclose(self) -> None:
+            pass
+
+    def state(name: str, transport: Any) -> RelayState:
+        return RelayState(name, 1.0, transport, None, CircuitBreaker(window=20, threshold=0.8))
+
+    now = [1000.0]
+    other = MemoryTransport()
+    pool = RelayPool(
+        [state("a", Refusing()), state("b", other)], cooldown=60.0, clock=lambda: now[0]
+    )
+    messages = [
+        OutgoingMessage("org@mailer.test", f"g{i}@example.org", f"<{i}@m.test>", b"Hi\r\n")
+        for i in range(8)
+    ]
+    outcomes = await asyncio.gather(*(pool.send(m) for m in messages))
+    assert {o.relay for o in outcomes} == {"b"}
+    assert len(other.messages) == 8
+    refusing = pool.relays[0]
+    assert refusing.open_until == now[0] + 60.0

@@ -41,6 +41,7 @@ from mailer.config import Settings, SmtpSecurity
 from mailer.delivery.replies import (
     AUTH_REQUIRED,
     SessionDeferred,
+    cannot_connect,
     classify_reply,
     is_size_refusal,
     login_required,
@@ -179,8 +180,10 @@ class SmtpTransport:
         self._clock = clock
         self._vouched = False  # sessions may open side by side
         self._opening: asyncio.Future[None] | None = None  # the first open, under way
-        self._refusal: TransportError | None = None
-        self._refusals = 0
+        # The last first open's failure, if it is one to share: a refusal, or no
+        # connection at all (nothing listening, no answer: the same for every send).
+        self._failure: Exception | None = None
+        self._failures = 0
         self._refused_at = -math.inf
 
     @classmethod
@@ -218,7 +221,7 @@ class SmtpTransport:
         each side; see `_send_body`)."""
         if self._closed:
             raise TransportError("the SMTP transport is closed")
-        arrived = self._refusals  # refusals before this send came
+        arrived = self._failures  # shared failures before this send came
         handoff = await self._acquire(message)
         conn = handoff.conn
         try:
@@ -350,15 +353,21 @@ class SmtpTransport:
     async def _open_session(self, arrived: int) -> _Connection:
         """A new session: side by side once one has opened, else after the first open
         (see __init__). A send that was waiting (for a slot or for the first open) when
-        the relay refused a session, or that comes within `_REFUSAL_SHARED` seconds of
-        it, fails the same way at once: it would meet the same relay, password and
-        certificate. `arrived`: the refusals before it came."""
+        the first open was refused or could not connect at all fails the same way at
+        once, and so does one that comes within `_REFUSAL_SHARED` seconds of a refusal:
+        it would meet the same relay, password and certificate. After any other failure
+        (a 421 greeting: busy for that connection) a waiting send opens first in turn.
+        `arrived`: the shared failures before it came."""
         while True:
-            refusal = self._refusal
-            if refusal is not None and (
-                self._refusals != arrived or self._clock() - self._refused_at < _REFUSAL_SHARED
+            failure = self._failure
+            if failure is not None and (
+                self._failures != arrived
+                or (
+                    isinstance(failure, TransportError)
+                    and self._clock() - self._refused_at < _REFUSAL_SHARED
+                )
             ):
-                raise refusal
+                raise failure
             if self._vouched:
                 break
             if self._opening is None:
@@ -367,7 +376,8 @@ class SmtpTransport:
         try:
             return await self._open()
         except TransportError as exc:
-            self._refused(exc)  # the password changed? the first opens alone again
+            self._vouched = False  # the password changed? the first opens alone again
+            self._shared(exc)
             raise
 
     async def _open_first(self) -> _Connection:
@@ -375,25 +385,24 @@ class SmtpTransport:
         try:
             conn = await self._open()
         except TransportError as exc:
-            self._refused(exc)
+            self._shared(exc)
             raise
-        except Exception:
-            # Not a refusal (the network, a relay busy for this connection): nothing says
-            # the others' logins would be refused; they try for themselves, side by side.
-            self._vouched = True
+        except SessionDeferred as exc:
+            if cannot_connect(exc.outcome):
+                self._shared(exc)
             raise
-        finally:  # cancelled too: a waiting send opens first instead
+        finally:  # failed or cancelled: a waiting send opens first in turn
             opening, self._opening = self._opening, None
             opening.set_result(None)
         self._vouched = True
-        self._refusal = None
+        self._failure = None
         return conn
 
-    def _refused(self, exc: TransportError) -> None:
-        self._vouched = False
-        self._refusal = exc
-        self._refusals += 1
-        self._refused_at = self._clock()
+    def _shared(self, exc: Exception) -> None:
+        self._failure = exc
+        self._failures += 1
+        if isinstance(exc, TransportError):
+            self._refused_at = self._clock()
 
     async def _open(self) -> _Connection:
         if self._local_hostname is None:

@@ -145,7 +145,10 @@ class RelayPool:
             except TransportError as exc:
                 if reached:  # not raised after the body today; never move such a message
                     raise
-                self._open(relay, str(exc))
+                if not relay.is_open(self._clock()):
+                    # Once: the sends that waited with this one share its refusal
+                    # (SmtpTransport), and each would double the cooldown again.
+                    self._open(relay, str(exc))
                 refused = exc
                 continue
             if not reached and _relay_failure(outcome):
