@@ -46,6 +46,12 @@ def test_example_event_loads_with_a_dst_correct_start() -> None:
     assert validate_event(EXAMPLE, templates_dir=TEMPLATES) == []
 
 
+def test_an_offset_that_is_the_zones_own_is_taken(tmp_path: Path) -> None:
+    """An ISO time with the offset London has at that moment means what it says."""
+    event = load_event(write(tmp_path, FRONT.format(start="2027-07-10T14:30+01:00") + "Hi\n"))
+    assert (event.starts_at.hour, event.starts_at.tzname()) == (14, "BST")
+
+
 def test_winter_event_is_gmt_and_ends_two_hours_later_by_default(tmp_path: Path) -> None:
     """Without ends_at the event lasts two hours; in January London is on GMT."""
     event = load_event(write(tmp_path, FRONT.format(start="2022-01-15T19:00") + "Hi\n"))
@@ -60,6 +66,8 @@ def test_winter_event_is_gmt_and_ends_two_hours_later_by_default(tmp_path: Path)
         ("2021-03-28T01:30", 5, "does not exist"),  # skipped by the spring clock change
         ("2021-13-01T10:00", 5, "starts_at"),
         ("next tuesday", 5, "starts_at"),
+        # London is on GMT in mid-March: this offset would move the meeting an hour
+        ("2027-03-13T14:30+01:00", 5, "has the offset +0100, but Europe/London is at +0000"),
     ],
 )
 def test_bad_dates_are_reported_on_their_line(

@@ -170,7 +170,16 @@ class Event(BaseModel):
             return value
         zone = ZoneInfo(zone_name)
         if value.tzinfo is not None:
-            return value.astimezone(zone)
+            # An offset that is not the zone's at that moment moves the event: written
+            # "14:30+01:00" for a March meeting in London, it was sent as 1:30pm GMT.
+            local = value.astimezone(zone)
+            if local.utcoffset() != value.utcoffset():
+                raise ValueError(
+                    f"{value:%Y-%m-%d %H:%M} has the offset {value:%z}, but {zone_name} is "
+                    f"at {local:%z} then; write the time as it reads in {zone_name}, "
+                    "without an offset"
+                )
+            return local
         local = value.replace(tzinfo=zone)
         # A wall-clock time skipped when the clocks go forward does not exist; zoneinfo
         # would silently shift it by an hour, so say so instead.
