@@ -208,11 +208,23 @@ async def test_actions_go_through_the_lifecycle_and_cli_changes_show(seeded: Sto
         refused = await act("reschedule", date="2031-03-30", time="01:30")
         assert refused.status_code == 409
         assert "does not exist" in refused.text
-        assert (await act("send-now")).status_code == 303
+        # Send now and cancel ask first, as the CLI does: the button opens a question;
+        # a post without its answer changes nothing and leads to the question.
+        question = await client.get(f"{base}/send-now")
+        assert question.status_code == 200
+        assert f"Send campaign {campaign_id} now?" in question.text
+        assert "goes now to 6 subscriber(s)" in question.text
+        unasked = await act("send-now")
+        assert (unasked.status_code, unasked.headers["location"]) == (303, f"{base}/send-now")
+        assert store.get_campaign(campaign_id).scheduled_at != now
+        assert (await act("send-now", confirm="send-now")).status_code == 303
         moved = store.get_campaign(campaign_id)
         assert moved.status is CampaignStatus.SCHEDULED
         assert moved.scheduled_at == now
-        assert (await act("cancel")).status_code == 303
+        assert "for good?" in (await client.get(f"{base}/cancel")).text
+        assert (await act("cancel")).headers["location"] == f"{base}/cancel"
+        assert store.get_campaign(campaign_id).status is CampaignStatus.SCHEDULED
+        assert (await act("cancel", confirm="cancel")).status_code == 303
         assert store.get_campaign(campaign_id).status is CampaignStatus.CANCELLED
         refused = await act("pause")
         assert refused.status_code == 409

@@ -536,6 +536,20 @@ def test_every_page_passes_axe_and_shows_html_as_text(
         problems += axe_problems(page)
         page.goto(f"{base_url}/r/{signer.sign_rsvp(subscriber_id=xss_id, campaign_id=campaign.id)}")
         problems += axe_problems(page)
+
+        from playwright.sync_api import expect
+
+        # Send now asks first (a click mailed a list a month early before): the button
+        # opens the question; going back leaves the campaign at its time.
+        page.goto(f"{base_url}/admin/campaigns/{campaign.id}")
+        page.get_by_role("button", name="Send now…").click()
+        expect(
+            page.get_by_role("heading", name=f"Send campaign {campaign.id} now?")
+        ).to_be_visible()
+        shoot(page, "campaign-send-now-question")
+        page.get_by_role("link", name="No, go back").click()
+        expect(page.locator("[data-field=status]").first).to_have_text("scheduled")
+        assert store.get_campaign(campaign.id).scheduled_at == datetime(2031, 5, 1, tzinfo=UTC)
         context.close()
     assert dialogs == []  # no written HTML ran
     assert problems == [], "\n".join(problems)

@@ -34,6 +34,10 @@ ACTIONS: tuple[tuple[lifecycle.Action, str], ...] = (
     (lifecycle.Action.PAUSE, "Pause"),
     (lifecycle.Action.CANCEL, "Cancel"),
 )
+# Asked first, as the CLI asks (README's table): one click must not mail a list a month
+# early or end a campaign for good. The button opens a page saying what will happen; only
+# its form, with `confirm` set to the action, does it.
+ASKS_FIRST = frozenset({lifecycle.Action.SEND_NOW, lifecycle.Action.CANCEL})
 LIVE = frozenset({CampaignStatus.SENDING, CampaignStatus.SCHEDULED})
 ZONES = sorted(available_timezones())
 
@@ -217,6 +221,7 @@ def routes(admin: Admin) -> list[Route]:
             progress=progress,
             live=campaign.status in LIVE,
             actions=possible_actions(admin, campaign),
+            asks_first={action.value for action in ASKS_FIRST},
             may_reschedule=may_reschedule(campaign),
             zones=ZONES,
             next_retry=store.next_retry_at(campaign.id),
@@ -243,10 +248,45 @@ def routes(admin: Admin) -> list[Route]:
             )
             lifecycle.reschedule(store, campaign_id, when)
 
+    def question(action: lifecycle.Action) -> Handler:
+        """The page that asks before `action` (ASKS_FIRST); changes nothing."""
+
+        def ask(request: Request, signed_in: SignedIn) -> Response:
+            campaign = campaign_or_404(request)
+            back = f"/admin/campaigns/{campaign.id}"
+            try:
+                if action is lifecycle.Action.SEND_NOW:
+                    to_send = lifecycle.plan_send_now(store, campaign.id).to_send
+                else:
+                    lifecycle.check(campaign, action)
+                    to_send = None
+            except MailerError as exc:
+                return admin.refusal(
+                    signed_in,
+                    plain_words(exc),
+                    title="Not possible",
+                    section="campaigns",
+                    back=back,
+                )
+            return admin.page(
+                signed_in,
+                "campaign_confirm.html.j2",
+                title=f"Campaign {campaign.id}: {dict(ACTIONS)[action]}?",
+                section="campaigns",
+                campaign=campaign,
+                action=action.value,
+                to_send=to_send,
+            )
+
+        ask.__name__ = f"confirm_{action.name.lower()}"
+        return ask
+
     def acting(action: lifecycle.Action) -> Handler:
         def act(request: Request, signed_in: SignedIn) -> Response:
             campaign = campaign_or_404(request)
             back = f"/admin/campaigns/{campaign.id}"
+            if action in ASKS_FIRST and signed_in.form.get("confirm") != action.value:
+                return admin.redirect(f"{back}/{action.value}")  # to the question first
             try:
                 run_action(campaign.id, action, signed_in)
             except MailerError as exc:
@@ -273,5 +313,11 @@ def routes(admin: Admin) -> list[Route]:
                 methods=["POST"],
             )
             for action in lifecycle.Action
+        ),
+        *(
+            Route(
+                f"{one}/{action.value}", guard(admin, organiser, question(action)), methods=["GET"]
+            )
+            for action in sorted(ASKS_FIRST)
         ),
     ]
