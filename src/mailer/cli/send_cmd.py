@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -357,7 +359,9 @@ async def _run(
     event: Event | None,
     children: Children,
 ) -> RunResult:
+    from mailer.campaigns import lifecycle
     from mailer.cli.progress import ProgressDisplay
+    from mailer.errors import one_line_reason
     from mailer.sending.run import send_campaign_via_smtp
 
     stop_requested = asyncio.Event()
@@ -371,7 +375,28 @@ async def _run(
         stop_requested.set()
         children.stop()  # they ignore the terminal's Ctrl-C: one SIGTERM each
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            loop.add_signal_handler(sig, quit_now, sig)
+
+    def quit_now(sig: signal.Signals) -> None:
+        """The second signal: paused first, so that no worker (a running `mailer serve`)
+        takes the campaign over when this sender's lease runs out and sends the rest,
+        which a new organiser saw after pressing Ctrl-C twice; then out at once, as a
+        kill -9 would be (no task is waited for: one may be waiting for the relay). The
+        journal holds what was in flight; resuming settles it first, as after a crash."""
+        try:
+            lifecycle.pause(store, campaign_id)
+            note = f"campaign {campaign_id} paused"
+        except Exception as exc:  # already paused or ended, or the store is gone
+            note = f"campaign {campaign_id} not paused ({one_line_reason(exc)})"
+        common.err_console.print(
+            f"{sig.name} again: quitting at once; {note}. `mailer campaign resume "
+            f"{campaign_id}` goes on (the messages in flight are settled first).",
+            markup=False,
+        )
+        common.console.show_cursor(True)  # the progress bar hid it; nothing else restores it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + sig.value)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig.name)
