@@ -242,6 +242,11 @@ class SendPlan:
     newest: int | None = None
     """The newest campaign of this event to this list when planned: a new one is created
     only if it still is (another command may have started one meanwhile)."""
+    mail_again: bool = False
+    """--new: to everyone on the list, those who had this invitation elsewhere too."""
+    already_invited: int = 0
+    """Members left out (not in `audience`): they had this event's invitation through
+    another campaign (another list); --new mails them too."""
 
 
 REMINDER_AUDIENCE = frozenset({AudienceFilter.YES, AudienceFilter.MAYBE})
@@ -292,11 +297,11 @@ def plan_send(
             )
         _refuse_if_already_sent(earlier, earlier_sent, list_name)
     newest = store.newest_campaign_id(event.slug, list_id, message=message, only=only)
-    audience_now = (
-        store.count_mailable(list_id)
-        if message is MessageKind.INVITATION and only is None
-        else store.count_follow_up(list_id, FollowUpAudience(event.slug, message, only))
-    )
+    already_invited = 0
+    if message is MessageKind.INVITATION and only is None:
+        audience_now, already_invited = _invitation_audience(store, event, list_id, new=new)
+    else:
+        audience_now = store.count_follow_up(list_id, FollowUpAudience(event.slug, message, only))
     return SendPlan(
         SendKind.NEW,
         list_name,
@@ -308,7 +313,27 @@ def plan_send(
         message,
         only,
         newest=newest,
+        mail_again=new,
+        already_invited=already_invited,
     )
+
+
+def already_invited_note(count: int) -> str:
+    """What the organiser is told about the members a new invitation leaves out."""
+    return (
+        f"{count} of them already had this event's invitation (through another list): "
+        "they are left out. --new mails them too."
+    )
+
+
+def _invitation_audience(store: Store, event: Event, list_id: int, *, new: bool) -> tuple[int, int]:
+    """(whom a new invitation reaches, whom it leaves out: they had this event's
+    invitation through another campaign). With `new`, everyone mailable."""
+    everyone = store.count_mailable(list_id)
+    if new:
+        return everyone, 0
+    audience = store.count_mailable(list_id, not_invited_to=event.slug)
+    return audience, everyone - audience
 
 
 def _earlier_send(
@@ -411,15 +436,18 @@ def plan_schedule(store: Store, *, event: Event, list_name: str, new: bool) -> S
                 "--new schedules another.",
             )
         _refuse_if_already_sent(earlier, earlier_sent, list_name)
+    audience, already_invited = _invitation_audience(store, event, list_id, new=new)
     return SendPlan(
         SendKind.NEW,
         list_name,
         list_id,
-        store.count_mailable(list_id),
+        audience,
         None,
         earlier,
         earlier_sent,
         newest=newest,
+        mail_again=new,
+        already_invited=already_invited,
     )
 
 
@@ -514,6 +542,7 @@ def _create(
         lease=_CREATION_LEASE if owner else None,
         newest=planned.newest if planned is not None else None,
         check_newest=planned is not None,
+        mail_again=planned.mail_again if planned is not None else False,
     )
     return store.get_campaign(campaign_id)
 

@@ -104,6 +104,9 @@ def propose(
     except MailerError as exc:
         return _with(base, event=event, errors=[exc], warnings=warnings)
     summary = summarise_send(settings, event, list_name=list_name, audience=plan.audience)
+    if plan.already_invited:
+        note = lifecycle.already_invited_note(plan.already_invited)
+        warnings.append(CampaignError(note.replace("--new", "Ticking 'send again'")))
     if plan.earlier is not None:
         warnings.append(
             CampaignError(

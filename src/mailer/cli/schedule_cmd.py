@@ -78,7 +78,10 @@ def schedule(
         question = too_late(
             f"Schedule it for {describe_time(when, zone)}?", event, now=now, send_at=when
         )
-        common.confirm(question, yes=yes, details=summary.lines())
+        details = summary.lines()
+        if plan.already_invited:  # as of now: counted again when it goes
+            details.append(lifecycle.already_invited_note(plan.already_invited))
+        common.confirm(question, yes=yes, details=details)
         campaign = lifecycle.schedule(store, plan, event=event, event_path=event_file, when=when)
     common.console.print(
         f"Campaign {campaign.id} scheduled for {describe_time(when, zone)}.\n"

@@ -249,6 +249,8 @@ def _send(
         answers = ", ".join(sorted(a.value for a in plan.only))
         reminded = " (leaving out anyone already reminded)" if kind.value == "reminder" else ""
         details.append(f"Only those who answered: {answers}{reminded}.")
+    if plan.already_invited:
+        details.append(lifecycle.already_invited_note(plan.already_invited))
     if plan.existing is not None:
         from mailer.cli.progress import describe
 

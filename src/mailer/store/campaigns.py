@@ -139,10 +139,14 @@ class CampaignQueries(StoreBase):
         only: frozenset[AudienceFilter] | None = None,
         newest: int | None = None,
         check_newest: bool = False,
+        mail_again: bool = False,
     ) -> int:
         """A new campaign; with `lease_owner`, held by that sender from the start, so a
         running worker cannot take it between its creation and the creator's claim.
         `message` and `only`: a follow-up (issue 14) and whose answers it goes to.
+
+        `mail_again`: to everyone on the list (--new); else the snapshot leaves out those
+        who already had this event's invitation through another campaign.
 
         `check_newest`: only if the newest campaign of this event to this list (the same
         message to the same answers) is still `newest`, the one the caller planned from
@@ -182,6 +186,7 @@ class CampaignQueries(StoreBase):
                         lease_expires_at=now + lease if lease_owner and lease else None,
                         message=message.value,
                         audience_filter=format_audience(only),
+                        mail_again=int(mail_again),
                     )
                     .returning(campaigns.c.id)
                 ).scalar_one()

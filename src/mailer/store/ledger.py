@@ -37,10 +37,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from mailer.clock import as_utc, utcnow
 from mailer.models import (
+    CampaignStatus,
     DeliveryStatus,
     DueDelivery,
     FollowUpAudience,
     LaterOutcome,
+    MessageKind,
     RecordedOutcome,
     ReportRow,
     SubscriberStatus,
@@ -61,6 +63,38 @@ from mailer.store.suppressions import SuppressionQueries, active_suppression
 
 # States a row can be taken from for sending (unknown only with --resend-unknown).
 _DUE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, DeliveryStatus.UNKNOWN)
+
+
+ALREADY_INVITED = "already had this event's invitation (another list); --new mails them too"
+
+
+def invited_elsewhere(event_slug: str, campaign_id: int | None) -> ColumnElement[bool]:
+    """SQL condition on `subscribers`: had (or is about to have) this event's invitation
+    through another campaign: sent, perhaps sent (unknown), going now, or still due in a
+    campaign not ended. Probes deliveries by (campaign, subscriber), its unique index."""
+    earlier = deliveries.alias("earlier")
+    other = campaigns.alias("other")
+    reached = (DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.SENDING)
+    due = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+    ended = (CampaignStatus.CANCELLED, CampaignStatus.FINISHED)
+    return (
+        select(literal(1))
+        .select_from(other.join(earlier, earlier.c.campaign_id == other.c.id))
+        .where(
+            other.c.event_slug == event_slug,
+            other.c.message == MessageKind.INVITATION.value,
+            *([other.c.id != campaign_id] if campaign_id is not None else []),
+            earlier.c.subscriber_id == subscribers.c.id,
+            or_(
+                earlier.c.status.in_([s.value for s in reached]),
+                and_(
+                    earlier.c.status.in_([s.value for s in due]),
+                    other.c.status.not_in([s.value for s in ended]),
+                ),
+            ),
+        )
+        .exists()
+    )
 
 
 def _mailable(list_id: int | ColumnElement[int]) -> Any:
@@ -263,8 +297,10 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             with self.engine.begin() as connection:
                 yield connection
 
-    def count_mailable(self, list_id: int) -> int:
-        """How many a campaign to this list would reach now (what a snapshot would take)."""
+    def count_mailable(self, list_id: int, *, not_invited_to: str | None = None) -> int:
+        """How many a campaign to this list would reach now (what a snapshot would take);
+        with `not_invited_to` (an event's slug), leaving out those who had its invitation
+        through another campaign, as a new invitation without --new does."""
         query = (
             select(func.count())
             .select_from(subscribers)
@@ -277,6 +313,8 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             )
             .where(_mailable(list_id))
         )
+        if not_invited_to is not None:
+            query = query.where(~invited_elsewhere(not_invited_to, None))
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
@@ -307,15 +345,33 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             ).rowcount
             if not first:
                 return None
+            this = connection.execute(
+                select(campaigns.c.event_slug, campaigns.c.message, campaigns.c.mail_again).where(
+                    campaigns.c.id == campaign_id
+                )
+            ).one()
+            status: ColumnElement[str] = literal(DeliveryStatus.QUEUED.value)
+            reply: ColumnElement[Any] = null()
+            if (
+                audience is None
+                and this.message == MessageKind.INVITATION.value
+                and not this.mail_again
+            ):
+                # Not again to whoever had this event's invitation through another
+                # campaign (another list): skipped, saying why (--new mails them too).
+                invited = invited_elsewhere(this.event_slug, campaign_id)
+                status = case((invited, DeliveryStatus.SKIPPED.value), else_=status)
+                reply = case((invited, literal(ALREADY_INVITED)), else_=reply)
             taken = (
                 select(
                     literal(campaign_id),
                     subscribers.c.id,
                     subscribers.c.email,
-                    literal(DeliveryStatus.QUEUED.value),
+                    status,
                     literal(0),
                     literal(now, deliveries.c.updated_at.type),
                     message_id,
+                    reply,
                 )
                 .join(
                     memberships,
@@ -343,6 +399,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                         "attempts",
                         "updated_at",
                         "message_id",
+                        "last_reply",
                     ],
                     taken,
                 )

@@ -146,6 +146,9 @@ campaigns = Table(
     # Issue 15: what its messages are made from, as the coordinator built them
     # (sending.run.message_fingerprint); another sender sends nothing unless it agrees.
     Column("message_fingerprint", String(64)),
+    # 1: to everyone on the list (--new); 0: not to those who already had this event's
+    # invitation through another campaign (they are skipped at the snapshot).
+    Column("mail_again", Integer, nullable=False, server_default="0"),
     Index("ix_campaigns_status", "status"),
 )
 

@@ -1,0 +1,83 @@
+"""An event sent to two lists reaches the people on both once.
+
+A new organiser sent an event to list `web`, then to list `messy`: the three people on
+both got it twice, and nothing said so. Now a new invitation leaves out (in the ledger as
+skipped, saying why) whoever already had this event's invitation through another
+campaign, and the confirmation says how many; `--new` mails them too. Through the real
+engine and an aiosmtpd server; what the server received is what is checked.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy import select
+
+from campaign_support import EVENT, make_settings, send
+from mailer.audience.importer import import_file
+from mailer.campaigns import lifecycle
+from mailer.message.event import load_event
+from mailer.models import DeliveryStatus
+from mailer.store import Store
+from mailer.store.ledger import ALREADY_INVITED
+from mailer.store.schema import deliveries
+from smtp_server import SmtpTestServer
+
+
+def two_lists(store: Store, tmp_path: Path) -> None:
+    """`web`: a, b, c, d; `messy`: c, d, e (c and d are on both)."""
+    for name, people in (("web", "abcd"), ("messy", "cde")):
+        path = tmp_path / f"{name}.csv"
+        path.write_text("email\n" + "".join(f"{p}@example.org\n" for p in people))
+        import_file(store, path, list_name=name, rejects_path=tmp_path / f"{name}-rejects.csv")
+
+
+async def invite(store: Store, tmp_path: Path, port: int, list_name: str, *, new: bool) -> int:
+    event = load_event(EVENT)
+    plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=new)
+    campaign = lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None)
+    await send(make_settings(tmp_path, port), store, campaign.id)
+    return plan.audience
+
+
+def rows(store: Store, campaign_id: int) -> dict[str, tuple[str, str | None]]:
+    with store.engine.connect() as connection:
+        found = connection.execute(
+            select(deliveries.c.email, deliveries.c.status, deliveries.c.last_reply).where(
+                deliveries.c.campaign_id == campaign_id
+            )
+        )
+        return {r.email: (r.status, r.last_reply) for r in found}
+
+
+async def test_the_second_list_leaves_out_those_the_first_reached(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    two_lists(store, tmp_path)
+    assert await invite(store, tmp_path, smtp_server.port, "web", new=False) == 4
+    event = load_event(EVENT)
+    plan = lifecycle.plan_send(store, event=event, list_name="messy", new=False)
+    assert (plan.audience, plan.already_invited) == (1, 2)
+    assert "2 of them already had this event's invitation" in lifecycle.already_invited_note(
+        plan.already_invited
+    )
+    second = lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None)
+    await send(make_settings(tmp_path, smtp_server.port), store, second.id)
+
+    received = Counter(smtp_server.recipients)
+    assert received == Counter({f"{p}@example.org": 1 for p in "abcde"})
+    ledger = rows(store, second.id)
+    assert ledger["e@example.org"][0] == DeliveryStatus.SENT.value
+    for both in ("c@example.org", "d@example.org"):
+        assert ledger[both] == (DeliveryStatus.SKIPPED.value, ALREADY_INVITED)
+
+
+async def test_new_mails_them_too(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    two_lists(store, tmp_path)
+    await invite(store, tmp_path, smtp_server.port, "web", new=False)
+    assert await invite(store, tmp_path, smtp_server.port, "messy", new=True) == 3
+    received = Counter(smtp_server.recipients)
+    assert (received["c@example.org"], received["e@example.org"]) == (2, 1)
