@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from campaign_support import EVENT, make_settings, send
 from mailer.audience.importer import import_file
 from mailer.campaigns import lifecycle
+from mailer.errors import CampaignError
 from mailer.message.event import load_event
 from mailer.models import DeliveryStatus
 from mailer.store import Store
@@ -81,3 +83,24 @@ async def test_new_mails_them_too(
     assert await invite(store, tmp_path, smtp_server.port, "messy", new=True) == 3
     received = Counter(smtp_server.recipients)
     assert (received["c@example.org"], received["e@example.org"]) == (2, 1)
+
+
+async def test_a_copy_of_the_event_file_is_the_same_event(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """The event file copied under another name (same title and start): not a new event
+    to the list it already reached; --new sends it anyway. Before, the whole list got it
+    again without a word."""
+    two_lists(store, tmp_path)
+    await invite(store, tmp_path, smtp_server.port, "web", new=False)
+    copy = tmp_path / "events" / "meeting-copy.md"
+    copy.parent.mkdir()
+    copy.write_text(EVENT.read_text(encoding="utf-8"), encoding="utf-8")
+    event = load_event(copy)
+    assert event.slug != load_event(EVENT).slug
+    with pytest.raises(CampaignError, match="already went to 'web' from another file"):
+        lifecycle.plan_send(store, event=event, list_name="web", new=False)
+    with pytest.raises(CampaignError, match="from another file"):
+        lifecycle.plan_schedule(store, event=event, list_name="web", new=False)
+    assert lifecycle.plan_send(store, event=event, list_name="web", new=True).audience == 4
+    assert len(smtp_server.recipients) == 4

@@ -32,8 +32,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mailer.clock import utcnow
-from mailer.errors import CampaignError
-from mailer.message.event import Event
+from mailer.errors import CampaignError, MailerError
+from mailer.message.event import Event, load_event
 from mailer.models import (
     AudienceFilter,
     CampaignRecord,
@@ -296,6 +296,8 @@ def plan_send(
                 only,
             )
         _refuse_if_already_sent(earlier, earlier_sent, list_name)
+        if message is MessageKind.INVITATION and only is None:
+            _refuse_if_sent_from_another_file(store, event, list_id, list_name)
     newest = store.newest_campaign_id(event.slug, list_id, message=message, only=only)
     already_invited = 0
     if message is MessageKind.INVITATION and only is None:
@@ -395,6 +397,33 @@ def _refuse_if_already_sent(earlier: CampaignRecord | None, reached: int, list_n
     )
 
 
+def _refuse_if_sent_from_another_file(
+    store: Store, event: Event, list_id: int, list_name: str
+) -> None:
+    """An event is known by its file's name; a copy of the file under another name (or
+    the file renamed) was a new event, and the whole list got it again (a new organiser:
+    three copies of one invitation). An invitation that reached this list from another
+    file whose event has the same title and start is taken for the same event. Files
+    that are gone or no longer load are passed over."""
+    for campaign in store.invitations_that_reached(list_id):
+        if campaign.event_slug == event.slug:
+            continue
+        try:
+            other = load_event(Path(campaign.event_path))
+        except (MailerError, OSError):
+            continue
+        if (other.title, other.starts_at) != (event.title, event.starts_at):
+            continue
+        raise CampaignError(
+            f"this event already went to {list_name!r} from another file: campaign "
+            f"{campaign.id} ({campaign.event_path}) has the same title and start and "
+            "reached its subscribers; nothing was sent",
+            campaign_id=campaign.id,
+            hint=f"`mailer campaign report {campaign.id}` shows who got it; pass --new to "
+            "send this file to the whole list anyway.",
+        )
+
+
 def start_send(
     store: Store, plan: SendPlan, *, event: Event, event_path: Path, owner: str | None
 ) -> CampaignRecord:
@@ -436,6 +465,7 @@ def plan_schedule(store: Store, *, event: Event, list_name: str, new: bool) -> S
                 "--new schedules another.",
             )
         _refuse_if_already_sent(earlier, earlier_sent, list_name)
+        _refuse_if_sent_from_another_file(store, event, list_id, list_name)
     audience, already_invited = _invitation_audience(store, event, list_id, new=new)
     return SendPlan(
         SendKind.NEW,

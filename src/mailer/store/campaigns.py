@@ -327,6 +327,28 @@ class CampaignQueries(StoreBase):
             ).first()
         return None if row is None else _record(row)
 
+    def invitations_that_reached(self, list_id: int) -> list[CampaignRecord]:
+        """Every invitation campaign to this list (the whole list, not a follow-up) that
+        reached anyone (a sent or unknown row), newest first, whatever its event."""
+        reached = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.campaign_id == campaigns.c.id,
+                deliveries.c.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value]),
+            )
+            .exists()
+        )
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                _CAMPAIGN_QUERY.where(
+                    campaigns.c.list_id == list_id,
+                    campaigns.c.message == MessageKind.INVITATION.value,
+                    campaigns.c.audience_filter.is_(None),
+                    reached,
+                ).order_by(campaigns.c.id.desc())
+            )
+            return [_record(row) for row in found]
+
     def campaigns(self, statuses: Iterable[CampaignStatus] | None = None) -> list[CampaignRecord]:
         query = _CAMPAIGN_QUERY.order_by(campaigns.c.id)
         if statuses is not None:
