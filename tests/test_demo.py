@@ -159,6 +159,14 @@ def test_the_demo_in_a_configured_folder_reaches_nothing_of_the_real_setup(
     assert len(outbox) == 12
     message = email.message_from_bytes(outbox[0].read_bytes(), policy=policy.default)
     assert "leftcom" not in str(message["Return-Path"] or "")
+    # Nothing left to send later (the example event's reminder), for a `mailer serve`
+    # on the demo's store with these settings.
+    from mailer.models import CampaignStatus
+    from mailer.store import Store
+
+    with Store.open(f"sqlite:///{tmp_path / 'var' / 'demo' / 'demo.db'}") as demo_store:
+        waiting = demo_store.campaigns([CampaignStatus.SCHEDULED, CampaignStatus.SENDING])
+    assert waiting == []
     link = re.search(r"Unsubscribe link: http://127\.0\.0\.1:8000/u/(\S+)", result.stdout)
     assert link is not None
     try:

@@ -47,9 +47,15 @@ def test_example_event_loads_with_a_dst_correct_start() -> None:
 
 
 def test_an_offset_that_is_the_zones_own_is_taken(tmp_path: Path) -> None:
-    """An ISO time with the offset London has at that moment means what it says."""
+    """An ISO time with the offset London has at that moment means what it says, and is
+    checked like any other (an end before the start is refused)."""
     event = load_event(write(tmp_path, FRONT.format(start="2027-07-10T14:30+01:00") + "Hi\n"))
     assert (event.starts_at.hour, event.starts_at.tzname()) == (14, "BST")
+    text = FRONT.format(start="2027-07-10T14:30+01:00").replace(
+        "timezone: Europe/London", "timezone: Europe/London\nends_at: 2027-07-10T13:00+01:00"
+    )
+    with pytest.raises(EventFileError, match="must be after starts_at"):
+        load_event(write(tmp_path, text + "Hi\n"))
 
 
 def test_winter_event_is_gmt_and_ends_two_hours_later_by_default(tmp_path: Path) -> None:

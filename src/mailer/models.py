@@ -226,6 +226,8 @@ class CampaignRecord:
     """Only those with these answers (`--only`); None: the whole list."""
     message_fingerprint: str | None = None
     """What its messages are made from, as the sender holding it built them (issue 15)."""
+    mail_again: bool = False
+    """--new: also to those who had its event's invitation through another campaign."""
 
 
 @dataclass(slots=True)

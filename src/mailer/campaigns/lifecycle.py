@@ -202,7 +202,7 @@ def remaining(
     campaign: CampaignRecord, counts: DeliveryCounts, *, store: Store, resend_unknown: bool
 ) -> int:
     if campaign.snapshot_at is None:
-        return store.count_mailable(campaign.list_id)
+        return _mailable_now(store, campaign)
     extra = counts.unknown if resend_unknown else 0
     return counts.queued + counts.deferred + counts.sending + extra
 
@@ -212,7 +212,17 @@ def audience(store: Store, campaign: CampaignRecord) -> int:
     list would give it now (its mailable members)."""
     if campaign.snapshot_at is not None:
         return store.delivery_counts(campaign.id).total
-    return store.count_mailable(campaign.list_id)
+    return _mailable_now(store, campaign)
+
+
+def _mailable_now(store: Store, campaign: CampaignRecord) -> int:
+    """Whom its snapshot would take now: an invitation without --new leaves out those
+    who had its event's invitation through another campaign."""
+    plain = campaign.message is MessageKind.INVITATION and campaign.audience_filter is None
+    left_out = plain and not campaign.mail_again
+    return store.count_mailable(
+        campaign.list_id, not_invited_to=campaign.event_slug if left_out else None
+    )
 
 
 # -- starting a send ------------------------------------------------------------------
@@ -270,6 +280,10 @@ def plan_send(
     list_id = store.list_id(list_name)
     if only is None and message is MessageKind.REMINDER:
         only = REMINDER_AUDIENCE
+    # Read before any check: a campaign another command makes after this read is seen
+    # when this plan's campaign is created (create_campaign's check_newest), whatever
+    # the checks below found.
+    newest = store.newest_campaign_id(event.slug, list_id, message=message, only=only)
     if only is not None and not event.rsvp_enabled:
         raise CampaignError(
             "--only chooses people by their RSVP answers, and this event takes none",
@@ -298,7 +312,6 @@ def plan_send(
         _refuse_if_already_sent(earlier, earlier_sent, list_name)
         if message is MessageKind.INVITATION and only is None:
             _refuse_if_sent_from_another_file(store, event, list_id, list_name)
-    newest = store.newest_campaign_id(event.slug, list_id, message=message, only=only)
     already_invited = 0
     if message is MessageKind.INVITATION and only is None:
         audience_now, already_invited = _invitation_audience(store, event, list_id, new=new)

@@ -103,7 +103,7 @@ def demo(ctx: typer.Context) -> None:
 
 
 async def _send(settings: Settings, store: Store, event_path: Path, signer: TokenSigner) -> None:
-    from mailer.campaigns.lifecycle import start_or_resume
+    from mailer.campaigns.lifecycle import cancel, pending_reminder, start_or_resume
     from mailer.cli.progress import describe
     from mailer.config import SmtpSecurity
     from mailer.delivery.catcher import Catcher
@@ -129,6 +129,12 @@ async def _send(settings: Settings, store: Store, event_path: Path, signer: Toke
         result = await send_campaign_via_smtp(
             settings=local, store=store, signer=signer, campaign_id=choice.campaign.id
         )
+    # The example event has a reminder, scheduled with the invitation: a `mailer serve`
+    # on the demo's store (as suggested below, with the organiser's settings) would send
+    # it through their relay. The demo sends nothing later.
+    reminder = pending_reminder(store, event, choice.campaign.list_id)
+    if reminder is not None:
+        cancel(store, reminder.id)
     common.console.print(
         f"3. Sent campaign {result.campaign.id} ({result.campaign.subject}): "
         f"{describe(result.counts)} of {result.counts.total}.",

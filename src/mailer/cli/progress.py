@@ -66,13 +66,23 @@ class ProgressDisplay:
     def update(self, progress: SendProgress) -> None:
         counts = progress.counts
         rate = f"{progress.rate:.1f}/s"
+        # Done of all the campaign's rows, once they are known: `done` counts rows done
+        # in earlier runs and rows skipped at the snapshot, which the total planned
+        # beforehand (what was left to send) did not (a resume read 267/240).
+        total = counts.total or self.total
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=counts.done, detail=describe(counts), rate=rate)
+            self._bar.update(
+                self._task,
+                total=total,
+                completed=counts.done,
+                detail=describe(counts),
+                rate=rate,
+            )
             return
         now = time.monotonic()
         if now - self._last_plain >= PLAIN_EVERY:
             self._last_plain = now
             common.console.print(
-                f"progress: {counts.done}/{self.total} done ({describe(counts)}), {rate}",
+                f"progress: {counts.done}/{total} done ({describe(counts)}), {rate}",
                 markup=False,
             )

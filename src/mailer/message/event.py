@@ -179,14 +179,14 @@ class Event(BaseModel):
                     f"at {local:%z} then; write the time as it reads in {zone_name}, "
                     "without an offset"
                 )
-            return local
-        local = value.replace(tzinfo=zone)
-        # A wall-clock time skipped when the clocks go forward does not exist; zoneinfo
-        # would silently shift it by an hour, so say so instead.
-        if local.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) != value:
-            raise ValueError(
-                f"{value:%Y-%m-%d %H:%M} does not exist in {zone_name} (clocks change)"
-            )
+        else:
+            local = value.replace(tzinfo=zone)
+            # A wall-clock time skipped when the clocks go forward does not exist; zoneinfo
+            # would silently shift it by an hour, so say so instead.
+            if local.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) != value:
+                raise ValueError(
+                    f"{value:%Y-%m-%d %H:%M} does not exist in {zone_name} (clocks change)"
+                )
         if (
             info.field_name == "ends_at"
             and (start := info.data.get("starts_at"))

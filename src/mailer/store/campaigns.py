@@ -67,6 +67,7 @@ def _record(row: Row[tuple[object, ...]]) -> CampaignRecord:
         message=MessageKind(m["message"] or MessageKind.INVITATION.value),
         audience_filter=parse_audience(m["audience_filter"]),
         message_fingerprint=m["message_fingerprint"],
+        mail_again=bool(m["mail_again"]),
     )
 
 

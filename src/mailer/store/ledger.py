@@ -37,7 +37,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from mailer.clock import as_utc, utcnow
 from mailer.models import (
-    CampaignStatus,
     DeliveryStatus,
     DueDelivery,
     FollowUpAudience,
@@ -69,14 +68,14 @@ ALREADY_INVITED = "already had this event's invitation (another list); --new mai
 
 
 def invited_elsewhere(event_slug: str, campaign_id: int | None) -> ColumnElement[bool]:
-    """SQL condition on `subscribers`: had (or is about to have) this event's invitation
-    through another campaign: sent, perhaps sent (unknown), going now, or still due in a
-    campaign not ended. Probes deliveries by (campaign, subscriber), its unique index."""
+    """SQL condition on `subscribers`: had this event's invitation through another
+    campaign: sent, perhaps sent (unknown), or going now. Not rows still due: their
+    campaign may be paused and then cancelled, and the skip here is final (a review:
+    left out for a campaign that never reached them). Probes deliveries by (campaign,
+    subscriber), its unique index."""
     earlier = deliveries.alias("earlier")
     other = campaigns.alias("other")
     reached = (DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.SENDING)
-    due = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
-    ended = (CampaignStatus.CANCELLED, CampaignStatus.FINISHED)
     return (
         select(literal(1))
         .select_from(other.join(earlier, earlier.c.campaign_id == other.c.id))
@@ -85,13 +84,7 @@ def invited_elsewhere(event_slug: str, campaign_id: int | None) -> ColumnElement
             other.c.message == MessageKind.INVITATION.value,
             *([other.c.id != campaign_id] if campaign_id is not None else []),
             earlier.c.subscriber_id == subscribers.c.id,
-            or_(
-                earlier.c.status.in_([s.value for s in reached]),
-                and_(
-                    earlier.c.status.in_([s.value for s in due]),
-                    other.c.status.not_in([s.value for s in ended]),
-                ),
-            ),
+            earlier.c.status.in_([s.value for s in reached]),
         )
         .exists()
     )
