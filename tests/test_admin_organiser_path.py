@@ -310,6 +310,10 @@ def test_the_organisers_whole_path(
         overview.close()
         expect(page.locator("[data-field=status]").first).to_have_text("finished", timeout=60_000)
         expect(done).to_have_text(str(GOOD_ROWS))
+        # The page reloaded itself once the campaign stopped: no Pause or Cancel left
+        # on a finished campaign (they stayed, and were refused when pressed).
+        expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+        expect(page.get_by_role("button", name="Cancel…")).to_have_count(0)
         assert 0 < seen_midway < GOOD_ROWS
         assert page.url == campaign_url  # the progress moved without a reload
         assert len(smtp.messages) == 1 + GOOD_ROWS - 1  # the test, and one refused at RCPT

@@ -151,3 +151,28 @@ def test_the_send_confirmation_shows_what_recipients_will_see_and_defaults_to_no
     assert smtp_server_thread.messages == []
     with Store.open(env["MAILER_DATABASE_URL"]) as store:
         assert store.campaigns() == []
+
+
+def test_the_report_of_a_paused_campaign_says_why_and_for_whom(
+    tmp_path: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    """A campaign paused before it started (a worker found its event file broken): the
+    report gives the note `campaign show` gives, and whom it is for (it said "of 0")."""
+    env = members(tmp_path, smtp_server_thread.port)
+    schedule_in_an_hour(env, tmp_path)
+    with Store.open(env["MAILER_DATABASE_URL"]) as store:
+        assert store.claim_campaign(
+            1,
+            owner="worker",
+            lease=timedelta(seconds=30),
+            allowed=(CampaignStatus.SCHEDULED,),
+            early=True,
+        )
+        store.release_campaign(
+            1, owner="worker", status=CampaignStatus.PAUSED, error="paused: broken template"
+        )
+    report = run_mailer_here(env, tmp_path, "campaign", "report", "1")
+    assert report.returncode == 0, report.stderr
+    assert "paused: 0 sent" in report.stdout
+    assert "of 4;" in report.stdout
+    assert "Note: paused: broken template" in report.stdout

@@ -655,6 +655,22 @@ async def test_a_test_message_link_changes_nothing_and_says_so(
     assert store.count_subscribers("members") == 3
 
 
+async def test_a_test_messages_answer_buttons_talk_about_answers(
+    store: Store, signer: TokenSigner, client: httpx.AsyncClient
+) -> None:
+    """The RSVP buttons of a `--test-to` message open the test-message page about
+    answers: nothing recorded (it told a new organiser that people are taken off the
+    list), and nothing changes."""
+    seed(store, 1)
+    token = signer.sign_test_message(list_id=store.list_id("members"))
+    before = store_snapshot(store)
+    response = await client.get(f"/r/{token}?answer=yes")
+    assert response.status_code == 200
+    assert "no answer has been recorded" in response.text
+    assert "unsubscribed" not in response.text
+    assert store_snapshot(store) == before
+
+
 async def test_an_organisers_older_pages_still_get_the_test_message_page(
     store: Store, signer: TokenSigner, tmp_path: Path
 ) -> None:

@@ -142,6 +142,7 @@ def report(
     ] = None,
 ) -> None:
     """The outcome per recipient (CSV), or a summary with the failures."""
+    from mailer.campaigns.lifecycle import audience
     from mailer.campaigns.report_csv import write_report
     from mailer.cli.progress import describe
 
@@ -159,12 +160,16 @@ def report(
             return
         counts = store.delivery_counts(campaign_id)
         later = store.feedback_counts(campaign_id)
+        # Not started: nothing is in the ledger yet; say whom it is for, not "of 0".
+        total = counts.total if campaign.snapshot_at is not None else audience(store, campaign)
         common.console.print(
             f"Campaign {campaign.id} ({campaign.subject}), {campaign.status.value}: "
-            f"{describe(counts)} of {counts.total}; "
+            f"{describe(counts)} of {total}; "
             f"{store.campaign_unsubscribes(campaign_id)} unsubscribed through its links.",
             markup=False,
         )
+        if campaign.last_error:  # why it is paused (or what its last run said), as `show`
+            common.console.print(f"Note: {campaign.last_error}", markup=False)
         if relays:
             common.console.print("\n".join(relay_lines(relays)), markup=False)
         common.console.print("\n".join(feedback_lines(counts, later)), markup=False)
@@ -172,7 +177,7 @@ def report(
         problems = [
             r
             for r in rows
-            if r.status.value in ("bounced", "failed", "unknown") or r.later is not None
+            if r.status.value in ("bounced", "failed", "unknown", "deferred") or r.later is not None
         ]
     if problems:
         table = Table("email", "status", "later", "code", "reply", title="Not delivered")

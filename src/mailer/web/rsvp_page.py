@@ -99,7 +99,9 @@ class RsvpPages:
         """GET /r/{token}: the event, the current answer and the form. Changes nothing."""
         claims = self._claims(request)
         if isinstance(claims, TestMessageClaims):
-            return self.renderer.page("test_message.html.j2", root_path=_root(request))
+            return self.renderer.page(
+                "test_message.html.j2", root_path=_root(request), about="rsvp"
+            )
         invitation = None if claims is None else await self._open(claims)
         if claims is None or invitation is None:
             return self.renderer.invalid_link(root_path=_root(request))
@@ -126,7 +128,9 @@ class RsvpPages:
         finally:
             await form.close()
         if isinstance(claims, TestMessageClaims):
-            return self.renderer.page("test_message.html.j2", root_path=_root(request))
+            return self.renderer.page(
+                "test_message.html.j2", root_path=_root(request), about="rsvp"
+            )
         invitation = await self._open(claims)
         if invitation is None:
             return self.refuse_invalid_post(request)

@@ -1,6 +1,9 @@
 // Live progress, without inline script: every element with data-progress="URL" is
 // refreshed from that JSON endpoint every 1.5 s while its campaign is scheduled or
-// sending; [data-field=NAME] children get the new figures, <progress> its value.
+// sending; [data-field=NAME] children get the new figures, <progress> its value. A box
+// with data-reload-on-change (a campaign's own page) reloads once the campaign stops
+// (finished, paused, cancelled): its actions and times follow the status (a finished
+// campaign kept Pause and Cancel, and "Finished: -").
 "use strict";
 (function () {
   var EVERY_MS = 1500;
@@ -21,7 +24,12 @@
       bar.value = data.done;
       bar.textContent = data.percent + "%";
     });
+    var before = box.getAttribute("data-status");
     box.setAttribute("data-status", String(data.status));
+    var ended = before && before !== String(data.status) && !LIVE[data.status];
+    if (ended && box.hasAttribute("data-reload-on-change")) {
+      window.location.reload();
+    }
   }
 
   function poll(box) {
