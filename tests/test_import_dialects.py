@@ -18,6 +18,7 @@ from cli_support import run_mailer_here
 from mailer.audience.csv_file import parse_csv, sniff_delimiter
 from mailer.audience.csv_records import CsvRecords, MalformedCsv
 from mailer.audience.importer import MergedRow, import_file
+from mailer.errors import SubscriberFileError
 from mailer.store import Store
 
 
@@ -93,6 +94,24 @@ def test_a_semicolon_file_parses_into_subscribers(tmp_path: Path) -> None:
         {"city": "Leeds"},
         {"city": "York"},
     ]
+
+
+@pytest.mark.parametrize("header", ["Email Address", "E-mail", "e-mail address"])
+def test_another_tools_address_header_is_the_email_column(tmp_path: Path, header: str) -> None:
+    """Mailchimp's and Google Contacts' exports call it "Email Address": a new organiser's
+    export was refused for having no `email` column."""
+    path = tmp_path / "export.csv"
+    path.write_text(f"{header},First Name\nann@example.org,Ann\n", encoding="utf-8")
+    rows = list(parse_csv(path))
+    assert [row.subscriber.email for row in rows if row.subscriber] == ["ann@example.org"]
+    assert [row.subscriber.attributes for row in rows if row.subscriber] == [{"first_name": "Ann"}]
+
+
+def test_two_address_headers_are_not_guessed_between(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("Email Address,E-mail\nann@example.org,a@example.org\n", encoding="utf-8")
+    with pytest.raises(SubscriberFileError, match="no `email` column"):
+        list(parse_csv(path))
 
 
 def test_import_reads_semicolons_and_tabs_and_names_every_merged_row(tmp_path: Path) -> None:

@@ -189,6 +189,12 @@ def _is_blank(record: Record) -> bool:
     return not record.cut and record.field_count == len(record.fields)
 
 
+# Headers of the address column in other tools' exports ("Email Address": Mailchimp,
+# Google Contacts; "E-mail"), as attribute_name spells them: taken for `email` when the
+# file has no `email` column and exactly one of these.
+_EMAIL_ALIASES = frozenset({"email_address", "e_mail", "e_mail_address"})
+
+
 def _read_header(rows: Iterator[Record], path: Path) -> CsvHeader:
     try:
         record = next(rows)
@@ -212,6 +218,9 @@ def _read_header(rows: Iterator[Record], path: Path) -> CsvHeader:
         )
     columns = record.fields
     names = [attribute_name(column) for column in columns]
+    aliases = [n for n in names if n in _EMAIL_ALIASES]
+    if "email" not in names and len(aliases) == 1:
+        names[names.index(aliases[0])] = "email"  # a Mailchimp or Google Contacts export
     if "email" not in names:
         raise SubscriberFileError(
             f"the header row has no `email` column (found: {', '.join(columns) or 'nothing'})",
