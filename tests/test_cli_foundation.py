@@ -167,3 +167,27 @@ def test_help_is_plain_short_and_spelled_one_way(workdir: Path) -> None:
     campaign_help = runner.invoke(app, ["campaign", "-h"]).output
     assert "  show " in campaign_help
     assert "  status " not in campaign_help
+
+
+def test_a_command_that_reads_the_store_does_not_make_an_empty_one(tmp_path: Path) -> None:
+    """Run from a folder with no store, `mailer lists` made an empty one there and said
+    "No lists yet". It now says where it looked and how to point it at the right place,
+    exits non-zero and leaves the folder as it was; commands that add (import) still
+    make the store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env["COLUMNS"] = "200"
+    for args in (("lists",), ("campaign", "list"), ("subscribers", "show", "a@example.org")):
+        result = subprocess.run(
+            [sys.executable, "-m", "mailer", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0, args
+        assert f"no mailer store at {tmp_path / 'var' / 'mailer.db'}" in result.stderr
+        assert "Run mailer from your project's folder" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var").exists()

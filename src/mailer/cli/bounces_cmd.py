@@ -52,7 +52,7 @@ def list_bounces(
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 200,
 ) -> None:
     """Bounces, complaints and mailed unsubscribes recorded, newest first."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         if campaign is not None:
             store.get_campaign(campaign)  # a clear error for a campaign that does not exist
         events = store.feedback_events(campaign_id=campaign, limit=limit)

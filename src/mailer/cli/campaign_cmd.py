@@ -44,7 +44,7 @@ def list_campaigns(ctx: typer.Context) -> None:
     """Every campaign with its status and delivery counts."""
     from mailer.campaigns import lifecycle
 
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         table = Table("id", "status", "subject", "list", "scheduled", "sent", "other", "total")
         for campaign in store.campaigns():
             counts = store.delivery_counts(campaign.id)
@@ -68,7 +68,7 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
     from mailer.campaigns import lifecycle
     from mailer.cli.progress import describe
 
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         campaign = store.get_campaign(campaign_id)
         counts = store.delivery_counts(campaign_id)
         next_retry = store.next_retry_at(campaign_id)
@@ -146,7 +146,7 @@ def report(
     from mailer.campaigns.report_csv import write_report
     from mailer.cli.progress import describe
 
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         campaign = store.get_campaign(campaign_id)
         rows = store.iter_report(campaign_id)
         relays = store.relay_counts(campaign_id)  # empty unless sent through MAILER_RELAYS
@@ -242,7 +242,7 @@ def resume(
     from mailer.cli.send_cmd import exit_for, print_result, run_with_signals
 
     settings = common.settings_from(ctx)
-    with common.open_store(settings) as store:
+    with common.open_store(settings, existing=True) as store:
         plan = lifecycle.plan_resume(store, campaign_id, resend_unknown=resend_unknown)
         campaign = plan.campaign
         if plan.kind is lifecycle.ResumeKind.BACK_TO_SCHEDULE:
@@ -286,7 +286,7 @@ def send_now(
     from mailer.cli.send_cmd import exit_for, print_result, run_with_signals
 
     settings = common.settings_from(ctx)
-    with common.open_store(settings) as store:
+    with common.open_store(settings, existing=True) as store:
         plan = lifecycle.plan_send_now(store, campaign_id)
         common.confirm(
             f"Send campaign {campaign_id} ('{plan.campaign.subject}') now to {plan.to_send} "
@@ -311,7 +311,7 @@ def pause(ctx: typer.Context, campaign_id: CampaignId) -> None:
     """Stop a campaign from being sent until `resume`; a running sender stops at once."""
     from mailer.campaigns import lifecycle
 
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         lifecycle.pause(store, campaign_id)
     common.console.print(f"Campaign {campaign_id} paused. `mailer campaign resume {campaign_id}`.")
 
@@ -324,7 +324,7 @@ def cancel(
     """Cancel a campaign for good; nothing more of it is sent."""
     from mailer.campaigns import lifecycle
 
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         campaign = store.get_campaign(campaign_id)
         lifecycle.check(campaign, lifecycle.Action.CANCEL)
         common.confirm(

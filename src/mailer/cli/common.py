@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mailer.errors import CampaignError, MailerError
+from mailer.errors import CampaignError, ConfigError, MailerError
 
 if TYPE_CHECKING:
     from mailer.config import Settings
@@ -67,11 +67,43 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
     return load_settings(**merged)
 
 
-def open_store(settings: Settings) -> Store:
-    """Open (and migrate) the store named by the settings."""
+def open_store(settings: Settings, *, existing: bool = False) -> Store:
+    """Open (and migrate) the store named by the settings.
+
+    `existing`: the command works on what the store holds (shows, exports, pauses): a
+    SQLite file that is not there is an error naming where it was looked for, not a new
+    empty store. Run from the wrong folder, `mailer lists` made one there and said "No
+    lists yet", and the organiser wondered where their lists had gone."""
     from mailer.store import Store
 
+    if existing:
+        missing = _missing_sqlite_file(settings.database_url)
+        if missing is not None:
+            raise ConfigError(
+                f"no mailer store at {missing}: nothing has been imported or sent with "
+                "these settings",
+                hint=f"Run mailer from your project's folder (taken as the home here: "
+                f"{settings.home}), or set MAILER_HOME or MAILER_DATABASE_URL.",
+            )
     return Store.open(settings.database_url)
+
+
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file the URL names, if it does not exist; None for anything else."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None  # Store.open says what is wrong with it
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None
+    path = Path(database)
+    return None if path.exists() else path
 
 
 def confirm(question: str, *, yes: bool, details: list[str] | None = None) -> None:

@@ -53,7 +53,7 @@ def rsvps(
             f"{event_file}: this event takes no answers (no `rsvp: true`, capacity, ...).",
             markup=False,
         )
-    with common.open_store(settings) as store:
+    with common.open_store(settings, existing=True) as store:
         list_id = store.list_id(list_name) if list_name is not None else None
         if as_csv or out is not None:
             _write_csv(store.attendees(event.slug, list_id=list_id), out)

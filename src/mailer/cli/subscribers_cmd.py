@@ -90,7 +90,7 @@ def show_lists(ctx: typer.Context) -> None:
     """Every list with its title and its subscribed and unsubscribed counts."""
     if ctx.invoked_subcommand is not None:
         return
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         summaries = store.lists()
     if not summaries:
         common.console.print(
@@ -136,7 +136,7 @@ def describe_list(
     description: Description = None,
 ) -> None:
     """Change a list's title and/or description (an empty description removes it)."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         store.describe_list(name, title=title, description=description)
         (summary,) = store.lists(name)
     common.console.print(f"List {summary.name!r}:", markup=False)
@@ -150,14 +150,14 @@ def rename_list(
     new: Annotated[str, typer.Argument(metavar="NEW", help="Its new name.")],
 ) -> None:
     """Rename a list (its title, what recipients read, stays); links already sent keep working."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         store.rename_list(old, new)
     common.console.print(f"Renamed list {old!r} to {new.strip()!r}.", markup=False)
 
 
 def delete_list(ctx: typer.Context, name: ListName, yes: Yes = False) -> None:
     """Delete a list: its members come off it; who unsubscribed stays recorded."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         (summary,) = store.lists(name)
         common.confirm(
             f"Delete list {name!r}?",
@@ -256,7 +256,7 @@ def import_command(
 
 def list_command(ctx: typer.Context, list_name: OptionalList = None) -> None:
     """List subscribers (of one list) with their status."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         table = Table("email", "name", "status", "attributes")
         for subscriber in store.iter_subscribers(list_name):
             attributes = ", ".join(f"{k}={v}" for k, v in subscriber.attributes.items() if v)
@@ -266,7 +266,7 @@ def list_command(ctx: typer.Context, list_name: OptionalList = None) -> None:
 
 def count_command(ctx: typer.Context, list_name: OptionalList = None) -> None:
     """Print how many subscribers (of one list) can be mailed."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         common.console.print(str(store.count_subscribers(list_name)))
 
 
@@ -279,7 +279,7 @@ def export_command(
     ] = None,
 ) -> None:
     """Export subscribers as CSV (email, name, status, then every attribute)."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         subscribers = list(store.iter_subscribers(list_name))
     attributes = sorted({key for s in subscribers for key in s.attributes})
     handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
@@ -322,7 +322,7 @@ def remove_command(
     yes: Yes = False,
 ) -> None:
     """Remove a subscriber from a list, or (without --list) erase them; suppressions stay."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         record = store.subscriber_record(email)
         on = [m.list_name for m in record.memberships]
         if record.subscriber is None or (list_name is not None and list_name not in on):
@@ -382,7 +382,7 @@ def resubscribe_command(
 
     Lifts their unsubscribe from the list, an unsubscribe from every list (for this list
     only: they stay off their other lists) and a bounce; a complaint only with --force."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         done = store.admin_resubscribe(email, list_name, reason=reason, force=force)
     if not done.changed:
         common.console.print(
@@ -408,7 +408,7 @@ def resubscribe_command(
 def show_command(ctx: typer.Context, email: Email) -> None:
     """A subscriber's lists, status and history: every unsubscribe, bounce and complaint
     (when, how, from which campaign), and what the organiser lifted."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         record = store.subscriber_record(email)
     common.console.print(describe_record(record), markup=False)
 
@@ -461,7 +461,7 @@ def unsubscribe_command(
     list_name: OptionalList = None,
 ) -> None:
     """Unsubscribe an address from one list, or (without --list) from every list, for good."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         changed = store.unsubscribe_email(email, list_name, source=UnsubscribeSource.ADMIN)
     where = f"list {list_name!r}" if list_name else "every list"
     verb = "Unsubscribed" if changed else "Already unsubscribed:"

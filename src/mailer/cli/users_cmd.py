@@ -102,7 +102,7 @@ def add(
 
 def list_users(ctx: typer.Context) -> None:
     """Every dashboard user with their role."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         users = store.admin_users()
     if not users:
         common.console.print("No dashboard users yet: `mailer users add NAME`.", markup=False)
@@ -119,7 +119,7 @@ def remove(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a user; any browser they are signed in with is signed out at once."""
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         store.admin_user(name)  # NotFoundError before asking
         common.confirm(f"Remove dashboard user {name!r}?", yes=yes)
         ended = store.remove_admin_user(name)
@@ -133,7 +133,7 @@ def reset_password(ctx: typer.Context, name: Name, password_stdin: PasswordStdin
     from mailer.clock import utcnow
     from mailer.web.admin.passwords import Passwords
 
-    with common.open_store(common.settings_from(ctx)) as store:
+    with common.open_store(common.settings_from(ctx), existing=True) as store:
         store.admin_user(name)
         password_hash = Passwords().hash(_read_password(password_stdin))
         ended = store.set_admin_password(name, password_hash=password_hash, now=utcnow())
