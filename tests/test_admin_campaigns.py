@@ -138,6 +138,9 @@ async def test_new_campaign_shows_the_cli_confirmation_and_the_worker_sends_it(
         again = await create(client, page.csrf_token, **form_for())
         assert again.status_code == 409
         assert "already went to" in again.text
+        # In the dashboard's words: its checkbox, not the CLI's --new.
+        assert "Tick “Send again even if this event already went to this list”" in again.text
+        assert "--new" not in again.text
         assert len(store.campaigns()) == 1
 
 

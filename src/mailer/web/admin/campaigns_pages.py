@@ -9,7 +9,7 @@ are checked again before anything is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import available_timezones
@@ -22,7 +22,7 @@ from mailer.campaigns import lifecycle
 from mailer.campaigns.preview import event_files
 from mailer.campaigns.proposal import Proposal, When, create, propose
 from mailer.campaigns.when import describe_time, parse_send_time
-from mailer.errors import InputError, MailerError
+from mailer.errors import CampaignError, InputError, MailerError
 from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
 from mailer.store.admin import AdminRole
 from mailer.web.admin.context import Admin
@@ -98,11 +98,24 @@ def may_reschedule(campaign: CampaignRecord) -> bool:
 
 
 def plain_words(error: MailerError) -> MailerError:
-    """The CLI names its options (--at, --tz) in time errors; the form has fields."""
+    """The CLI names its options (--at, --tz) in time errors, and --new and its commands
+    in a refusal to mail a list again; the form has fields and a checkbox."""
     text = str(error)
     for option, field in (("--at: ", "Send time: "), ("--tz: ", "Time zone: ")):
         if text.startswith(option):
             return InputError(field + text[len(option) :], hint=error.hint)
+    if error.hint is not None and "--new" in error.hint and isinstance(error, CampaignError):
+        report = (
+            f"Campaign {error.campaign_id}'s report shows who got it. "
+            if error.campaign_id is not None
+            else ""
+        )
+        return CampaignError(
+            text,
+            campaign_id=error.campaign_id,
+            hint=f"{report}Tick “Send again even if this event already went to this "
+            "list” to send it to the whole list anyway.",
+        )
     return error
 
 
@@ -170,9 +183,9 @@ def routes(admin: Admin) -> list[Route]:
         if values.get("event") and values.get("list"):
             found = read_proposal(values)
             if isinstance(found, MailerError):
-                problem = found
+                problem = plain_words(found)
             else:
-                proposal = found
+                proposal = replace(found, errors=[plain_words(e) for e in found.errors])
         local_now = admin.now().astimezone(admin.zone)
         return admin.page(
             signed_in,
@@ -196,15 +209,19 @@ def routes(admin: Admin) -> list[Route]:
         values = {k: v for k, v in signed_in.form.items() if isinstance(v, str)}
         found = read_proposal(values)
         if isinstance(found, MailerError):
-            return admin.refusal(signed_in, found, title="Not created", section="campaigns")
+            return admin.refusal(
+                signed_in, plain_words(found), title="Not created", section="campaigns"
+            )
         if not found.ready:
             return admin.refusal(
-                signed_in, found.errors[0], title="Not created", section="campaigns"
+                signed_in, plain_words(found.errors[0]), title="Not created", section="campaigns"
             )
         try:
             campaign = create(store, found)
         except MailerError as exc:
-            return admin.refusal(signed_in, exc, title="Not created", section="campaigns")
+            return admin.refusal(
+                signed_in, plain_words(exc), title="Not created", section="campaigns"
+            )
         return admin.redirect(f"/admin/campaigns/{campaign.id}")
 
     # -- one campaign -----------------------------------------------------------------
