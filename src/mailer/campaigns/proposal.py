@@ -103,7 +103,9 @@ def propose(
             plan = lifecycle.plan_schedule(store, event=event, list_name=list_name, new=new)
     except MailerError as exc:
         return _with(base, event=event, errors=[exc], warnings=warnings)
-    summary = summarise_send(settings, event, list_name=list_name, audience=plan.audience)
+    summary = summarise_send(
+        settings, event, list_name=list_name, audience=plan.audience, store=store
+    )
     if plan.already_invited:
         note = lifecycle.already_invited_note(plan.already_invited)
         warnings.append(CampaignError(note.replace("--new", "Ticking 'send again'")))

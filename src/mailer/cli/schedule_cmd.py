@@ -68,7 +68,9 @@ def schedule(
     with common.open_store(settings) as store:
         plan = lifecycle.plan_schedule(store, event=event, list_name=list_name, new=new)
         audience = plan.audience
-        summary = summarise_send(settings, event, list_name=list_name, audience=audience)
+        summary = summarise_send(
+            settings, event, list_name=list_name, audience=audience, store=store
+        )
         if plan.earlier is not None:
             common.err_console.print(
                 f"This event already went to '{list_name}': campaign {plan.earlier.id} "

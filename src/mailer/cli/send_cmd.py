@@ -243,7 +243,9 @@ def _send(
         store, event=event, list_name=list_name, new=new, message=kind, only=only
     )
     shown = event.for_message(kind)
-    summary = summarise_send(settings, shown, list_name=list_name, audience=plan.audience)
+    summary = summarise_send(
+        settings, shown, list_name=list_name, audience=plan.audience, store=store
+    )
     details = summary.lines()
     if plan.only is not None:
         answers = ", ".join(sorted(a.value for a in plan.only))
