@@ -62,6 +62,7 @@ def test_add_show_and_resubscribe_from_the_command_line(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "person00001@example.org (Person 1)" in shown.stdout
     assert "members: unsubscribed" in shown.stdout
+    assert "status:  mailed by 0 of their 1 list(s)" in shown.stdout
     assert (
         f"unsubscribed from list 'members' (one-click button in the mail program, "
         f"campaign {campaign_id})" in shown.stdout

@@ -432,10 +432,13 @@ def describe_record(record: SubscriberRecord) -> str:
         name = f" ({subscriber.name})" if subscriber.name else ""
         lines = [f"{subscriber.email}{name}"]
         status = subscriber.status
-        lines.append(
-            f"  status:  {status.value}"
-            + ("" if status is SubscriberStatus.SUBSCRIBED else " (no list mails them)")
-        )
+        if status is SubscriberStatus.SUBSCRIBED:
+            # Not "subscribed" above a list saying "unsubscribed" (a walkthrough read it as
+            # the opposite of the truth): how many of their lists mail them.
+            on = sum(m.status is SubscriberStatus.SUBSCRIBED for m in record.memberships)
+            lines.append(f"  status:  mailed by {on} of their {len(record.memberships)} list(s)")
+        else:
+            lines.append(f"  status:  {status.value} (no list mails them)")
         if record.created_at is not None:
             lines.append(f"  since:   {record.created_at:%Y-%m-%d %H:%M} UTC")
         lines.append("  lists:")
