@@ -60,15 +60,21 @@ def authenticating(plain: bytes, login_ok: bool) -> Relay:
     return Relay(auth=b"PLAIN LOGIN", answer=answer)
 
 
-def with_login(plain: SmtpTransport, clock: Callable[[], float] = time.monotonic) -> SmtpTransport:
-    """A transport to `plain`'s relay that logs in (4 connections)."""
+def client_of(
+    plain: SmtpTransport,
+    *,
+    log_in: bool = True,
+    connections: int = 4,
+    clock: Callable[[], float] = time.monotonic,
+) -> SmtpTransport:
+    """A transport to `plain`'s relay, logging in as org with a wrong password, or not."""
     return SmtpTransport(
         host=plain.host,
         port=plain.port,
         security=SmtpSecurity.NONE,
-        username="org",
-        password="wrong",
-        connections=4,
+        username="org" if log_in else None,
+        password="wrong" if log_in else None,
+        connections=connections,
         local_hostname="client.test",
         clock=clock,
     )
@@ -78,7 +84,7 @@ async def test_a_refused_password_is_tried_once_for_all_waiting_sends(start: Sta
     """Eight sends at once over 4 connections to a relay refusing the password: one
     connection, one AUTH line; every send fails with the relay's refusal."""
     relay, plain = await start(authenticating(b"535 5.7.8 bad credentials\r\n", True))
-    client = with_login(plain)
+    client = client_of(plain)
     try:
         results = await asyncio.gather(
             *(client.send(message(i)) for i in range(8)), return_exceptions=True
@@ -94,7 +100,7 @@ async def test_a_refused_password_is_tried_once_for_all_waiting_sends(start: Sta
 async def test_a_mechanism_the_relay_cannot_use_gives_way_to_the_next(start: Start) -> None:
     """PLAIN answered 504 (not implemented here): LOGIN is tried, and the message goes."""
     relay, plain = await start(authenticating(b"504 5.5.4 mechanism not available\r\n", True))
-    client = with_login(plain)
+    client = client_of(plain)
     try:
         outcome = await client.send(message(0))
     finally:
@@ -108,13 +114,7 @@ async def test_once_a_session_has_opened_the_others_open_side_by_side(start: Sta
     connect together (the relay greets them only once all three are there)."""
     greet = asyncio.Event()
     relay, plain = await start(Relay(greet_later=greet))
-    client_without_login = SmtpTransport(
-        host=plain.host,
-        port=plain.port,
-        security=SmtpSecurity.NONE,
-        connections=4,
-        local_hostname="client.test",
-    )
+    client_without_login = client_of(plain, log_in=False)
     try:
         sending = asyncio.gather(*(client_without_login.send(message(i)) for i in range(4)))
         async with asyncio.timeout(30):
@@ -131,13 +131,7 @@ async def test_a_first_connection_that_fails_for_a_while_is_not_shared(start: St
     """The first connection is greeted 421 (busy): that message is deferred, and the
     others, waiting behind it, open their own sessions and go."""
     _, plain = await start(Relay(first_greeting=b"421 4.3.2 too busy\r\n"))
-    client = SmtpTransport(
-        host=plain.host,
-        port=plain.port,
-        security=SmtpSecurity.NONE,
-        connections=4,
-        local_hostname="client.test",
-    )
+    client = client_of(plain, log_in=False)
     try:
         outcomes = await asyncio.gather(*(client.send(message(i)) for i in range(8)))
     finally:
@@ -157,15 +151,7 @@ async def test_a_busy_first_connection_does_not_open_the_way_to_many_logins(
     relay = authenticating(b"535 5.7.8 bad credentials\r\n", True)
     relay.first_greeting = b"421 4.7.0 too many connections\r\n"
     relay, plain = await start(relay)
-    client = SmtpTransport(
-        host=plain.host,
-        port=plain.port,
-        security=SmtpSecurity.NONE,
-        username="org",
-        password="wrong",
-        connections=16,
-        local_hostname="client.test",
-    )
+    client = client_of(plain, connections=16)
     try:
         results = await asyncio.gather(
             *(client.send(message(i)) for i in range(20)), return_exceptions=True
@@ -183,7 +169,7 @@ async def test_after_a_while_a_refused_relay_is_asked_again(start: Start) -> Non
     logs in anew."""
     now = [0.0]
     relay, plain = await start(authenticating(b"535 5.7.8 bad credentials\r\n", True))
-    client = with_login(plain, clock=lambda: now[0])
+    client = client_of(plain, clock=lambda: now[0])
     try:
         with pytest.raises(TransportError):
             await client.send(message(0))

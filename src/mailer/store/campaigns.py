@@ -101,6 +101,18 @@ def _relay_pause(now: datetime, retry_after: timedelta) -> dict[str, ColumnEleme
     }
 
 
+# The campaign reached someone: a sent row, or an unknown one (the relay probably has it:
+# a crash after the body went).
+_REACHED_ANYONE = (
+    select(deliveries.c.id)
+    .where(
+        deliveries.c.campaign_id == campaigns.c.id,
+        deliveries.c.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value]),
+    )
+    .exists()
+)
+
+
 def _newest_campaign(
     event_slug: str, list_id: int, message: MessageKind, only: frozenset[AudienceFilter] | None
 ) -> Select[tuple[Any]]:
@@ -302,15 +314,6 @@ class CampaignQueries(StoreBase):
         """The newest finished or cancelled campaign of this event to this list that
         reached anyone (a `sent` row): sending the event again would mail them twice.
         Only campaigns of the same message to the same answers count."""
-        reached = (
-            select(deliveries.c.id)
-            .where(
-                deliveries.c.campaign_id == campaigns.c.id,
-                # unknown: the relay probably has it (a crash after the body went)
-                deliveries.c.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value]),
-            )
-            .exists()
-        )
         with self.engine.connect() as connection:
             row = connection.execute(
                 _CAMPAIGN_QUERY.where(
@@ -321,7 +324,7 @@ class CampaignQueries(StoreBase):
                     campaigns.c.status.in_(
                         [CampaignStatus.FINISHED.value, CampaignStatus.CANCELLED.value]
                     ),
-                    reached,
+                    _REACHED_ANYONE,
                 )
                 .order_by(campaigns.c.id.desc())
                 .limit(1)
@@ -331,21 +334,13 @@ class CampaignQueries(StoreBase):
     def invitations_that_reached(self, list_id: int) -> list[CampaignRecord]:
         """Every invitation campaign to this list (the whole list, not a follow-up) that
         reached anyone (a sent or unknown row), newest first, whatever its event."""
-        reached = (
-            select(deliveries.c.id)
-            .where(
-                deliveries.c.campaign_id == campaigns.c.id,
-                deliveries.c.status.in_([DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value]),
-            )
-            .exists()
-        )
         with self.engine.connect() as connection:
             found = connection.execute(
                 _CAMPAIGN_QUERY.where(
                     campaigns.c.list_id == list_id,
                     campaigns.c.message == MessageKind.INVITATION.value,
                     campaigns.c.audience_filter.is_(None),
-                    reached,
+                    _REACHED_ANYONE,
                 ).order_by(campaigns.c.id.desc())
             )
             return [_record(row) for row in found]
