@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
@@ -69,10 +70,19 @@ class Children:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
 
-    def join(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds in all; True if every one has ended."""
+        deadline = time.monotonic() + timeout
         for process in self.processes:
-            process.join(timeout)
-            if process.is_alive():  # stuck past the relay's timeout: give up on it
+            process.join(max(0.0, deadline - time.monotonic()))
+        return not any(process.is_alive() for process in self.processes)
+
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds in all, then kill any still running (stuck past
+        the relay's timeout)."""
+        self.wait(timeout)
+        for process in self.processes:
+            if process.is_alive():
                 process.kill()
                 process.join(5)
 

@@ -6,8 +6,9 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 EXIT_INCOMPLETE = 1
 EXIT_INTERRUPTED = 130
+# Helpers usually end within this of the coordinator; after it, say what we wait for.
+_QUIET_JOIN = 1.0
 
 # `mailer send`, `campaign resume` and `campaign send-now` alike (run_with_signals).
 SenderProcesses = Annotated[
@@ -343,7 +346,7 @@ def run_with_signals(
         )
     finally:
         children.stop()
-        children.join(timeout=settings.smtp_timeout + 30)
+        _join_or_quit(children, store, campaign_id, timeout=settings.smtp_timeout + 30)
     if not children.processes:
         return result
     # The helpers have finished what they had in flight: count it.
@@ -363,9 +366,7 @@ async def _run(
     event: Event | None,
     children: Children,
 ) -> RunResult:
-    from mailer.campaigns import lifecycle
     from mailer.cli.progress import ProgressDisplay
-    from mailer.errors import one_line_reason
     from mailer.sending.run import send_campaign_via_smtp
 
     stop_requested = asyncio.Event()
@@ -382,25 +383,7 @@ async def _run(
             loop.add_signal_handler(sig, quit_now, sig)
 
     def quit_now(sig: signal.Signals) -> None:
-        """The second signal: paused first, so that no worker (a running `mailer serve`)
-        takes the campaign over when this sender's lease runs out and sends the rest,
-        which a new organiser saw after pressing Ctrl-C twice; then out at once, as a
-        kill -9 would be (no task is waited for: one may be waiting for the relay). The
-        journal holds what was in flight; resuming settles it first, as after a crash."""
-        try:
-            lifecycle.pause(store, campaign_id)
-            note = f"campaign {campaign_id} paused"
-        except Exception as exc:  # already paused or ended, or the store is gone
-            note = f"campaign {campaign_id} not paused ({one_line_reason(exc)})"
-        common.err_console.print(
-            f"{sig.name} again: quitting at once; {note}. `mailer campaign resume "
-            f"{campaign_id}` goes on (the messages in flight are settled first).",
-            markup=False,
-        )
-        common.console.show_cursor(True)  # the progress bar hid it; nothing else restores it
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(128 + sig.value)
+        _quit_at_once(store, campaign_id, sig)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig.name)
@@ -422,6 +405,61 @@ async def _run(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _quit_at_once(store: Store, campaign_id: int, sig: signal.Signals) -> NoReturn:
+    """The second signal: paused first, so that no worker (a running `mailer serve`)
+    takes the campaign over when this sender's lease runs out and sends the rest, which a
+    new organiser saw after pressing Ctrl-C twice; then out at once, as a kill -9 would be
+    (no task or helper process is waited for: one may be waiting for the relay). The
+    journals hold what was in flight; resuming settles it first, as after a crash."""
+    from mailer.campaigns import lifecycle
+    from mailer.errors import one_line_reason
+
+    try:
+        lifecycle.pause(store, campaign_id)
+        note = f"campaign {campaign_id} paused"
+    except Exception as exc:  # already paused (the first signal) or ended, or no store
+        try:
+            note = f"campaign {campaign_id} {store.campaign_status(campaign_id).value}"
+        except Exception:
+            note = f"campaign {campaign_id} not paused ({one_line_reason(exc)})"
+    common.err_console.print(
+        f"{sig.name} again: quitting at once; {note}. `mailer campaign resume "
+        f"{campaign_id}` goes on (the messages in flight are settled first).",
+        markup=False,
+    )
+    common.console.show_cursor(True)  # the progress bar hid it; nothing else restores it
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + sig.value)
+
+
+def _join_or_quit(children: Children, store: Store, campaign_id: int, *, timeout: float) -> None:
+    """Wait for the helper processes (already asked to stop) to finish what they have in
+    flight. A signal meanwhile quits at once, as a second Ctrl-C does while sending: the
+    terminal's default would raise KeyboardInterrupt here, a traceback for the organiser."""
+    if not children.processes:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        children.join(timeout)  # signals reach only the main thread: nothing to catch here
+        return
+
+    def quit_now(signum: int, _frame: object) -> None:
+        _quit_at_once(store, campaign_id, signal.Signals(signum))
+
+    previous = {sig: signal.signal(sig, quit_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if not children.wait(_QUIET_JOIN):
+            common.err_console.print(
+                "Waiting for the other sender process(es) to finish the messages they have "
+                "in flight (Ctrl-C quits at once).",
+                markup=False,
+            )
+            children.join(timeout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def print_result(result: RunResult) -> None:

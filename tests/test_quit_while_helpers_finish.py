@@ -1,0 +1,104 @@
+"""A second Ctrl-C while `mailer send --processes N` waits for its helper processes.
+
+After the first Ctrl-C the coordinator stops sending and waits for the helpers to finish
+what they have in flight. A second Ctrl-C there used to end in a KeyboardInterrupt
+traceback (the engine's signal handlers were gone with its event loop). Now it quits at
+once as it does while sending: the campaign left paused, a plain message, exit 130. The
+waiting runs in a child process (signals, spawn and os._exit need one of their own) with
+mailer's own `Children` and a helper that lingers; the campaign is real, in a SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from campaign_support import EVENT, seed_list
+from mailer.campaigns import lifecycle
+from mailer.message.event import load_event
+from mailer.models import CampaignStatus
+from mailer.store import Store
+
+pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).resolve().parent
+
+WAITER = """
+import sys
+from mailer.campaigns.senders import Children
+from mailer.cli.send_cmd import _join_or_quit
+from mailer.store import Store
+from lingering_helper import linger
+
+store = Store.open(sys.argv[1], migrate=False)
+children = Children()
+children.start(linger, count=1)  # as if asked to stop and slow to finish (no SIGTERM:
+# sent now it would end the helper before its interpreter is up to ignore it)
+_join_or_quit(children, store, int(sys.argv[2]), timeout=60)
+print("joined: the helper ended", flush=True)
+"""
+
+
+def test_a_second_ctrl_c_while_helpers_finish_quits_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mailer.db'}"
+    store = Store.open(url)
+    seed_list(store, tmp_path, 3)
+    event = load_event(EVENT)
+    plan = lifecycle.plan_send(store, event=event, list_name="members", new=False)
+    campaign = lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner="me")
+    store.close()
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WAITER, url, str(campaign.id)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiter.stderr is not None
+    seen = ""
+    while "Ctrl-C quits at once" not in seen:  # it says what it waits for
+        line = waiter.stderr.readline()
+        assert line, seen
+        seen += line
+    assert "Waiting for the other sender process(es)" in seen
+    waiter.send_signal(signal.SIGINT)
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 128 + signal.SIGINT.value, err
+    assert "SIGINT again: quitting at once; campaign 1 paused" in err
+    assert "Traceback" not in err
+    assert "KeyboardInterrupt" not in err
+    assert "joined" not in out
+
+    store = Store.open(url, migrate=False)
+    try:
+        assert store.campaign_status(campaign.id) is CampaignStatus.PAUSED
+    finally:
+        store.close()
+
+
+def test_helpers_that_end_by_themselves_are_waited_for_quietly(tmp_path: Path) -> None:
+    """No helper left running: nothing said, nothing paused."""
+    url = f"sqlite:///{tmp_path / 'mailer.db'}"
+    Store.open(url).close()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    quick = WAITER.replace("children.start(linger, count=1)", "children.start(print, count=1)")
+    done = subprocess.run(
+        [sys.executable, "-c", quick, url, "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "joined: the helper ended" in done.stdout
+    assert "Waiting for" not in done.stderr
