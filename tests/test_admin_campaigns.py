@@ -48,7 +48,21 @@ def form_for(when: str = "now", **extra: str) -> dict[str, str]:
     return {"event": EVENT_NAME, "list": "members", "when": when, **extra}
 
 
+async def question(client: httpx.AsyncClient, **fields: str) -> dict[str, str]:
+    """What the question page's confirm form carries besides the fields: `seen`, if it
+    shows one (only when the campaign may go ahead)."""
+    page = await client.get("/admin/campaigns/new", params=fields)
+    assert page.status_code == 200, page.text
+    seen = re.search(r'name="seen" value="([^"]*)"', page.text)
+    return {"seen": seen.group(1)} if seen else {}
+
+
 async def create(client: httpx.AsyncClient, token: str, **fields: str) -> httpx.Response:
+    """Ask (GET the question page), then confirm (POST its form), as the browser does."""
+    return await confirm(client, token, **fields, **await question(client, **fields))
+
+
+async def confirm(client: httpx.AsyncClient, token: str, **fields: str) -> httpx.Response:
     return await client.post(
         "/admin/campaigns/new", data={"csrf_token": token, **fields}, headers=SAME_ORIGIN
     )
@@ -142,6 +156,44 @@ async def test_new_campaign_shows_the_cli_confirmation_and_the_worker_sends_it(
         assert "Tick “Send again even if this event already went to this list”" in again.text
         assert "--new" not in again.text
         assert len(store.campaigns()) == 1
+
+
+async def test_send_again_is_refused_if_a_campaign_started_after_the_question(
+    seeded: Store,
+) -> None:
+    """ "Send again" ticked: the question showed the finished campaign; before the
+    organiser confirms, another campaign of the event to the list is started (a terminal,
+    another organiser). The confirmation is refused and nothing new is made: planned
+    afresh, it would have mailed the list beside a campaign nobody saw."""
+    store = seeded
+    now = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
+    app = admin_app(store, now=lambda: now)
+    event_file = Path(admin_settings().templates_dir) / "events" / EVENT_NAME
+    event = load_event(event_file)
+    async with admin_client(app) as client:
+        page = await sign_in(client, add_user(store))
+        first = campaign_id_of(await create(client, page.csrf_token, **form_for()))
+        await work_until_settled(store, first, MemoryTransport())
+        again = form_for(new="yes")
+        shown = await question(client, **again)
+        assert shown == {"seen": str(first)}
+        plan = lifecycle.plan_send(store, event=event, list_name="members", new=True)
+        meanwhile = lifecycle.start_send(
+            store, plan, event=event, event_path=event_file, owner="terminal"
+        )
+        answer = await confirm(client, page.csrf_token, **again, **shown)
+        assert answer.status_code == 409, answer.text
+        assert (
+            f"campaign {meanwhile.id} of this event to &#39;members&#39; was started after "
+            "this confirmation was shown; nothing new was started" in answer.text
+        )
+        assert [c.id for c in store.campaigns()] == [first, meanwhile.id]
+        # A confirmation that did not come from a question page is refused the same way.
+        bare = await confirm(client, page.csrf_token, **again)
+        assert bare.status_code == 409, bare.text
+        assert len(store.campaigns()) == 2
+        # Asked afresh, it shows the new campaign and may go ahead.
+        assert await question(client, **again) == {"seen": str(meanwhile.id)}
 
 
 async def test_schedule_refuses_dst_traps_and_the_past_and_keeps_the_zone(seeded: Store) -> None:

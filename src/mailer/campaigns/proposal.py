@@ -58,6 +58,33 @@ class Proposal:
     def ready(self) -> bool:
         return not self.errors and self.plan is not None and self.event is not None
 
+    @property
+    def seen(self) -> str:
+        """What the question showed of this event's campaigns to this list: the newest one's
+        id, or "none". The confirmation carries it back; a confirmation whose question saw
+        something else is refused (`changed_since`)."""
+        newest = self.plan.newest if self.plan is not None else None
+        return "none" if newest is None else str(newest)
+
+
+def changed_since(question_saw: str | None, now: Proposal) -> CampaignError | None:
+    """Why a confirmation may not go ahead though `now` is ready: the newest campaign of
+    this event to this list is not the one its question showed. Planned afresh at the
+    confirmation, "send again" would otherwise mail the list a second time beside a
+    campaign started in between (another organiser, a terminal), which nobody saw."""
+    if question_saw == now.seen:
+        return None
+    if now.plan is not None and now.plan.newest is not None:
+        what = f"campaign {now.plan.newest} of this event to {now.list_name!r} was started"
+    else:
+        what = "this event's campaigns to this list changed"
+    return CampaignError(
+        f"{what} after this confirmation was shown; nothing new was started",
+        campaign_id=now.plan.newest if now.plan is not None else None,
+        hint="Look at the campaigns first, then start again from New campaign if you still "
+        "want to send.",
+    )
+
 
 def propose(
     store: Store,

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from mailer.campaigns import lifecycle
 from mailer.campaigns.preview import event_files
-from mailer.campaigns.proposal import Proposal, When, create, propose
+from mailer.campaigns.proposal import Proposal, When, changed_since, create, propose
 from mailer.campaigns.when import describe_time, parse_send_time
 from mailer.errors import CampaignError, InputError, MailerError
 from mailer.models import CampaignRecord, CampaignStatus, DeliveryCounts
@@ -216,6 +216,9 @@ def routes(admin: Admin) -> list[Route]:
             return admin.refusal(
                 signed_in, plain_words(found.errors[0]), title="Not created", section="campaigns"
             )
+        changed = changed_since(values.get("seen"), found)
+        if changed is not None:
+            return admin.refusal(signed_in, changed, title="Not created", section="campaigns")
         try:
             campaign = create(store, found)
         except MailerError as exc:
