@@ -54,7 +54,7 @@ def test_demo_sends_the_invitation_in_its_own_store_and_says_what_to_do_next(
     assert not message.defects
     link = re.search(r"Unsubscribe link: (http://127\.0\.0\.1:8000/u/\S+)", first)
     assert link is not None
-    serve_with = re.search(r"To try it: mailer --database-url (\S+) serve", first)
+    serve_with = re.search(r"To try it: mailer --database-url (\S+) serve --no-scheduler,", first)
     assert serve_with is not None
     assert serve_with.group(1) == "sqlite:///var/demo/demo.db"
     # Nothing of the demo in the organiser's store, nor anywhere else.
@@ -94,6 +94,7 @@ def test_demo_sends_the_invitation_in_its_own_store_and_says_what_to_do_next(
             "--database-url",
             serve_with.group(1),
             "serve",
+            "--no-scheduler",
             "--port",
             "0",
             "--port-file",

@@ -130,8 +130,8 @@ async def _send(settings: Settings, store: Store, event_path: Path, signer: Toke
             settings=local, store=store, signer=signer, campaign_id=choice.campaign.id
         )
     # The example event has a reminder, scheduled with the invitation: a `mailer serve`
-    # on the demo's store (as suggested below, with the organiser's settings) would send
-    # it through their relay. The demo sends nothing later.
+    # with its scheduler on the demo's store (with the organiser's settings) would send it
+    # through their relay. The demo sends nothing later.
     reminder = pending_reminder(store, event, choice.campaign.list_id)
     if reminder is not None:
         cancel(store, reminder.id)
@@ -153,7 +153,10 @@ async def _send(settings: Settings, store: Store, event_path: Path, signer: Toke
         f"   {_shown(sample)}",
         f"   To: {message['To']}   Subject: {message['Subject']}",
         f"   Unsubscribe link: {link}",
-        f"   To try it: mailer --database-url {database} serve, then open the link.",
+        # --no-scheduler: serve only the pages. The worker would run with the organiser's
+        # settings (a .env beside): read their bounce mailbox into the demo's store, or
+        # send what is due there through their relays.
+        f"   To try it: mailer --database-url {database} serve --no-scheduler, then open the link.",
         f"The demo keeps all it made in {_shown(settings.var_dir)}/, apart from your own data.",
         "",
         "Next, with your own list (set your relay and sender first: README.md, "
