@@ -66,6 +66,7 @@ def client_of(
     log_in: bool = True,
     connections: int = 4,
     clock: Callable[[], float] = time.monotonic,
+    refusal_shared: float | None = None,
 ) -> SmtpTransport:
     """A transport to `plain`'s relay, logging in as org with a wrong password, or not."""
     return SmtpTransport(
@@ -77,6 +78,7 @@ def client_of(
         connections=connections,
         local_hostname="client.test",
         clock=clock,
+        refusal_shared=refusal_shared,
     )
 
 
@@ -178,6 +180,27 @@ async def test_after_a_while_a_refused_relay_is_asked_again(start: Start) -> Non
             await client.send(message(1))
         assert len(logins(relay)) == 1
         now[0] = 11.0
+        with pytest.raises(TransportError):
+            await client.send(message(2))
+        assert len(logins(relay)) == 2
+    finally:
+        await client.aclose()
+
+
+async def test_a_shorter_sharing_lets_the_relay_be_asked_sooner(start: Start) -> None:
+    """`refusal_shared` (MAILER_RELAYS sets it under the cooldown): after it, a send asks
+    the relay again."""
+    now = [0.0]
+    relay, plain = await start(authenticating(b"535 5.7.8 bad credentials\r\n", True))
+    client = client_of(plain, clock=lambda: now[0], refusal_shared=2.0)
+    try:
+        with pytest.raises(TransportError):
+            await client.send(message(0))
+        now[0] = 1.9
+        with pytest.raises(TransportError):
+            await client.send(message(1))
+        assert len(logins(relay)) == 1
+        now[0] = 2.0
         with pytest.raises(TransportError):
             await client.send(message(2))
         assert len(logins(relay)) == 2

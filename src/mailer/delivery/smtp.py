@@ -144,6 +144,7 @@ class SmtpTransport:
         ca_file: Path | None = None,
         local_hostname: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        refusal_shared: float | None = None,
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be at least 1")
@@ -160,6 +161,9 @@ class SmtpTransport:
         self._password = password
         self._timeout = timeout
         self._local_hostname = local_hostname
+        # Shorter than REFUSAL_SHARED where a relay is tried again sooner (MAILER_RELAYS
+        # with a short cooldown): else that try would meet the old refusal, not the relay.
+        self.refusal_shared = REFUSAL_SHARED if refusal_shared is None else refusal_shared
         self._tls_context = tls_context(ca_file) if security is not SmtpSecurity.NONE else None
         self._in_use = 0  # slots taken: sessions in use or being opened
         # Sessions whose current message has yet to write its body and whose final dot a
@@ -354,7 +358,7 @@ class SmtpTransport:
         """A new session: side by side once one has opened, else after the first open
         (see __init__). A send that was waiting (for a slot or for the first open) when
         the first open was refused or could not connect at all fails the same way at
-        once, and so does one that comes within `_REFUSAL_SHARED` seconds of a refusal:
+        once, and so does one that comes within `refusal_shared` seconds of a refusal:
         it would meet the same relay, password and certificate. After any other failure
         (a 421 greeting: busy for that connection) a waiting send opens first in turn.
         `arrived`: the shared failures before it came."""
@@ -364,7 +368,7 @@ class SmtpTransport:
                 self._failures != arrived
                 or (
                     isinstance(failure, TransportError)
-                    and self._clock() - self._refused_at < _REFUSAL_SHARED
+                    and self._clock() - self._refused_at < self.refusal_shared
                 )
             ):
                 raise failure
@@ -707,9 +711,9 @@ class SmtpTransport:
 
 _END_OF_DATA = b".\r\n"
 # Seconds a refused session (TransportError) answers every send at once: long enough
-# for the engine to stop, short of MAILER_RELAYS' cooldown, after which a relay that
-# refused is tried again.
-_REFUSAL_SHARED = 10.0
+# for the engine to stop. MAILER_RELAYS tries a relay that refused again after its
+# cooldown, so its transports share a refusal for less than that (relay_pool).
+REFUSAL_SHARED = 10.0
 
 # The password is tried once: the mechanisms in this order, the next only if the relay
 # says the last one cannot be used (504 not implemented, 534 too weak, 538 needs

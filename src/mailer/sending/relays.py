@@ -39,7 +39,7 @@ from typing import Any
 
 from mailer.config import RelaySettings, Settings
 from mailer.delivery.base import Transport
-from mailer.delivery.smtp import SmtpTransport
+from mailer.delivery.smtp import REFUSAL_SHARED, SmtpTransport
 from mailer.errors import TransportError
 from mailer.logs import fields
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
@@ -286,6 +286,8 @@ def relay_pool(settings: Settings, store: RateBudget | None = None) -> RelayPool
                     connections=relay.concurrency,
                     messages_per_connection=settings.messages_per_connection,
                     ca_file=settings.smtp_ca_file,
+                    # Over by the time the relay is tried again, which must reach it.
+                    refusal_shared=min(REFUSAL_SHARED, settings.breaker_cooldown / 2),
                 ),
                 limiter=relay_limiter(relay, store),
                 breaker=CircuitBreaker(
