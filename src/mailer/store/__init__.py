@@ -46,6 +46,7 @@ class Store(
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._leaving_out = {}
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -67,14 +68,17 @@ _DUE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, DeliveryStatus.UNKNOWN)
 ALREADY_INVITED = "already had this event's invitation (another list); --new mails them too"
 
 
+# A row that reached its subscriber: sent, perhaps sent (unknown), or going now. Not rows
+# still due: their campaign may be paused and then cancelled, and a skip for having had
+# the invitation is final (a review: left out for a campaign that never reached them).
+_REACHED = [s.value for s in (DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.SENDING)]
+
+
 def invited_elsewhere(event_slug: str, campaign_id: int | None) -> ColumnElement[bool]:
     """SQL condition on `subscribers`: had this event's invitation through another
-    campaign: sent, perhaps sent (unknown), or going now. Not rows still due: their
-    campaign may be paused and then cancelled, and the skip here is final (a review:
-    left out for a campaign that never reached them)."""
+    campaign (a row of it reached them)."""
     earlier = deliveries.alias("earlier")
     other = campaigns.alias("other")
-    reached = (DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.SENDING)
     # Not correlated: the event's other campaigns, then their reached rows through
     # (campaign_id, status, id), as one set each database builds once (SQLite an
     # ephemeral index, PostgreSQL a hashed subplan). As a correlated EXISTS, SQLite
@@ -87,7 +91,7 @@ def invited_elsewhere(event_slug: str, campaign_id: int | None) -> ColumnElement
     return subscribers.c.id.in_(
         select(earlier.c.subscriber_id).where(
             earlier.c.campaign_id.in_(others),
-            earlier.c.status.in_([s.value for s in reached]),
+            earlier.c.status.in_(_REACHED),
         )
     )
 
@@ -163,26 +167,63 @@ _STILL_MAILABLE = (
 )
 
 
-def _mark(fence: ColumnElement[bool]) -> Any:
+# The row's subscriber was reached by another invitation campaign of the event `b_slug`
+# since the snapshot: two campaigns of one event to two lists, both sending (or the first
+# paused and resumed), would each mail the people on both lists, as the snapshot leaves
+# out only those reached before it. Correlated, per row: the other campaigns are few, and
+# each is one probe of uq_deliveries_campaign_subscriber; only a plain invitation's
+# marking asks it (not --new, not follow-ups, not the benchmarks).
+_ELSEWHERE = deliveries.alias("elsewhere")
+_OTHER = campaigns.alias("other_campaign")
+_REACHED_ELSEWHERE = (
+    select(_ELSEWHERE.c.id)
+    .where(
+        _ELSEWHERE.c.campaign_id.in_(
+            select(_OTHER.c.id).where(
+                _OTHER.c.event_slug == bindparam("b_slug"),
+                _OTHER.c.message == MessageKind.INVITATION.value,
+                _OTHER.c.id != bindparam("b_campaign"),
+            )
+        ),
+        _ELSEWHERE.c.subscriber_id == deliveries.c.subscriber_id,
+        _ELSEWHERE.c.status.in_(_REACHED),
+    )
+    .exists()
+)
+
+
+def _mark(fence: ColumnElement[bool], *, leave_out_invited: bool = False) -> Any:
     """Take or skip each due, held row of `b_ids` (see above); RETURNING (id, new status).
-    A skipped row leaves its batch; a taken one stays in it until recorded."""
+    A skipped row leaves its batch; a taken one stays in it until recorded. With
+    `leave_out_invited`, a row whose subscriber another campaign of the event reached is
+    skipped too, saying why (ALREADY_INVITED)."""
+    goes: ColumnElement[bool] = _STILL_MAILABLE
+    reply: ColumnElement[Any] = deliveries.c.last_reply
+    if leave_out_invited:
+        goes = and_(_STILL_MAILABLE, ~_REACHED_ELSEWHERE)
+        reply = case((_REACHED_ELSEWHERE, literal(ALREADY_INVITED)), else_=reply)
     return (
         update(deliveries)
         .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, fence)
         .values(
-            status=case(
-                (_STILL_MAILABLE, DeliveryStatus.SENDING.value),
-                else_=DeliveryStatus.SKIPPED.value,
-            ),
-            batch_id=case((_STILL_MAILABLE, deliveries.c.batch_id), else_=null()),
+            status=case((goes, DeliveryStatus.SENDING.value), else_=DeliveryStatus.SKIPPED.value),
+            batch_id=case((goes, deliveries.c.batch_id), else_=null()),
+            last_reply=reply,
             updated_at=bindparam("b_now"),
         )
         .returning(deliveries.c.id, deliveries.c.status)
     )
 
 
-_MARK = _mark(and_(_NO_BATCH, _HOLDS_LEASE))
-_MARK_IN_BATCH = _mark(and_(_IN_BATCH, _HOLDS_BATCH))
+# (in a batch, leaving out those invited elsewhere) -> the marking statement.
+_MARKS = {
+    (in_batch, leave_out): _mark(
+        and_(_IN_BATCH, _HOLDS_BATCH) if in_batch else and_(_NO_BATCH, _HOLDS_LEASE),
+        leave_out_invited=leave_out,
+    )
+    for in_batch in (False, True)
+    for leave_out in (False, True)
+}
 _LEASE_HOLDER = select(campaigns.c.lease_owner).where(campaigns.c.id == bindparam("b_campaign"))
 
 
@@ -278,6 +319,9 @@ def _random_hex(dialect: str) -> ColumnElement[str]:
 
 
 class LedgerQueries(SuppressionQueries, StoreBase):
+    _leaving_out: dict[int, str | None]
+    """campaign id -> _leaves_out_invited's answer (Store.__init__ makes it)."""
+
     @contextmanager
     def _one_statement(self) -> Iterator[Connection]:
         """A connection for statements each atomic on its own: in autocommit on PostgreSQL,
@@ -485,6 +529,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
         """
         if not ids:
             return set(), set()
+        slug = self._leaves_out_invited(campaign_id)
         params = {
             "b_ids": ids,
             "b_list": list_id,
@@ -492,13 +537,13 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             "b_owner": owner,
             "b_batch": batch,
             "b_now": utcnow(),
+            "b_slug": slug,
         }
-        mark, holder_of = (
-            (_MARK, _LEASE_HOLDER) if batch is None else (_MARK_IN_BATCH, _BATCH_HOLDER)
-        )
+        mark = _MARKS[(batch is not None, slug is not None)]
+        holder_of = _LEASE_HOLDER if batch is None else _BATCH_HOLDER
         taken: set[int] = set()
         skipped: set[int] = set()
-        with self._one_statement() as connection:
+        with self._one_statement() if slug is None else self._marking_for_event(slug) as connection:
             for delivery_id, status in connection.execute(mark, params):
                 (taken if status == DeliveryStatus.SENDING.value else skipped).add(delivery_id)
             if not taken and not skipped:
@@ -506,6 +551,47 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                 if holder != owner:
                     return None
         return taken, skipped
+
+    def _leaves_out_invited(self, campaign_id: int) -> str | None:
+        """The event's slug if this campaign's marking leaves out whoever another campaign
+        of the event reached (a plain invitation: not --new, not a follow-up), else None.
+        Remembered: neither changes once a campaign is made, and ids are never reused."""
+        if campaign_id in self._leaving_out:
+            return self._leaving_out[campaign_id]
+        with self.engine.connect() as connection:
+            this = connection.execute(
+                select(
+                    campaigns.c.event_slug,
+                    campaigns.c.message,
+                    campaigns.c.mail_again,
+                    campaigns.c.audience_filter,
+                ).where(campaigns.c.id == campaign_id)
+            ).one_or_none()
+        slug = None
+        if (
+            this is not None
+            and this.message == MessageKind.INVITATION.value
+            and not this.mail_again
+            and this.audience_filter is None
+        ):
+            slug = str(this.event_slug)
+        self._leaving_out[campaign_id] = slug
+        return slug
+
+    @contextmanager
+    def _marking_for_event(self, slug: str) -> Iterator[Connection]:
+        """A transaction for marking rows of a campaign that leaves out those invited
+        elsewhere. On PostgreSQL it first takes a lock for the event (held until commit),
+        so two campaigns of the event marking the same person at the same moment do not
+        both see them unreached: the second one's statement starts after the first's
+        commit and sees its `sending` row. SQLite's one writer does this by itself."""
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                    {"key": f"mailer-marking:{slug}"},
+                )
+            yield connection
 
     def record_outcomes(
         self,
