@@ -67,7 +67,34 @@ BROKEN = [
         6,
         "online_url: must be a plain http(s):// URL",
     ),
-    ("yaml", replace("title: Meeting", "title: [unclosed"), 3, "not valid YAML"),
+    (
+        "yaml",
+        replace("title: Meeting", "title: [unclosed"),
+        2,
+        "title: a value starting with '[' is read by YAML as a list or a set of keys; "
+        'put the whole value in quotes: title: "[unclosed"',
+    ),
+    (
+        "unquoted colon",
+        replace("venue: Calthorpe Arms", "venue: Calthorpe Arms: upstairs room"),
+        6,
+        "venue: the value 'Calthorpe Arms: upstairs room' has ': ' in it, which YAML reads "
+        'as the start of another key; put the whole value in quotes: venue: "Calthorpe '
+        'Arms: upstairs room"',
+    ),
+    (
+        "day first date",
+        replace("2099-09-11T14:30", "14/03/2099 18:30"),
+        5,
+        "starts_at: '14/03/2099 18:30' is not a date and time; write it as 2099-03-14 18:30",
+    ),
+    (
+        "organiser without a name",
+        replace("organiser:\n  name: CWO\n  email:", "organiser:"),
+        8,
+        "organiser: 'events@leftcom.example' is not a name and an email address; write it "
+        "as organiser: {name: CWO, email: events@example.org} (or CWO <events@example.org>)",
+    ),
     ("no fence", replace("\n---\nDear", "\nDear"), 1, "no closing '---'"),
     (
         "subject syntax",
@@ -223,3 +250,25 @@ async def test_the_engine_names_the_event_line_of_a_file_broken_after_scheduling
         assert campaign.status is CampaignStatus.PAUSED
         assert f"{event_path}:{LAST + 1}: template syntax error" in (campaign.last_error or "")
     assert smtp_server.messages == []
+
+
+def test_an_organiser_written_as_name_and_address_is_taken(
+    members: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    """`organiser: CWO <events@leftcom.example>`, as mail programs write a sender, passes
+    validate and is sent as the mapping would be: the organiser is the Reply-To."""
+    tmp_path = members
+    event = tmp_path / "meeting.md"
+    edit = replace(
+        "organiser:\n  name: CWO\n  email: events@leftcom.example",
+        "organiser: CWO <events@leftcom.example>",
+    )
+    event.write_text(edit(GOOD), encoding="utf-8")
+    env = cli_environment(tmp_path, smtp_server_thread.port, MAILER_RATE_LIMIT="500")
+    checked = run_mailer_here(env, tmp_path, "validate", str(event), "--list", "members")
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, f"{event}: OK\n", "")
+    sent = run_mailer_here(env, tmp_path, "send", str(event), "--list", "members", "--yes")
+    assert sent.returncode == 0, sent.stderr
+    assert len(smtp_server_thread.messages) == 2
+    for message in smtp_server_thread.messages:
+        assert b"\r\nReply-To: events@leftcom.example\r\n" in message.data

@@ -141,7 +141,8 @@ def test_unknown_keys_name_the_keys_allowed(
     [
         ("no front matter\n", 1),
         ("---\ntitle: x\n", 1),
-        ("---\ntitle: [unclosed\nvenue: x\n---\n", 3),
+        # The line of the value to quote, not the next one where YAML gave up.
+        ("---\ntitle: [unclosed\nvenue: x\n---\n", 2),
         ("---\n- a list\n---\n", 2),
     ],
 )
@@ -235,3 +236,97 @@ def test_cli_preview_writes_the_four_files(
         assert path.stat().st_size > 200
     assert "Dear Zoë" in (tmp_path / "out" / "london-public-meeting.txt").read_text("utf-8")
     assert run(["preview", str(event), "--subscriber", "nobody@example.org"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "expected"),
+    [
+        (
+            "starts_at: 2027-07-10T14:30",
+            "starts_at: 03/04/2027 7.30pm",
+            5,
+            "starts_at: '03/04/2027 7.30pm' is not a date and time, and could mean two days; "
+            "write it year-month-day: 2027-03-04 19:30 for 4 March or 2027-04-03 19:30 for "
+            "3 April",
+        ),
+        (
+            "starts_at: 2027-07-10T14:30",
+            "starts_at: next Tuesday",
+            5,
+            "starts_at: 'next Tuesday' is not a date and time; write it as year-month-day "
+            "hour:minute, e.g. 2021-09-11 14:30",
+        ),
+        ("title: Meeting", "title:", 2, "title: has no value; write one after the colon"),
+        (
+            "venue: Calthorpe Arms",
+            "venue: Calthorpe Arms\ncapacity: forty",
+            7,
+            "capacity: 'forty' is not a whole number; write digits only, e.g. capacity: 2",
+        ),
+        (
+            "venue: Calthorpe Arms",
+            "venue: Calthorpe Arms\nrsvp: perhaps",
+            7,
+            "rsvp: 'perhaps' is not true or false; write rsvp: true or rsvp: false",
+        ),
+        (
+            "title: Meeting",
+            "title: " + "x" * 201,
+            2,
+            "title: is 201 characters long; it may have at most 200: make it shorter",
+        ),
+        (
+            'subject: "Invitation"',
+            "subject: {{ subscriber.first_name }}, come along",
+            3,
+            "subject: a value starting with '{' is read by YAML as a list or a set of keys; "
+            'put the whole value in quotes: subject: "{{ subscriber.first_name }}, come along"',
+        ),
+        (
+            "organiser:\n  name: CWO\n  email: events@leftcom.example",
+            'organiser: "CWO" <events@leftcom.example>',
+            8,
+            "organiser: the value starts with a quote mark and goes on after the closing one; "
+            """put the whole value in quotes: organiser: '"CWO" <events@leftcom.example>'""",
+        ),
+        (
+            "  email: events@leftcom.example",
+            "  email: events at leftcom",
+            10,
+            "organiser.email: 'events at leftcom' is not an email address: ",
+        ),
+    ],
+)
+def test_front_matter_mistakes_are_told_in_plain_words(
+    tmp_path: Path, old: str, new: str, line: int, expected: str
+) -> None:
+    """Each mistake a new organiser made, in words that say what was written and how to
+    write it instead, on its line; none of pydantic's or YAML's own."""
+    text = FRONT.format(start="2027-07-10T14:30")
+    assert text.count(old) == 1
+    path = write(tmp_path, text.replace(old, new) + "Hi\n")
+    problems = validate_event(path, templates_dir=TEMPLATES)
+    assert [str(p)[: len(f"{path}:{line}: {expected}")] for p in problems] == [
+        f"{path}:{line}: {expected}"
+    ]
+    for jargon in ("Input should", "valid dictionary", "<unicode string>", "Value error"):
+        assert jargon not in str(problems[0])
+
+
+@pytest.mark.parametrize(
+    ("written", "name"),
+    [
+        ("CWO <events@leftcom.example>", "CWO"),
+        ("Workers' Organisation < events@leftcom.example >", "Workers' Organisation"),
+        ("""'"CWO" <events@leftcom.example>'""", "CWO"),
+    ],
+)
+def test_an_organiser_as_name_and_address_is_the_mapping(
+    tmp_path: Path, written: str, name: str
+) -> None:
+    """`Name <address>` has one reading: the same organiser as the mapping."""
+    text = FRONT.format(start="2027-07-10T14:30").replace(
+        "organiser:\n  name: CWO\n  email: events@leftcom.example", f"organiser: {written}"
+    )
+    event = load_event(write(tmp_path, text + "Hi\n"))
+    assert (event.organiser.name, event.organiser.email) == (name, "events@leftcom.example")

@@ -51,6 +51,13 @@ from pydantic import (
 )
 
 from mailer.errors import EventFileError, InputError
+from mailer.message.event_errors import (
+    ORGANISER_SHAPE,
+    QUOTE_HINT,
+    plain_message,
+    shown,
+    yaml_message,
+)
 from mailer.models import MessageKind
 from mailer.safety import find_unsafe
 
@@ -66,6 +73,7 @@ _BEFORE = re.compile(r"(\d{1,4})\s*(minute|hour|day|week)s?\s+before", re.IGNORE
 _UNITS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 FOLLOW_UP_SUBJECT = {MessageKind.REMINDER: "Reminder", MessageKind.UPDATE: "Update"}
 ONLINE_URL_GIVEN = "online_url_given"  # validation context key, see Event._place
+_NAME_ADDRESS = re.compile(r"\s*(?P<name>[^<>]*?)\s*<\s*(?P<email>[^<>\s]+)\s*>\s*")
 
 
 def _one_line(value: str) -> str:
@@ -91,7 +99,7 @@ class Organiser(BaseModel):
         try:
             return validate_email(value, check_deliverability=False).normalized
         except EmailNotValidError as exc:
-            raise ValueError(str(exc)) from exc
+            raise ValueError(f"{shown(value)} is not an email address: {exc}") from exc
 
 
 class Event(BaseModel):
@@ -130,6 +138,23 @@ class Event(BaseModel):
     section_lines: dict[str, int] = Field(default_factory=dict)
 
     _strings = field_validator("title", "subject")(_one_line)
+
+    @field_validator("organiser", mode="before")
+    @classmethod
+    def _organiser(cls, value: object) -> object:
+        # `Name <address>` is how every mail program shows a sender, and it has one
+        # reading, so it is taken as written rather than refused for not being a mapping.
+        # A bare address is refused: the name is shown in the footer and the calendar.
+        if not isinstance(value, str):
+            return value
+        found = _NAME_ADDRESS.fullmatch(value)
+        name = found["name"].strip().strip("\"'").strip() if found else ""
+        if found is None or not name:
+            raise ValueError(
+                f"{shown(value)} is not a name and an email address; write it as {ORGANISER_SHAPE}"
+            )
+        return {"name": name, "email": found["email"]}
+
     _prompt = field_validator("rsvp_note_prompt")(_one_line)
 
     @field_validator("reminder", mode="before")
@@ -341,11 +366,9 @@ def parse_event(path: Path) -> tuple[Event | None, list[InputError]]:
     except EventFileError as exc:
         return None, [exc]
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
-        return None, [
-            EventFileError(f"front matter is not valid YAML: {exc}", path=path, line=line)
-        ]
+        message, index = yaml_message(exc, front)
+        # The front matter starts on the file's second line.
+        return None, [EventFileError(message, path=path, line=index + 2, hint=QUOTE_HINT)]
     if not isinstance(data, dict):
         return None, [
             EventFileError("the front matter must be 'key: value' lines", path=path, line=2)
@@ -386,7 +409,7 @@ def parse_event(path: Path) -> tuple[Event | None, list[InputError]]:
             loc = tuple(str(part) for part in problem["loc"])
             # Missing keys have no line of their own: point at their parent or the fence.
             line = next((lines[loc[:n]] + 1 for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
-            message = str(problem["msg"]).removeprefix("Value error, ")
+            message = plain_message(problem)
             if problem["type"] == "extra_forbidden":
                 message = _unknown_key(loc)
             errors.append(EventFileError(f"{'.'.join(loc)}: {message}", path=path, line=line))
