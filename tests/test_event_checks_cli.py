@@ -272,3 +272,55 @@ def test_an_organiser_written_as_name_and_address_is_taken(
     assert len(smtp_server_thread.messages) == 2
     for message in smtp_server_thread.messages:
         assert b"\r\nReply-To: events@leftcom.example\r\n" in message.data
+
+
+MANY_MISTAKES = """---
+title: Meeting
+subject: "Invitation for {{ subscriber.first_name }"
+timezone: Europe/London
+starts_at: 2099-09-11T14:30
+venue: Calthorpe Arms
+address: 252 Grays Inn Rd, London
+organiser:
+  name: CWO
+  email: events@leftcom.example
+---
+Dear {{ subscriber.first_nam }},
+
+{{ "{0} and {1}".format(subscriber.first_name) }}
+
+{% if subscriber.attributes.city %}
+See you in {{ subscriber.attributes.city }}.
+
+{{ subscriber.name | shout }}
+
+--- reminder ---
+Tomorrow at {{ event.tme }}.
+"""
+
+
+def test_every_template_mistake_is_reported_in_one_check(members: Path) -> None:
+    """Not one at a time (fix, run, meet the next): one check names each broken tag of the
+    subject, the body and a follow-up, with its line, whether Jinja's parser, the name
+    check or only running it finds it; validate and the dry run alike, exit status 2."""
+    tmp_path = members
+    event = tmp_path / "meeting.md"
+    event.write_text(MANY_MISTAKES, encoding="utf-8")
+    env = cli_environment(tmp_path, 1, MAILER_RATE_LIMIT="500")
+    expected = [
+        f"error: {event}:3: template syntax error: unexpected '}}'",
+        f"error: {event}:12: 'subscriber.first_nam' is undefined",
+        f"error: {event}:14: rendering the body: IndexError: tuple index out of range",
+        f"error: {event}:16: template syntax error: {{% if %}} is never closed; end it with "
+        "{% endif %}",
+        f"error: {event}:19: template syntax error: No filter named 'shout'.",
+        f"error: {event}:22: 'event.tme' is undefined",
+        f"error: {event}: 6 problems found",
+    ]
+    for args in (["validate", str(event)], ["send", str(event), "--list", "members", "--dry-run"]):
+        result = run_mailer_here(env, tmp_path, *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert errors == expected, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""

@@ -32,7 +32,13 @@ from mailer.message.dates import format_when
 from mailer.message.event import Event, parse_event
 from mailer.message.layouts import find_layout
 from mailer.message.render import Blank, Renderer, read_template
-from mailer.message.templating import front_matter_line, make_environment, parse_checked
+from mailer.message.templating import (
+    MOST_REPORTED,
+    blank_tags_on,
+    front_matter_line,
+    make_environment,
+    parse_checked,
+)
 from mailer.models import MessageKind, Recipient
 
 _SAMPLE_VALUE = "Sample"
@@ -81,18 +87,34 @@ def lint_event(
     if now is not None and (late := timing_problem(event, now=now, send_at=send_at)):
         line = front_matter_line(event.path, "starts_at")
         timing.append(InputError(f"starts_at: {late}", path=event.path, line=line))
-    sources, problems = _sources(event, templates_dir=templates_dir)
-    if problems:
-        return LintReport(event, problems, timing)
-    uses = [use for source in sources for use in attribute_uses(source)]
+    checked = _sources(event, templates_dir=templates_dir)
+    uses = [use for source in checked.sources for use in attribute_uses(source)]
+    errors = list(checked.problems)
+    warnings: list[InputError] = []
+    unchecked: list[str] = []
     if columns is None:
         unchecked = sorted({use.name for use in uses})
-        errors = _trial_render(event, templates_dir, columns)
-        return LintReport(event, errors, timing, unchecked)
-    errors, warnings = _check_columns(uses, columns)
-    if not errors:
-        errors = _trial_render(event, templates_dir, columns)
-    return LintReport(event, errors, timing + warnings)
+    else:
+        errors, warnings = _check_columns(uses, columns)
+        errors = checked.problems + errors
+    if checked.layout_ok:
+        # Run with the syntax errors taken out, so what only running shows (a format()
+        # short of arguments) is found in the same check, not after they are fixed.
+        errors += _trial_render(checked.repaired, templates_dir, columns)
+    return LintReport(event, _first_per_line(errors, event.path), timing + warnings, unchecked)
+
+
+def _first_per_line(errors: list[InputError], event_path: Path) -> list[InputError]:
+    """One problem per file line, the first found, the event file's first and each file's
+    in line order: a name the static check calls undefined fails the trial render there
+    too, in other words, and a follow-up repeats the invitation's subject."""
+    seen: set[tuple[Path | None, int | None]] = set()
+    kept: list[InputError] = []
+    for error in errors:
+        if (error.path, error.line) not in seen:
+            seen.add((error.path, error.line))
+            kept.append(error)
+    return sorted(kept, key=lambda e: (e.path != event_path, str(e.path), e.line or 0))
 
 
 def timing_problem(event: Event, *, now: datetime, send_at: datetime | None = None) -> str | None:
@@ -144,7 +166,7 @@ def ensure_templates(event: Event, *, templates_dir: Path) -> None:
     """Raise the first problem the static checks find (syntax, unknown names, a missing
     layout) with the file and line it was written on; compiling would name only the
     compiled template's line."""
-    _, problems = _sources(event, templates_dir=templates_dir)
+    problems = _sources(event, templates_dir=templates_dir).problems
     if problems:
         raise problems[0]
 
@@ -162,35 +184,61 @@ class _Source:
     tree: nodes.Template
 
 
-def _sources(event: Event, *, templates_dir: Path) -> tuple[list[_Source], list[InputError]]:
-    """The subject, body and layout templates, parsed, or the problems found in them."""
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """The templates of one event, statically checked."""
+
+    sources: list[_Source]  # those that parsed as written
+    problems: list[InputError]
+    repaired: Event  # the event with its own templates' syntax errors taken out
+    layout_ok: bool  # the layout was found and parsed
+
+
+def _sources(event: Event, *, templates_dir: Path) -> _Checked:
+    """The subject, body and layout templates, parsed, and the problems found in them."""
     html_env = make_environment(html=True)
     problems: list[InputError] = []
-    wanted: list[tuple[str, Path, int, frozenset[str]]] = [
-        (event.subject, event.path, front_matter_line(event.path, "subject"), frozenset()),
-        (event.description, event.path, event.body_line, frozenset()),
+    subject_line = front_matter_line(event.path, "subject")
+    wanted: list[tuple[str, str, Path, int, frozenset[str]]] = [
+        ("subject", event.subject, event.path, subject_line, frozenset()),
+        ("body", event.description, event.path, event.body_line, frozenset()),
         # Follow-up sections (issue 14) are checked with the invitation, not when sent.
         *(
-            (text, event.path, event.section_lines[name], frozenset())
+            (name, text, event.path, event.section_lines[name], frozenset())
             for name, text in event.sections.items()
         ),
     ]
+    layout_ok = True
     try:
         layout = find_layout(event.layout, event_path=event.path, templates_dir=templates_dir)
     except TemplateError as exc:
         line = front_matter_line(event.path, "layout")
         problems.append(TemplateError(str(exc.message), path=event.path, line=line, hint=exc.hint))
+        layout_ok = False
     else:
         for part in (layout.html, layout.text):
-            wanted.append((read_template(part), part, 1, frozenset({"content"})))
+            wanted.append(("layout", read_template(part), part, 1, frozenset({"content"})))
     sources: list[_Source] = []
-    for text, path, first_line, extra in wanted:
-        found = parse_checked(html_env, text, path=path, first_line=first_line, extra=extra)
+    repaired: dict[str, str] = {}
+    for what, text, path, first_line, extra in wanted:
+        found, repaired[what] = parse_checked(
+            html_env, text, path=path, first_line=first_line, extra=extra
+        )
         problems += found
+        if what == "layout" and any(p.message.startswith("template syntax") for p in found):
+            layout_ok = False
         if not found:
             tree = html_env.parse("\n" * (first_line - 1) + text)
             sources.append(_Source(text, path, first_line, tree))
-    return sources, problems
+    sections = {name: repaired[name] for name in event.sections}
+    fixed = event.model_copy(
+        update={
+            "subject": repaired["subject"],
+            "description": repaired["body"],
+            "sections": sections,
+        }
+    )
+    return _Checked(sources, problems, fixed, layout_ok)
 
 
 def _trial_render(
@@ -200,28 +248,53 @@ def _trial_render(
 
     Without a list every attribute reads as empty (nobody knows the columns); with one,
     the sample has exactly the list's columns, so `'{city}'.format_map(...)` fails here
-    as it would in the send."""
+    as it would in the send. A tag that fails is taken out and the message rendered
+    again, so each failing tag of the event file is reported, not only the first."""
     attributes: dict[str, str] = (
         Blank()
         if columns is None
         else {name: _SAMPLE_VALUE for name, count in columns.present.items() if count}
     )
     rsvp = "https://example.org/r/sample" if event.rsvp_enabled else None
+    sample = Recipient(0, "sample@example.org", "Sample Subscriber", attributes)
+    subject_line = front_matter_line(event.path, "subject")
+    errors: list[InputError] = []
     # The invitation, then each follow-up section as it would be sent.
     messages = [event] + [event.for_message(MessageKind(name)) for name in event.sections]
-    try:
-        for message in messages:
-            renderer = Renderer(
-                message,
-                templates_dir=templates_dir,
-                list_name=columns.list_name if columns else "List",
-                calendar_url="https://example.org/",
-            )
-            sample = Recipient(0, "sample@example.org", "Sample Subscriber", attributes)
-            renderer.render(sample, unsubscribe_url="https://example.org/u/sample", rsvp_url=rsvp)
-    except TemplateError as exc:
-        return [exc]
-    return []
+    for message in messages:
+        for _ in range(MOST_REPORTED):
+            try:
+                renderer = Renderer(
+                    message,
+                    templates_dir=templates_dir,
+                    list_name=columns.list_name if columns else "List",
+                    calendar_url="https://example.org/",
+                )
+                renderer.render(
+                    sample, unsubscribe_url="https://example.org/u/sample", rsvp_url=rsvp
+                )
+                break
+            except TemplateError as exc:
+                errors.append(exc)
+                without = _without_tag_at(message, exc, subject_line=subject_line)
+                if without is None:
+                    break
+                message = without
+    return errors
+
+
+def _without_tag_at(message: Event, exc: TemplateError, *, subject_line: int) -> Event | None:
+    """`message` with the tag that failed taken out of its subject or body; None when it
+    is not in them (a layout's)."""
+    if exc.path != message.path or exc.line is None:
+        return None
+    if exc.line == subject_line:
+        subject = blank_tags_on(message.subject, exc.line, first_line=subject_line)
+        return None if subject is None else message.model_copy(update={"subject": subject})
+    if exc.line < message.body_line:
+        return None
+    body = blank_tags_on(message.description, exc.line, first_line=message.body_line)
+    return None if body is None else message.model_copy(update={"description": body})
 
 
 # -- subscriber.attributes.NAME -------------------------------------------------------------

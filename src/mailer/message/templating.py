@@ -223,17 +223,35 @@ _EXPR = re.compile(r"\{\{([-+]?)(.*?)([-+]?)\}\}", re.DOTALL)
 # -- static checks -----------------------------------------------------------------------
 
 
+# A cap on the problems reported per template: a stray `{{` early on can make every later
+# tag misread, and a hundred lines about one typo help nobody.
+MOST_REPORTED = 20
+_UNCLOSED = re.compile(r"innermost block that needs to be closed is '(\w+)'")
+
+
 def parse_checked(
     env: jinja2.Environment, source: str, *, path: Path, first_line: int, extra: frozenset[str]
-) -> list[TemplateError]:
-    """Syntax errors and unknown names in `source`, with lines counted from `first_line`."""
-    padded = "\n" * (first_line - 1) + source  # so Jinja's line numbers are the file's
-    try:
-        tree = env.parse(padded)
-        env.compile(tree)  # unknown filters and tests are found at compile time
-    except jinja2.TemplateSyntaxError as exc:
-        return [TemplateError(f"template syntax error: {exc.message}", path=path, line=exc.lineno)]
-    problems: list[TemplateError] = [
+) -> tuple[list[TemplateError], str]:
+    """Syntax errors and unknown names in `source`, with lines counted from `first_line`,
+    and `source` without its syntax errors (for a trial render to find the rest).
+
+    Jinja stops at the first syntax error, so an organiser fixed one, ran the check again
+    and met the next: each one found is taken out (its tag blanked, or the block it left
+    open closed at the end) and the rest parsed again, so one check reports them all."""
+    problems: list[TemplateError] = []
+    while True:
+        padded = "\n" * (first_line - 1) + source  # so Jinja's line numbers are the file's
+        try:
+            tree = env.parse(padded)
+            env.compile(tree)  # unknown filters and tests are found at compile time
+            break
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append(_syntax_problem(source, exc, path=path, first_line=first_line))
+            recovered = _without_syntax_error(source, exc, first_line=first_line)
+            if recovered is None or len(problems) >= MOST_REPORTED:
+                return problems, source
+            source = recovered
+    problems += [
         TemplateError(AUTOESCAPE_REFUSED, path=path, line=line) for line in autoescape_lines(tree)
     ]
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
@@ -241,13 +259,88 @@ def parse_checked(
     for name in tree.find_all(nodes.Name):
         if name.ctx == "load" and name.name not in allowed:
             problems.append(_unknown(f"'{name.name}' is undefined", path, name.lineno))
+    # Jinja leaves a filter or test it does not know inside {% if %} to fail when run,
+    # which a sample subscriber may never reach: the organiser's real ones would.
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        kind, known_names = (
+            ("filter", env.filters) if isinstance(node, nodes.Filter) else ("test", env.tests)
+        )
+        if node.name not in known_names:
+            message = f"template syntax error: No {kind} named {node.name!r}."
+            problems.append(TemplateError(message, path=path, line=node.lineno))
     for attr in tree.find_all(nodes.Getattr):
         if isinstance(attr.node, nodes.Name):
             known = {"subscriber": SUBSCRIBER_FIELDS, "event": EVENT_FIELDS}.get(attr.node.name)
             if known is not None and attr.attr not in known:
                 message = f"'{attr.node.name}.{attr.attr}' is undefined"
                 problems.append(_unknown(message, path, attr.lineno))
-    return sorted(problems, key=lambda e: e.line or 0)
+    return sorted(problems, key=lambda e: e.line or 0), source
+
+
+def _syntax_problem(
+    source: str, exc: jinja2.TemplateSyntaxError, *, path: Path, first_line: int
+) -> TemplateError:
+    """The syntax error, at its line; a block never closed at the line it was opened on
+    (Jinja names the template's last line, where it noticed)."""
+    unclosed = _UNCLOSED.search(exc.message or "")
+    opened = _opening_line(source, unclosed.group(1), first_line) if unclosed else None
+    if unclosed is None or opened is None or "end of template" not in (exc.message or ""):
+        return TemplateError(f"template syntax error: {exc.message}", path=path, line=exc.lineno)
+    name = unclosed.group(1)
+    return TemplateError(
+        f"template syntax error: {{% {name} %}} is never closed; end it with {{% end{name} %}}",
+        path=path,
+        line=opened,
+    )
+
+
+_STATEMENT = re.compile(r"\{%[-+]?\s*(\w+)")
+
+
+def _opening_line(source: str, name: str, first_line: int) -> int | None:
+    """The file line of the innermost `{% name %}` left open in `source`."""
+    open_blocks: list[tuple[str, int]] = []
+    line = first_line
+    for is_tag, text in split_tags(source):
+        if is_tag and (word := _STATEMENT.match(text)) is not None:
+            keyword = word.group(1)
+            if keyword.startswith("end") and open_blocks and open_blocks[-1][0] == keyword[3:]:
+                open_blocks.pop()
+            elif keyword == name:
+                open_blocks.append((keyword, line))
+        line += text.count("\n")
+    return open_blocks[-1][1] if open_blocks else None
+
+
+def _without_syntax_error(
+    source: str, exc: jinja2.TemplateSyntaxError, *, first_line: int
+) -> str | None:
+    """`source` past the syntax error `exc`: a block left open is closed at the end, else
+    the tags on its line are blanked; None when neither changes anything."""
+    if (unclosed := _UNCLOSED.search(exc.message or "")) is not None and "end of template" in (
+        exc.message or ""
+    ):
+        return f"{source}{{% end{unclosed.group(1)} %}}"
+    if exc.lineno is None:
+        return None
+    return blank_tags_on(source, exc.lineno, first_line=first_line)
+
+
+def blank_tags_on(source: str, line: int, *, first_line: int = 1) -> str | None:
+    """`source` with each tag that is on file line `line` (or runs across it) turned to
+    spaces, its line breaks kept so that every later line keeps its number; None if
+    no tag is there. `first_line`: the file line `source` starts on."""
+    out: list[str] = []
+    at = first_line
+    blanked = False
+    for is_tag, text in split_tags(source):
+        last = at + text.count("\n")
+        if is_tag and at <= line <= last:
+            text = re.sub(r"[^\n]", " ", text)
+            blanked = True
+        out.append(text)
+        at = last
+    return "".join(out) if blanked else None
 
 
 def _unknown(message: str, path: Path, line: int) -> TemplateError:
