@@ -324,3 +324,54 @@ def test_every_template_mistake_is_reported_in_one_check(members: Path) -> None:
         assert errors == expected, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert result.stdout == ""
+
+
+def test_a_dry_run_refuses_what_the_real_send_refuses(
+    members: Path, smtp_server_thread: SmtpTestServer
+) -> None:
+    """`send --dry-run` said "Dry run: 2 messages rendered ..." and exited 0 for sends the
+    real run then refused. It makes the same checks first: for each send the real run
+    refuses, the dry run exits with the same status and the same error, renders nothing
+    and sends nothing."""
+    tmp_path = members
+    event = tmp_path / "meeting.md"
+    event.write_text(GOOD, encoding="utf-8")
+    env = cli_environment(tmp_path, smtp_server_thread.port, MAILER_RATE_LIMIT="500")
+    first = run_mailer_here(env, tmp_path, "send", str(event), "--list", "members", "--yes")
+    assert first.returncode == 0, first.stderr
+    copy = tmp_path / "meeting-copy.md"
+    copy.write_text(GOOD, encoding="utf-8")
+    remote = {**env, "MAILER_SMTP_HOST": "smtp.leftcom.example"}
+    refused = {
+        "already sent": (env, [str(event)], "error: this event already went to 'members'"),
+        "a copy of the file": (
+            env,
+            [str(copy)],
+            "error: this event already went to 'members' from another file",
+        ),
+        "--only without RSVP": (
+            env,
+            [str(event), "--new", "--only", "yes"],
+            "error: --only chooses people by their RSVP answers, and this event takes none",
+        ),
+        "demo sender through a real relay": (
+            remote,
+            [str(event), "--new"],
+            "error: refusing to send through smtp.leftcom.example: MAILER_BASE_URL is not set",
+        ),
+    }
+    for name, (environment, args, words) in refused.items():
+        real = run_mailer_here(environment, tmp_path, "send", *args, "--list", "members", "--yes")
+        dry = run_mailer_here(
+            environment, tmp_path, "send", *args, "--list", "members", "--dry-run"
+        )
+        assert real.returncode != 0, (name, real.stdout, real.stderr)
+        assert first_error(real).startswith(words), (name, real.stderr)
+        assert (dry.returncode, first_error(dry)) == (real.returncode, first_error(real)), (
+            name,
+            dry.stdout,
+        )
+        assert "Dry run" not in dry.stdout, name
+    assert len(smtp_server_thread.messages) == 2  # the first send's only
+    with Store.open(env["MAILER_DATABASE_URL"]) as store:
+        assert len(store.campaigns()) == 1

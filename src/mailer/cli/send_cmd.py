@@ -54,7 +54,11 @@ def send(
         str, typer.Option("--list", "-l", metavar="NAME", help="The list to send to.")
     ],
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Render and check every message; send nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Make the real send's checks, render and check every message; send nothing.",
+        ),
     ] = False,
     test_to: Annotated[
         str | None,
@@ -102,6 +106,7 @@ def send(
     Running the same command after the campaign finished sends nobody: --new sends the
     event to the list a second time. --message and --only send a follow-up (a reminder,
     an update) to those who answered so; nobody gets the same reminder twice."""
+    from mailer.campaigns import lifecycle
     from mailer.cli.events_cmd import load_checked
     from mailer.preflight import check_real_send
     from mailer.store.signer import load_signer
@@ -114,10 +119,15 @@ def send(
     shown = event.for_message(kind)  # a follow-up without its section stops here
     with common.open_store(settings) as store:
         signer = load_signer(settings, store=store)
+        check_real_send(settings)  # before any connection, a test send's too
         if dry_run:
+            # Whatever the real send would refuse, the dry run refuses in the same words:
+            # "all is well" from a dry run of a send that cannot happen misled an organiser.
+            lifecycle.plan_send(
+                store, event=event, list_name=list_name, new=new, message=kind, only=answers
+            )
             _dry_run(store, settings, shown, list_name, signer)
             return
-        check_real_send(settings)  # before any connection, a test send's too
         if test_to is not None:
             _test_send(store, settings, shown, list_name, test_to, signer)
             return
