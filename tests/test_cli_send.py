@@ -65,10 +65,29 @@ def test_test_send_goes_to_one_address_and_is_not_recorded(
         "organiser@example.org",
     )
     assert result.returncode == 0, result.stderr
-    assert "Test message to organiser@example.org: sent" in result.stdout
+    # Whose message it is, so a stranger's name in the organiser's test is not a fault.
+    assert (
+        "Test message to organiser@example.org, personalised as Zoë Martin "
+        "<zoe.martin@example.org> of list 'members' (--test-as picks another member): sent"
+    ) in result.stdout
     assert [m.rcpt_tos for m in imported.messages] == [["organiser@example.org"]]
     assert b"Subject: [TEST] " in imported.messages[0].data
     assert "Invitation" not in run(tmp_path, imported.port, "campaign", "list").stdout
+
+
+def test_test_send_as_another_member(tmp_path: Path, imported: SmtpTestServer) -> None:
+    command = ("send", str(EVENT), "--list", "members", "--test-to", "organiser@example.org")
+    result = run(tmp_path, imported.port, *command, "--test-as", "jose.garcia@example.com")
+    assert result.returncode == 0, result.stderr
+    assert "personalised as José García <jose.garcia@example.com> of list 'members': sent" in (
+        result.stdout
+    )
+    assert "José".encode() in imported.messages[0].data or b"Jos=C3=A9" in imported.messages[0].data
+    alone = run(tmp_path, imported.port, "send", str(EVENT), "--list", "members", "--test-as", "x")
+    assert alone.returncode != 0
+    assert "--test-as goes with --test-to" in alone.stderr
+    assert "Traceback" not in alone.stderr
+    assert len(imported.messages) == 1
 
 
 def test_real_send_needs_confirmation(tmp_path: Path, imported: SmtpTestServer) -> None:

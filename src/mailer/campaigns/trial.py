@@ -58,6 +58,14 @@ def dry_run(
     return DryRunReport(count, failures, size, time.perf_counter() - started, peak)
 
 
+@dataclass(frozen=True, slots=True)
+class TestSent:
+    outcome: Outcome
+    personalised_as: str
+    """The member whose message it is (name and address): the organiser's test shows
+    someone else's name, which must not look like a fault."""
+
+
 async def send_test(
     store: Store,
     *,
@@ -68,7 +76,7 @@ async def send_test(
     to: str,
     signer: TokenSigner,
     personalise_as: str | None = None,
-) -> Outcome:
+) -> TestSent:
     """One sample ([TEST] in the subject) to `to`, personalised as the list's first
     subscriber (or the member `personalise_as`); it is not recorded in any ledger."""
     from dataclasses import replace
@@ -102,4 +110,6 @@ async def send_test(
         test=True,
         rsvp_url=rsvp_url(settings.base_url, token) if event.rsvp_enabled else None,
     )
-    return await transport.send(replace(message, recipient=address))
+    outcome = await transport.send(replace(message, recipient=address))
+    shown = f"{sample.name} <{sample.email}>" if sample.name else sample.email
+    return TestSent(outcome, shown)

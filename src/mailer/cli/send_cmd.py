@@ -16,9 +16,10 @@ from mailer.cli import common
 
 if TYPE_CHECKING:
     from mailer.campaigns.senders import Children
+    from mailer.campaigns.trial import TestSent
     from mailer.config import Settings
     from mailer.message.event import Event
-    from mailer.models import AudienceFilter, MessageKind, Outcome
+    from mailer.models import AudienceFilter, MessageKind
     from mailer.sending.run import RunResult
     from mailer.store import Store
     from mailer.tokens import TokenSigner
@@ -66,6 +67,15 @@ def send(
             "--test-to", metavar="ADDRESS", help="Send one [TEST] sample to this address only."
         ),
     ] = None,
+    test_as: Annotated[
+        str | None,
+        typer.Option(
+            "--test-as",
+            metavar="ADDRESS",
+            help="With --test-to: personalise the sample as this member of the list "
+            "(default: its first subscribed member).",
+        ),
+    ] = None,
     new: Annotated[
         bool,
         typer.Option(
@@ -108,9 +118,12 @@ def send(
     an update) to those who answered so; nobody gets the same reminder twice."""
     from mailer.campaigns import lifecycle
     from mailer.cli.events_cmd import load_checked
+    from mailer.errors import InputError
     from mailer.preflight import check_real_send
     from mailer.store.signer import load_signer
 
+    if test_as is not None and test_to is None:
+        raise InputError("--test-as goes with --test-to (the address the sample goes to)")
     settings = common.settings_from(ctx)
     kind, answers = _follow_up(message, only)
     # Checked as `mailer validate --list` checks it, and loaded once: what is confirmed
@@ -129,7 +142,7 @@ def send(
             _dry_run(store, settings, shown, list_name, signer)
             return
         if test_to is not None:
-            _test_send(store, settings, shown, list_name, test_to, signer)
+            _test_send(store, settings, shown, list_name, test_to, signer, test_as)
             return
         result = _send(
             store,
@@ -197,11 +210,15 @@ def _test_send(
     list_name: str,
     to: str,
     signer: TokenSigner,
+    personalise_as: str | None,
 ) -> None:
-    outcome = asyncio.run(_send_test(store, settings, event, list_name, to, signer))
+    sent = asyncio.run(_send_test(store, settings, event, list_name, to, signer, personalise_as))
+    outcome = sent.outcome
     common.console.print(
-        f"Test message to {to}: {outcome.status.value} "
-        f"({outcome.code or '-'} {outcome.reply}). Not recorded in any campaign.",
+        f"Test message to {to}, personalised as {sent.personalised_as} of list "
+        f"'{list_name}'{'' if personalise_as else ' (--test-as picks another member)'}: "
+        f"{outcome.status.value} ({outcome.code or '-'} {outcome.reply}). "
+        "Not recorded in any campaign.",
         markup=False,
     )
     if outcome.status.value != "sent":
@@ -215,7 +232,8 @@ async def _send_test(
     list_name: str,
     to: str,
     signer: TokenSigner,
-) -> Outcome:
+    personalise_as: str | None,
+) -> TestSent:
     from mailer.campaigns.trial import send_test
     from mailer.sending.relays import transport_for
 
@@ -228,6 +246,7 @@ async def _send_test(
             list_name=list_name,
             to=to,
             signer=signer,
+            personalise_as=personalise_as,
         )
 
 

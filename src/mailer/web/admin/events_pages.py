@@ -243,7 +243,7 @@ class EventPages:
 
         # Through MAILER_RELAYS when set, as a campaign would go (issue 15).
         async with transport_for(self.settings, self.store) as transport:
-            return await send_test(
+            sent = await send_test(
                 self.store,
                 settings=self.settings,
                 transport=transport,
@@ -253,6 +253,7 @@ class EventPages:
                 signer=self.admin.signer,
                 personalise_as=sample or None,
             )
+        return sent.outcome
 
 
 _NOTHING = "<!doctype html><title>No preview</title><p>No preview: see the problems listed.</p>"
