@@ -169,14 +169,15 @@ def test_the_database_holds_one_suppression_in_force_per_reason(
 def test_reject_file_keeps_every_field_of_long_and_short_rows(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "ragged.csv"
     path.write_text(
-        "email,name\nshort@example.org\nlong@example.org,Lo,extra one,extra two\n",
+        "email,name\nshort@\nlong@example.org,Lo,extra one,extra two\n",
         encoding="utf-8",
     )
     report = run_import(store, path, tmp_path)
     assert report.rejects_path is not None
     with report.rejects_path.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["email"] for r in rows] == ["short@example.org", "long@example.org"]
+    assert [r["email"] for r in rows] == ["short@", "long@example.org"]
+    assert rows[0]["name"] == ""
     assert rows[1]["name"] == "Lo"
     assert rows[1]["(fields beyond the header)"] == "extra one\textra two"
 

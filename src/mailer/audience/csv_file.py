@@ -1,7 +1,11 @@
 """Subscriber CSV in -> validated, normalised subscribers out, streaming.
 
-Rules (issue "Foundation"): a header row with an `email` column is required; `name` is
-optional; every other column becomes an attribute usable in templates. UTF-8 with or without
+Rules (issue "Foundation"): a header row with an `email` column is required, except in a
+file of addresses alone, one a line (the commonest list there is): a first line that is one
+field holding an `@` is an address, not a column name. `name` is optional; every other
+column becomes an attribute usable in templates. A row shorter than the header has its
+missing trailing cells empty (what spreadsheets write when those cells are blank); a row
+longer than it is rejected, unless what lies beyond is only empty cells. UTF-8 with or without
 a BOM by default, any Python codec on request. Columns are separated by `,`, or by `;` or
 TAB (what spreadsheets write in many locales), found from the header line. Each bad row is
 reported with its line number and reason and is never silently dropped; the caller decides
@@ -70,6 +74,9 @@ class CsvHeader:
     email_index: int
     name_index: int | None
     attribute_columns: list[tuple[int, str]] = field(default_factory=list)
+    first_row: Record | None = None
+    """The file's first line when it is a subscriber, not column names (a file of addresses
+    alone): it is read as the first data row."""
 
 
 def attribute_name(header: str) -> str:
@@ -98,7 +105,8 @@ def parse_csv(
                 layout.delimiter, layout.columns = records.delimiter, list(header.columns)
             # Enough to keep a whole valid row, and some of what a long row has beyond it.
             records.max_fields = len(header.columns) + _EXTRA_FIELDS_KEPT
-            for record in rows:
+            first = [] if header.first_row is None else [header.first_row]
+            for record in itertools.chain(first, rows):
                 if not "".join(record.fields).strip() and _is_blank(record):
                     continue  # blank lines are layout, not data
                 yield _parse_row(record, header, check_dns=check_dns)
@@ -221,6 +229,21 @@ def _read_header(rows: Iterator[Record], path: Path) -> CsvHeader:
     aliases = [n for n in names if n in _EMAIL_ALIASES]
     if "email" not in names and len(aliases) == 1:
         names[names.index(aliases[0])] = "email"  # a Mailchimp or Google Contacts export
+    if "email" not in names and any("@" in column for column in columns):
+        # No column name holds an `@`: this line is a subscriber. Alone on its line it can
+        # only be the address; beside other fields, which is the name and which an
+        # attribute is a guess, and a wrong guess would store everyone's data wrongly.
+        if len(columns) == 1:
+            return CsvHeader(["email"], 0, None, first_row=record)
+        position = next(i for i, column in enumerate(columns) if "@" in column) + 1
+        raise SubscriberFileError(
+            f"the first row looks like a subscriber (an address in field {position}), "
+            "not the names of the columns",
+            path=path,
+            line=record.line,
+            hint="Add a first row naming the columns, one of them `email`; "
+            "a file of addresses alone, one a line, needs none.",
+        )
     if "email" not in names:
         raise SubscriberFileError(
             f"the header row has no `email` column (found: {', '.join(columns) or 'nothing'})",
@@ -265,8 +288,21 @@ def _parse_row(record: Record, header: CsvHeader, *, check_dns: bool) -> ParsedR
             reason += _cut_note(record, columns)
         return ParsedRow(record.line, raw, error=reason)
 
-    if record.field_count != len(columns):
-        return reject(f"expected {len(columns)} fields, found {record.field_count:,}")
+    if record.field_count > len(columns):
+        # More fields than columns: a stray delimiter or a shifted row, whose values would
+        # land under the wrong names. Only empty cells beyond the header (a trailing comma,
+        # a column once formatted in a spreadsheet) carry nothing to lose, and are dropped.
+        if record.field_count > len(typed) or any(v.strip() for v in typed[len(columns) :]):
+            return reject(f"{record.field_count:,} fields, more than the header's {len(columns)}")
+        fields = fields[: len(columns)]
+    elif record.field_count < len(columns):
+        # Spreadsheets end a row at its last non-empty cell: the missing ones are empty.
+        if record.field_count <= header.email_index:
+            return reject(
+                f"email: missing (the row has {record.field_count} of the header's "
+                f"{len(columns)} fields; `email` is field {header.email_index + 1})"
+            )
+        fields = fields + [""] * (len(columns) - record.field_count)
     # Names and attributes reach the greeting and the To header: odd spaces become one
     # space and bidi overrides go here, at the edge, so none is ever stored raw. The
     # address is left as typed: normalise() below refuses what it cannot read.

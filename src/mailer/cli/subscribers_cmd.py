@@ -181,7 +181,10 @@ def delete_list(ctx: typer.Context, name: ListName, yes: Yes = False) -> None:
 def import_command(
     ctx: typer.Context,
     file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="CSV with a header row and an `email` column.")
+        Path,
+        typer.Argument(
+            metavar="FILE", help="CSV with an `email` column, or addresses alone, one a line."
+        ),
     ],
     list_name: ListOption,
     encoding: Annotated[
