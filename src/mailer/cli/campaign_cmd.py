@@ -43,6 +43,7 @@ def _when(value: object) -> str:
 def list_campaigns(ctx: typer.Context) -> None:
     """Every campaign with its status and delivery counts."""
     from mailer.campaigns import lifecycle
+    from mailer.message.headline import campaign_subject
 
     with common.open_store(common.settings_from(ctx), existing=True) as store:
         table = Table("id", "status", "subject", "list", "scheduled", "sent", "other", "total")
@@ -53,7 +54,8 @@ def list_campaigns(ctx: typer.Context) -> None:
             table.add_row(
                 str(campaign.id),
                 campaign.status.value,
-                campaign.subject,
+                # Text: a `[first name]` stand-in (or a subject's own `[...]`) is no markup.
+                Text(campaign_subject(campaign)),
                 campaign.list_name,
                 _when(campaign.scheduled_at),
                 str(counts.sent),
@@ -67,6 +69,7 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
     """A campaign's state and live progress, read from the store."""
     from mailer.campaigns import lifecycle
     from mailer.cli.progress import describe
+    from mailer.message.headline import campaign_subject
 
     with common.open_store(common.settings_from(ctx), existing=True) as store:
         campaign = store.get_campaign(campaign_id)
@@ -75,8 +78,14 @@ def show(ctx: typer.Context, campaign_id: CampaignId) -> None:
         total = lifecycle.audience(store, campaign)
         unsubscribes = store.campaign_unsubscribes(campaign_id)
         later = store.feedback_counts(campaign_id)
+    subject = campaign_subject(campaign)
     lines = [
-        f"Campaign {campaign.id}: {campaign.subject}",
+        f"Campaign {campaign.id}: {subject}",
+        *(
+            [f"  subject:    {campaign.subject} (as written)"]
+            if subject != campaign.subject
+            else []
+        ),
         f"  event:      {campaign.event_path}",
         f"  list:       {campaign.list_name}",
         f"  status:     {campaign.status.value}",
@@ -145,6 +154,7 @@ def report(
     from mailer.campaigns.lifecycle import audience
     from mailer.campaigns.report_csv import write_report
     from mailer.cli.progress import describe
+    from mailer.message.headline import campaign_subject
 
     with common.open_store(common.settings_from(ctx), existing=True) as store:
         campaign = store.get_campaign(campaign_id)
@@ -163,7 +173,7 @@ def report(
         # Not started: nothing is in the ledger yet; say whom it is for, not "of 0".
         total = counts.total if campaign.snapshot_at is not None else audience(store, campaign)
         common.console.print(
-            f"Campaign {campaign.id} ({campaign.subject}), {campaign.status.value}: "
+            f"Campaign {campaign.id} ({campaign_subject(campaign)}), {campaign.status.value}: "
             f"{describe(counts)} of {total}; "
             f"{store.campaign_unsubscribes(campaign_id)} unsubscribed through its links.",
             markup=False,
@@ -284,13 +294,14 @@ def send_now(
     """Send a scheduled (or missed) campaign now, before its time."""
     from mailer.campaigns import lifecycle
     from mailer.cli.send_cmd import exit_for, print_result, run_with_signals
+    from mailer.message.headline import campaign_subject
 
     settings = common.settings_from(ctx)
     with common.open_store(settings, existing=True) as store:
         plan = lifecycle.plan_send_now(store, campaign_id)
         common.confirm(
-            f"Send campaign {campaign_id} ('{plan.campaign.subject}') now to {plan.to_send} "
-            f"subscriber(s) of '{plan.campaign.list_name}' instead of "
+            f"Send campaign {campaign_id} ('{campaign_subject(plan.campaign)}') now to "
+            f"{plan.to_send} subscriber(s) of '{plan.campaign.list_name}' instead of "
             f"{_when(plan.campaign.scheduled_at)}?",
             yes=yes,
         )
@@ -323,13 +334,14 @@ def cancel(
 ) -> None:
     """Cancel a campaign for good; nothing more of it is sent."""
     from mailer.campaigns import lifecycle
+    from mailer.message.headline import campaign_subject
 
     with common.open_store(common.settings_from(ctx), existing=True) as store:
         campaign = store.get_campaign(campaign_id)
         lifecycle.check(campaign, lifecycle.Action.CANCEL)
         common.confirm(
-            f"Cancel campaign {campaign_id} ('{campaign.subject}' to '{campaign.list_name}') "
-            "for good?",
+            f"Cancel campaign {campaign_id} ('{campaign_subject(campaign)}' to "
+            f"'{campaign.list_name}') for good?",
             yes=yes,
         )
         lifecycle.cancel(store, campaign_id)

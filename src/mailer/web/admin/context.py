@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from mailer.assets import BUILTIN_WEB
 from mailer.config import Settings
 from mailer.errors import MailerError
+from mailer.message.headline import campaign_subject, readable_subject
 from mailer.store import Store
 from mailer.tokens import TokenSigner
 from mailer.web.admin.guard import SignedIn
@@ -83,6 +84,9 @@ class Admin:
             bytecode_cache=COMPILED,
         )
         self.environment.filters["local"] = self.local_time
+        # A campaign's subject as people read it (`[first name]`), not its template.
+        self.environment.filters["campaign_subject"] = campaign_subject
+        self.environment.filters["readable_subject"] = readable_subject
         self.environment.globals["section_href"] = section_href
         for name in self.environment.list_templates(extensions=["j2"]):
             self.environment.get_template(name)  # fail at startup, not at first visit
