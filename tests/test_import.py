@@ -62,7 +62,9 @@ def test_dirty_file_keeps_good_rows_and_reports_bad_ones(store: Store, tmp_path:
         rejected = list(csv.DictReader(handle))
     # The merged row is listed too (issue 10: never merged silently), in line order.
     assert [r["line"] for r in rejected] == ["3", "4", "5"]
-    assert rejected[0]["reason"] == "duplicate of line 2 (ANA@example.org): merged into it"
+    assert rejected[0]["reason"] == (
+        "duplicate of line 2 (ANA@example.org): merged into it; name 'Ana' replaced by 'Ana Lima'"
+    )
     assert rejected[1]["email"] == "broken@"
     ana = store.get_subscriber("ana@example.org")
     assert ana.name == "Ana Lima"  # the later non-empty value wins

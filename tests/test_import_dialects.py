@@ -20,6 +20,7 @@ from mailer.audience.csv_records import CsvRecords, MalformedCsv
 from mailer.audience.importer import MergedRow, import_file
 from mailer.errors import SubscriberFileError
 from mailer.store import Store
+from mailer.store.imports import Replaced
 
 
 @pytest.mark.parametrize(
@@ -133,8 +134,16 @@ def test_import_reads_semicolons_and_tabs_and_names_every_merged_row(tmp_path: P
     out = result.stdout
     assert "2 imported, 0 updated, 0 unchanged, 2 duplicates merged" in out
     assert "Columns separated by a semicolon, as its header row is." in out
-    assert "semi.csv:4: duplicate of line 2 (ANN@example.org): merged into it" in out
-    assert "semi.csv:6: duplicate of line 2 (ann@example.org): merged into it" in out
+    # Each merged row says which earlier values it replaced: those are gone from the store.
+    assert "later non-empty values win; 2 replaced an earlier value" in out
+    assert (
+        "semi.csv:4: duplicate of line 2 (ANN@example.org): merged into it; "
+        "name 'Ann' replaced by 'Ann Lee'"
+    ) in out
+    assert (
+        "semi.csv:6: duplicate of line 2 (ann@example.org): merged into it; "
+        "city 'Leeds' replaced by 'Hull'"
+    ) in out
     assert "semi.csv:5: email: An email address must have an @-sign." in out
     assert "All 1 rejected and 2 merged rows: " in out
     (rejects,) = (tmp_path / "var" / "rejects").glob("semi-*.rejects.csv")
@@ -145,7 +154,9 @@ def test_import_reads_semicolons_and_tabs_and_names_every_merged_row(tmp_path: P
         ("5", "nope", "X", "Y"),
         ("6", "ann@example.org", "", "Hull"),
     ]
-    assert rows[0]["reason"] == "duplicate of line 2 (ANN@example.org): merged into it"
+    assert rows[0]["reason"] == (
+        "duplicate of line 2 (ANN@example.org): merged into it; name 'Ann' replaced by 'Ann Lee'"
+    )
     listed = run_mailer_here(env, tmp_path, "subscribers", "export", "-l", "m").stdout.splitlines()
     assert listed == [
         "email,name,status,city",
@@ -174,12 +185,48 @@ def test_merged_rows_across_batches_are_reported_too(store: Store, tmp_path: Pat
     report = import_file(store, path, list_name="big", rejects_path=tmp_path / "rejects.csv")
     assert report.counts.duplicates == 2
     assert report.first_merged == [
-        MergedRow(3002, "USER7@example.org", None),
-        MergedRow(3003, "user2999@example.org", 3001),
+        MergedRow(3002, "USER7@example.org", None, (Replaced("name", "User 7", "Seven"),)),
+        MergedRow(3003, "user2999@example.org", 3001, (Replaced("name", "User 2999", "Last"),)),
     ]
     assert report.first_merged[0].reason == (
-        "duplicate of an earlier row (USER7@example.org): merged into it"
+        "duplicate of an earlier row (USER7@example.org): merged into it; "
+        "name 'User 7' replaced by 'Seven'"
     )
+    assert report.replacing == 2
     assert report.rejects_path is not None
     with report.rejects_path.open(encoding="utf-8", newline="") as handle:
         assert [row["line"] for row in csv.DictReader(handle)] == ["3002", "3003"]
+
+
+def test_a_merged_row_says_which_earlier_values_it_replaced(tmp_path: Path) -> None:
+    """Later non-empty values win, and the earlier ones are gone from the store: each such
+    one is named in the report (a repeat that only adds or repeats values replaces none)."""
+    env = cli_environment(tmp_path, 2525)
+    (tmp_path / "list.csv").write_text(
+        "email,name,city,phone\n"
+        "ann@example.org,Ann,Leeds,\n"
+        "ann@example.org,,York,0123\n"
+        "ann@example.org,Ann,York\n"
+        f"bob@example.org,Bob,{'B' * 60}\n"
+        "bob@example.org,Bob,Hull\n",
+        encoding="utf-8",
+    )
+    result = run_mailer_here(env, tmp_path, "subscribers", "import", "list.csv", "--list", "m")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "2 imported, 0 updated, 0 unchanged, 3 duplicates merged" in lines[0]
+    assert lines[1:5] == [
+        "Merged rows (the same address again; later non-empty values win; "
+        "2 replaced an earlier value):",
+        "  list.csv:3: duplicate of line 2 (ann@example.org): merged into it; "
+        "city 'Leeds' replaced by 'York'",
+        "  list.csv:4: duplicate of line 2 (ann@example.org): merged into it",
+        "  list.csv:6: duplicate of line 5 (bob@example.org): merged into it; "
+        f"city '{'B' * 39}…' replaced by 'Hull'",
+    ]
+    listed = run_mailer_here(env, tmp_path, "subscribers", "export", "-l", "m").stdout.splitlines()
+    assert listed == [
+        "email,name,status,city,phone",
+        "ann@example.org,Ann,subscribed,York,0123",
+        "bob@example.org,Bob,subscribed,Hull,",
+    ]

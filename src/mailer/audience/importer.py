@@ -22,7 +22,7 @@ from mailer.audience.csv_file import EXTRA_FIELDS, CsvLayout, ParsedRow, parse_c
 from mailer.models import ImportCounts
 from mailer.safety import spreadsheet_safe
 from mailer.store import Store
-from mailer.store.imports import ImportRow
+from mailer.store.imports import ImportRow, Replaced
 
 SHOWN_INVALID = 10
 
@@ -33,6 +33,10 @@ class RejectedRow:
     reason: str
 
 
+_SHOWN_VALUE = 40
+"""Characters of a replaced value shown in a reason (the reject file has the whole row)."""
+
+
 @dataclass(frozen=True, slots=True)
 class MergedRow:
     """A row merged into an earlier one of the same address (later non-empty values win)."""
@@ -41,11 +45,22 @@ class MergedRow:
     email: str
     into: int | None
     """The line it was merged into, when known (within the last 2,000 rows)."""
+    replaced: tuple[Replaced, ...] = ()
+    """The earlier values this row's won over: said, since the earlier ones are lost."""
 
     @property
     def reason(self) -> str:
         earlier = f"line {self.into}" if self.into is not None else "an earlier row"
-        return f"duplicate of {earlier} ({self.email}): merged into it"
+        reason = f"duplicate of {earlier} ({self.email}): merged into it"
+        if self.replaced:
+            reason += "; " + ", ".join(
+                f"{r.field} {_shown(r.old)} replaced by {_shown(r.new)}" for r in self.replaced
+            )
+        return reason
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= _SHOWN_VALUE else value[: _SHOWN_VALUE - 1] + "…")
 
 
 @dataclass(slots=True)
@@ -55,6 +70,9 @@ class ImportReport:
     rejects_path: Path | None = None
     first_merged: list[MergedRow] = field(default_factory=list)
     delimiter: str = ","
+    replacing: int = 0
+    """How many merged rows replaced an earlier, different value (all listed in the
+    reject file; the first in first_merged)."""
 
 
 class _RowFile:
@@ -103,6 +121,8 @@ class _RejectWriter:
         self.count = 0
         self.first: list[RejectedRow] = []
         self.first_merged: list[MergedRow] = []
+        self.replacing = 0
+        """Merged rows that replaced an earlier, different value."""
 
     def add(self, row: ParsedRow) -> None:
         self.count += 1
@@ -111,10 +131,11 @@ class _RejectWriter:
             self.first.append(RejectedRow(row.line, reason))
         self._rejected.write(row.line, reason, row.raw)
 
-    def add_merged(self, row: ImportRow, into: int | None) -> None:
+    def add_merged(self, row: ImportRow, into: int | None, replaced: tuple[Replaced, ...]) -> None:
         """A row the store merged into an earlier one: listed with the rejects, so the
-        organiser sees which values were combined."""
-        merged = MergedRow(row.line or 0, row.subscriber.email, into)
+        organiser sees which values were combined, and which earlier ones it replaced."""
+        merged = MergedRow(row.line or 0, row.subscriber.email, into, replaced)
+        self.replacing += bool(replaced)
         if len(self.first_merged) < SHOWN_INVALID:
             self.first_merged.append(merged)
         subscriber = row.subscriber
@@ -205,4 +226,5 @@ def import_file(
         rejects.commit(),
         first_merged=rejects.first_merged,
         delimiter=layout.delimiter,
+        replacing=rejects.replacing,
     )

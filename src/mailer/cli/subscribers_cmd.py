@@ -236,8 +236,10 @@ def import_command(
             common.console.print(f"  {file}:{rejected.line}: {rejected.reason}", markup=False)
     if report.first_merged:
         # Never merged silently: which rows, and into which (later non-empty values win).
+        replacing = f"; {report.replacing} replaced an earlier value" if report.replacing else ""
         common.console.print(
-            "Merged rows (the same address again; later non-empty values win):", markup=False
+            f"Merged rows (the same address again; later non-empty values win{replacing}):",
+            markup=False,
         )
         for merged in report.first_merged:
             common.console.print(f"  {file}:{merged.line}: {merged.reason}", markup=False)

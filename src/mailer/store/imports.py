@@ -2,7 +2,8 @@
 
 Counts: `imported` (new to the list), `updated` (on the list, details changed), `unchanged`,
 `duplicates` (the address appeared earlier in the same file; merged into that row, and each
-one reported to the caller with its line, never merged silently),
+one reported to the caller with its line and the earlier values it replaced, never merged
+silently),
 `suppressed` (unsubscribed, bounced or complained: never re-added by an import).
 """
 
@@ -32,15 +33,38 @@ class ImportRow:
     """Where the row is in its file, for the organiser."""
 
 
-DuplicateCallback = Callable[[ImportRow, "int | None"], None]
-"""Told of each row merged into an earlier one of the same file: the row, and the line of
-the row it was merged into when known (within the last 2,000 rows), else None."""
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """A value a later row of the same address put in place of an earlier, different one."""
+
+    field: str
+    """`name`, or the attribute's column."""
+    old: str
+    new: str
+
+
+DuplicateCallback = Callable[[ImportRow, "int | None", "tuple[Replaced, ...]"], None]
+"""Told of each row merged into an earlier one of the same file: the row, the line of the
+row it was merged into when known (within the last 2,000 rows), else None, and the values
+it replaced (empty when it only repeated or added to what the earlier rows gave)."""
 
 
 def _batches(rows: Iterable[ImportRow], size: int) -> Iterator[list[ImportRow]]:
     iterator = iter(rows)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+def _replaced(name: str, attrs: dict[str, Any], new: Subscriber) -> tuple[Replaced, ...]:
+    """What merging `new` changes: each non-empty value of it over a different non-empty
+    one (an empty cell changes nothing; see _merge)."""
+    found = [Replaced("name", name, new.name)] if name and new.name and new.name != name else []
+    found += [
+        Replaced(key, str(attrs[key]), value)
+        for key, value in new.attributes.items()
+        if value and attrs.get(key) and attrs[key] != value
+    ]
+    return tuple(found)
 
 
 def _merge(old_name: str, old_attrs: dict[str, Any], new: Subscriber) -> tuple[str, dict[str, Any]]:
@@ -154,18 +178,15 @@ class ImportQueries(StoreBase):
         changed_subscribers: list[dict[str, Any]] = []
         new_members: list[int] = []
         touched_members: list[int] = []
-        duplicates: list[tuple[ImportRow, int | None]] = []
+        duplicates: list[tuple[ImportRow, int | None, tuple[Replaced, ...]]] = []
         for key, (email, name, attrs, utf8) in merged.items():
             old = existing.get(key)
             membership = member.get(old.id) if old is not None else None
             # A row of an earlier batch had this address: this batch's rows of it are all
             # merged into that one, whose line is no longer known here.
             earlier = membership is not None and membership.last_import_id == import_id
-            if earlier:
-                duplicates.append((first[key], None))
-            duplicates.extend(
-                (repeat, None if earlier else first[key].line) for repeat in repeats.get(key, ())
-            )
+            if key in repeats or earlier:
+                duplicates.extend(_merged_rows(first[key], repeats.get(key, []), old, earlier))
             if (
                 key in suppressed
                 or (old is not None and old.status != SubscriberStatus.SUBSCRIBED.value)
@@ -205,8 +226,8 @@ class ImportQueries(StoreBase):
                 else:
                     counts.unchanged += 1
         if on_duplicate is not None:
-            for row, into in sorted(duplicates, key=lambda d: d[0].line or 0):
-                on_duplicate(row, into)
+            for row, into, replaced in sorted(duplicates, key=lambda d: d[0].line or 0):
+                on_duplicate(row, into, replaced)
         if new_subscribers:
             # Plain executemany, then one SELECT for the ids: RETURNING with ordered rows
             # makes SQLAlchemy fall back to one INSERT per row on SQLite.
@@ -266,6 +287,23 @@ class ImportQueries(StoreBase):
                 )
                 .values(last_import_id=import_id)
             )
+
+
+def _merged_rows(
+    first: ImportRow, repeats: list[ImportRow], stored: Any, earlier: bool
+) -> Iterator[tuple[ImportRow, int | None, tuple[Replaced, ...]]]:
+    """One address's merged rows of this batch, each with the line it went into and the
+    values it replaced, in file order. With `earlier` the first row too is merged, into
+    what an earlier batch stored (`stored`); else the repeats go into the first row."""
+    if earlier:
+        into, rows = None, [first, *repeats]
+        name, attrs = str(stored.name), dict(stored.attributes or {})
+    else:
+        into, rows = first.line, repeats
+        name, attrs = first.subscriber.name, dict(first.subscriber.attributes)
+    for row in rows:
+        yield row, into, _replaced(name, attrs, row.subscriber)
+        name, attrs = _merge(name, attrs, row.subscriber)
 
 
 def _as_subscriber(email: str, name: str, attrs: dict[str, Any]) -> Subscriber:
