@@ -171,6 +171,42 @@ async def test_an_upload_is_imported_in_the_background_with_its_bad_rows_and_rej
     assert rows[0]["email"] == "not-an-address"
 
 
+async def test_an_upload_of_addresses_alone_and_short_rows_imports(
+    store: Store, tmp_path: Path
+) -> None:
+    """The dashboard reads what the CLI reads: a file of addresses alone (no header), rows
+    shorter than their header; and a merged row's report names the value it replaced."""
+    add_user(store)
+    store.create_list("members", title="Members")
+    list_id = store.list_id("members")
+    app = admin_app(store, settings=admin_settings(var_dir=tmp_path / "var"))
+    plain = b"ana@example.org\ncy@example.org\n"
+    short = b"email,name,city\nana@example.org,Ana,Leeds\ndee@example.org\nana@example.org,,York\n"
+    async with admin_client(app) as client:
+        token = (await sign_in(client, "ana")).csrf_token
+        pages = []
+        for name, body in (("plain.csv", plain), ("short.csv", short)):
+            answer = await upload(client, f"/admin/lists/{list_id}/import", token, name, body)
+            assert answer.status_code == 303, answer.text
+            pages.append(await finished_import(client, answer.headers["location"]))
+    shown = [html.unescape(re.sub(r"<[^>]+>", "", page.text)) for page in pages]
+    assert re.search(r"Imported\s*2", shown[0])
+    assert re.search(r"Invalid\s*0", shown[0])
+    assert re.search(r"Imported\s*1", shown[1])
+    assert re.search(r"Invalid\s*0", shown[1])
+    assert "1 replaced an earlier value" in shown[1]
+    assert (
+        "short.csv:4: duplicate of line 2 (ana@example.org): merged into it; "
+        "city 'Leeds' replaced by 'York'"
+    ) in shown[1]
+    members = {s.email: s for s in store.iter_subscribers("members")}
+    assert sorted(members) == ["ana@example.org", "cy@example.org", "dee@example.org"]
+    assert (members["ana@example.org"].name, members["ana@example.org"].attributes) == (
+        "Ana",
+        {"city": "York"},
+    )
+
+
 async def test_a_100000_row_upload_does_not_hold_up_the_server(
     sqlite_store: Store, sqlite_url: str, tmp_path: Path
 ) -> None:
