@@ -53,7 +53,9 @@ AT = datetime(2026, 1, 1, tzinfo=UTC)
 REBUILT = ("subscribers", "deliveries")
 # Columns migrations after 0013 add (empty after the upgrade): the rows and schema a store
 # at 0012 held are compared on the columns it had.
-LATER_COLUMNS = {"campaigns": {"message_fingerprint", "mail_again"}}  # 0014, 0016
+LATER_COLUMNS = {
+    "campaigns": {"message_fingerprint", "mail_again", "event_key"}
+}  # 0014, 0016, 0017
 LATER_INDEXES = {"ix_deliveries_claimable"}  # 0015
 
 

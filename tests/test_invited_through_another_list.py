@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from mailer.errors import CampaignError
 from mailer.message.event import load_event
 from mailer.models import DeliveryStatus
 from mailer.store import Store
-from mailer.store.ledger import ALREADY_INVITED
+from mailer.store.ledger import ALREADY_INVITED, HELD_BACK
 from mailer.store.schema import deliveries
 from smtp_server import SmtpTestServer
 
@@ -134,6 +135,51 @@ async def test_two_campaigns_sending_side_by_side_mail_the_overlap_once(
     assert skipped == 200
 
 
+async def test_someone_being_sent_the_other_campaign_is_held_back_not_left_out(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """`web` marks c and d `sending`, then waits for its slow rate; `messy` meanwhile
+    holds them back (deferred, saying why), not skipped. `web` is then paused (its rows go
+    back to the queue) and cancelled: `messy` sends them. Skipped for good (as a review
+    showed), c and d would have had no invitation at all."""
+    two_lists(store, tmp_path)
+    event = load_event(EVENT)
+    made = []
+    for list_name in ("web", "messy"):
+        plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=False)
+        made.append(lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None))
+        store.snapshot_audience(made[-1].id, plan.list_id)
+    web, messy = made
+    slow = make_settings(tmp_path, smtp_server.port, rate_limit=0.2, concurrency=4)
+    sending_web = asyncio.create_task(send(slow, store, web.id))
+    await eventually(lambda: rows(store, web.id)["c@example.org"][0] == "sending")
+    sending_messy = asyncio.create_task(
+        send(make_settings(tmp_path, smtp_server.port), store, messy.id)
+    )
+    held = (DeliveryStatus.DEFERRED.value, HELD_BACK)
+    await eventually(lambda: rows(store, messy.id)["c@example.org"] == held)
+    lifecycle.pause(store, web.id)
+    await sending_web
+    lifecycle.cancel(store, web.id)
+    await sending_messy
+
+    received = Counter(smtp_server.recipients)
+    assert received["c@example.org"] == received["d@example.org"] == received["e@example.org"] == 1
+    assert max(received.values()) == 1
+    ledger = rows(store, messy.id)
+    for both in ("c@example.org", "d@example.org", "e@example.org"):
+        assert ledger[both][0] == DeliveryStatus.SENT.value, ledger
+
+
+async def eventually(check: Callable[[], bool], polls: int = 1200) -> None:
+    """Poll the store until `check` holds (the senders run on this loop meanwhile)."""
+    for _ in range(polls):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the senders did not get there")
+
+
 async def test_with_new_the_overlap_is_mailed_by_both_at_the_same_time(
     store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
@@ -164,6 +210,30 @@ async def test_new_mails_them_too(
     assert await invite(store, tmp_path, smtp_server.port, "messy", new=True) == 3
     received = Counter(smtp_server.recipients)
     assert (received["c@example.org"], received["e@example.org"]) == (2, 1)
+
+
+async def test_a_copy_of_the_event_file_sent_to_another_list_leaves_out_the_overlap(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """The event file copied under another name (same title and start) for the second
+    list: the same event, so those the original reached are left out, at the plan (the
+    count the organiser is shown) and in the ledger. Before, c and d got it twice."""
+    two_lists(store, tmp_path)
+    await invite(store, tmp_path, smtp_server.port, "web", new=False)
+    copy = tmp_path / "events" / "meeting-for-messy.md"
+    copy.parent.mkdir()
+    copy.write_text(EVENT.read_text(encoding="utf-8"), encoding="utf-8")
+    event = load_event(copy)
+    plan = lifecycle.plan_send(store, event=event, list_name="messy", new=False)
+    assert (plan.audience, plan.already_invited) == (1, 2)
+    campaign = lifecycle.start_send(store, plan, event=event, event_path=copy, owner=None)
+    await send(make_settings(tmp_path, smtp_server.port), store, campaign.id)
+    received = Counter(smtp_server.recipients)
+    assert received == Counter({f"{p}@example.org": 1 for p in "abcde"})
+    assert rows(store, campaign.id)["c@example.org"] == (
+        DeliveryStatus.SKIPPED.value,
+        ALREADY_INVITED,
+    )
 
 
 async def test_a_copy_of_the_event_file_is_the_same_event(

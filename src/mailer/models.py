@@ -228,6 +228,9 @@ class CampaignRecord:
     """What its messages are made from, as the sender holding it built them (issue 15)."""
     mail_again: bool = False
     """--new: also to those who had its event's invitation through another campaign."""
+    event_key: str | None = None
+    """Its event's identity (Event.identity): the same for a copy of the file under
+    another name. None for campaigns made before migration 0017."""
 
 
 @dataclass(slots=True)

@@ -43,6 +43,7 @@ from mailer.models import (
     MessageKind,
 )
 from mailer.store import Store
+from mailer.store.ledger import SameEvent
 
 S = CampaignStatus
 
@@ -220,9 +221,8 @@ def _mailable_now(store: Store, campaign: CampaignRecord) -> int:
     who had its event's invitation through another campaign."""
     plain = campaign.message is MessageKind.INVITATION and campaign.audience_filter is None
     left_out = plain and not campaign.mail_again
-    return store.count_mailable(
-        campaign.list_id, not_invited_to=campaign.event_slug if left_out else None
-    )
+    event = SameEvent(campaign.event_slug, campaign.event_key)
+    return store.count_mailable(campaign.list_id, not_invited_to=event if left_out else None)
 
 
 # -- starting a send ------------------------------------------------------------------
@@ -347,7 +347,8 @@ def _invitation_audience(store: Store, event: Event, list_id: int, *, new: bool)
     everyone = store.count_mailable(list_id)
     if new:
         return everyone, 0
-    audience = store.count_mailable(list_id, not_invited_to=event.slug)
+    same = SameEvent(event.slug, event.identity)
+    audience = store.count_mailable(list_id, not_invited_to=same)
     return audience, everyone - audience
 
 
@@ -586,6 +587,7 @@ def _create(
         newest=planned.newest if planned is not None else None,
         check_newest=planned is not None,
         mail_again=planned.mail_again if planned is not None else False,
+        event_key=event.identity,
     )
     return store.get_campaign(campaign_id)
 

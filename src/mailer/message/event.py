@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -271,6 +271,16 @@ class Event(BaseModel):
     def reminder_at(self) -> datetime | None:
         """When the reminder goes, from `reminder: N days before`; None without one."""
         return None if self.reminder is None else self.starts_at - self.reminder
+
+    @property
+    def identity(self) -> str:
+        """What makes two event files the same event: the title and the start (as an
+        instant). A copy of the file under another name has the same identity; a new
+        date or title is another event."""
+        import hashlib
+
+        start = self.starts_at.astimezone(UTC).isoformat()
+        return hashlib.sha256(f"{self.title}\n{start}".encode()).hexdigest()[:32]
 
     def for_message(self, kind: MessageKind) -> Event:
         """The event as `kind` sends it: a follow-up's body is its section of the file and

@@ -68,6 +68,7 @@ def _record(row: Row[tuple[object, ...]]) -> CampaignRecord:
         audience_filter=parse_audience(m["audience_filter"]),
         message_fingerprint=m["message_fingerprint"],
         mail_again=bool(m["mail_again"]),
+        event_key=m["event_key"],
     )
 
 
@@ -153,6 +154,7 @@ class CampaignQueries(StoreBase):
         newest: int | None = None,
         check_newest: bool = False,
         mail_again: bool = False,
+        event_key: str | None = None,
     ) -> int:
         """A new campaign; with `lease_owner`, held by that sender from the start, so a
         running worker cannot take it between its creation and the creator's claim.
@@ -200,6 +202,7 @@ class CampaignQueries(StoreBase):
                         message=message.value,
                         audience_filter=format_audience(only),
                         mail_again=int(mail_again),
+                        event_key=event_key,
                     )
                     .returning(campaigns.c.id)
                 ).scalar_one()

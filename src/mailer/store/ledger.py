@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -68,13 +69,38 @@ _DUE = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, DeliveryStatus.UNKNOWN)
 ALREADY_INVITED = "already had this event's invitation (another list); --new mails them too"
 
 
-# A row that reached its subscriber: sent, perhaps sent (unknown), or going now. Not rows
-# still due: their campaign may be paused and then cancelled, and a skip for having had
-# the invitation is final (a review: left out for a campaign that never reached them).
-_REACHED = [s.value for s in (DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.SENDING)]
+# A row that reached its subscriber for good: sent, or perhaps sent (unknown). Not rows
+# still due, nor rows being sent now: those may go back to the queue (a pause, a relay
+# that is down, a crash) and their campaign be cancelled, and a skip for having had the
+# invitation is final (two reviews: left out for a campaign that never reached them).
+_REACHED_FOR_GOOD = [DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value]
 
 
-def invited_elsewhere(event_slug: str, campaign_id: int | None) -> ColumnElement[bool]:
+@dataclass(frozen=True, slots=True)
+class SameEvent:
+    """Which campaigns are of one event: those made from a file of that name (`slug`), and
+    those whose event has the same title and start (`key`, Event.identity: a copy of the
+    file under another name). `key` is None for a campaign made before migration 0017."""
+
+    slug: str
+    key: str | None
+
+    def campaigns(self, table: Any) -> ColumnElement[bool]:
+        """SQL condition on `table` (campaigns or an alias): of this event."""
+        if self.key is None:
+            return table.c.event_slug == self.slug  # type: ignore[no-any-return]
+        return or_(table.c.event_slug == self.slug, table.c.event_key == self.key)
+
+    def lock_names(self) -> list[str]:
+        """What a marking of this event locks (see _marking_for_event), in one order for
+        every caller: two campaigns of one event share one of them at least."""
+        names = [f"mailer-marking:slug:{self.slug}"]
+        if self.key is not None:
+            names.append(f"mailer-marking:key:{self.key}")
+        return sorted(names)
+
+
+def invited_elsewhere(event: SameEvent, campaign_id: int | None) -> ColumnElement[bool]:
     """SQL condition on `subscribers`: had this event's invitation through another
     campaign (a row of it reached them)."""
     earlier = deliveries.alias("earlier")
@@ -84,14 +110,14 @@ def invited_elsewhere(event_slug: str, campaign_id: int | None) -> ColumnElement
     # ephemeral index, PostgreSQL a hashed subplan). As a correlated EXISTS, SQLite
     # scanned the deliveries for every member: minutes for 100,000 members.
     others = select(other.c.id).where(
-        other.c.event_slug == event_slug,
+        event.campaigns(other),
         other.c.message == MessageKind.INVITATION.value,
         *([other.c.id != campaign_id] if campaign_id is not None else []),
     )
     return subscribers.c.id.in_(
         select(earlier.c.subscriber_id).where(
             earlier.c.campaign_id.in_(others),
-            earlier.c.status.in_(_REACHED),
+            earlier.c.status.in_(_REACHED_FOR_GOOD),
         )
     )
 
@@ -167,48 +193,87 @@ _STILL_MAILABLE = (
 )
 
 
-# The row's subscriber was reached by another invitation campaign of the event `b_slug`
-# since the snapshot: two campaigns of one event to two lists, both sending (or the first
-# paused and resumed), would each mail the people on both lists, as the snapshot leaves
-# out only those reached before it. Correlated, per row: the other campaigns are few, and
-# each is one probe of uq_deliveries_campaign_subscriber; only a plain invitation's
-# marking asks it (not --new, not follow-ups, not the benchmarks).
+# Marking a plain invitation's rows (see _mark) asks, for each row's subscriber, about
+# the same event's other invitation campaigns (`b_others`, looked up once per call under
+# the event's lock, usually none or one or two): two campaigns of one event to two lists,
+# both sending (or the first paused and resumed), would each mail the people on both
+# lists, as the snapshot leaves out only those reached before it. Each is one probe of
+# uq_deliveries_campaign_subscriber per other campaign.
 _ELSEWHERE = deliveries.alias("elsewhere")
-_OTHER = campaigns.alias("other_campaign")
-_REACHED_ELSEWHERE = (
-    select(_ELSEWHERE.c.id)
-    .where(
-        _ELSEWHERE.c.campaign_id.in_(
-            select(_OTHER.c.id).where(
-                _OTHER.c.event_slug == bindparam("b_slug"),
-                _OTHER.c.message == MessageKind.INVITATION.value,
-                _OTHER.c.id != bindparam("b_campaign"),
-            )
-        ),
-        _ELSEWHERE.c.subscriber_id == deliveries.c.subscriber_id,
-        _ELSEWHERE.c.status.in_(_REACHED),
+_OTHERS: BindParameter[list[int]] = bindparam("b_others", expanding=True)
+
+
+def _elsewhere(statuses: list[str]) -> ColumnElement[bool]:
+    return (
+        select(_ELSEWHERE.c.id)
+        .where(
+            _ELSEWHERE.c.campaign_id.in_(_OTHERS),
+            _ELSEWHERE.c.subscriber_id == deliveries.c.subscriber_id,
+            _ELSEWHERE.c.status.in_(statuses),
+        )
+        .exists()
     )
-    .exists()
-)
+
+
+# Reached there for good (sent, or perhaps sent): skipped here, saying why. Being sent
+# there right now: held back here a while (deferred, `b_held_until`), not skipped, as
+# that row may yet go back to the queue (a pause, a relay that is down, a crash) and its
+# campaign be cancelled: a review left two people without any invitation that way.
+_REACHED_ELSEWHERE = _elsewhere(_REACHED_FOR_GOOD)
+_GOING_ELSEWHERE = _elsewhere([DeliveryStatus.SENDING.value])
+HELD_BACK = "held back: another campaign of this event is sending it to them now"
+_HOLD_SECONDS = 10.0
 
 
 def _mark(fence: ColumnElement[bool], *, leave_out_invited: bool = False) -> Any:
     """Take or skip each due, held row of `b_ids` (see above); RETURNING (id, new status).
     A skipped row leaves its batch; a taken one stays in it until recorded. With
-    `leave_out_invited`, a row whose subscriber another campaign of the event reached is
-    skipped too, saying why (ALREADY_INVITED)."""
-    goes: ColumnElement[bool] = _STILL_MAILABLE
-    reply: ColumnElement[Any] = deliveries.c.last_reply
-    if leave_out_invited:
-        goes = and_(_STILL_MAILABLE, ~_REACHED_ELSEWHERE)
-        reply = case((_REACHED_ELSEWHERE, literal(ALREADY_INVITED)), else_=reply)
+    `leave_out_invited` (and `b_others`), a row whose subscriber another campaign of the
+    event reached is skipped too, saying why (ALREADY_INVITED), and one that campaign is
+    sending to now is deferred for a few seconds (HELD_BACK): neither taken nor skipped."""
+    if not leave_out_invited:
+        return (
+            update(deliveries)
+            .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, fence)
+            .values(
+                status=case(
+                    (_STILL_MAILABLE, DeliveryStatus.SENDING.value),
+                    else_=DeliveryStatus.SKIPPED.value,
+                ),
+                batch_id=case((_STILL_MAILABLE, deliveries.c.batch_id), else_=null()),
+                updated_at=bindparam("b_now"),
+            )
+            .returning(deliveries.c.id, deliveries.c.status)
+        )
+    left = ~_STILL_MAILABLE
     return (
         update(deliveries)
         .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, fence)
         .values(
-            status=case((goes, DeliveryStatus.SENDING.value), else_=DeliveryStatus.SKIPPED.value),
-            batch_id=case((goes, deliveries.c.batch_id), else_=null()),
-            last_reply=reply,
+            status=case(
+                (left, DeliveryStatus.SKIPPED.value),
+                (_REACHED_ELSEWHERE, DeliveryStatus.SKIPPED.value),
+                (_GOING_ELSEWHERE, DeliveryStatus.DEFERRED.value),
+                else_=DeliveryStatus.SENDING.value,
+            ),
+            batch_id=case(
+                (left, null()),
+                (_REACHED_ELSEWHERE, null()),
+                (_GOING_ELSEWHERE, null()),
+                else_=deliveries.c.batch_id,
+            ),
+            last_reply=case(
+                (left, deliveries.c.last_reply),
+                (_REACHED_ELSEWHERE, literal(ALREADY_INVITED)),
+                (_GOING_ELSEWHERE, literal(HELD_BACK)),
+                else_=deliveries.c.last_reply,
+            ),
+            next_attempt_at=case(
+                (left, deliveries.c.next_attempt_at),
+                (_REACHED_ELSEWHERE, deliveries.c.next_attempt_at),
+                (_GOING_ELSEWHERE, bindparam("b_held_until")),
+                else_=deliveries.c.next_attempt_at,
+            ),
             updated_at=bindparam("b_now"),
         )
         .returning(deliveries.c.id, deliveries.c.status)
@@ -224,6 +289,7 @@ _MARKS = {
     for in_batch in (False, True)
     for leave_out in (False, True)
 }
+_TAKE_WRITE_LOCK = update(campaigns).where(campaigns.c.id == -1).values(id=campaigns.c.id)
 _LEASE_HOLDER = select(campaigns.c.lease_owner).where(campaigns.c.id == bindparam("b_campaign"))
 
 
@@ -318,8 +384,21 @@ def _random_hex(dialect: str) -> ColumnElement[str]:
     return func.lower(func.hex(func.randomblob(16)))  # SQLite: 128 random bits
 
 
+def _other_invitations(connection: Connection, event: SameEvent, campaign_id: int) -> list[int]:
+    """The event's other invitation campaigns (by file name, or title and start)."""
+    return list(
+        connection.execute(
+            select(campaigns.c.id).where(
+                event.campaigns(campaigns),
+                campaigns.c.message == MessageKind.INVITATION.value,
+                campaigns.c.id != campaign_id,
+            )
+        ).scalars()
+    )
+
+
 class LedgerQueries(SuppressionQueries, StoreBase):
-    _leaving_out: dict[int, str | None]
+    _leaving_out: dict[int, SameEvent | None]
     """campaign id -> _leaves_out_invited's answer (Store.__init__ makes it)."""
 
     @contextmanager
@@ -336,9 +415,9 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             with self.engine.begin() as connection:
                 yield connection
 
-    def count_mailable(self, list_id: int, *, not_invited_to: str | None = None) -> int:
+    def count_mailable(self, list_id: int, *, not_invited_to: SameEvent | None = None) -> int:
         """How many a campaign to this list would reach now (what a snapshot would take);
-        with `not_invited_to` (an event's slug), leaving out those who had its invitation
+        with `not_invited_to` (an event), leaving out those who had its invitation
         through another campaign, as a new invitation without --new does."""
         query = (
             select(func.count())
@@ -385,9 +464,12 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             if not first:
                 return None
             this = connection.execute(
-                select(campaigns.c.event_slug, campaigns.c.message, campaigns.c.mail_again).where(
-                    campaigns.c.id == campaign_id
-                )
+                select(
+                    campaigns.c.event_slug,
+                    campaigns.c.event_key,
+                    campaigns.c.message,
+                    campaigns.c.mail_again,
+                ).where(campaigns.c.id == campaign_id)
             ).one()
             status: ColumnElement[str] = literal(DeliveryStatus.QUEUED.value)
             reply: ColumnElement[Any] = null()
@@ -398,7 +480,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
             ):
                 # Not again to whoever had this event's invitation through another
                 # campaign (another list): skipped, saying why (--new mails them too).
-                invited = invited_elsewhere(this.event_slug, campaign_id)
+                invited = invited_elsewhere(SameEvent(this.event_slug, this.event_key), campaign_id)
                 status = case((invited, DeliveryStatus.SKIPPED.value), else_=status)
                 reply = case((invited, literal(ALREADY_INVITED)), else_=reply)
             taken = (
@@ -529,68 +611,82 @@ class LedgerQueries(SuppressionQueries, StoreBase):
         """
         if not ids:
             return set(), set()
-        slug = self._leaves_out_invited(campaign_id)
-        params = {
+        event = self._leaves_out_invited(campaign_id)
+        now = utcnow()
+        params: dict[str, object] = {
             "b_ids": ids,
             "b_list": list_id,
             "b_campaign": campaign_id,
             "b_owner": owner,
             "b_batch": batch,
-            "b_now": utcnow(),
-            "b_slug": slug,
+            "b_now": now,
         }
-        mark = _MARKS[(batch is not None, slug is not None)]
         holder_of = _LEASE_HOLDER if batch is None else _BATCH_HOLDER
         taken: set[int] = set()
         skipped: set[int] = set()
-        with self._one_statement() if slug is None else self._marking_for_event(slug) as connection:
+        marking = self._one_statement() if event is None else self._marking_for_event(event)
+        with marking as connection:
+            others = [] if event is None else _other_invitations(connection, event, campaign_id)
+            if others:
+                params["b_others"] = others
+                params["b_held_until"] = now + timedelta(seconds=_HOLD_SECONDS)
+            mark = _MARKS[(batch is not None, bool(others))]
             for delivery_id, status in connection.execute(mark, params):
-                (taken if status == DeliveryStatus.SENDING.value else skipped).add(delivery_id)
+                if status == DeliveryStatus.SENDING.value:
+                    taken.add(delivery_id)
+                elif status == DeliveryStatus.SKIPPED.value:
+                    skipped.add(delivery_id)
+                # else HELD_BACK (deferred): neither, taken up again after a few seconds
             if not taken and not skipped:
                 holder = connection.execute(holder_of, params).scalar()
                 if holder != owner:
                     return None
         return taken, skipped
 
-    def _leaves_out_invited(self, campaign_id: int) -> str | None:
-        """The event's slug if this campaign's marking leaves out whoever another campaign
-        of the event reached (a plain invitation: not --new, not a follow-up), else None.
-        Remembered: neither changes once a campaign is made, and ids are never reused."""
+    def _leaves_out_invited(self, campaign_id: int) -> SameEvent | None:
+        """The campaign's event if its marking leaves out whoever another campaign of the
+        event reached (a plain invitation: not --new, not a follow-up), else None.
+        Remembered: none of this changes once a campaign is made, and ids are never
+        reused."""
         if campaign_id in self._leaving_out:
             return self._leaving_out[campaign_id]
         with self.engine.connect() as connection:
             this = connection.execute(
                 select(
                     campaigns.c.event_slug,
+                    campaigns.c.event_key,
                     campaigns.c.message,
                     campaigns.c.mail_again,
                     campaigns.c.audience_filter,
                 ).where(campaigns.c.id == campaign_id)
             ).one_or_none()
-        slug = None
+        event = None
         if (
             this is not None
             and this.message == MessageKind.INVITATION.value
             and not this.mail_again
             and this.audience_filter is None
         ):
-            slug = str(this.event_slug)
-        self._leaving_out[campaign_id] = slug
-        return slug
+            event = SameEvent(str(this.event_slug), this.event_key)
+        self._leaving_out[campaign_id] = event
+        return event
 
     @contextmanager
-    def _marking_for_event(self, slug: str) -> Iterator[Connection]:
+    def _marking_for_event(self, event: SameEvent) -> Iterator[Connection]:
         """A transaction for marking rows of a campaign that leaves out those invited
-        elsewhere. On PostgreSQL it first takes a lock for the event (held until commit),
-        so two campaigns of the event marking the same person at the same moment do not
-        both see them unreached: the second one's statement starts after the first's
-        commit and sees its `sending` row. SQLite's one writer does this by itself."""
+        elsewhere, holding the event first, until commit: on PostgreSQL its advisory
+        locks (in one order); on SQLite the write lock (a no-op UPDATE: pysqlite begins a
+        transaction only at the first write, and the reads after it must see every
+        commit). So two campaigns of the event marking the same person at the same moment
+        do not both see them unreached, and the other campaigns read are all there are."""
         with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                    {"key": f"mailer-marking:{slug}"},
-                )
+                for name in event.lock_names():
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name}
+                    )
+            else:
+                connection.execute(_TAKE_WRITE_LOCK)
             yield connection
 
     def record_outcomes(

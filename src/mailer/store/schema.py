@@ -149,6 +149,9 @@ campaigns = Table(
     # 1: to everyone on the list (--new); 0: not to those who already had this event's
     # invitation through another campaign (they are skipped at the snapshot).
     Column("mail_again", Integer, nullable=False, server_default="0"),
+    # The event's title and start, hashed (Event.identity): a copy of the event file under
+    # another name is the same event. NULL for campaigns made before 0017.
+    Column("event_key", String(64)),
     Index("ix_campaigns_status", "status"),
 )
 
