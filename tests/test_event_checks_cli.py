@@ -107,6 +107,12 @@ BROKEN = [
     ("unknown event field", append("{{ event.venu }}\n"), LAST + 1, "'event.venu' is undefined"),
     ("unknown filter", append("{{ subscriber.name | shout }}\n"), LAST + 1, "shout"),
     (
+        "filter check",  # Jinja asserts on truncate's length: a traceback, before
+        replace('{{ subscriber.first_name }}"', '{{ subscriber.name | truncate(1) }}"'),
+        3,
+        "expected length >= 3",
+    ),
+    (
         "autoescape",
         append("{% autoescape false %}x{% endautoescape %}\n"),
         LAST + 1,

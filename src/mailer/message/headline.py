@@ -36,6 +36,7 @@ _FAILURES = (
     ValueError,
     ArithmeticError,
     RecursionError,
+    AssertionError,  # a Jinja filter's check of its arguments, e.g. truncate(1)
 )
 """What rendering a stored subject can raise from the template's own doing (as render.py's
 RENDER_FAILURES): the subject is then shown as written."""

@@ -359,6 +359,8 @@ class CommonLines(Generic[_Done]):
 # What a template can raise from ordinary operations on the values it is given (a
 # format_map() missing a key, an index out of range, ...): a TemplateError for this one
 # message, never a crash of the sender. Anything else is a bug of ours and propagates.
+# AssertionError: Jinja's own filters assert on their arguments (`truncate(1)`: "expected
+# length >= 3"), which a template chooses; `mailer validate` ended in a traceback on it.
 RENDER_FAILURES = (
     jinja2.TemplateError,
     LookupError,
@@ -367,6 +369,7 @@ RENDER_FAILURES = (
     ValueError,
     ArithmeticError,
     RecursionError,
+    AssertionError,
 )
 
 
