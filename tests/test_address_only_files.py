@@ -80,6 +80,11 @@ def test_rows_shorter_than_the_header_have_their_missing_cells_empty(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "3 imported, 0 updated, 0 unchanged, 1 duplicates merged" in result.stdout
     assert "0 invalid" in result.stdout
+    # Said, as a cell missing mid-row would shift the rest one column to the left.
+    assert (
+        "3 row(s) had fewer fields than the header; their last cells were read as empty "
+        "(lines 2, 3, 5)"
+    ) in result.stdout
     assert "members.csv:5: duplicate of line 4 (cat@example.org)" in result.stdout
     assert _exported(tmp_path) == [
         "email,name,status,city,notes,phone",
@@ -101,27 +106,37 @@ def test_a_short_row_that_stops_before_the_email_column_is_rejected(tmp_path: Pa
     assert (row["line"], row["name"], row["city"], row["email"]) == ("2", "Ann", "Leeds", "")
 
 
-def test_a_row_longer_than_the_header_is_rejected_unless_the_rest_is_empty(
+def test_a_row_longer_than_the_header_is_rejected_even_if_the_rest_is_empty(
     tmp_path: Path,
 ) -> None:
     """Values beyond the header would land under no column, or shifted under the wrong one:
-    the row is rejected with every field kept in the reject file. Empty cells beyond it
-    (a trailing comma) hold nothing to lose, and the row imports."""
+    the row is rejected with every field kept in the reject file. Even when what lies
+    beyond is empty: an unquoted "Smith, Ann" in a row whose last cell is empty looks like
+    a trailing comma, and taken, it moved city and phone one column along over the stored
+    values (a review)."""
     result = _import(
         tmp_path,
         "wide.csv",
-        "email,name\nann@example.org,Ann,,\nbob@example.org,Smith,Bob\n",
+        "email,name,city,phone\n"
+        "ann@example.org,Ann Smith,York,01234\n"
+        "bob@example.org,Smith,Bob,Leeds,0555\n"
+        "ann@example.org,Smith, Ann,Leeds,\n",
     )
     assert result.returncode == 0, result.stderr
     assert "1 imported" in result.stdout
-    assert "wide.csv:3: 3 fields, more than the header's 2" in result.stdout
-    (row,) = _rejects(tmp_path, "wide")
-    assert (row["email"], row["name"], row["(fields beyond the header)"]) == (
+    assert "wide.csv:3: 5 fields, more than the header's 4" in result.stdout
+    assert "wide.csv:4: 5 fields, more than the header's 4" in result.stdout
+    first, second = _rejects(tmp_path, "wide")
+    assert (first["email"], first["name"], first["(fields beyond the header)"]) == (
         "bob@example.org",
         "Smith",
-        "Bob",
+        "0555",
     )
-    assert _exported(tmp_path) == ["email,name,status", "ann@example.org,Ann,subscribed"]
+    assert second["(fields beyond the header)"] == ""
+    assert _exported(tmp_path) == [
+        "email,name,status,city,phone",
+        "ann@example.org,Ann Smith,subscribed,York,01234",
+    ]
 
 
 def test_a_first_line_of_subscriber_fields_stops_the_file_and_stores_nothing(

@@ -195,6 +195,9 @@ async def test_an_upload_of_addresses_alone_and_short_rows_imports(
     assert re.search(r"Imported\s*1", shown[1])
     assert re.search(r"Invalid\s*0", shown[1])
     assert "1 replaced an earlier value" in shown[1]
+    assert "1 row(s) had fewer fields than the header" in shown[1]
+    assert "(lines 3)" in shown[1]
+    assert "fewer fields" not in shown[0]
     assert (
         "short.csv:4: duplicate of line 2 (ana@example.org): merged into it; "
         "city 'Leeds' replaced by 'York'"

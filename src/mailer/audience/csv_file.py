@@ -57,6 +57,8 @@ class ParsedRow:
     subscriber: Subscriber | None = None
     error: str | None = None
     smtputf8: bool = False
+    short: bool = False
+    """Fewer fields than the header: the missing last cells were read as empty."""
 
 
 @dataclass(slots=True)
@@ -288,14 +290,15 @@ def _parse_row(record: Record, header: CsvHeader, *, check_dns: bool) -> ParsedR
             reason += _cut_note(record, columns)
         return ParsedRow(record.line, raw, error=reason)
 
+    short = False
     if record.field_count > len(columns):
         # More fields than columns: a stray delimiter or a shifted row, whose values would
-        # land under the wrong names. Only empty cells beyond the header (a trailing comma,
-        # a column once formatted in a spreadsheet) carry nothing to lose, and are dropped.
-        if record.field_count > len(typed) or any(v.strip() for v in typed[len(columns) :]):
-            return reject(f"{record.field_count:,} fields, more than the header's {len(columns)}")
-        fields = fields[: len(columns)]
-    elif record.field_count < len(columns):
+        # land under the wrong names. Even empty cells beyond the header: an unquoted
+        # "Smith, Ann" in a row whose last cell is empty looks just like a trailing comma,
+        # and took the rest of the row one column along (a review: city=Ann, phone=Leeds,
+        # over the stored values).
+        return reject(f"{record.field_count:,} fields, more than the header's {len(columns)}")
+    if record.field_count < len(columns):
         # Spreadsheets end a row at its last non-empty cell: the missing ones are empty.
         if record.field_count <= header.email_index:
             return reject(
@@ -303,6 +306,7 @@ def _parse_row(record: Record, header: CsvHeader, *, check_dns: bool) -> ParsedR
                 f"{len(columns)} fields; `email` is field {header.email_index + 1})"
             )
         fields = fields + [""] * (len(columns) - record.field_count)
+        short = True  # said in the report: a cell missing mid-row shifts the rest left
     # Names and attributes reach the greeting and the To header: odd spaces become one
     # space and bidi overrides go here, at the edge, so none is ever stored raw. The
     # address is left as typed: normalise() below refuses what it cannot read.
@@ -339,7 +343,7 @@ def _parse_row(record: Record, header: CsvHeader, *, check_dns: bool) -> ParsedR
     name = fields[header.name_index] if header.name_index is not None else ""
     attributes = {key: fields[index] for index, key in header.attribute_columns}
     subscriber = Subscriber(email=address.email, name=name, attributes=attributes)
-    return ParsedRow(record.line, {}, subscriber=subscriber, smtputf8=address.smtputf8)
+    return ParsedRow(record.line, {}, subscriber=subscriber, smtputf8=address.smtputf8, short=short)
 
 
 def _cut_note(record: Record, columns: list[str]) -> str:

@@ -73,6 +73,11 @@ class ImportReport:
     replacing: int = 0
     """How many merged rows replaced an earlier, different value (all listed in the
     reject file; the first in first_merged)."""
+    short_rows: int = 0
+    """Rows with fewer fields than the header, their last cells read as empty: right for
+    a spreadsheet's export, wrong if a cell is missing mid-row (the rest then sits one
+    column to the left), so they are counted and the first named."""
+    first_short: list[int] = field(default_factory=list)
 
 
 class _RowFile:
@@ -203,14 +208,22 @@ def import_file(
     layout = CsvLayout()
     rejects = _RejectWriter(rejects_path, layout)
 
+    short_rows: list[int] = []
+    short_count = 0
+
     def valid_rows() -> Iterator[ImportRow]:
+        nonlocal short_count
         for row in parse_csv(path, encoding=encoding, check_dns=check_dns, layout=layout):
             if on_line is not None:
                 on_line(row.line)
             if row.subscriber is None:
                 rejects.add(row)
-            else:
-                yield ImportRow(row.subscriber, row.smtputf8, row.line)
+                continue
+            if row.short:
+                short_count += 1
+                if len(short_rows) < SHOWN_INVALID:
+                    short_rows.append(row.line)
+            yield ImportRow(row.subscriber, row.smtputf8, row.line)
 
     try:
         counts = store.import_subscribers(
@@ -227,4 +240,6 @@ def import_file(
         first_merged=rejects.first_merged,
         delimiter=layout.delimiter,
         replacing=rejects.replacing,
+        short_rows=short_count,
+        first_short=short_rows,
     )

@@ -230,6 +230,15 @@ def import_command(
             f"Columns separated by {DELIMITERS[report.delimiter]}, as its header row is.",
             markup=False,
         )
+    if report.short_rows:
+        lines = ", ".join(str(line) for line in report.first_short)
+        more = ", ..." if report.short_rows > len(report.first_short) else ""
+        common.console.print(
+            f"{report.short_rows} row(s) had fewer fields than the header; their last cells "
+            f"were read as empty (lines {lines}{more}). If a cell was missing mid-row, the "
+            "values after it are one column to the left: check those rows.",
+            markup=False,
+        )
     if report.first_invalid:
         common.console.print("First invalid rows:")
         for rejected in report.first_invalid:
