@@ -196,15 +196,21 @@ def test_without_relays_the_single_relay_is_used_as_before(tmp_path: Path) -> No
     assert handle.getvalue() == ",".join(COLUMNS) + "\r\n"
 
 
-@pytest.mark.parametrize(("cooldown", "shared"), [(60.0, 10.0), (4.0, 2.0), (0.5, 0.25)])
+@pytest.mark.parametrize(
+    ("cooldown", "cooldown_max", "shared"),
+    [(60.0, 3600.0, 10.0), (4.0, 3600.0, 2.0), (0.5, 3600.0, 0.25), (60.0, 4.0, 2.0)],
+)
 def test_a_relays_refusal_is_shared_for_less_than_its_cooldown(
-    tmp_path: Path, cooldown: float, shared: float
+    tmp_path: Path, cooldown: float, cooldown_max: float, shared: float
 ) -> None:
     """Each relay's transport answers sends with a refusal for a while (one login tried,
     not one per send) but for less than the cooldown: the try after it must reach the
     relay, not meet the old refusal and open the breaker again for twice as long."""
     settings = relay_settings(
-        tmp_path, [relay("a", 2525), relay("b", 2526)], breaker_cooldown=cooldown
+        tmp_path,
+        [relay("a", 2525), relay("b", 2526)],
+        breaker_cooldown=cooldown,
+        breaker_cooldown_max=cooldown_max,
     )
     pool = transport_for(settings)
     assert isinstance(pool, RelayPool)

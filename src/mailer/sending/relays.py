@@ -286,8 +286,12 @@ def relay_pool(settings: Settings, store: RateBudget | None = None) -> RelayPool
                     connections=relay.concurrency,
                     messages_per_connection=settings.messages_per_connection,
                     ca_file=settings.smtp_ca_file,
-                    # Over by the time the relay is tried again, which must reach it.
-                    refusal_shared=min(REFUSAL_SHARED, settings.breaker_cooldown / 2),
+                    # Over by the time the relay is tried again, which must reach it: the
+                    # first cooldown, or its maximum if that is set lower (a review).
+                    refusal_shared=min(
+                        REFUSAL_SHARED,
+                        min(settings.breaker_cooldown, settings.breaker_cooldown_max) / 2,
+                    ),
                 ),
                 limiter=relay_limiter(relay, store),
                 breaker=CircuitBreaker(
