@@ -381,3 +381,25 @@ def test_a_dry_run_refuses_what_the_real_send_refuses(
     assert len(smtp_server_thread.messages) == 2  # the first send's only
     with Store.open(env["MAILER_DATABASE_URL"]) as store:
         assert len(store.campaigns()) == 1
+
+
+def test_a_dry_run_checks_the_messages_of_a_campaign_waiting_for_its_time(members: Path) -> None:
+    """A real send is refused while the event's campaign to the list waits for its time;
+    a dry run is how an organiser checks those messages before then (a review: it was
+    refused too, its hints only sending or dropping the campaign)."""
+    tmp_path = members
+    event = tmp_path / "meeting.md"
+    event.write_text(GOOD, encoding="utf-8")
+    env = cli_environment(tmp_path, 2525)
+    at = ("--at", "2098-05-01 10:00", "--tz", "Europe/London")
+    scheduled = run_mailer_here(env, tmp_path, "schedule", str(event), "-l", "members", *at, "-y")
+    assert scheduled.returncode == 0, scheduled.stderr
+    real = run_mailer_here(env, tmp_path, "send", str(event), "--list", "members", "--yes")
+    assert real.returncode != 0
+    assert "is scheduled, scheduled for 2098-05-01 09:00 UTC" in first_error(real)
+    dry = run_mailer_here(env, tmp_path, "send", str(event), "--list", "members", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "Note: campaign 1 of this event to 'members' is scheduled" in dry.stdout
+    assert "Dry run: 2 messages rendered and composed" in dry.stdout
+    with Store.open(env["MAILER_DATABASE_URL"]) as store:
+        assert [c.status for c in store.campaigns()] == [CampaignStatus.SCHEDULED]

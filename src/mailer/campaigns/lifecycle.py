@@ -379,15 +379,19 @@ def _earlier_send(
     return best
 
 
+def waiting_for_its_time(campaign: CampaignRecord) -> bool:
+    """Scheduled, or paused before its time: it goes at its time."""
+    return campaign.status is S.SCHEDULED or (
+        campaign.status is S.PAUSED
+        and never_started(campaign)
+        and campaign.scheduled_at is not None
+    )
+
+
 def _refuse_if_waiting_for_its_time(existing: CampaignRecord, list_name: str) -> None:
     """A scheduled campaign, or one paused before its time, goes at its time: sending it
     now is `campaign send-now`, which says so and asks."""
-    waiting = existing.status is S.SCHEDULED or (
-        existing.status is S.PAUSED
-        and never_started(existing)
-        and existing.scheduled_at is not None
-    )
-    if waiting:
+    if waiting_for_its_time(existing):
         raise CampaignError(
             f"campaign {existing.id} of this event to {list_name!r} is {existing.status.value},"
             f" scheduled for {existing.scheduled_at:%Y-%m-%d %H:%M} UTC",

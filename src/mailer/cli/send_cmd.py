@@ -118,7 +118,7 @@ def send(
     an update) to those who answered so; nobody gets the same reminder twice."""
     from mailer.campaigns import lifecycle
     from mailer.cli.events_cmd import load_checked
-    from mailer.errors import InputError
+    from mailer.errors import CampaignError, InputError
     from mailer.preflight import check_real_send
     from mailer.store.signer import load_signer
 
@@ -136,9 +136,22 @@ def send(
         if dry_run:
             # Whatever the real send would refuse, the dry run refuses in the same words:
             # "all is well" from a dry run of a send that cannot happen misled an organiser.
-            lifecycle.plan_send(
-                store, event=event, list_name=list_name, new=new, message=kind, only=answers
-            )
+            # Except a campaign waiting for its time: checking the messages it will send
+            # before then is what a dry run is for (a review).
+            try:
+                lifecycle.plan_send(
+                    store, event=event, list_name=list_name, new=new, message=kind, only=answers
+                )
+            except CampaignError as refused:
+                if refused.campaign_id is None or not lifecycle.waiting_for_its_time(
+                    store.get_campaign(refused.campaign_id)
+                ):
+                    raise
+                common.console.print(
+                    f"Note: {refused}; the messages below are those it will send then "
+                    "(a send now would be refused).",
+                    markup=False,
+                )
             _dry_run(store, settings, shown, list_name, signer)
             return
         if test_to is not None:
