@@ -332,6 +332,25 @@ def test_every_template_mistake_is_reported_in_one_check(members: Path) -> None:
         assert result.stdout == ""
 
 
+def test_a_failing_if_is_reported_once_not_with_its_endif(members: Path) -> None:
+    """An `{% if %}` whose test fails when run is taken out to look for more mistakes;
+    its `{% endif %}`, left alone, was then reported as a syntax error of its own, on a
+    line with nothing wrong (a review)."""
+    tmp_path = members
+    event = tmp_path / "meeting.md"
+    event.write_text(
+        GOOD + "{% if subscriber.attributes.city.missing_method() %}\nNear.\n{% endif %}\n",
+        encoding="utf-8",
+    )
+    result = run_mailer_here(cli_environment(tmp_path, 1), tmp_path, "validate", str(event))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {event}:{LAST + 1}: rendering the body: 'str object' has no attribute "
+        "'missing_method'",
+    ], result.stderr
+
+
 def test_a_dry_run_refuses_what_the_real_send_refuses(
     members: Path, smtp_server_thread: SmtpTestServer
 ) -> None:

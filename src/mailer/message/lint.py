@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import jinja2
 from jinja2 import nodes
 
 from mailer.errors import InputError, TemplateError
@@ -262,6 +263,7 @@ def _trial_render(
     # The invitation, then each follow-up section as it would be sent.
     messages = [event] + [event.for_message(MessageKind(name)) for name in event.sections]
     for message in messages:
+        blanked = False
         for _ in range(MOST_REPORTED):
             try:
                 renderer = Renderer(
@@ -275,11 +277,15 @@ def _trial_render(
                 )
                 break
             except TemplateError as exc:
+                if blanked and isinstance(exc.__cause__, jinja2.TemplateSyntaxError):
+                    # Made by taking a tag out (an `{% if %}` whose `{% endif %}` is left
+                    # alone): not the organiser's, whose syntax was checked before this.
+                    break
                 errors.append(exc)
                 without = _without_tag_at(message, exc, subject_line=subject_line)
                 if without is None:
                     break
-                message = without
+                message, blanked = without, True
     return errors
 
 
