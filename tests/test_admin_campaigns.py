@@ -191,6 +191,7 @@ async def test_send_again_is_refused_if_a_campaign_started_after_the_question(
         # A confirmation that did not come from a question page is refused the same way.
         bare = await confirm(client, page.csrf_token, **again)
         assert bare.status_code == 409, bare.text
+        assert "this confirmation does not say what its question showed" in bare.text
         assert len(store.campaigns()) == 2
         # Asked afresh, it shows the new campaign and may go ahead.
         assert await question(client, **again) == {"seen": str(meanwhile.id)}

@@ -74,6 +74,11 @@ def changed_since(question_saw: str | None, now: Proposal) -> CampaignError | No
     campaign started in between (another organiser, a terminal), which nobody saw."""
     if question_saw == now.seen:
         return None
+    if question_saw is None:  # not from the question page, or one from before an upgrade
+        return CampaignError(
+            "this confirmation does not say what its question showed; nothing was started",
+            hint="Open New campaign again, check what it shows, then confirm there.",
+        )
     if now.plan is not None and now.plan.newest is not None:
         what = f"campaign {now.plan.newest} of this event to {now.list_name!r} was started"
     else:
