@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from campaign_support import EVENT, make_settings, send
 from mailer.audience.importer import import_file
@@ -169,6 +169,62 @@ async def test_someone_being_sent_the_other_campaign_is_held_back_not_left_out(
     ledger = rows(store, messy.id)
     for both in ("c@example.org", "d@example.org", "e@example.org"):
         assert ledger[both][0] == DeliveryStatus.SENT.value, ledger
+
+
+async def test_rows_left_sending_by_a_crash_in_a_cancelled_campaign_hold_nobody_back(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """`web` died with c and d `sending` and was then cancelled, so nothing will ever
+    settle those rows: they must not hold c and d back in `messy` (a review: its send
+    never ended, and c and d never had any invitation)."""
+    two_lists(store, tmp_path)
+    event = load_event(EVENT)
+    made = []
+    for list_name in ("web", "messy"):
+        plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=False)
+        made.append(lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None))
+        store.snapshot_audience(made[-1].id, plan.list_id)
+    web, messy = made
+    with store.engine.begin() as connection:  # as a kill -9 leaves them
+        connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.campaign_id == web.id,
+                deliveries.c.email.in_(["c@example.org", "d@example.org"]),
+            )
+            .values(status=DeliveryStatus.SENDING.value)
+        )
+    lifecycle.cancel(store, web.id)
+    settings = make_settings(tmp_path, smtp_server.port)
+    await asyncio.wait_for(send(settings, store, messy.id), 60)
+    assert Counter(smtp_server.recipients) == Counter({f"{p}@example.org": 1 for p in "cde"})
+
+
+async def test_another_meeting_of_the_same_title_and_time_is_another_event(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """Two branches, one title and one start, two venues: whoever is on both lists gets
+    both invitations (a review: the second one left them out as 'already had it').
+    And the same file moved to a new date is a new event too."""
+    two_lists(store, tmp_path)
+    text = EVENT.read_text(encoding="utf-8")
+    elsewhere = tmp_path / "events" / "meeting-in-leeds.md"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(text.replace("venue: Calthorpe Arms", "venue: Leeds Library"))
+    await invite(store, tmp_path, smtp_server.port, "web", new=False)
+    event = load_event(elsewhere)
+    plan = lifecycle.plan_send(store, event=event, list_name="messy", new=False)
+    assert (plan.audience, plan.already_invited) == (3, 0)
+    campaign = lifecycle.start_send(store, plan, event=event, event_path=elsewhere, owner=None)
+    await send(make_settings(tmp_path, smtp_server.port), store, campaign.id)
+    assert Counter(smtp_server.recipients)["c@example.org"] == 2
+
+    later = tmp_path / "events" / EVENT.name  # the same file name, a month later
+    later.write_text(text.replace("2021-09-11T", "2021-10-09T"))
+    moved = load_event(later)
+    assert moved.slug == load_event(EVENT).slug
+    plan = lifecycle.plan_send(store, event=moved, list_name="messy", new=True)
+    assert plan.already_invited == 0
 
 
 async def eventually(check: Callable[[], bool], polls: int = 1200) -> None:

@@ -4,8 +4,9 @@ Rules (issue "Foundation"): a header row with an `email` column is required, exc
 file of addresses alone, one a line (the commonest list there is): a first line that is one
 field holding an `@` is an address, not a column name. `name` is optional; every other
 column becomes an attribute usable in templates. A row shorter than the header has its
-missing trailing cells empty (what spreadsheets write when those cells are blank); a row
-longer than it is rejected, unless what lies beyond is only empty cells. UTF-8 with or without
+missing trailing cells empty (what spreadsheets write when those cells are blank; the
+report names such rows); a row longer than it is rejected, even if what lies beyond is
+empty (a stray delimiter would shift its values). UTF-8 with or without
 a BOM by default, any Python codec on request. Columns are separated by `,`, or by `;` or
 TAB (what spreadsheets write in many locales), found from the header line. Each bad row is
 reported with its line number and reason and is never silently dropped; the caller decides

@@ -148,8 +148,8 @@ def send(
                 ):
                     raise
                 common.console.print(
-                    f"Note: {refused}; the messages below are those it will send then "
-                    "(a send now would be refused).",
+                    f"Note: {refused}. A send now would be refused; this dry run builds the "
+                    "messages from this file as that campaign will.",
                     markup=False,
                 )
             _dry_run(store, settings, shown, list_name, signer)

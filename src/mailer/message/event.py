@@ -274,13 +274,15 @@ class Event(BaseModel):
 
     @property
     def identity(self) -> str:
-        """What makes two event files the same event: the title and the start (as an
-        instant). A copy of the file under another name has the same identity; a new
-        date or title is another event."""
+        """What makes two event files the same event: the title, the start (as an
+        instant), the venue and the address. A copy of the file under another name has the
+        same identity; a new date is another event, and so is a meeting of the same title
+        at the same time somewhere else (two branches: a review)."""
         import hashlib
 
         start = self.starts_at.astimezone(UTC).isoformat()
-        return hashlib.sha256(f"{self.title}\n{start}".encode()).hexdigest()[:32]
+        parts = (self.title, start, self.venue or "", self.address or "")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
     def for_message(self, kind: MessageKind) -> Event:
         """The event as `kind` sends it: a follow-up's body is its section of the file and

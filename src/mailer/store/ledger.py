@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from mailer.clock import as_utc, utcnow
 from mailer.models import (
+    CampaignStatus,
     DeliveryStatus,
     DueDelivery,
     FollowUpAudience,
@@ -78,18 +79,21 @@ _REACHED_FOR_GOOD = [DeliveryStatus.SENT.value, DeliveryStatus.UNKNOWN.value]
 
 @dataclass(frozen=True, slots=True)
 class SameEvent:
-    """Which campaigns are of one event: those made from a file of that name (`slug`), and
-    those whose event has the same title and start (`key`, Event.identity: a copy of the
-    file under another name). `key` is None for a campaign made before migration 0017."""
+    """Which campaigns are of one event: those whose event is the same (`key`,
+    Event.identity: title, start, venue and address; a copy of the file under another
+    name is the same event, the same file edited to a new date is not). A campaign made
+    before migration 0017 has no key: it is matched by its file's name (`slug`), as all
+    were before."""
 
     slug: str
     key: str | None
 
     def campaigns(self, table: Any) -> ColumnElement[bool]:
         """SQL condition on `table` (campaigns or an alias): of this event."""
+        by_name = table.c.event_slug == self.slug
         if self.key is None:
-            return table.c.event_slug == self.slug  # type: ignore[no-any-return]
-        return or_(table.c.event_slug == self.slug, table.c.event_key == self.key)
+            return by_name  # type: ignore[no-any-return]
+        return or_(table.c.event_key == self.key, and_(table.c.event_key.is_(None), by_name))
 
     def lock_names(self) -> list[str]:
         """What a marking of this event locks (see _marking_for_event), in one order for
@@ -203,11 +207,14 @@ _ELSEWHERE = deliveries.alias("elsewhere")
 _OTHERS: BindParameter[list[int]] = bindparam("b_others", expanding=True)
 
 
-def _elsewhere(statuses: list[str]) -> ColumnElement[bool]:
+_LIVE: BindParameter[list[int]] = bindparam("b_live", expanding=True)
+
+
+def _elsewhere(campaign_ids: BindParameter[list[int]], statuses: list[str]) -> ColumnElement[bool]:
     return (
         select(_ELSEWHERE.c.id)
         .where(
-            _ELSEWHERE.c.campaign_id.in_(_OTHERS),
+            _ELSEWHERE.c.campaign_id.in_(campaign_ids),
             _ELSEWHERE.c.subscriber_id == deliveries.c.subscriber_id,
             _ELSEWHERE.c.status.in_(statuses),
         )
@@ -218,9 +225,12 @@ def _elsewhere(statuses: list[str]) -> ColumnElement[bool]:
 # Reached there for good (sent, or perhaps sent): skipped here, saying why. Being sent
 # there right now: held back here a while (deferred, `b_held_until`), not skipped, as
 # that row may yet go back to the queue (a pause, a relay that is down, a crash) and its
-# campaign be cancelled: a review left two people without any invitation that way.
-_REACHED_ELSEWHERE = _elsewhere(_REACHED_FOR_GOOD)
-_GOING_ELSEWHERE = _elsewhere([DeliveryStatus.SENDING.value])
+# campaign be cancelled: a review left two people without any invitation that way. Only
+# by a campaign that is sending now, its lease alive (`b_live`): a `sending` row left by
+# a crash in a campaign since cancelled, or paused, or not yet taken over, held people
+# back for ever (a review).
+_REACHED_ELSEWHERE = _elsewhere(_OTHERS, _REACHED_FOR_GOOD)
+_GOING_ELSEWHERE = _elsewhere(_LIVE, [DeliveryStatus.SENDING.value])
 HELD_BACK = "held back: another campaign of this event is sending it to them now"
 _HOLD_SECONDS = 10.0
 
@@ -384,17 +394,26 @@ def _random_hex(dialect: str) -> ColumnElement[str]:
     return func.lower(func.hex(func.randomblob(16)))  # SQLite: 128 random bits
 
 
-def _other_invitations(connection: Connection, event: SameEvent, campaign_id: int) -> list[int]:
-    """The event's other invitation campaigns (by file name, or title and start)."""
-    return list(
-        connection.execute(
-            select(campaigns.c.id).where(
-                event.campaigns(campaigns),
-                campaigns.c.message == MessageKind.INVITATION.value,
-                campaigns.c.id != campaign_id,
-            )
-        ).scalars()
-    )
+def _other_invitations(
+    connection: Connection, event: SameEvent, campaign_id: int, now: datetime
+) -> tuple[list[int], list[int]]:
+    """The event's other invitation campaigns, and those of them sending now (status
+    `sending`, lease alive: their `sending` rows are really going)."""
+    found = connection.execute(
+        select(campaigns.c.id, campaigns.c.status, campaigns.c.lease_expires_at).where(
+            event.campaigns(campaigns),
+            campaigns.c.message == MessageKind.INVITATION.value,
+            campaigns.c.id != campaign_id,
+        )
+    ).all()
+    live = [
+        row.id
+        for row in found
+        if row.status == CampaignStatus.SENDING.value
+        and (expires := as_utc(row.lease_expires_at)) is not None
+        and expires > now
+    ]
+    return [row.id for row in found], live
 
 
 class LedgerQueries(SuppressionQueries, StoreBase):
@@ -626,9 +645,14 @@ class LedgerQueries(SuppressionQueries, StoreBase):
         skipped: set[int] = set()
         marking = self._one_statement() if event is None else self._marking_for_event(event)
         with marking as connection:
-            others = [] if event is None else _other_invitations(connection, event, campaign_id)
+            others, live = (
+                ([], [])
+                if event is None
+                else _other_invitations(connection, event, campaign_id, now)
+            )
             if others:
                 params["b_others"] = others
+                params["b_live"] = live
                 params["b_held_until"] = now + timedelta(seconds=_HOLD_SECONDS)
             mark = _MARKS[(batch is not None, bool(others))]
             for delivery_id, status in connection.execute(mark, params):
