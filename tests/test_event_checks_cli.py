@@ -7,6 +7,7 @@ seconds, 64 of them did minutes, and the checks are the command's words and stat
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from mailer.audience.importer import import_file
 from mailer.campaigns.lifecycle import start_or_resume
 from mailer.errors import TemplateError
 from mailer.message.event import load_event
+from mailer.message.templating import blank_tags_on
 from mailer.models import CampaignStatus
 from mailer.store import Store
 from smtp_server import SmtpTestServer
@@ -339,15 +341,20 @@ def test_a_failing_if_is_reported_once_not_with_its_endif(members: Path) -> None
     tmp_path = members
     event = tmp_path / "meeting.md"
     event.write_text(
-        GOOD + "{% if subscriber.attributes.city.missing_method() %}\nNear.\n{% endif %}\n",
+        GOOD
+        + "{% if subscriber.attributes.city.missing_method() %}\nNear.\n{% endif %}\n"
+        + "{{ 'abc' | wordwrap(0) }}\n",
         encoding="utf-8",
     )
     result = run_mailer_here(cli_environment(tmp_path, 1), tmp_path, "validate", str(event))
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    # The mistake after the block is found too (the failing `if` kept as `if false`).
     assert errors == [
         f"error: {event}:{LAST + 1}: rendering the body: 'str object' has no attribute "
         "'missing_method'",
+        f"error: {event}:{LAST + 4}: rendering the body: ValueError: invalid width 0 (must be > 0)",
+        f"error: {event}: 2 problems found",
     ], result.stderr
 
 
@@ -422,3 +429,23 @@ def test_a_dry_run_checks_the_messages_of_a_campaign_waiting_for_its_time(member
     assert "Dry run: 2 messages rendered and composed" in dry.stdout
     with Store.open(env["MAILER_DATABASE_URL"]) as store:
         assert [c.status for c in store.campaigns()] == [CampaignStatus.SCHEDULED]
+
+
+@pytest.mark.parametrize(
+    ("source", "kept"),
+    [
+        ("a\n{% if x.y() %}\nb", "a\n{% if false %}\nb"),
+        ("a\n{%- elif x -%}\nb", "a\n{%- elif false -%}\nb"),
+        ("a\n{% for k, v in x.items() %}\nb", "a\n{% for _ in [] %}\nb"),
+        ("a\n{% if x\n and y %}\nb", "a\n{% if false %}\n\nb"),  # its line breaks kept
+        (
+            "a\n{{ x.y() }} {% set z = 1 %}\nb",
+            "a\n" + " " * len("{{ x.y() }} {% set z = 1 %}") + "\nb",
+        ),
+    ],
+)
+def test_a_failing_block_tag_keeps_its_place(source: str, kept: str) -> None:
+    """What the trial render puts where a tag failed: an `if`, `elif` or `for` stays a
+    block that cannot fail, so its end tag still closes it; anything else is blanked."""
+    assert blank_tags_on(source, 2, keep_blocks=True) == kept
+    assert blank_tags_on(source, 2) == "a\n" + re.sub(r"[^\n]", " ", source[2:-2]) + "\nb"

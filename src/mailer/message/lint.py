@@ -295,11 +295,15 @@ def _without_tag_at(message: Event, exc: TemplateError, *, subject_line: int) ->
     if exc.path != message.path or exc.line is None:
         return None
     if exc.line == subject_line:
-        subject = blank_tags_on(message.subject, exc.line, first_line=subject_line)
+        subject = blank_tags_on(
+            message.subject, exc.line, first_line=subject_line, keep_blocks=True
+        )
         return None if subject is None else message.model_copy(update={"subject": subject})
     if exc.line < message.body_line:
         return None
-    body = blank_tags_on(message.description, exc.line, first_line=message.body_line)
+    body = blank_tags_on(
+        message.description, exc.line, first_line=message.body_line, keep_blocks=True
+    )
     return None if body is None else message.model_copy(update={"description": body})
 
 

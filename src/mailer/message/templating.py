@@ -326,21 +326,45 @@ def _without_syntax_error(
     return blank_tags_on(source, exc.lineno, first_line=first_line)
 
 
-def blank_tags_on(source: str, line: int, *, first_line: int = 1) -> str | None:
+def blank_tags_on(
+    source: str, line: int, *, first_line: int = 1, keep_blocks: bool = False
+) -> str | None:
     """`source` with each tag that is on file line `line` (or runs across it) turned to
     spaces, its line breaks kept so that every later line keeps its number; None if
-    no tag is there. `first_line`: the file line `source` starts on."""
+    no tag is there. `first_line`: the file line `source` starts on.
+
+    `keep_blocks` (a tag that failed when run, the source otherwise sound): an `if`,
+    `elif` or `for` keeps its place with a test that cannot fail (`false`, an empty
+    loop), so its `endif` or `endfor` still closes it and the check goes on to the tags
+    after it; blanked, its `endif` was left alone and the rest of the template unread."""
     out: list[str] = []
     at = first_line
     blanked = False
     for is_tag, text in split_tags(source):
         last = at + text.count("\n")
         if is_tag and at <= line <= last:
-            text = re.sub(r"[^\n]", " ", text)
+            kept = _harmless_block(text) if keep_blocks else None
+            breaks = "\n" * text.count("\n")
+            text = kept + breaks if kept is not None else re.sub(r"[^\n]", " ", text)
             blanked = True
         out.append(text)
         at = last
     return "".join(out) if blanked else None
+
+
+_BLOCK_OPENING = re.compile(r"\{%(-?)\s*(if|elif|for)\b", re.ASCII)
+
+
+def _harmless_block(tag: str) -> str | None:
+    """`{% if/elif ... %}` -> `{% if/elif false %}`, `{% for ... %}` -> `{% for _ in [] %}`
+    (its whitespace control kept); None for any other tag."""
+    found = _BLOCK_OPENING.match(tag)
+    if found is None:
+        return None
+    dash, keyword = found.groups()
+    close = "-%}" if tag.rstrip().endswith("-%}") else "%}"
+    test = "_ in []" if keyword == "for" else "false"
+    return f"{{%{dash} {keyword} {test} {close}"
 
 
 def _unknown(message: str, path: Path, line: int) -> TemplateError:
