@@ -20,12 +20,14 @@ from sqlalchemy import select, update
 from campaign_support import EVENT, make_settings, send
 from mailer.audience.importer import import_file
 from mailer.campaigns import lifecycle
+from mailer.campaigns.trial import dry_run
 from mailer.errors import CampaignError
 from mailer.message.event import load_event
 from mailer.models import DeliveryStatus
 from mailer.store import Store
 from mailer.store.ledger import ALREADY_INVITED, HELD_BACK
 from mailer.store.schema import deliveries
+from mailer.store.signer import load_signer
 from smtp_server import SmtpTestServer
 
 
@@ -256,6 +258,28 @@ async def test_with_new_the_overlap_is_mailed_by_both_at_the_same_time(
         1,
         1,
     )
+
+
+async def test_a_dry_run_renders_whom_the_send_would_take(
+    store: Store, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """Not the whole list: the dry run to `messy` after `web` had it renders e alone (c
+    and d are left out), and with --new all three."""
+    two_lists(store, tmp_path)
+    await invite(store, tmp_path, smtp_server.port, "web", new=False)
+    settings = make_settings(tmp_path, smtp_server.port)
+    event = load_event(EVENT)
+    signer = load_signer(settings, store=store)
+    for mail_again, rendered in ((False, 1), (True, 3)):
+        report = dry_run(
+            store,
+            settings=settings,
+            event=event,
+            list_name="messy",
+            signer=signer,
+            mail_again=mail_again,
+        )
+        assert (report.messages, report.failures) == (rendered, [])
 
 
 async def test_new_mails_them_too(

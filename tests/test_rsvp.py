@@ -444,6 +444,9 @@ def test_cli_counts_csv_report_and_the_reminder(
 
     before = len(smtp_server_thread.messages)
     argv = ["send", str(EVENT), "--list", "members", "--only", "yes,maybe"]
+    # The dry run renders whom the reminder goes to, not the whole list (a review).
+    assert run([*argv, "--message", "reminder", "--dry-run"]) == 0
+    assert "Dry run: 2 messages rendered" in capsys.readouterr().out
     assert run([*argv, "--message", "reminder", "--yes"]) == 0
     reminded = smtp_server_thread.messages[before:]
     assert sorted(m.rcpt_tos[0] for m in reminded) == sorted(addresses[:2])

@@ -10,9 +10,10 @@ from mailer.config import Settings
 from mailer.delivery.base import Transport
 from mailer.errors import CampaignError, MailerError
 from mailer.message.event import Event
-from mailer.models import Outcome, Recipient
+from mailer.models import AudienceFilter, FollowUpAudience, MessageKind, Outcome, Recipient
 from mailer.sending.run import invitation_builder
 from mailer.store import Store
+from mailer.store.ledger import SameEvent
 from mailer.tokens import TokenSigner, rsvp_url, unsubscribe_url
 
 
@@ -26,16 +27,32 @@ class DryRunReport:
 
 
 def dry_run(
-    store: Store, *, settings: Settings, event: Event, list_name: str, signer: TokenSigner
+    store: Store,
+    *,
+    settings: Settings,
+    event: Event,
+    list_name: str,
+    signer: TokenSigner,
+    message: MessageKind = MessageKind.INVITATION,
+    only: frozenset[AudienceFilter] | None = None,
+    mail_again: bool = False,
 ) -> DryRunReport:
-    """Render and compose every message exactly as a send would, and send nothing."""
+    """Render and compose every message exactly as a send would, and send nothing: to
+    whom the send would take (an invitation leaves out those who had it elsewhere unless
+    `mail_again`; a follow-up takes its `message` and `only` answers)."""
     list_id = store.list_id(list_name)
     builder = invitation_builder(
         settings, event, campaign_id=0, list_name=list_name, list_title=store.list_title(list_name)
     )
     started = time.perf_counter()
     count, size, failures = 0, 0, []
-    for subscriber in store.iter_subscribers(list_name, only_subscribed=True):
+    if message is MessageKind.INVITATION and only is None:
+        leave_out = None if mail_again else SameEvent(event.slug, event.identity)
+        audience = store.iter_audience(list_name, not_invited_to=leave_out)
+    else:
+        follow_up = FollowUpAudience(event.slug, message, only)
+        audience = store.iter_audience(list_name, follow_up=follow_up)
+    for subscriber in audience:
         assert subscriber.id is not None
         token = signer.sign(subscriber_id=subscriber.id, list_id=list_id)
         recipient = Recipient(
@@ -46,14 +63,14 @@ def dry_run(
             rsvp_token = signer.sign_rsvp(subscriber_id=subscriber.id, campaign_id=0)
             rsvp = rsvp_url(settings.base_url, rsvp_token)
         try:
-            message = builder.build(
+            built = builder.build(
                 recipient, unsubscribe_url=unsubscribe_url(settings.base_url, token), rsvp_url=rsvp
             )
         except MailerError as exc:
             failures.append((subscriber.email, str(exc)))
             continue
         count += 1
-        size += len(message.data)
+        size += len(built.data)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return DryRunReport(count, failures, size, time.perf_counter() - started, peak)
 

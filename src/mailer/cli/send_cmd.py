@@ -139,20 +139,25 @@ def send(
             # Except a campaign waiting for its time: checking the messages it will send
             # before then is what a dry run is for (a review).
             try:
-                lifecycle.plan_send(
+                plan = lifecycle.plan_send(
                     store, event=event, list_name=list_name, new=new, message=kind, only=answers
                 )
+                audience = (plan.message, plan.only, plan.mail_again)
             except CampaignError as refused:
-                if refused.campaign_id is None or not lifecycle.waiting_for_its_time(
+                waiting = (
                     store.get_campaign(refused.campaign_id)
-                ):
+                    if refused.campaign_id is not None
+                    else None
+                )
+                if waiting is None or not lifecycle.waiting_for_its_time(waiting):
                     raise
                 common.console.print(
                     f"Note: {refused}. A send now would be refused; this dry run builds the "
                     "messages from this file as that campaign will.",
                     markup=False,
                 )
-            _dry_run(store, settings, shown, list_name, signer)
+                audience = (waiting.message, waiting.audience_filter, waiting.mail_again)
+            _dry_run(store, settings, shown, list_name, signer, audience)
             return
         if test_to is not None:
             _test_send(store, settings, shown, list_name, test_to, signer, test_as)
@@ -199,11 +204,28 @@ def _follow_up(
 
 
 def _dry_run(
-    store: Store, settings: Settings, event: Event, list_name: str, signer: TokenSigner
+    store: Store,
+    settings: Settings,
+    event: Event,
+    list_name: str,
+    signer: TokenSigner,
+    audience: tuple[MessageKind, frozenset[AudienceFilter] | None, bool],
 ) -> None:
+    """`audience`: the message, its answers (`--only`) and whether the invitation goes to
+    those who had it elsewhere too: to whom the send would go."""
     from mailer.campaigns.trial import dry_run
 
-    report = dry_run(store, settings=settings, event=event, list_name=list_name, signer=signer)
+    message, only, mail_again = audience
+    report = dry_run(
+        store,
+        settings=settings,
+        event=event,
+        list_name=list_name,
+        signer=signer,
+        message=message,
+        only=only,
+        mail_again=mail_again,
+    )
     common.console.print(
         f"Dry run: {report.messages} messages rendered and composed "
         f"({report.total_bytes / 1e6:.1f} MB) in {report.seconds:.1f} s; "

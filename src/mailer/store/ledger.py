@@ -126,7 +126,7 @@ def invited_elsewhere(event: SameEvent, campaign_id: int | None) -> ColumnElemen
     )
 
 
-def _mailable(list_id: int | ColumnElement[int]) -> Any:
+def mailable(list_id: int | ColumnElement[int]) -> Any:
     """SQL condition: subscribed globally and to the list, no suppression in force."""
     return and_(
         subscribers.c.status == SubscriberStatus.SUBSCRIBED.value,
@@ -192,7 +192,7 @@ _STILL_MAILABLE = (
         memberships,
         and_(memberships.c.subscriber_id == subscribers.c.id, memberships.c.list_id == _LIST),
     )
-    .where(subscribers.c.id == deliveries.c.subscriber_id, _mailable(_LIST))
+    .where(subscribers.c.id == deliveries.c.subscriber_id, mailable(_LIST))
     .exists()
 )
 
@@ -448,7 +448,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     memberships.c.list_id == list_id,
                 ),
             )
-            .where(_mailable(list_id))
+            .where(mailable(list_id))
         )
         if not_invited_to is not None:
             query = query.where(~invited_elsewhere(not_invited_to, None))
@@ -521,7 +521,7 @@ class LedgerQueries(SuppressionQueries, StoreBase):
                     ),
                 )
                 .where(
-                    _mailable(list_id),
+                    mailable(list_id),
                     *(
                         [follow_up_condition(audience, campaign_id=campaign_id)]
                         if audience is not None

@@ -4,17 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, RowMapping, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from mailer.addresses import InvalidAddress, normalise
 from mailer.clock import as_utc, utcnow
 from mailer.errors import CampaignError, InputError, NotFoundError, StoreError, UnsafeValueError
-from mailer.models import ListSummary, Subscriber, SubscriberStatus
+from mailer.models import FollowUpAudience, ListSummary, Subscriber, SubscriberStatus
 from mailer.safety import ensure_header_safe, find_unsafe, tidy_text
 from mailer.store.base import StoreBase
 from mailer.store.campaigns import UNFINISHED
 from mailer.store.schema import campaigns, lists, memberships, subscribers, suppressions
+
+if TYPE_CHECKING:
+    from mailer.store.ledger import SameEvent
 
 _EXPORT_BATCH = 1000
 MAX_NAME = 200
@@ -326,10 +342,38 @@ class ListQueries(StoreBase):
             )
             return True
 
-    def iter_subscribers(
-        self, list_name: str | None = None, *, only_subscribed: bool = False
+    def iter_audience(
+        self,
+        list_name: str,
+        *,
+        not_invited_to: SameEvent | None = None,
+        follow_up: FollowUpAudience | None = None,
     ) -> Iterator[Subscriber]:
-        """Every subscriber (of one list), by id, fetched in pages so memory stays flat."""
+        """Whom a new campaign to this list would take now, as its snapshot would: its
+        mailable members (no suppression in force), less those who had the event's
+        invitation elsewhere (`not_invited_to`), or a follow-up's answers (`follow_up`).
+        What a dry run renders."""
+        from mailer.store.ledger import invited_elsewhere, mailable
+        from mailer.store.rsvps import follow_up_condition
+
+        with self.engine.connect() as connection:
+            list_id = self._list_id(connection, list_name)
+        condition = mailable(list_id)
+        if not_invited_to is not None:
+            condition = and_(condition, ~invited_elsewhere(not_invited_to, None))
+        if follow_up is not None:
+            condition = and_(condition, follow_up_condition(follow_up))
+        return self.iter_subscribers(list_name, only_subscribed=True, where=condition)
+
+    def iter_subscribers(
+        self,
+        list_name: str | None = None,
+        *,
+        only_subscribed: bool = False,
+        where: ColumnElement[bool] | None = None,
+    ) -> Iterator[Subscriber]:
+        """Every subscriber (of one list; `where` on subscribers and memberships), by id,
+        fetched in pages so memory stays flat."""
         after = 0
         while True:
             with self.engine.connect() as connection:
@@ -349,6 +393,8 @@ class ListQueries(StoreBase):
                         )
                 if only_subscribed:
                     query = query.where(subscribers.c.status == SubscriberStatus.SUBSCRIBED.value)
+                if where is not None:
+                    query = query.where(where)
                 rows = connection.execute(
                     query.order_by(subscribers.c.id).limit(_EXPORT_BATCH)
                 ).all()
