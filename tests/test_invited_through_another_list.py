@@ -23,7 +23,7 @@ from mailer.campaigns import lifecycle
 from mailer.campaigns.trial import dry_run
 from mailer.errors import CampaignError
 from mailer.message.event import load_event
-from mailer.models import DeliveryStatus
+from mailer.models import CampaignRecord, DeliveryStatus
 from mailer.store import Store
 from mailer.store.ledger import ALREADY_INVITED, HELD_BACK
 from mailer.store.schema import deliveries
@@ -31,12 +31,37 @@ from mailer.store.signer import load_signer
 from smtp_server import SmtpTestServer
 
 
+def import_lists(store: Store, tmp_path: Path, **members: list[str]) -> None:
+    """Each list named with its members' addresses."""
+    for name, addresses in members.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_text("email\n" + "".join(f"{a}\n" for a in addresses))
+        import_file(store, path, list_name=name, rejects_path=tmp_path / f"{name}-rejects.csv")
+
+
 def two_lists(store: Store, tmp_path: Path) -> None:
     """`web`: a, b, c, d; `messy`: c, d, e (c and d are on both)."""
-    for name, people in (("web", "abcd"), ("messy", "cde")):
-        path = tmp_path / f"{name}.csv"
-        path.write_text("email\n" + "".join(f"{p}@example.org\n" for p in people))
-        import_file(store, path, list_name=name, rejects_path=tmp_path / f"{name}-rejects.csv")
+    import_lists(
+        store,
+        tmp_path,
+        web=[f"{p}@example.org" for p in "abcd"],
+        messy=[f"{p}@example.org" for p in "cde"],
+    )
+
+
+def started_together(
+    store: Store, *, new: tuple[bool, bool] = (False, False)
+) -> list[tuple[CampaignRecord, int | None]]:
+    """Campaigns of the event to `web`, then `messy` (`new`: --new for each), each with
+    its audience taken before either has sent anything (started at the same time, or
+    the first paused): (campaign, rows its snapshot took) for each."""
+    event = load_event(EVENT)
+    made = []
+    for list_name, mail_again in zip(("web", "messy"), new, strict=True):
+        plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=mail_again)
+        campaign = lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None)
+        made.append((campaign, store.snapshot_audience(campaign.id, plan.list_id)))
+    return made
 
 
 async def invite(store: Store, tmp_path: Path, port: int, list_name: str, *, new: bool) -> int:
@@ -87,15 +112,8 @@ async def test_two_lists_sending_at_the_same_time_mail_the_overlap_once(
     before each message does: whoever the other campaign reached by then is skipped,
     saying why. Before, c and d got it twice."""
     two_lists(store, tmp_path)
-    event = load_event(EVENT)
-    made = []
-    for list_name in ("web", "messy"):
-        plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=False)
-        made.append(lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None))
-        assert store.snapshot_audience(made[-1].id, plan.list_id) == len(
-            "abcd" if list_name == "web" else "cde"
-        )
-    web, messy = made
+    (web, web_taken), (messy, messy_taken) = started_together(store)
+    assert (web_taken, messy_taken) == (len("abcd"), len("cde"))
     settings = make_settings(tmp_path, smtp_server.port)
     await send(settings, store, messy.id)
     await send(settings, store, web.id)
@@ -117,16 +135,8 @@ async def test_two_campaigns_sending_side_by_side_mail_the_overlap_once(
     the same moment: on PostgreSQL only the event's lock taken before marking keeps the
     second from missing the first's uncommitted row."""
     people = [f"p{i:03d}@example.org" for i in range(400)]
-    for name, members in (("web", people[:300]), ("messy", people[100:])):
-        path = tmp_path / f"{name}.csv"
-        path.write_text("email\n" + "".join(f"{m}\n" for m in members))
-        import_file(store, path, list_name=name, rejects_path=tmp_path / f"{name}-rejects.csv")
-    event = load_event(EVENT)
-    made = []
-    for list_name in ("web", "messy"):
-        plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=False)
-        made.append(lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None))
-        store.snapshot_audience(made[-1].id, plan.list_id)
+    import_lists(store, tmp_path, web=people[:300], messy=people[100:])
+    made = [campaign for campaign, _ in started_together(store)]
     settings = make_settings(tmp_path, smtp_server.port, concurrency=8)
     await asyncio.gather(*(send(settings, store, campaign.id) for campaign in made))
 
@@ -145,13 +155,7 @@ async def test_someone_being_sent_the_other_campaign_is_held_back_not_left_out(
     back to the queue) and cancelled: `messy` sends them. Skipped for good (as a review
     showed), c and d would have had no invitation at all."""
     two_lists(store, tmp_path)
-    event = load_event(EVENT)
-    made = []
-    for list_name in ("web", "messy"):
-        plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=False)
-        made.append(lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None))
-        store.snapshot_audience(made[-1].id, plan.list_id)
-    web, messy = made
+    (web, _), (messy, _) = started_together(store)
     slow = make_settings(tmp_path, smtp_server.port, rate_limit=0.2, concurrency=4)
     sending_web = asyncio.create_task(send(slow, store, web.id))
     await eventually(lambda: rows(store, web.id)["c@example.org"][0] == "sending")
@@ -180,13 +184,7 @@ async def test_rows_left_sending_by_a_crash_in_a_cancelled_campaign_hold_nobody_
     settle those rows: they must not hold c and d back in `messy` (a review: its send
     never ended, and c and d never had any invitation)."""
     two_lists(store, tmp_path)
-    event = load_event(EVENT)
-    made = []
-    for list_name in ("web", "messy"):
-        plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=False)
-        made.append(lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None))
-        store.snapshot_audience(made[-1].id, plan.list_id)
-    web, messy = made
+    (web, _), (messy, _) = started_together(store)
     with store.engine.begin() as connection:  # as a kill -9 leaves them
         connection.execute(
             update(deliveries)
@@ -243,15 +241,10 @@ async def test_with_new_the_overlap_is_mailed_by_both_at_the_same_time(
 ) -> None:
     """--new (mail them again) on the second campaign: its marking leaves nobody out."""
     two_lists(store, tmp_path)
-    event = load_event(EVENT)
-    made = []
-    for list_name, new in (("web", False), ("messy", True)):
-        plan = lifecycle.plan_send(store, event=event, list_name=list_name, new=new)
-        made.append(lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner=None))
-        store.snapshot_audience(made[-1].id, plan.list_id)
+    (web, _), (messy, _) = started_together(store, new=(False, True))
     settings = make_settings(tmp_path, smtp_server.port)
-    await send(settings, store, made[0].id)
-    await send(settings, store, made[1].id)
+    await send(settings, store, web.id)
+    await send(settings, store, messy.id)
     received = Counter(smtp_server.recipients)
     assert (received["c@example.org"], received["a@example.org"], received["e@example.org"]) == (
         2,
