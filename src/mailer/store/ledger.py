@@ -241,51 +241,47 @@ def _mark(fence: ColumnElement[bool], *, leave_out_invited: bool = False) -> Any
     `leave_out_invited` (and `b_others`), a row whose subscriber another campaign of the
     event reached is skipped too, saying why (ALREADY_INVITED), and one that campaign is
     sending to now is deferred for a few seconds (HELD_BACK): neither taken nor skipped."""
+    columns: dict[str, Any]
     if not leave_out_invited:
-        return (
-            update(deliveries)
-            .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, fence)
-            .values(
-                status=case(
-                    (_STILL_MAILABLE, DeliveryStatus.SENDING.value),
-                    else_=DeliveryStatus.SKIPPED.value,
-                ),
-                batch_id=case((_STILL_MAILABLE, deliveries.c.batch_id), else_=null()),
-                updated_at=bindparam("b_now"),
-            )
-            .returning(deliveries.c.id, deliveries.c.status)
-        )
-    left = ~_STILL_MAILABLE
-    return (
-        update(deliveries)
-        .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, fence)
-        .values(
-            status=case(
+        columns = {
+            "status": case(
+                (_STILL_MAILABLE, DeliveryStatus.SENDING.value),
+                else_=DeliveryStatus.SKIPPED.value,
+            ),
+            "batch_id": case((_STILL_MAILABLE, deliveries.c.batch_id), else_=null()),
+        }
+    else:
+        left = ~_STILL_MAILABLE
+        columns = {
+            "status": case(
                 (left, DeliveryStatus.SKIPPED.value),
                 (_REACHED_ELSEWHERE, DeliveryStatus.SKIPPED.value),
                 (_GOING_ELSEWHERE, DeliveryStatus.DEFERRED.value),
                 else_=DeliveryStatus.SENDING.value,
             ),
-            batch_id=case(
+            "batch_id": case(
                 (left, null()),
                 (_REACHED_ELSEWHERE, null()),
                 (_GOING_ELSEWHERE, null()),
                 else_=deliveries.c.batch_id,
             ),
-            last_reply=case(
+            "last_reply": case(
                 (left, deliveries.c.last_reply),
                 (_REACHED_ELSEWHERE, literal(ALREADY_INVITED)),
                 (_GOING_ELSEWHERE, literal(HELD_BACK)),
                 else_=deliveries.c.last_reply,
             ),
-            next_attempt_at=case(
+            "next_attempt_at": case(
                 (left, deliveries.c.next_attempt_at),
                 (_REACHED_ELSEWHERE, deliveries.c.next_attempt_at),
                 (_GOING_ELSEWHERE, bindparam("b_held_until")),
                 else_=deliveries.c.next_attempt_at,
             ),
-            updated_at=bindparam("b_now"),
-        )
+        }
+    return (
+        update(deliveries)
+        .where(deliveries.c.id.in_(_IDS), _STILL_DUE_ROW, fence)
+        .values(**columns, updated_at=bindparam("b_now"))
         .returning(deliveries.c.id, deliveries.c.status)
     )
 
