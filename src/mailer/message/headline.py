@@ -18,28 +18,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import jinja2
-
-from mailer.message.sandbox import BoundedSandbox
+from mailer.message.sandbox import RENDER_FAILURES, BoundedSandbox
 from mailer.message.sandbox import render as render_bounded
 from mailer.message.templating import make_environment
 from mailer.models import CampaignRecord
 
 STAND_INS = {"name": "[name]", "first_name": "[first name]", "email": "[email]"}
 """What the subscriber's own fields read as; a column of the list reads as `[column]`."""
-
-_FAILURES = (
-    jinja2.TemplateError,  # syntax, an unknown name (StrictUndefined), a sandbox limit
-    LookupError,
-    AttributeError,
-    TypeError,
-    ValueError,
-    ArithmeticError,
-    RecursionError,
-    AssertionError,  # a Jinja filter's check of its arguments, e.g. truncate(1)
-)
-"""What rendering a stored subject can raise from the template's own doing (as render.py's
-RENDER_FAILURES): the subject is then shown as written."""
 
 
 class _ColumnStandIns(dict[str, str]):
@@ -71,7 +56,7 @@ def _rendered(subject: str, list_name: str) -> str:
             subscriber={**STAND_INS, "attributes": _ColumnStandIns()},
             list_name=list_name,
         )
-    except _FAILURES:
+    except RENDER_FAILURES:  # from the template's own doing: shown as written
         return subject
     # As the sender does (render.Renderer.render): runs of white space become one space.
     return " ".join(text.split()) or subject

@@ -29,7 +29,7 @@ from mailer.message.calendar import calendar_links
 from mailer.message.dates import clock, day, format_when
 from mailer.message.event import Event
 from mailer.message.layouts import find_layout
-from mailer.message.sandbox import BoundedSandbox
+from mailer.message.sandbox import RENDER_FAILURES, BoundedSandbox
 from mailer.message.sandbox import render as render_bounded
 from mailer.message.templating import (
     Origin,
@@ -354,23 +354,6 @@ class CommonLines(Generic[_Done]):
                 runs_done += [self._separator[:0]] * (end - start)
             start = end
         self._runs, self._done = runs, runs_done
-
-
-# What a template can raise from ordinary operations on the values it is given (a
-# format_map() missing a key, an index out of range, ...): a TemplateError for this one
-# message, never a crash of the sender. Anything else is a bug of ours and propagates.
-# AssertionError: Jinja's own filters assert on their arguments (`truncate(1)`: "expected
-# length >= 3"), which a template chooses; `mailer validate` ended in a traceback on it.
-RENDER_FAILURES = (
-    jinja2.TemplateError,
-    LookupError,
-    AttributeError,
-    TypeError,
-    ValueError,
-    ArithmeticError,
-    RecursionError,
-    AssertionError,
-)
 
 
 @dataclass(frozen=True, slots=True)

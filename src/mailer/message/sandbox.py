@@ -42,6 +42,22 @@ from mailer.message.limits import (
     weight,
 )
 
+# What a template can raise from ordinary operations on the values it is given (a
+# format_map() missing a key, an index out of range, ...): a TemplateError for this one
+# message, never a crash of the sender. Anything else is a bug of ours and propagates.
+# AssertionError: Jinja's own filters assert on their arguments (`truncate(1)`: "expected
+# length >= 3"), which a template chooses; `mailer validate` ended in a traceback on it.
+RENDER_FAILURES = (
+    jinja2.TemplateError,
+    LookupError,
+    AttributeError,
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    RecursionError,
+    AssertionError,
+)
+
 # Names of the filters the compiler inserts (see `bound`); a template cannot spell them.
 LOOP_FILTER = "mailer:loop"
 OUTPUT_FILTER = "mailer:output"
