@@ -11,6 +11,7 @@ file's line.
 from __future__ import annotations
 
 import re
+from calendar import month_name
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,6 @@ import yaml
 
 ORGANISER_SHAPE = "organiser: {name: CWO, email: events@example.org} (or CWO <events@example.org>)"
 _DATE_SHAPE = "year-month-day hour:minute, e.g. 2021-09-11 14:30"
-_MONTHS = [datetime(2000, month, 1).strftime("%B") for month in range(1, 13)]
 # Day, month and year in some order other than ISO 8601's, with an optional time.
 _NUMERIC_DATE = re.compile(
     r"(?P<a>\d{1,2})[/.-](?P<b>\d{1,2})[/.-](?P<year>\d{4})"
@@ -80,7 +80,7 @@ def date_advice(value: object, reason: str = "") -> str:
             f"{readings[0]:%Y-%m-%d} {time} (year-month-day, then the time)"
         )
     choices = " or ".join(
-        f"{d:%Y-%m-%d} {time} for {d.day} {_MONTHS[d.month - 1]}" for d in readings
+        f"{d:%Y-%m-%d} {time} for {d.day} {month_name[d.month]}" for d in readings
     )
     return (
         f"{shown(value)} is not a date and time, and could mean two days; write it "
