@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import func, select
 from mailer.sending.ratelimit import Limit, Wait
 from mailer.sending.shared_rate import RateCapped, SharedRateLimiter
 from mailer.store import Store
-from mailer.store.schema import rate_counts
+from mailer.store.schema import rate_budgets, rate_counts
 from virtual_time import VirtualTime, busiest_second, inline
 
 START = 1_900_000_000.0  # epoch seconds: the budget's clock, here virtual
@@ -30,9 +31,8 @@ def limiter(store: Store, time: VirtualTime, **options: Any) -> SharedRateLimite
         store,
         clock=time.clock,
         sleep=time.sleep,
-        offload=inline,
         # a quarter second of slots per booking: 240 bookings in 60 s, not 600
-        **{"per_second": 200.0, "lookahead": 0.25, **options},
+        **{"per_second": 200.0, "lookahead": 0.25, "offload": inline, **options},
     )
 
 
@@ -148,12 +148,58 @@ async def test_slots_whose_time_passed_are_not_used_and_go_back_to_the_caps(
     await time.drive([asyncio.create_task(take(3))])
     # Fresh slots, paced: not three passed ones at once.
     assert grants == pytest.approx([0.0, 10.0, 10.05, 10.1])
-    assert counted(store) == 1 + 5  # the first booking's 5, less the 4 passed; 5 booked now
+    # The first booking's 5, less the 4 passed; 5 booked now; and, with 2 of those left,
+    # the next 5 booked ahead.
+    assert counted(store) == 1 + 5 + 5
     await shared.close()
     assert counted(store) == 4
+
+
+async def test_a_slow_booking_does_not_stall_the_sender(store: Store) -> None:
+    """Each store call takes 40 ms (another process holds SQLite's write lock, a distant
+    database): the next slots are booked while half a booking is left, so the grants
+    stay 5 ms apart at 200/s, with no 40 ms gap at every booking; and closing hands back
+    every slot booked and not used, the one booked ahead included."""
+    time = VirtualTime(START)
+
+    async def slow(call: Callable[[], Any]) -> Any:
+        await time.sleep(0.04)
+        return call()
+
+    shared = limiter(store, time, per_hour=100_000, offload=slow)
+    grants: list[float] = []
+    await time.drive([asyncio.create_task(take_until(shared, time, START + 2.0, grants)())])
+    gaps = [later - earlier for earlier, later in itertools.pairwise(grants)]
+    assert len(grants) >= 390  # 2 s at 200/s, less the first booking's 40 ms
+    assert max(gaps) == pytest.approx(0.005, abs=1e-6)  # float64 at 1.9e9 s
+    await time.drive([asyncio.create_task(shared.close())])  # it waits for the booking ahead
+    assert counted(store) == len(grants) + 1  # the grant that found the end is used too
 
 
 def counted(store: Store) -> int:
     """Slots the caps count, over every minute."""
     with store.engine.connect() as connection:
         return int(connection.execute(select(func.sum(rate_counts.c.granted))).scalar() or 0)
+
+
+async def test_a_budget_that_paces_and_counts_nothing_books_nothing(store: Store) -> None:
+    """MAILER_RATE_LIMIT far above any sender (100,000/s or more: "no rate") and no cap:
+    there is nothing to share, so no sender writes to the store for it; the same rate
+    with a daily cap books its slots, as the cap must count them."""
+    time = VirtualTime(START)
+    unpaced = limiter(store, time, per_second=1e6)
+    await time.drive([asyncio.create_task(take_some(unpaced, 1000))])
+    assert unpaced.ready()
+    await unpaced.close()
+    assert budgets(store) == []
+
+    capped = limiter(store, time, per_second=1e6, per_day=100_000)
+    await time.drive([asyncio.create_task(take_some(capped, 1000))])
+    await time.drive([asyncio.create_task(capped.close())])
+    assert budgets(store) == ["global"]
+    assert counted(store) == 1000
+
+
+def budgets(store: Store) -> list[str]:
+    with store.engine.connect() as connection:
+        return list(connection.execute(select(rate_budgets.c.name)).scalars())

@@ -8,8 +8,16 @@ interleave on one schedule, so the sum over senders and machines is paced as one
 would be: over any window of W seconds at most `burst + W * per_second` slots, and the
 hourly and daily caps over all of them.
 
-A process that stops hands its unused slots back; one killed with slots booked wastes at
-most `lookahead` seconds of its share (the caps count them: they are never exceeded).
+A process books its next slots before the last of its current ones are used (once half
+of a booking is left), in the background: a sender whose store call waits (another
+process holding SQLite's write lock, a slow round trip) keeps sending meanwhile, where it
+stalled at every booking before. A process that stops hands its unused slots back; one
+killed with slots booked wastes at most about one and a half `lookahead` seconds of its
+share (the caps count them: they are never exceeded).
+
+A budget that paces nothing (a rate of 100,000/s or more, the settings' way to say "no
+rate") and has no hourly or daily cap has nothing to share: nobody books it, so sending
+without a rate costs no store write every few hundred messages.
 
 Slots are times, and a time can pass unused: when nobody took a slot for a while (the
 relay stopped answering, the process stalled), the booked slots whose time has passed are
@@ -19,6 +27,7 @@ dropped (the caps get them back) rather than used all at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import time
@@ -113,12 +122,19 @@ class SharedRateLimiter:
         self._grant = max(1, min(max_grant, math.ceil(per_second * lookahead)))
         self._slots: deque[_Slot] = deque()
         self._last_end = 0.0  # where the last booking ended (to hand unused slots back)
+        self._last_first = 0.0  # and where it began: only its slots can go back to the schedule
+        # The booking made in the background while slots are left (see _book_ahead).
+        self._ahead: asyncio.Task[None] | None = None
+        self._low_water = self._grant // 2 if self._grant >= 2 else -1
         self._capped: Wait | None = None
         self._capped_until = 0.0
         self._turn = asyncio.Lock()
         # When nobody took a slot for this long, the slots more than the timer's jitter
         # (as RateLimiter's) in the past have passed.
         self._stall = _STALL if per_second < _PACES_NOTHING else math.inf
+        # A budget that paces nothing and has no cap to count has nothing to share: its
+        # senders book nothing (a store write a booking, contended by every sender).
+        self._books = per_second < _PACES_NOTHING or per_hour is not None or per_day is not None
         self._jitter = max(self._interval, JITTER)
         self._last_grant = -math.inf
         # Slots booked and never used, by the minute they were booked in (the caps counted
@@ -129,19 +145,30 @@ class SharedRateLimiter:
 
     async def acquire(self) -> None:
         """Wait for this process's next slot, booking more from the budget when needed."""
+        if not self._books:
+            return
         async with self._turn:
             if self._clock() - self._last_grant > self._stall:
                 self._drop_passed()  # nobody took one for a while: theirs went by
             while not self._slots:
+                if self._ahead is not None:  # its slots, or what stopped it, before a new one
+                    await self._settle_ahead()
+                    continue
                 await self._give_back_unused()  # before the caps are counted again
                 await self._book()
+            if self._ahead is not None and self._ahead.done():
+                await self._settle_ahead()  # a store error it met surfaces now
             slot = self._slots.popleft()
+            if len(self._slots) <= self._low_water and self._ahead is None:
+                self._ahead = asyncio.create_task(self._book_ahead())
             wait = slot.at - self._clock()
             if wait > 0:
                 await self._sleep(wait)
             self._last_grant = self._clock()
 
     def ready(self) -> bool:
+        if not self._books:
+            return True
         now = self._clock()
         return (
             not self._turn.locked()
@@ -162,9 +189,17 @@ class SharedRateLimiter:
     async def close(self) -> None:
         """Hand back the slots booked and not used (the caps count them otherwise): the
         ones still ahead to the schedule too, if nobody booked after them."""
-        ahead = Counter(slot.minute for slot in self._slots)
+        if self._ahead is not None:
+            # Its store call runs on (a thread): wait for its slots, to hand them back too.
+            with contextlib.suppress(Exception):
+                await self._settle_ahead()
+        # Only the last booking's slots end where the schedule does; an earlier booking's
+        # left over may have another sender's booked after it, so only the caps get those.
+        latest = Counter(slot.minute for slot in self._slots if slot.at >= self._last_first)
+        earlier = Counter(slot.minute for slot in self._slots if slot.at < self._last_first)
         self._slots.clear()
-        await self._return(ahead, tat_end=self._last_end)
+        await self._return(latest, tat_end=self._last_end)
+        await self._return(earlier, tat_end=None)
         await self._give_back_unused()
 
     # -- internals ----------------------------------------------------------------------
@@ -200,27 +235,56 @@ class SharedRateLimiter:
         while self._slots and self._slots[0].at < passed:
             self._unused[self._slots.popleft().minute] += 1
 
+    async def _settle_ahead(self) -> None:
+        """Wait for the background booking. Shielded: a caller cancelled meanwhile (a
+        stop) leaves it to finish, its slots kept for close() to hand back."""
+        ahead = self._ahead
+        if ahead is None:
+            return
+        try:
+            await asyncio.shield(ahead)  # a store error surfaces here, as it would from _book
+        finally:
+            if ahead.done():
+                self._ahead = None
+
+    async def _book_ahead(self) -> None:
+        """The next booking, made while this process still has slots. It only adds slots:
+        none granted (the horizon booked by others, a cap) is left to _book, which waits
+        or stops when the slots have run out."""
+        now = self._clock()
+        self._take(now, await self._offload(functools.partial(self._request, now)))
+
+    def _request(self, now: float) -> tuple[float, int, float, str | None]:
+        return self._store.take_rate_slots(
+            self.budget,
+            now=now,
+            count=self._grant,
+            interval=self._interval,
+            burst=self.burst,
+            horizon=self._horizon,
+            per_hour=self.per_hour,
+            per_day=self.per_day,
+        )
+
+    def _take(self, now: float, booking: tuple[float, int, float, str | None]) -> bool:
+        """Add a booking's slots; False if it granted none."""
+        first, granted, _, cap = booking
+        if not granted:
+            return False
+        minute = int(now // 60)
+        self._slots.extend(_Slot(first + i * self._interval, minute) for i in range(granted))
+        self._last_first = first
+        self._last_end = first + granted * self._interval
+        if cap is None:
+            self._capped = None
+        return True
+
     async def _book(self) -> None:
         now = self._clock()
-        first, granted, free_at, cap = await self._offload(
-            lambda: self._store.take_rate_slots(
-                self.budget,
-                now=now,
-                count=self._grant,
-                interval=self._interval,
-                burst=self.burst,
-                horizon=self._horizon,
-                per_hour=self.per_hour,
-                per_day=self.per_day,
-            )
-        )
-        if granted:
-            minute = int(now // 60)
-            self._slots.extend(_Slot(first + i * self._interval, minute) for i in range(granted))
-            self._last_end = first + granted * self._interval
-            if cap is None:
-                self._capped = None
+        booking = await self._offload(functools.partial(self._request, now))
+        if self._take(now, booking):
             return
+        _, _, free_at, cap = booking
         if cap is not None:
             limit = Limit.HOURLY if cap == "hourly" else Limit.DAILY
             self._capped = Wait(free_at - now, limit)
