@@ -44,6 +44,8 @@ class VirtualTime:
             if not self._sleepers:
                 continue
             wake, _, future = heapq.heappop(self._sleepers)
+            if future.done():  # its sleeper was cancelled (a stop)
+                continue
             self.now = max(self.now, wake)
             future.set_result(None)
         for task in tasks:

@@ -126,6 +126,10 @@ class SharedRateLimiter:
         # The booking made in the background while slots are left (see _book_ahead).
         self._ahead: asyncio.Task[None] | None = None
         self._low_water = self._grant // 2 if self._grant >= 2 else -1
+        # A booking ahead that got nothing is not asked again before the store's answer
+        # says slots may be free: else every message below the low water asked (a review:
+        # 8 senders at 1,000/s made 5,511 store calls in 10 s instead of 411).
+        self._ahead_after = -math.inf
         self._capped: Wait | None = None
         self._capped_until = 0.0
         self._turn = asyncio.Lock()
@@ -159,11 +163,19 @@ class SharedRateLimiter:
             if self._ahead is not None and self._ahead.done():
                 await self._settle_ahead()  # a store error it met surfaces now
             slot = self._slots.popleft()
-            if len(self._slots) <= self._low_water and self._ahead is None:
+            if (
+                len(self._slots) <= self._low_water
+                and self._ahead is None
+                and self._clock() >= self._ahead_after
+            ):
                 self._ahead = asyncio.create_task(self._book_ahead())
             wait = slot.at - self._clock()
             if wait > 0:
-                await self._sleep(wait)
+                try:
+                    await self._sleep(wait)
+                except asyncio.CancelledError:  # a stop: the slot is still ours, unused
+                    self._slots.appendleft(slot)
+                    raise
             self._last_grant = self._clock()
 
     def ready(self) -> bool:
@@ -217,7 +229,9 @@ class SharedRateLimiter:
         is handed back twice, whatever fails or is cancelled (one lost is counted by the
         caps still: never exceeded)."""
         for minute in list(counts):
-            count = counts.pop(minute)
+            count = counts.pop(minute, 0)  # another close() of a shared limiter took it
+            if not count:
+                continue
             await self._offload(
                 functools.partial(
                     self._store.return_rate_slots,
@@ -252,7 +266,10 @@ class SharedRateLimiter:
         none granted (the horizon booked by others, a cap) is left to _book, which waits
         or stops when the slots have run out."""
         now = self._clock()
-        self._take(now, await self._offload(functools.partial(self._request, now)))
+        await self._give_back_unused()  # before the caps count this booking
+        booking = await self._offload(functools.partial(self._request, now))
+        if not self._take(now, booking):
+            self._ahead_after = max(booking[2], now + self._interval / 2)
 
     def _request(self, now: float) -> tuple[float, int, float, str | None]:
         return self._store.take_rate_slots(
