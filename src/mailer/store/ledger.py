@@ -295,7 +295,7 @@ def _mark(fence: ColumnElement[bool], *, leave_out_invited: bool = False) -> Any
                 else_=deliveries.c.last_reply,
             ),
             "next_attempt_at": case(
-                (verdict == _GOING, bindparam("b_held_until")),
+                (verdict == _GOING, bindparam("b_held_until", type_=UtcDateTime)),
                 else_=deliveries.c.next_attempt_at,
             ),
         }
