@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 
 from campaign_support import EVENT
 from mailer.audience.importer import import_file
@@ -244,6 +245,38 @@ def test_a_sender_that_lost_its_claim_marks_nothing(store: Store, tmp_path: Path
     )
     assert result is None
     assert marked.rows() == before
+
+
+def test_on_sqlite_the_marking_runs_inside_the_events_write_lock(
+    store: Store, tmp_path: Path
+) -> None:
+    """The statement begins with WITH, which pysqlite does not take for a write: run
+    outside a transaction it would commit alone, not under the write lock taken before
+    the other campaigns were read. It runs inside the one _marking_for_event began (a
+    review's probe, kept so that routing it elsewhere fails here)."""
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("pysqlite's transactions only")
+    marked = chunk(store, tmp_path, in_batch=True)
+    seen: list[bool] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("WITH"):
+            seen.append(bool(conn.connection.driver_connection.in_transaction))
+
+    event.listen(store.engine, "before_cursor_execute", before)
+    try:
+        result = marked.store.begin_sending(
+            marked.campaign,
+            marked.list_id,
+            list(marked.ids.values()),
+            owner="host:1",
+            batch=marked.batch,
+        )
+    finally:
+        event.remove(store.engine, "before_cursor_execute", before)
+    assert result is not None
+    assert result[0]  # something was taken: the statement ran
+    assert seen == [True]
 
 
 @pytest.mark.postgres
