@@ -248,14 +248,13 @@ def test_a_sender_that_lost_its_claim_marks_nothing(store: Store, tmp_path: Path
 
 
 def test_on_sqlite_the_marking_runs_inside_the_events_write_lock(
-    store: Store, tmp_path: Path
+    sqlite_store: Store, tmp_path: Path
 ) -> None:
     """The statement begins with WITH, which pysqlite does not take for a write: run
     outside a transaction it would commit alone, not under the write lock taken before
     the other campaigns were read. It runs inside the one _marking_for_event began (a
     review's probe, kept so that routing it elsewhere fails here)."""
-    if store.engine.dialect.name != "sqlite":
-        pytest.skip("pysqlite's transactions only")
+    store = sqlite_store
     marked = chunk(store, tmp_path, in_batch=True)
     seen: list[bool] = []
 
