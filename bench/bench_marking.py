@@ -37,20 +37,17 @@ Run: .venv/bin/python bench/bench_marking.py [--database sqlite|postgresql]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select, text, update
-from sqlalchemy.engine import Engine, make_url
+from bench_processes import fresh_database
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
 
 from mailer.audience.importer import import_file
 from mailer.campaigns import lifecycle
@@ -62,30 +59,9 @@ from mailer.store.schema import campaigns, deliveries
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT = REPO / "templates" / "events" / "london-public-meeting.md"
-POSTGRES = os.environ.get(
-    "MAILER_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 OWN_PER_OTHER_LIST = 2000
 OWNER = "bench:marking"
 LEASE = timedelta(days=1)
-
-
-@contextmanager
-def fresh_database(database: str, tmp: Path) -> Iterator[str]:
-    """A SQLite file in `tmp`, or a PostgreSQL database of its own, dropped afterwards."""
-    if database == "sqlite":
-        yield f"sqlite:///{tmp / 'mailer.db'}"
-        return
-    name = f"mailer_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 class MarkingClock:

@@ -78,6 +78,12 @@ class Chunk:
     batch: int | None
     ids: dict[str, int]  # person -> their row in `web`
 
+    def mark(self, owner: str) -> tuple[set[int], set[int]] | None:
+        """begin_sending on the whole chunk, as `owner`."""
+        return self.store.begin_sending(
+            self.campaign, self.list_id, list(self.ids.values()), owner=owner, batch=self.batch
+        )
+
     def rows(self) -> dict[str, Row]:
         """person -> (status, batch id, last reply, next attempt, updated) in `web`."""
         with self.store.engine.connect() as connection:
@@ -183,13 +189,7 @@ def test_each_row_is_taken_skipped_or_held_back_for_its_own_reason(
     marked = chunk(store, tmp_path, in_batch=in_batch)
     before = marked.rows()
     started = utcnow()
-    result = marked.store.begin_sending(
-        marked.campaign,
-        marked.list_id,
-        list(marked.ids.values()),
-        owner="host:1",
-        batch=marked.batch,
-    )
+    result = marked.mark("host:1")
     finished = utcnow()
 
     ids = marked.ids
@@ -236,13 +236,7 @@ def test_a_sender_that_lost_its_claim_marks_nothing(store: Store, tmp_path: Path
     and the sender is told (None)."""
     marked = chunk(store, tmp_path, in_batch=True)
     before = marked.rows()
-    result = marked.store.begin_sending(
-        marked.campaign,
-        marked.list_id,
-        list(marked.ids.values()),
-        owner="host:9",
-        batch=marked.batch,
-    )
+    result = marked.mark("host:9")
     assert result is None
     assert marked.rows() == before
 
@@ -264,13 +258,7 @@ def test_on_sqlite_the_marking_runs_inside_the_events_write_lock(
 
     event.listen(store.engine, "before_cursor_execute", before)
     try:
-        result = marked.store.begin_sending(
-            marked.campaign,
-            marked.list_id,
-            list(marked.ids.values()),
-            owner="host:1",
-            batch=marked.batch,
-        )
+        result = marked.mark("host:1")
     finally:
         event.remove(store.engine, "before_cursor_execute", before)
     assert result is not None
@@ -303,17 +291,7 @@ def test_a_row_changed_while_the_marking_waits_is_left_as_changed(
                 other.execute(
                     update(deliveries).where(deliveries.c.id == given_back).values(batch_id=None)
                 )
-                marking = threading.Thread(
-                    target=lambda: results.append(
-                        store.begin_sending(
-                            marked.campaign,
-                            marked.list_id,
-                            list(marked.ids.values()),
-                            owner="host:1",
-                            batch=marked.batch,
-                        )
-                    )
-                )
+                marking = threading.Thread(target=lambda: results.append(marked.mark("host:1")))
                 marking.start()
                 wait_for_a_row_lock(store)
             marking.join(timeout=30)
