@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from mailer.errors import ConfigError, StoreError
+from mailer.store.sqlite_writer import WriterLockedConnection
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -45,8 +46,11 @@ def create_store_engine(url: str) -> Engine:
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        # Each process opens its own short-lived connections; writers wait up to 30 s.
+        # Each process opens its own short-lived connections; writers wait up to 30 s,
+        # for a file's write lock (sqlite_writer) rather than in SQLite's busy handler.
         kwargs["connect_args"] = {"timeout": 30}
+        if database and database != ":memory:" and not parsed.query.get("uri"):
+            kwargs["connect_args"]["factory"] = WriterLockedConnection
     elif parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
