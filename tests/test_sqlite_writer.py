@@ -222,3 +222,109 @@ def test_the_store_uses_it_for_a_file_and_lets_go_on_an_error(tmp_path: Path) ->
     assert held_inside == [True]
     assert not lock_is_held(tmp_path / "mailer.db")
     store.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "-- why\nINSERT INTO t (v) VALUES ('a')",
+        "/* why */ insert into t (v) values ('a')",
+        "  BEGIN\n IMMEDIATE",
+        "SAVEPOINT s",
+    ],
+)
+def test_writes_behind_comments_spaces_and_savepoints_take_it(
+    database: Path, statement: str
+) -> None:
+    connection = connect(database)
+    connection.execute(statement)
+    assert connection.in_transaction
+    assert lock_is_held(database)
+    connection.rollback()
+    assert not lock_is_held(database)
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "statement", ["SELECT 1", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout"]
+)
+def test_reads_and_connection_settings_do_not(database: Path, statement: str) -> None:
+    connection = connect(database)
+    connection.execute("BEGIN IMMEDIATE")  # held: a statement that took it would wait here
+    other = connect(database, timeout=30)
+    other.execute(statement)
+    assert not other.holds_write_lock
+    connection.rollback()
+    other.close()
+    connection.close()
+
+
+def test_transactions_ended_by_sqlite3_itself_let_it_go(database: Path) -> None:
+    """`with connection:` commits in C, and so does setting isolation_level to None; a
+    cursor's executescript commits first and runs the script whole."""
+    connection = connect(database)
+    with connection:
+        connection.execute("INSERT INTO t (v) VALUES ('a')")
+        assert lock_is_held(database)
+    assert not lock_is_held(database)
+
+    connection.execute("INSERT INTO t (v) VALUES ('b')")
+    connection.isolation_level = None
+    assert connection.isolation_level is None
+    assert not lock_is_held(database)
+
+    cursor = connection.cursor()
+    cursor.executescript("INSERT INTO t (v) VALUES ('c'); INSERT INTO t (v) VALUES ('d');")
+    assert not lock_is_held(database)
+    assert connection.execute("SELECT count(*) FROM t").fetchone() == (4,)
+    connection.close()
+
+
+def test_after_waiting_its_timeout_sqlite_is_asked_without_waiting_again(
+    database: Path,
+) -> None:
+    """The wait is the timeout, not twice it: the statement runs with SQLite's busy timeout
+    at 0, which is put back after."""
+    first = connect(database)
+    first.execute("INSERT INTO t (v) VALUES ('first')")
+    second = connect(database, timeout=0.05)
+    second.execute("PRAGMA busy_timeout = 20000")  # 20 s, were it waited again
+    said: list[str] = []
+    second.set_trace_callback(said.append)
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        second.execute("INSERT INTO t (v) VALUES ('second')")
+    second.set_trace_callback(None)
+    assert said[:2] == ["PRAGMA busy_timeout", "PRAGMA busy_timeout = 0"]
+    assert said[-1] == "PRAGMA busy_timeout = 20000"
+    assert second.execute("PRAGMA busy_timeout").fetchone() == (20000,)
+    first.rollback()
+    first.close()
+    second.close()
+
+
+def test_the_lock_file_has_the_databases_permissions_and_follows_a_symlink(
+    tmp_path: Path, database: Path
+) -> None:
+    os.chmod(database, 0o640)
+    os.remove(lock_path(str(database)))  # made again by the next connection
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "elsewhere" / "link.db"
+    link.symlink_to(database)
+    through_link = connect(link)
+    through_link.execute("INSERT INTO t (v) VALUES ('a')")
+    assert lock_is_held(database)  # the real file's lock, not one beside the link
+    assert not Path(lock_path(str(link))).exists()
+    assert os.stat(lock_path(str(database))).st_mode & 0o777 == 0o640
+    through_link.rollback()
+    through_link.close()
+
+
+def test_without_a_lock_file_sqlite_decides_as_before(tmp_path: Path, database: Path) -> None:
+    os.remove(lock_path(str(database)))
+    Path(lock_path(str(database))).symlink_to(tmp_path / "nowhere" / "lock")  # cannot be opened
+    connection = connect(database)
+    connection.execute("INSERT INTO t (v) VALUES ('a')")
+    assert not connection.holds_write_lock
+    connection.commit()
+    assert connection.execute("SELECT v FROM t").fetchall() == [("a",)]
+    connection.close()

@@ -18,17 +18,22 @@ once. Readers never take it: in WAL mode they do not wait for writers.
 
 What it does not change: SQLite still decides (its own lock and busy timeout stay the
 rule for anything that does not go through this connection class, such as the sqlite3
-shell). A writer that has waited the connection's whole timeout for the file lock goes on
-to SQLite's lock, whose own timeout then says "database is locked" as before, so a lock
-that is never let go (a thread holding a transaction open while it waits for another)
-fails the way it did rather than hangs.
+shell). A writer that has waited the connection's whole timeout for the file lock asks
+SQLite once without waiting, which says "database is locked" if the database is still
+held: a lock never let go (a thread holding a transaction open while it waits for
+another) fails after the timeout, as it did, rather than hangs or waits twice. The lock
+file gets the database's permissions (and owner, as SQLite's -wal does), beside the real
+file when the path is a symlink; where it cannot be opened at all, SQLite's busy handler
+decides alone, as before.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sqlite3
+import stat
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -47,8 +52,15 @@ _WRITES = (
     "CREATE",
     "DROP",
     "ALTER",
+    "SAVEPOINT",
+    "VACUUM",
+    "ANALYZE",
+    "REINDEX",
 )
-_LONGEST = max(len(word) for word in _WRITES)
+_WRITING_PRAGMAS = tuple(
+    f"PRAGMA {name}"
+    for name in ("USER_VERSION", "APPLICATION_ID", "WAL_CHECKPOINT", "INCREMENTAL_VACUUM")
+)
 _FIRST_TRY = 0.00005
 _LAST_TRY = 0.001
 
@@ -57,8 +69,55 @@ def lock_path(database: str) -> str:
     return f"{database}.write-lock"
 
 
+_COMMENTS = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.DOTALL)
+
+
 def _begins_a_write(sql: str) -> bool:
-    return sql.lstrip()[:_LONGEST].upper().startswith(_WRITES)
+    comments = _COMMENTS.match(sql)
+    start = comments.end() if comments else 0
+    head = " ".join(sql[start : start + 40].split()).upper()
+    if head.startswith("PRAGMA"):  # those that write the file, not a connection's settings
+        return head.startswith(_WRITING_PRAGMAS)
+    return head.startswith(_WRITES)
+
+
+def _open_lock_file(database: str) -> int | None:
+    """The lock file's descriptor, or None (then SQLite's busy handler decides, as before):
+    beside the real file (a symlink's target, as SQLite's -wal), with its permissions."""
+    real = os.path.realpath(database)
+    try:
+        owner = os.stat(real)
+    except OSError:
+        owner = None
+    mode = stat.S_IMODE(owner.st_mode) & 0o666 if owner else 0o600
+    try:  # made here: the database's permissions and, as SQLite does for -wal, owner
+        descriptor = os.open(lock_path(real), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    else:
+        try:
+            os.fchmod(descriptor, mode)
+            if owner and os.geteuid() == 0:
+                os.fchown(descriptor, owner.st_uid, owner.st_gid)
+        except OSError:
+            pass
+        return descriptor
+    for flags in (os.O_RDWR, os.O_RDONLY):  # flock needs no write access
+        try:
+            return os.open(lock_path(real), flags | os.O_CLOEXEC)
+        except OSError:
+            continue
+    return None
+
+
+def _close(descriptor: int | None) -> None:
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+_ISOLATION: Any = sqlite3.Connection.__dict__["isolation_level"]  # the C attribute
 
 
 class WriterLockedConnection(sqlite3.Connection):
@@ -69,9 +128,9 @@ class WriterLockedConnection(sqlite3.Connection):
         super().__init__(database, *args, **kwargs)
         # sqlite3.connect's `timeout`: how long a writer waits for the lock (5 s default)
         self._patience = float(kwargs.get("timeout", args[0] if args else 5.0))
-        self._lock = os.open(lock_path(database), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock = _open_lock_file(os.fsdecode(database))
         # A connection dropped without close() still closes the file, which frees the lock.
-        self._closer = weakref.finalize(self, os.close, self._lock)
+        self._closer = weakref.finalize(self, _close, self._lock)
         self._holding = False
         self._pause: Callable[[float], None] = time.sleep
 
@@ -113,23 +172,44 @@ class WriterLockedConnection(sqlite3.Connection):
         finally:
             self.after()
 
-    def close(self) -> None:
+    def __exit__(self, *exc: Any) -> Any:  # sqlite3 commits/rolls back in C, not via ours
         try:
-            super().close()
+            return super().__exit__(*exc)
         finally:
-            self._holding = False
-            self._closer()  # closing the file lets the lock go
+            self.after()
+
+    @property  # type: ignore[override]
+    def isolation_level(self) -> str | None:
+        level: str | None = _ISOLATION.__get__(self)
+        return level
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        try:  # None commits an open transaction, in C
+            _ISOLATION.__set__(self, value)
+        finally:
+            self.after()
+
+    def close(self) -> None:
+        super().close()  # raises (e.g. another thread): the connection and its lock stay
+        if self._holding and self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)  # a forked child may share the file
+        self._holding = False
+        self._closer()
 
     # -- the lock -------------------------------------------------------------------
 
-    def before(self, sql: str) -> None:
-        """Before `sql` runs: take the lock if it may begin a write transaction."""
+    def before(self, sql: str) -> bool:
+        """Before `sql` runs: take the lock if it may begin a write transaction. False when
+        it waited its whole timeout: SQLite is then asked without waiting again."""
+        self.after()  # a transaction that ended out of our sight
         if not self._holding and not self.in_transaction and _begins_a_write(sql):
-            self._take()
+            return self._take()
+        return True
 
-    def _take(self, *, force: bool = False) -> None:
-        if self._holding or (self.in_transaction and not force):
-            return
+    def _take(self, *, force: bool = False) -> bool:
+        if self._lock is None or self._holding or (self.in_transaction and not force):
+            return True
         pause = _FIRST_TRY
         deadline = time.monotonic() + self._patience
         while True:
@@ -137,17 +217,31 @@ class WriterLockedConnection(sqlite3.Connection):
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    return  # SQLite's own lock and timeout decide from here
+                    return False  # SQLite's own lock decides from here, without waiting
                 self._pause(pause)
                 pause = min(pause * 2, _LAST_TRY)
                 continue
             self._holding = True
-            return
+            return True
+
+    def run(self, sql: str, statement: Callable[[], Any]) -> Any:
+        """`statement` with the lock around it; after a whole timeout spent on the lock,
+        SQLite's busy timeout is 0 for it (the wait is the timeout, not twice it)."""
+        waited_out = not self.before(sql)
+        if waited_out:
+            (busy_ms,) = super().execute("PRAGMA busy_timeout").fetchone()
+            super().execute("PRAGMA busy_timeout = 0")
+        try:
+            return statement()
+        finally:
+            if waited_out:
+                super().execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+            self.after()
 
     def after(self) -> None:
         """After a statement, commit or rollback: let the lock go unless a transaction is
         still open (a write in autocommit mode, or one that failed before beginning)."""
-        if self._holding and not self.in_transaction:
+        if self._holding and not self.in_transaction and self._lock is not None:
             self._holding = False
             fcntl.flock(self._lock, fcntl.LOCK_UN)
 
@@ -159,15 +253,19 @@ class WriterLockedCursor(sqlite3.Cursor):
     connection: WriterLockedConnection
 
     def execute(self, sql: str, parameters: Any = (), /) -> WriterLockedCursor:
-        self.connection.before(sql)
-        try:
-            return super().execute(sql, parameters)
-        finally:
-            self.connection.after()
+        run = super().execute
+        self.connection.run(sql, lambda: run(sql, parameters))
+        return self
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> WriterLockedCursor:
-        self.connection.before(sql)
+        run = super().executemany
+        self.connection.run(sql, lambda: run(sql, parameters))
+        return self
+
+    def executescript(self, script: str, /) -> WriterLockedCursor:
+        self.connection._take(force=True)
         try:
-            return super().executemany(sql, parameters)
+            super().executescript(script)
+            return self
         finally:
             self.connection.after()
