@@ -21,12 +21,7 @@ without a rate costs no store write every few hundred messages.
 
 Slots are times, and a time can pass unused: when nobody took a slot for a while (the
 relay stopped answering, the process stalled), the booked slots whose time has passed are
-dropped (the caps get them back) rather than used all at once. So is a slot whose caller
-was waiting for it but whose process ran more than an interval after its time (up to
-500/s, where an interval is longer than a wake-up's uncertainty): used, it would go out
-beside the slots after it, and the four senders of the issue's check, woken a few
-milliseconds late now and then, put 202-206 in a second against 201 allowed. A slot due
-before its caller asked (a sender busier than the rate) is still used late.
+dropped (the caps get them back) rather than used all at once.
 """
 
 from __future__ import annotations
@@ -58,10 +53,6 @@ _STALL = 1.0
 # relay given only a daily cap): such a budget paces nothing, so when its slots pass
 # unused does not matter and is not watched.
 _PACES_NOTHING = 100_000.0
-
-# The event loop's timer steps (1 ms) and a scheduling slice: no sender can be sure to
-# wake closer to a slot's time than this (see SharedRateLimiter._late).
-_WAKE_UP = 0.002
 
 
 class RateCapped(Exception):
@@ -149,11 +140,6 @@ class SharedRateLimiter:
         # senders book nothing (a store write a booking, contended by every sender).
         self._books = per_second < _PACES_NOTHING or per_hour is not None or per_day is not None
         self._jitter = max(self._interval, JITTER)
-        # How late after its time a slot its caller was waiting for may still be used:
-        # one interval, so that any second holds at most the rate (+ burst) of them
-        # however late each sender woke. Above 500/s an interval is shorter than a
-        # wake-up can be sure to be, and slots are used late as they come.
-        self._late = self._interval if self._interval >= _WAKE_UP else math.inf
         self._last_grant = -math.inf
         # Slots booked and never used, by the minute they were booked in (the caps counted
         # them there): handed back before the next booking, and by close().
@@ -165,54 +151,32 @@ class SharedRateLimiter:
         """Wait for this process's next slot, booking more from the budget when needed."""
         if not self._books:
             return
-        called = self._clock()
         async with self._turn:
             if self._clock() - self._last_grant > self._stall:
                 self._drop_passed()  # nobody took one for a while: theirs went by
-            while not await self._wait_for_next_slot(called):
-                pass
+            while not self._slots:
+                if self._ahead is not None:  # its slots, or what stopped it, before a new one
+                    await self._settle_ahead()
+                    continue
+                await self._give_back_unused()  # before the caps are counted again
+                await self._book()
+            if self._ahead is not None and self._ahead.done():
+                await self._settle_ahead()  # a store error it met surfaces now
+            slot = self._slots.popleft()
+            if (
+                len(self._slots) <= self._low_water
+                and self._ahead is None
+                and self._clock() >= self._ahead_after
+            ):
+                self._ahead = asyncio.create_task(self._book_ahead())
+            wait = slot.at - self._clock()
+            if wait > 0:
+                try:
+                    await self._sleep(wait)
+                except asyncio.CancelledError:  # a stop: the slot is still ours, unused
+                    self._slots.appendleft(slot)
+                    raise
             self._last_grant = self._clock()
-
-    async def _wait_for_next_slot(self, called: float) -> bool:
-        """Take the next slot and wait for its time; False if its time went by while the
-        caller (asking since `called`) waited: then it is not used."""
-        while not self._slots:
-            if self._ahead is not None:  # its slots, or what stopped it, before a new one
-                await self._settle_ahead()
-                continue
-            await self._give_back_unused()  # before the caps are counted again
-            await self._book()
-        if self._ahead is not None and self._ahead.done():
-            await self._settle_ahead()  # a store error it met surfaces now
-        slot = self._slots.popleft()
-        if (
-            len(self._slots) <= self._low_water
-            and self._ahead is None
-            and self._clock() >= self._ahead_after
-        ):
-            self._ahead = asyncio.create_task(self._book_ahead())
-        wait = slot.at - self._clock()
-        if wait > 0:
-            try:
-                await self._sleep(wait)
-            except asyncio.CancelledError:  # a stop: the slot is still ours, unused
-                self._slots.appendleft(slot)
-                raise
-        now = self._clock()
-        if slot.at < called or now - slot.at <= self._late:
-            # On time; or due before anyone asked for it: a sender busier than the rate
-            # (a slow relay, every connection in use) uses its slots late but uses them,
-            # one at a time as it comes for them (dropping them cost the schedule 40%).
-            return True
-        # The caller was waiting, and the process ran more than an interval after the
-        # slot's time (the machine busy, the GIL, a store thread): sent now, it would go
-        # beside the slots after it (another sender's, or this one's due meanwhile), and a
-        # second could hold more than the rate. Its time went by unused; so did that of
-        # this sender's other slots as late.
-        self._unused[slot.minute] += 1
-        while self._slots and now - self._slots[0].at > self._late:
-            self._unused[self._slots.popleft().minute] += 1
-        return False
 
     def ready(self) -> bool:
         if not self._books:
