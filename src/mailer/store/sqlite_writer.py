@@ -91,7 +91,9 @@ def _open_lock_file(database: str) -> int | None:
         owner = None
     mode = stat.S_IMODE(owner.st_mode) & 0o666 if owner else 0o600
     try:  # made here: the database's permissions and, as SQLite does for -wal, owner
-        descriptor = os.open(lock_path(real), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC)
+        descriptor = os.open(
+            lock_path(real), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode
+        )
     except FileExistsError:
         pass
     except OSError:
