@@ -252,6 +252,11 @@ def test_reads_and_connection_settings_do_not(database: Path, statement: str) ->
     connection = connect(database)
     connection.execute("BEGIN IMMEDIATE")  # held: a statement that took it would wait here
     other = connect(database, timeout=30)
+
+    def no_wait(_seconds: float) -> None:
+        raise AssertionError(f"{statement!r} waited for the write lock")
+
+    other._pause = no_wait  # a wait would fail here, not pass after the 30 s timeout
     other.execute(statement)
     assert not other.holds_write_lock
     connection.rollback()
