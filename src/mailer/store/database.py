@@ -24,7 +24,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from mailer.errors import ConfigError, StoreError
-from mailer.store.sqlite_writer import WriterLockedConnection
+from mailer.store.sqlite_writer import (
+    WriterLockedConnection,
+    migration_lock_path,
+    open_lock_file,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -265,14 +269,21 @@ def _check_foreign_keys(connection: Connection) -> None:
 
 @contextmanager
 def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Two processes starting together: one migrates, the other waits and finds it done.
+    The file is opened as the write lock's is (the database's permissions and owner): it
+    was opened for appending with the umask's, so after a migration run as root another
+    user's next upgrade failed with a raw PermissionError. Where it cannot be opened, the
+    migration's BEGIN IMMEDIATE still lets one process in at a time."""
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:":
         yield
         return
-    lock_path = Path(database + ".migrate-lock")
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    descriptor = open_lock_file(database, migration_lock_path)
+    if descriptor is None:
+        yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # lets the flock go

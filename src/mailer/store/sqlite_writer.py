@@ -69,6 +69,10 @@ def lock_path(database: str) -> str:
     return f"{database}.write-lock"
 
 
+def migration_lock_path(database: str) -> str:
+    return f"{database}.migrate-lock"
+
+
 _COMMENTS = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.DOTALL)
 
 
@@ -81,9 +85,11 @@ def _begins_a_write(sql: str) -> bool:
     return head.startswith(_WRITES)
 
 
-def _open_lock_file(database: str) -> int | None:
-    """The lock file's descriptor, or None (then SQLite's busy handler decides, as before):
-    beside the real file (a symlink's target, as SQLite's -wal), with its permissions."""
+def open_lock_file(database: str, name: Callable[[str], str] = lock_path) -> int | None:
+    """The descriptor of the lock file `name(database)`, or None where it cannot be opened
+    (then SQLite's own locking decides, as before): beside the real file (a symlink's
+    target, as SQLite's -wal), with the database's permissions and owner, so any user who
+    can write the database can take it, whoever made it first."""
     real = os.path.realpath(database)
     try:
         owner = os.stat(real)
@@ -91,9 +97,7 @@ def _open_lock_file(database: str) -> int | None:
         owner = None
     mode = stat.S_IMODE(owner.st_mode) & 0o666 if owner else 0o600
     try:  # made here: the database's permissions and, as SQLite does for -wal, owner
-        descriptor = os.open(
-            lock_path(real), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode
-        )
+        descriptor = os.open(name(real), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except FileExistsError:
         pass
     except OSError:
@@ -108,7 +112,7 @@ def _open_lock_file(database: str) -> int | None:
         return descriptor
     for flags in (os.O_RDWR, os.O_RDONLY):  # flock needs no write access
         try:
-            return os.open(lock_path(real), flags | os.O_CLOEXEC)
+            return os.open(name(real), flags | os.O_CLOEXEC)
         except OSError:
             continue
     return None
@@ -130,7 +134,7 @@ class WriterLockedConnection(sqlite3.Connection):
         super().__init__(database, *args, **kwargs)
         # sqlite3.connect's `timeout`: how long a writer waits for the lock (5 s default)
         self._patience = float(kwargs.get("timeout", args[0] if args else 5.0))
-        self._lock = _open_lock_file(os.fsdecode(database))
+        self._lock = open_lock_file(os.fsdecode(database))
         # A connection dropped without close() still closes the file, which frees the lock.
         self._closer = weakref.finalize(self, _close, self._lock)
         self._holding = False
