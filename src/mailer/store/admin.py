@@ -142,7 +142,7 @@ class AdminQueries(StoreBase):
         return self.admin_user(name)
 
     def admin_user(self, name: str) -> AdminUser:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(select(admin_users).where(admin_users.c.name == name)).first()
         if row is None:
             raise NotFoundError(
@@ -157,7 +157,7 @@ class AdminQueries(StoreBase):
             return None
 
     def admin_users(self) -> list[AdminUser]:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             rows = connection.execute(select(admin_users).order_by(admin_users.c.name)).all()
         return [_user(row) for row in rows]
 
@@ -224,7 +224,7 @@ class AdminQueries(StoreBase):
             .join(admin_users, admin_users.c.id == admin_sessions.c.user_id)
             .where(admin_sessions.c.key == key)
         )
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(query).first()
         if row is None:
             return None
@@ -261,7 +261,7 @@ class AdminQueries(StoreBase):
     # -- sign-in throttle ---------------------------------------------------------------
 
     def login_failures(self, key: str) -> LoginFailures | None:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(
                 select(admin_login_failures).where(admin_login_failures.c.key == key)
             ).first()

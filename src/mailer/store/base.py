@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -113,6 +114,26 @@ _ANALYZE_AFTER = 1000
 class StoreBase:
     engine: Engine
 
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for reads. On PostgreSQL in autocommit: each statement sees what
+        was committed before it began, as it would inside a READ COMMITTED transaction
+        (PostgreSQL's default, the store's), and the connection goes back to the pool
+        without a ROLLBACK. psycopg forgets every statement it has prepared at a ROLLBACK
+        (and sends DEALLOCATE ALL), so the read a sender makes every second (its
+        campaign's status) kept its claims, markings and records from ever being prepared
+        and planned once: they were parsed and planned at every call (bench/README,
+        thirteenth session). Nothing written through it is atomic with anything else:
+        writes go through engine.begin(). On SQLite a plain connection, as before."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            ) as connection:
+                yield connection
+        else:
+            with self.engine.connect() as connection:
+                yield connection
+
     def refresh_statistics(self, *tables: str, changed: int) -> None:
         """After a bulk change (an import, a campaign's audience snapshot) of `changed`
         rows, have PostgreSQL sample `tables` again at once, rather than when autovacuum
@@ -128,9 +149,7 @@ class StoreBase:
         # import and a snapshot analysing the same tables in another order deadlocked.
         # Only an optimisation: a failure is logged, never the caller's error.
         try:
-            with self.engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT"
-            ) as connection:
+            with self._reading() as connection:  # autocommit on PostgreSQL
                 connection.exec_driver_sql("SET lock_timeout = '2s'")
                 for table in sorted(tables):
                     connection.exec_driver_sql(f"ANALYZE {table}")
@@ -143,7 +162,7 @@ class StoreBase:
     def _subscriber_row(self, email: str, *columns: Any) -> Any:
         """The subscriber with this address (all columns, or `columns`); NotFoundError."""
         query = select(*columns) if columns else select(subscribers)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(
                 query.where(subscribers.c.email_key == email_key(email))
             ).first()

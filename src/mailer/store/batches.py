@@ -286,7 +286,7 @@ class BatchQueries(LedgerQueries):
         )
         if besides is not None:
             query = query.where(send_batches.c.owner != besides)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return [
                 BatchHolder(owner=str(owner), expired=(as_utc(until) or now) < now)
                 for owner, until in connection.execute(query)
@@ -391,5 +391,5 @@ class BatchQueries(LedgerQueries):
             )
             .order_by(campaigns.c.id)
         )
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return [int(i) for i in connection.execute(query).scalars()]

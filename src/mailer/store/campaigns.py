@@ -209,7 +209,7 @@ class CampaignQueries(StoreBase):
             )
 
     def get_campaign(self, campaign_id: int) -> CampaignRecord:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(_CAMPAIGN_QUERY.where(campaigns.c.id == campaign_id)).first()
         if row is None:
             raise NotFoundError(
@@ -227,7 +227,7 @@ class CampaignQueries(StoreBase):
     ) -> int | None:
         """The newest campaign of this event to this list, whatever its state (what
         create_campaign's `check_newest` compares with)."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             found = connection.execute(
                 _newest_campaign(event_slug, list_id, message, only)
             ).scalar()
@@ -243,7 +243,7 @@ class CampaignQueries(StoreBase):
     ) -> CampaignRecord | None:
         """The newest campaign of this event to this list that has not finished, sending
         the same message to the same answers (a reminder is not the invitation)."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(
                 _CAMPAIGN_QUERY.where(
                     campaigns.c.event_slug == event_slug,
@@ -293,12 +293,12 @@ class CampaignQueries(StoreBase):
             )
             .order_by(campaigns.c.id)
         )
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return [str(key) for key in connection.execute(query).scalars()]
 
     def campaign_status(self, campaign_id: int) -> CampaignStatus:
         """Just the status: a sender reads it a few times a second (primary-key lookup)."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             value = connection.execute(
                 select(campaigns.c.status).where(campaigns.c.id == campaign_id)
             ).scalar()
@@ -317,7 +317,7 @@ class CampaignQueries(StoreBase):
         """The newest finished or cancelled campaign of this event to this list that
         reached anyone (a `sent` row): sending the event again would mail them twice.
         Only campaigns of the same message to the same answers count."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(
                 _CAMPAIGN_QUERY.where(
                     campaigns.c.event_slug == event_slug,
@@ -337,7 +337,7 @@ class CampaignQueries(StoreBase):
     def invitations_that_reached(self, list_id: int) -> list[CampaignRecord]:
         """Every invitation campaign to this list (the whole list, not a follow-up) that
         reached anyone (a sent or unknown row), newest first, whatever its event."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             found = connection.execute(
                 _CAMPAIGN_QUERY.where(
                     campaigns.c.list_id == list_id,
@@ -352,12 +352,12 @@ class CampaignQueries(StoreBase):
         query = _CAMPAIGN_QUERY.order_by(campaigns.c.id)
         if statuses is not None:
             query = query.where(campaigns.c.status.in_([s.value for s in statuses]))
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return [_record(row) for row in connection.execute(query)]
 
     def delivery_counts(self, campaign_id: int) -> DeliveryCounts:
         counts = DeliveryCounts()
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             rows = connection.execute(
                 select(deliveries.c.status, func.count())
                 .where(deliveries.c.campaign_id == campaign_id)
@@ -615,5 +615,5 @@ class SchedulingQueries(StoreBase):
             )
             .order_by(campaigns.c.scheduled_at, campaigns.c.id)
         )
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return [int(i) for i in connection.execute(query).scalars()]

@@ -177,7 +177,7 @@ class DashboardQueries(StoreBase):
     def list_counts(self) -> list[ListCount]:
         """Every live list with its members subscribed and unsubscribed (memberships only:
         an index-only count, not the per-person checks a send makes)."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             names = connection.execute(
                 select(lists.c.id, lists.c.name, lists.c.title)
                 .where(lists.c.deleted_at.is_(None))
@@ -210,7 +210,7 @@ class DashboardQueries(StoreBase):
     def report_figures(self, campaign_id: int, status: CampaignStatus) -> ReportFigures:
         """The campaign's report figures: kept ones when it is settled and nothing that
         changes them arrived since, else computed (and kept, if settled)."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             fingerprint = _fingerprint(connection, campaign_id, status)
             if status in SETTLED:
                 kept = connection.execute(
@@ -258,7 +258,7 @@ class DashboardQueries(StoreBase):
             DeliveryStatus.DEFERRED,
         ]
         found: list[ProblemRow] = []
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             for status in wanted:
                 if len(found) >= limit:
                     break

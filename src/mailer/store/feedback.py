@@ -65,7 +65,7 @@ class FeedbackRecord:
 class FeedbackQueries(SuppressionQueries):
     def feedback_seen(self, message_key: str) -> Disposition | None:
         """What became of a message with this key, if one was recorded."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             value = connection.execute(
                 select(feedback_messages.c.disposition).where(
                     feedback_messages.c.message_key == message_key
@@ -101,7 +101,7 @@ class FeedbackQueries(SuppressionQueries):
         self, subscriber_id: int, list_id: int, campaign_id: int | None
     ) -> FeedbackTarget | None:
         """The person and list a mailed unsubscribe's token names, if they still exist."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             email = connection.execute(
                 select(subscribers.c.email).where(subscribers.c.id == subscriber_id)
             ).scalar()
@@ -132,7 +132,7 @@ class FeedbackQueries(SuppressionQueries):
         )
         if latest:
             query = query.order_by(deliveries.c.sent_at.desc(), deliveries.c.id.desc())
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(query.limit(1)).first()
         if row is None:
             return None
@@ -302,7 +302,7 @@ class FeedbackQueries(SuppressionQueries):
         )
         if campaign_id is not None:
             query = query.where(feedback_events.c.campaign_id == campaign_id)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             rows = connection.execute(query.limit(limit)).all()
         return [
             FeedbackEvent(
@@ -328,7 +328,7 @@ class FeedbackQueries(SuppressionQueries):
             ),
             func.coalesce(func.sum(case((column == LaterOutcome.COMPLAINED.value, 1), else_=0)), 0),
         ).where(deliveries.c.campaign_id == campaign_id, column.is_not(None))
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             bounced, soft, complained = connection.execute(query).one()
         return FeedbackCounts(
             bounced=int(bounced), soft_bounced=int(soft), complained=int(complained)

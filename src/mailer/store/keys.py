@@ -26,7 +26,7 @@ class SigningKeyQueries(StoreBase):
     def signing_keys(self) -> list[SigningKey]:
         """Every key that has signed links, oldest first."""
         query = select(signing_keys).order_by(signing_keys.c.created_at, signing_keys.c.key_id)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             rows = connection.execute(query).all()
         return [
             SigningKey(

@@ -103,11 +103,11 @@ def subscriber_from_row(row: RowMapping) -> Subscriber:
 
 class ListQueries(StoreBase):
     def list_id(self, name: str) -> int:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return self._list_id(connection, name)
 
     def list_name(self, list_id: int) -> str:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             name = connection.execute(select(lists.c.name).where(lists.c.id == list_id)).scalar()
         if name is None:
             raise NotFoundError(f"no list with id {list_id}")
@@ -141,7 +141,7 @@ class ListQueries(StoreBase):
         )
         if name is not None:
             query = query.where(lists.c.name == name)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             rows = connection.execute(query).all()
             if name is not None and not rows:
                 self._list_id(connection, name)  # raises NotFoundError naming the lists
@@ -159,7 +159,7 @@ class ListQueries(StoreBase):
 
     def list_title(self, name: str) -> str | None:
         """What recipients read as the list's name, if it has a title."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             list_id = self._list_id(connection, name)
             title = connection.execute(select(lists.c.title).where(lists.c.id == list_id))
             return title.scalar()
@@ -356,7 +356,7 @@ class ListQueries(StoreBase):
         from mailer.store.ledger import invited_elsewhere, mailable
         from mailer.store.rsvps import follow_up_condition
 
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             list_id = self._list_id(connection, list_name)
         condition = mailable(list_id)
         if not_invited_to is not None:
@@ -376,7 +376,7 @@ class ListQueries(StoreBase):
         fetched in pages so memory stays flat."""
         after = 0
         while True:
-            with self.engine.connect() as connection:
+            with self._reading() as connection:
                 query = select(subscribers).where(subscribers.c.id > after)
                 if list_name is not None:
                     list_id = self._list_id(connection, list_name)
@@ -415,7 +415,7 @@ class ListQueries(StoreBase):
     def count_subscribers(
         self, list_name: str | None = None, *, only_subscribed: bool = True
     ) -> int:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             query = select(func.count()).select_from(subscribers)
             if list_name is not None:
                 list_id = self._list_id(connection, list_name)

@@ -40,7 +40,7 @@ class PageQueries(StoreBase):
             )
             .where(subscribers.c.id == subscriber_id)
         )
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(query).first()
         if row is None:
             return None
@@ -51,5 +51,5 @@ class PageQueries(StoreBase):
 
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query (the health check)."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             connection.execute(text("SELECT 1")).scalar_one()

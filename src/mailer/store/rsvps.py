@@ -162,7 +162,7 @@ class RsvpQueries(StoreBase):
     def guest(self, subscriber_id: int) -> tuple[str, str] | None:
         """(name, address) of the subscriber an RSVP link names; None once erased. Their
         list memberships do not matter: answering is not subscribing."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(
                 select(subscribers.c.name, subscribers.c.email).where(
                     subscribers.c.id == subscriber_id
@@ -171,7 +171,7 @@ class RsvpQueries(StoreBase):
         return None if row is None else (str(row.name), str(row.email))
 
     def get_rsvp(self, event_slug: str, subscriber_id: int) -> Rsvp | None:
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(
                 select(rsvps).where(
                     rsvps.c.event_slug == event_slug, rsvps.c.subscriber_id == subscriber_id
@@ -181,7 +181,7 @@ class RsvpQueries(StoreBase):
 
     def waiting_position(self, event_slug: str, subscriber_id: int) -> int | None:
         """1 for the first on the waiting list; None when not waiting."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             rows = connection.execute(
                 select(rsvps.c.subscriber_id)
                 .where(
@@ -215,7 +215,7 @@ class RsvpQueries(StoreBase):
         if list_id is not None:
             query = query.where(_member_of(list_id))
         counts: dict[str, int] = {}
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             for status, count, guests in connection.execute(query):
                 counts[status] = int(count)
                 counts[f"guests_{status}"] = int(guests)
@@ -285,7 +285,7 @@ class RsvpQueries(StoreBase):
         )
         if list_id is not None:
             query = query.where(_member_of(list_id))
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             rows = list(connection.execute(query).all())
         rows.sort(
             key=lambda r: (order[r.status], as_utc(r.waiting_since) or as_utc(r.answered_at), r.id)
@@ -319,7 +319,7 @@ class RsvpQueries(StoreBase):
                 follow_up_condition(audience),
             )
         )
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return int(connection.execute(query).scalar_one())
 
     @contextmanager

@@ -62,7 +62,7 @@ class SearchQueries(StoreBase):
             )
         if only_subscribed:
             query = query.where(subscribers.c.status == SubscriberStatus.SUBSCRIBED.value)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             if list_name is not None:
                 list_id = self._list_id(connection, list_name)
                 query = query.add_columns(memberships.c.status.label("membership_status")).join(
@@ -90,7 +90,7 @@ class SearchQueries(StoreBase):
 
     def subscriber_by_id(self, subscriber_id: int) -> Subscriber:
         """The subscriber with this id; NotFoundError once erased (or never there)."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(
                 select(subscribers).where(subscribers.c.id == subscriber_id)
             ).first()

@@ -263,7 +263,7 @@ class SuppressionQueries(StoreBase):
                 ~active_suppression(subscribers.c.email_key, list_id),
             )
         )
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return connection.execute(query).first() is not None
 
     def campaign_unsubscribes(self, campaign_id: int) -> int:
@@ -272,14 +272,14 @@ class SuppressionQueries(StoreBase):
             suppressions.c.campaign_id == campaign_id,
             suppressions.c.reason == SuppressionReason.UNSUBSCRIBED.value,
         )
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return int(connection.execute(query).scalar_one())
 
     def subscriber_record(self, email: str) -> SubscriberRecord:
         """The subscriber, their lists, and every suppression of the address (an erased
         subscriber's too: suppressions outlive the data)."""
         key = email_key(email)
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(
                 select(subscribers).where(subscribers.c.email_key == key)
             ).first()
