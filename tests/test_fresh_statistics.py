@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from campaign_support import new_campaign, seed_list
 from mailer.store import Store
@@ -59,3 +59,24 @@ def test_a_small_import_leaves_statistics_to_autovacuum(postgres_url: str, tmp_p
         assert analysed_at(store) == before
     finally:
         store.close()
+
+
+def test_an_analyze_that_times_out_leaves_the_pooled_connection_as_it_was(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ANALYZE waits at most 2 s for its table (lock_timeout, a session setting in
+    autocommit): when it gives up, the setting must not stay on the pooled connection,
+    where any later wait over 2 s (an event's advisory lock) would fail."""
+    store = Store(create_engine(postgres_url, pool_size=1, max_overflow=0, pool_pre_ping=True))
+    other = create_engine(postgres_url)
+    try:
+        with other.connect() as blocker:
+            blocker.execute(text("LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE"))
+            store.refresh_statistics("subscribers", changed=1_000_000)
+            blocker.rollback()
+        assert "analyze-failed" in caplog.text  # it did time out, and said so
+        with store.engine.connect() as connection:  # the store's one pooled connection
+            assert connection.execute(text("SHOW lock_timeout")).scalar() == "0"
+    finally:
+        store.close()
+        other.dispose()

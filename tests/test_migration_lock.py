@@ -4,6 +4,7 @@ an upgrade (the migration's BEGIN IMMEDIATE still lets one process in at a time)
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import tempfile
@@ -17,6 +18,7 @@ from sqlalchemy import create_engine
 
 from mailer.store.database import (
     MIGRATIONS_DIR,
+    _migration_lock,
     create_store_engine,
     current_revision,
     head_revision,
@@ -40,7 +42,17 @@ def _one_revision_behind(database: Path) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, behind)
     engine.dispose()
-    assert current_revision(create_store_engine(f"sqlite:///{database}")) == behind
+    assert _revision(database) == behind
+
+
+def _revision(database: Path) -> str | None:
+    """Read with an engine let go at once: an open connection would keep root's -wal and
+    -shm files beside the database for another user's process to find unwritable."""
+    engine = create_store_engine(f"sqlite:///{database}")
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
 
 
 def _previous_revision() -> str:
@@ -65,6 +77,7 @@ def shared_directory() -> Iterator[Path]:
 
 
 def _upgrade_as(uid: int, url: str, said: multiprocessing.Queue[str]) -> None:
+    os.setgroups([])  # root's groups too: the other user has none of them
     os.setgid(uid)
     os.setuid(uid)
     try:
@@ -92,7 +105,7 @@ def test_another_user_upgrades_after_root_made_the_lock_file(shared_directory: P
     outcome = said.get(timeout=60)
     child.join(timeout=10)
     assert outcome == "upgraded"
-    assert current_revision(create_store_engine(f"sqlite:///{database}")) == head_revision()
+    assert _revision(database) == head_revision()
 
 
 def test_the_lock_file_has_the_databases_permissions_and_follows_a_symlink(
@@ -104,7 +117,9 @@ def test_the_lock_file_has_the_databases_permissions_and_follows_a_symlink(
     (tmp_path / "elsewhere").mkdir()
     link = tmp_path / "elsewhere" / "link.db"
     link.symlink_to(database)
-    assert upgrade(create_store_engine(f"sqlite:///{link}"))
+    engine = create_store_engine(f"sqlite:///{link}")
+    assert upgrade(engine)
+    engine.dispose()
     assert not Path(migration_lock_path(str(link))).exists()
     assert os.stat(migration_lock_path(str(database))).st_mode & 0o777 == 0o640
 
@@ -113,5 +128,32 @@ def test_a_lock_file_that_cannot_be_opened_does_not_stop_the_upgrade(tmp_path: P
     database = tmp_path / "mailer.db"
     _one_revision_behind(database)
     Path(migration_lock_path(str(database))).symlink_to(tmp_path / "nowhere" / "lock")
-    assert upgrade(create_store_engine(f"sqlite:///{database}"))
-    assert current_revision(create_store_engine(f"sqlite:///{database}")) == head_revision()
+    engine = create_store_engine(f"sqlite:///{database}")
+    assert upgrade(engine)
+    engine.dispose()
+    assert _revision(database) == head_revision()
+
+
+def test_the_lock_is_let_go_even_if_a_child_was_forked_while_it_was_held(
+    tmp_path: Path,
+) -> None:
+    """A process forked inside the block shares the lock file's open description: closing
+    our descriptor alone would leave the lock held until that child exits."""
+    database = tmp_path / "mailer.db"
+    engine = create_store_engine(f"sqlite:///{database}")
+    release_child, child_may_exit = os.pipe()
+    with _migration_lock(engine):
+        child = os.fork()
+        if child == 0:  # pragma: no cover -- the child only waits to be told to exit
+            os.read(release_child, 1)
+            os._exit(0)
+    try:
+        descriptor = os.open(migration_lock_path(str(database)), os.O_RDWR)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if held
+        finally:
+            os.close(descriptor)
+    finally:
+        os.write(child_may_exit, b"x")
+        os.waitpid(child, 0)
+        engine.dispose()

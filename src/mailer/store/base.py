@@ -150,10 +150,15 @@ class StoreBase:
         # Only an optimisation: a failure is logged, never the caller's error.
         try:
             with self._reading() as connection:  # autocommit on PostgreSQL
+                # A session setting (SET LOCAL needs a transaction): reset whatever
+                # happens, or the pooled connection would keep failing any lock wait
+                # over 2 s (an event's advisory lock, a row lock) after one timed out here.
                 connection.exec_driver_sql("SET lock_timeout = '2s'")
-                for table in sorted(tables):
-                    connection.exec_driver_sql(f"ANALYZE {table}")
-                connection.exec_driver_sql("RESET lock_timeout")
+                try:
+                    for table in sorted(tables):
+                        connection.exec_driver_sql(f"ANALYZE {table}")
+                finally:
+                    connection.exec_driver_sql("RESET lock_timeout")
         except SQLAlchemyError as exc:
             log.warning(
                 fields(event="analyze-failed", tables=",".join(tables), error=one_line_reason(exc))

@@ -286,4 +286,7 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(descriptor)  # lets the flock go
+        # Let go before closing: a process forked meanwhile shares the open file, and
+        # closing only our descriptor would leave the lock held until that child exits.
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
