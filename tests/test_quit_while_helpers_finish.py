@@ -1,4 +1,5 @@
-"""A second Ctrl-C while `mailer send --processes N` waits for its helper processes.
+"""A second Ctrl-C while `mailer send --processes N` waits for its helper processes, and
+while `mailer worker --processes N` waits for its other workers.
 
 After the first Ctrl-C the coordinator stops sending and waits for the helpers to finish
 what they have in flight. A second Ctrl-C there used to end in a KeyboardInterrupt
@@ -102,3 +103,41 @@ def test_helpers_that_end_by_themselves_are_waited_for_quietly(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert "joined: the helper ended" in done.stdout
     assert "Waiting for" not in done.stderr
+
+
+WORKER_WAITER = """
+from mailer.campaigns.senders import Children
+from mailer.cli.schedule_cmd import _join_workers
+from lingering_helper import linger
+
+children = Children()
+children.start(linger, count=1)  # a worker process slow to finish its messages in flight
+_join_workers(children, timeout=60)
+print("joined: the other worker ended", flush=True)
+"""
+
+
+def test_a_second_ctrl_c_while_other_workers_finish_quits_at_once(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WORKER_WAITER],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiter.stderr is not None
+    seen = ""
+    while "Ctrl-C quits at once" not in seen:
+        line = waiter.stderr.readline()
+        assert line, seen
+        seen += line
+    assert "Waiting for the other worker process(es)" in seen
+    waiter.send_signal(signal.SIGINT)
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 128 + signal.SIGINT.value, err
+    assert "SIGINT again: quitting at once; the other worker process(es) finish" in err
+    assert "Traceback" not in err
+    assert "KeyboardInterrupt" not in err
+    assert "joined" not in out

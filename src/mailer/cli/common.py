@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,6 +16,7 @@ from rich.markup import escape
 from mailer.errors import CampaignError, ConfigError, MailerError
 
 if TYPE_CHECKING:
+    from mailer.campaigns.senders import Children
     from mailer.config import Settings
     from mailer.store import Store
 
@@ -139,3 +143,37 @@ def existing_file(path: Path, *, what: str) -> Path:
     if not path.is_file():
         raise InputError(f"{what} not found", path=path, hint="Check the path and try again.")
     return path
+
+
+# Seconds child processes (asked to stop) may take before the terminal is told it waits.
+QUIET_JOIN = 1.0
+
+
+def join_or_quit(
+    children: Children,
+    *,
+    timeout: float,
+    waiting: str,
+    quit_now: Callable[[signal.Signals], NoReturn],
+) -> None:
+    """Wait for child processes already asked to stop to finish what they have in flight,
+    saying `waiting` if that takes more than a moment. A signal meanwhile calls
+    `quit_now`: the terminal's default would raise KeyboardInterrupt here, a traceback
+    for the organiser, who pressed Ctrl-C a second time to quit."""
+    if not children.processes:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        children.join(timeout)  # signals reach only the main thread: nothing to catch here
+        return
+
+    def on_signal(signum: int, _frame: object) -> None:
+        quit_now(signal.Signals(signum))
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if not children.wait(QUIET_JOIN):
+            err_console.print(f"{waiting} (Ctrl-C quits at once).", markup=False)
+            children.join(timeout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

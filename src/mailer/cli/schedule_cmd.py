@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -143,7 +145,34 @@ def worker(ctx: typer.Context, processes: Processes = None) -> None:
             asyncio.run(_work_with(settings, store, children))
         finally:
             children.stop()
-            children.join(timeout=settings.smtp_timeout + 30)
+            _join_workers(children, timeout=settings.smtp_timeout + 30)
+
+
+def _join_workers(children: Children, *, timeout: float) -> None:
+    """Wait for the other worker processes (asked to stop) to finish what they have in
+    flight; a second Ctrl-C meanwhile quits at once (it ended in a silent exit 130)."""
+    common.join_or_quit(
+        children,
+        timeout=timeout,
+        waiting="Waiting for the other worker process(es) to finish the messages they have "
+        "in flight",
+        quit_now=_quit_workers,
+    )
+
+
+def _quit_workers(sig: signal.Signals) -> NoReturn:
+    """A second signal while the other worker processes finish: out at once. They were
+    asked to stop, and stop by themselves once this process has gone, so the campaigns go
+    on with the next worker to start (or one on another machine); their journals hold what
+    was in flight."""
+    common.err_console.print(
+        f"{sig.name} again: quitting at once; the other worker process(es) finish the "
+        "messages they have in flight and stop by themselves.",
+        markup=False,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + sig.value)
 
 
 async def _work_with(settings: Settings, store: Store, children: Children) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 EXIT_INCOMPLETE = 1
 EXIT_INTERRUPTED = 130
 # Helpers usually end within this of the coordinator; after it, say what we wait for.
-_QUIET_JOIN = 1.0
 
 # `mailer send`, `campaign resume` and `campaign send-now` alike (run_with_signals).
 SenderProcesses = Annotated[
@@ -501,29 +499,14 @@ def _quit_at_once(store: Store, campaign_id: int, sig: signal.Signals) -> NoRetu
 
 def _join_or_quit(children: Children, store: Store, campaign_id: int, *, timeout: float) -> None:
     """Wait for the helper processes (already asked to stop) to finish what they have in
-    flight. A signal meanwhile quits at once, as a second Ctrl-C does while sending: the
-    terminal's default would raise KeyboardInterrupt here, a traceback for the organiser."""
-    if not children.processes:
-        return
-    if threading.current_thread() is not threading.main_thread():
-        children.join(timeout)  # signals reach only the main thread: nothing to catch here
-        return
-
-    def quit_now(signum: int, _frame: object) -> None:
-        _quit_at_once(store, campaign_id, signal.Signals(signum))
-
-    previous = {sig: signal.signal(sig, quit_now) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if not children.wait(_QUIET_JOIN):
-            common.err_console.print(
-                "Waiting for the other sender process(es) to finish the messages they have "
-                "in flight (Ctrl-C quits at once).",
-                markup=False,
-            )
-            children.join(timeout)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    flight; a signal meanwhile quits at once, as a second Ctrl-C does while sending."""
+    common.join_or_quit(
+        children,
+        timeout=timeout,
+        waiting="Waiting for the other sender process(es) to finish the messages they have "
+        "in flight",
+        quit_now=lambda sig: _quit_at_once(store, campaign_id, sig),
+    )
 
 
 def print_result(result: RunResult) -> None:
