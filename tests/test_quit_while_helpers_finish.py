@@ -141,3 +141,51 @@ def test_a_second_ctrl_c_while_other_workers_finish_quits_at_once(tmp_path: Path
     assert "Traceback" not in err
     assert "KeyboardInterrupt" not in err
     assert "joined" not in out
+
+
+OWN_DRAIN = """
+import asyncio
+from mailer.campaigns.senders import Children
+from mailer.cli import schedule_cmd
+
+async def finishing_slowly(settings, store, *, stop):
+    # a worker whose messages in flight take their time at the relay
+    print("ready: the signal handlers are in place", flush=True)
+    await stop.wait()
+    print("stopping: finishing the messages in flight", flush=True)
+    await asyncio.sleep(60)
+
+schedule_cmd.run_worker = finishing_slowly
+asyncio.run(schedule_cmd._work_with(None, None, Children()))
+print("returned: it finished", flush=True)
+"""
+
+
+def test_a_second_ctrl_c_while_the_worker_finishes_its_own_quits_at_once(
+    tmp_path: Path,
+) -> None:
+    """The first Ctrl-C lets the worker finish what it has in flight; a second one, before
+    it has, quits at once (it was ignored: the worker went on for up to the relay's
+    timeout, saying nothing)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", OWN_DRAIN],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None
+    assert worker.stdout.readline().startswith("ready"), worker.stderr
+    worker.send_signal(signal.SIGINT)
+    assert worker.stdout.readline().startswith("stopping")  # the first one: finishing
+    worker.send_signal(signal.SIGINT)
+    try:
+        out, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()  # still there only if the second Ctrl-C was not heard
+    assert worker.returncode == 128 + signal.SIGINT.value, err
+    assert "SIGINT again: quitting at once; what this process had in flight" in err
+    assert "Traceback" not in err
+    assert "returned" not in out

@@ -145,7 +145,7 @@ def existing_file(path: Path, *, what: str) -> Path:
     return path
 
 
-# Seconds child processes (asked to stop) may take before the terminal is told it waits.
+# Child processes asked to stop usually end within this; after it, say what we wait for.
 QUIET_JOIN = 1.0
 
 

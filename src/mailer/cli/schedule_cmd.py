@@ -143,14 +143,19 @@ def worker(ctx: typer.Context, processes: Processes = None) -> None:
         children.start(worker_main, settings, count=count - 1)
         try:
             asyncio.run(_work_with(settings, store, children))
-        finally:
+        except BaseException:
+            # This process's worker failed: its error is shown once the others have
+            # finished, as before (a Ctrl-C here is not a second one).
             children.stop()
-            _join_workers(children, timeout=settings.smtp_timeout + 30)
+            children.join(timeout=settings.smtp_timeout + 30)
+            raise
+        children.stop()
+        _join_workers(children, timeout=settings.smtp_timeout + 30)
 
 
 def _join_workers(children: Children, *, timeout: float) -> None:
     """Wait for the other worker processes (asked to stop) to finish what they have in
-    flight; a second Ctrl-C meanwhile quits at once (it ended in a silent exit 130)."""
+    flight; a second Ctrl-C meanwhile quits at once, saying what becomes of them."""
     common.join_or_quit(
         children,
         timeout=timeout,
@@ -160,16 +165,18 @@ def _join_workers(children: Children, *, timeout: float) -> None:
     )
 
 
-def _quit_workers(sig: signal.Signals) -> NoReturn:
-    """A second signal while the other worker processes finish: out at once. They were
-    asked to stop, and stop by themselves once this process has gone, so the campaigns go
-    on with the next worker to start (or one on another machine); their journals hold what
-    was in flight."""
-    common.err_console.print(
-        f"{sig.name} again: quitting at once; the other worker process(es) finish the "
-        "messages they have in flight and stop by themselves.",
-        markup=False,
+def _quit_workers(sig: signal.Signals, *, own_in_flight: bool = False) -> NoReturn:
+    """A second signal: out at once, as a kill would be. The other worker processes were
+    asked to stop and stop by themselves once this one has gone; what this one still had
+    in flight is in its journal, settled when its campaigns are next taken up (after
+    their leases), as after a crash."""
+    then = (
+        "what this process had in flight is settled when its campaigns are next taken up"
+        if own_in_flight
+        else "the other worker process(es) finish the messages they have in flight and "
+        "stop by themselves"
     )
+    common.err_console.print(f"{sig.name} again: quitting at once; {then}.", markup=False)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(128 + sig.value)
@@ -180,12 +187,14 @@ async def _work_with(settings: Settings, store: Store, children: Children) -> No
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def stopping() -> None:
+    def stopping(sig: signal.Signals) -> None:
+        if stop.is_set():  # a second Ctrl-C while this worker finishes: as `mailer send`
+            _quit_workers(sig, own_in_flight=True)
         stop.set()
         children.stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping)
+        loop.add_signal_handler(sig, stopping, sig)
     await run_worker(settings, store, stop=stop)
 
 

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 EXIT_INCOMPLETE = 1
 EXIT_INTERRUPTED = 130
-# Helpers usually end within this of the coordinator; after it, say what we wait for.
 
 # `mailer send`, `campaign resume` and `campaign send-now` alike (run_with_signals).
 SenderProcesses = Annotated[

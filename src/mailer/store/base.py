@@ -123,8 +123,10 @@ class StoreBase:
         (and sends DEALLOCATE ALL), so the read a sender makes every second (its
         campaign's status) kept its claims, markings and records from ever being prepared
         and planned once: they were parsed and planned at every call (bench/README,
-        thirteenth session). Nothing written through it is atomic with anything else:
-        writes go through engine.begin(). On SQLite a plain connection, as before."""
+        thirteenth session). A statement that writes through it is atomic on its own
+        and with nothing else (the marking and the recording are single statements, see
+        LedgerQueries._one_statement); writes that belong together go through
+        engine.begin(). On SQLite a plain connection, as before."""
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT"
