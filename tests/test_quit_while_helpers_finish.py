@@ -189,3 +189,44 @@ def test_a_second_ctrl_c_while_the_worker_finishes_its_own_quits_at_once(
     assert "SIGINT again: quitting at once; what this process had in flight" in err
     assert "Traceback" not in err
     assert "returned" not in out
+
+
+FAILED_WORKER = """
+import signal
+from mailer.campaigns.senders import Children
+from mailer.cli.schedule_cmd import _join_workers, _quit_workers
+from lingering_helper import linger
+
+children = Children()
+children.start(linger, count=1)
+failure = RuntimeError("the database went away")
+_join_workers(children, timeout=60, quit_now=lambda sig: _quit_workers(sig, failure=failure))
+print("joined: the other worker ended", flush=True)
+"""
+
+
+def test_a_ctrl_c_after_this_worker_failed_says_why_it_stopped(tmp_path: Path) -> None:
+    """The worker's own loop failed and the others are finishing: one Ctrl-C quits, and
+    the error is not lost behind it (nor is that Ctrl-C called a second one)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", FAILED_WORKER],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiter.stderr is not None
+    seen = ""
+    while "Ctrl-C quits at once" not in seen:
+        line = waiter.stderr.readline()
+        assert line, seen
+        seen += line
+    waiter.send_signal(signal.SIGINT)
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 128 + signal.SIGINT.value, err
+    assert "This worker stopped on an error: the database went away" in err
+    assert "SIGINT: quitting at once; the other worker process(es) finish" in err
+    assert "again" not in err
+    assert "joined" not in out

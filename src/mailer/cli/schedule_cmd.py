@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -143,17 +144,26 @@ def worker(ctx: typer.Context, processes: Processes = None) -> None:
         children.start(worker_main, settings, count=count - 1)
         try:
             asyncio.run(_work_with(settings, store, children))
-        except BaseException:
+        except BaseException as failure:
             # This process's worker failed: its error is shown once the others have
-            # finished, as before (a Ctrl-C here is not a second one).
+            # finished, or at once with a Ctrl-C meanwhile (its first: not "again").
             children.stop()
-            children.join(timeout=settings.smtp_timeout + 30)
+            _join_workers(
+                children,
+                timeout=settings.smtp_timeout + 30,
+                quit_now=functools.partial(_quit_workers, failure=failure),
+            )
             raise
         children.stop()
         _join_workers(children, timeout=settings.smtp_timeout + 30)
 
 
-def _join_workers(children: Children, *, timeout: float) -> None:
+def _join_workers(
+    children: Children,
+    *,
+    timeout: float,
+    quit_now: Callable[[signal.Signals], NoReturn] | None = None,
+) -> None:
     """Wait for the other worker processes (asked to stop) to finish what they have in
     flight; a second Ctrl-C meanwhile quits at once, saying what becomes of them."""
     common.join_or_quit(
@@ -161,22 +171,32 @@ def _join_workers(children: Children, *, timeout: float) -> None:
         timeout=timeout,
         waiting="Waiting for the other worker process(es) to finish the messages they have "
         "in flight",
-        quit_now=_quit_workers,
+        quit_now=quit_now or _quit_workers,
     )
 
 
-def _quit_workers(sig: signal.Signals, *, own_in_flight: bool = False) -> NoReturn:
-    """A second signal: out at once, as a kill would be. The other worker processes were
-    asked to stop and stop by themselves once this one has gone; what this one still had
-    in flight is in its journal, settled when its campaigns are next taken up (after
-    their leases), as after a crash."""
+def _quit_workers(
+    sig: signal.Signals, *, own_in_flight: bool = False, failure: BaseException | None = None
+) -> NoReturn:
+    """A second signal (or the first, after this worker failed with `failure`): out at
+    once, as a kill would be. The other worker processes were asked to stop and stop by
+    themselves once this one has gone; what this one still had in flight is in its
+    journal, settled when its campaigns are next taken up (after their leases), as after
+    a crash."""
+    from mailer.errors import one_line_reason
+
     then = (
         "what this process had in flight is settled when its campaigns are next taken up"
         if own_in_flight
         else "the other worker process(es) finish the messages they have in flight and "
         "stop by themselves"
     )
-    common.err_console.print(f"{sig.name} again: quitting at once; {then}.", markup=False)
+    if failure is not None:
+        common.err_console.print(
+            f"This worker stopped on an error: {one_line_reason(failure)}", markup=False
+        )
+    again = "" if failure is not None else " again"
+    common.err_console.print(f"{sig.name}{again}: quitting at once; {then}.", markup=False)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(128 + sig.value)
