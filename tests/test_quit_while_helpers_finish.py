@@ -40,7 +40,8 @@ store = Store.open(sys.argv[1], migrate=False)
 children = Children()
 children.start(linger, count=1)  # as if asked to stop and slow to finish (no SIGTERM:
 # sent now it would end the helper before its interpreter is up to ignore it)
-_join_or_quit(children, store, int(sys.argv[2]), timeout=60)
+failure = RuntimeError("the relay went away") if sys.argv[3:] == ["failed"] else None
+_join_or_quit(children, store, int(sys.argv[2]), timeout=60, failure=failure)
 print("joined: the helper ended", flush=True)
 """
 
@@ -228,5 +229,39 @@ def test_a_ctrl_c_after_this_worker_failed_says_why_it_stopped(tmp_path: Path) -
     assert waiter.returncode == 128 + signal.SIGINT.value, err
     assert "This worker stopped on an error: the database went away" in err
     assert "SIGINT: quitting at once; the other worker process(es) finish" in err
+    assert "again" not in err
+    assert "joined" not in out
+
+
+def test_a_ctrl_c_after_the_run_failed_says_why_it_stopped(tmp_path: Path) -> None:
+    """The coordinator's run failed while a helper still finishes: one Ctrl-C quits, and
+    says the error first (it was lost), without calling that Ctrl-C a second one."""
+    url = f"sqlite:///{tmp_path / 'mailer.db'}"
+    store = Store.open(url)
+    seed_list(store, tmp_path, 3)
+    event = load_event(EVENT)
+    plan = lifecycle.plan_send(store, event=event, list_name="members", new=False)
+    campaign = lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner="me")
+    store.close()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WAITER, url, str(campaign.id), "failed"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiter.stderr is not None
+    seen = ""
+    while "Ctrl-C quits at once" not in seen:
+        line = waiter.stderr.readline()
+        assert line, seen
+        seen += line
+    waiter.send_signal(signal.SIGINT)
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 128 + signal.SIGINT.value, err
+    assert "The send stopped on an error: the relay went away" in err
+    assert "SIGINT: quitting at once; campaign 1 paused" in err
     assert "again" not in err
     assert "joined" not in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -405,9 +406,16 @@ def run_with_signals(
                 children=children,
             )
         )
-    finally:
+    except BaseException as failure:
+        # The run failed: its error is shown once the helpers have finished, or at once
+        # with a Ctrl-C meanwhile (the organiser's first: not "again").
         children.stop()
-        _join_or_quit(children, store, campaign_id, timeout=settings.smtp_timeout + 30)
+        _join_or_quit(
+            children, store, campaign_id, timeout=settings.smtp_timeout + 30, failure=failure
+        )
+        raise
+    children.stop()
+    _join_or_quit(children, store, campaign_id, timeout=settings.smtp_timeout + 30)
     if not children.processes:
         return result
     # The helpers have finished what they had in flight: count it.
@@ -468,14 +476,22 @@ async def _run(
             loop.remove_signal_handler(sig)
 
 
-def _quit_at_once(store: Store, campaign_id: int, sig: signal.Signals) -> NoReturn:
-    """The second signal: paused first, so that no worker (a running `mailer serve`)
-    takes the campaign over when this sender's lease runs out and sends the rest, which a
-    new organiser saw after pressing Ctrl-C twice; then out at once, as a kill -9 would be
-    (no task or helper process is waited for: one may be waiting for the relay). The
-    journals hold what was in flight; resuming settles it first, as after a crash."""
+def _quit_at_once(
+    store: Store, campaign_id: int, sig: signal.Signals, *, failure: BaseException | None = None
+) -> NoReturn:
+    """The second signal (or the first, after the run failed with `failure`): paused
+    first, so that no worker (a running `mailer serve`) takes the campaign over when this
+    sender's lease runs out and sends the rest, which a new organiser saw after pressing
+    Ctrl-C twice; then out at once, as a kill -9 would be (no task or helper process is
+    waited for: one may be waiting for the relay). The journals hold what was in flight;
+    resuming settles it first, as after a crash."""
     from mailer.campaigns import lifecycle
     from mailer.errors import one_line_reason
+
+    if failure is not None:
+        common.err_console.print(
+            f"The send stopped on an error: {one_line_reason(failure)}", markup=False
+        )
 
     try:
         lifecycle.pause(store, campaign_id)
@@ -485,8 +501,9 @@ def _quit_at_once(store: Store, campaign_id: int, sig: signal.Signals) -> NoRetu
             note = f"campaign {campaign_id} {store.campaign_status(campaign_id).value}"
         except Exception:
             note = f"campaign {campaign_id} not paused ({one_line_reason(exc)})"
+    again = "" if failure is not None else " again"
     common.err_console.print(
-        f"{sig.name} again: quitting at once; {note}. `mailer campaign resume "
+        f"{sig.name}{again}: quitting at once; {note}. `mailer campaign resume "
         f"{campaign_id}` goes on (the messages in flight are settled first).",
         markup=False,
     )
@@ -496,7 +513,14 @@ def _quit_at_once(store: Store, campaign_id: int, sig: signal.Signals) -> NoRetu
     os._exit(128 + sig.value)
 
 
-def _join_or_quit(children: Children, store: Store, campaign_id: int, *, timeout: float) -> None:
+def _join_or_quit(
+    children: Children,
+    store: Store,
+    campaign_id: int,
+    *,
+    timeout: float,
+    failure: BaseException | None = None,
+) -> None:
     """Wait for the helper processes (already asked to stop) to finish what they have in
     flight; a signal meanwhile quits at once, as a second Ctrl-C does while sending."""
     common.join_or_quit(
@@ -504,7 +528,7 @@ def _join_or_quit(children: Children, store: Store, campaign_id: int, *, timeout
         timeout=timeout,
         waiting="Waiting for the other sender process(es) to finish the messages they have "
         "in flight",
-        quit_now=lambda sig: _quit_at_once(store, campaign_id, sig),
+        quit_now=functools.partial(_quit_at_once, store, campaign_id, failure=failure),
     )
 
 
