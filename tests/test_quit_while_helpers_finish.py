@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign_support import EVENT, seed_list
+from campaign_support import EVENT, SECRET, make_settings, seed_list
+from lingering_helper import READY
 from mailer.campaigns import lifecycle
 from mailer.message.event import load_event
 from mailer.models import CampaignStatus
@@ -40,8 +41,7 @@ store = Store.open(sys.argv[1], migrate=False)
 children = Children()
 children.start(linger, count=1)  # as if asked to stop and slow to finish (no SIGTERM:
 # sent now it would end the helper before its interpreter is up to ignore it)
-failure = RuntimeError("the relay went away") if sys.argv[3:] == ["failed"] else None
-_join_or_quit(children, store, int(sys.argv[2]), timeout=60, failure=failure)
+_join_or_quit(children, store, int(sys.argv[2]), timeout=60)
 print("joined: the helper ended", flush=True)
 """
 
@@ -146,15 +146,16 @@ def test_a_second_ctrl_c_while_other_workers_finish_quits_at_once(tmp_path: Path
 
 OWN_DRAIN = """
 import asyncio
+import sys
 from mailer.campaigns.senders import Children
 from mailer.cli import schedule_cmd
 
 async def finishing_slowly(settings, store, *, stop):
-    # a worker whose messages in flight take their time at the relay
+    # a worker whose messages in flight take their time at the relay: until told (stdin)
     print("ready: the signal handlers are in place", flush=True)
     await stop.wait()
     print("stopping: finishing the messages in flight", flush=True)
-    await asyncio.sleep(60)
+    await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), 60)
 
 schedule_cmd.run_worker = finishing_slowly
 asyncio.run(schedule_cmd._work_with(None, None, Children()))
@@ -192,26 +193,71 @@ def test_a_second_ctrl_c_while_the_worker_finishes_its_own_quits_at_once(
     assert "returned" not in out
 
 
-FAILED_WORKER = """
-import signal
-from mailer.campaigns.senders import Children
-from mailer.cli.schedule_cmd import _join_workers, _quit_workers
-from lingering_helper import linger
+def own_drain(tmp_path: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", OWN_DRAIN],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None
+    assert worker.stdout.readline().startswith("ready"), worker.stderr
+    return worker
 
-children = Children()
-children.start(linger, count=1)
-failure = RuntimeError("the database went away")
-_join_workers(children, timeout=60, quit_now=lambda sig: _quit_workers(sig, failure=failure))
-print("joined: the other worker ended", flush=True)
+
+def test_another_signal_while_the_worker_finishes_does_not_quit(tmp_path: Path) -> None:
+    """Ctrl-C, then a SIGTERM (a wrapper forwarding it): still a graceful stop; only the
+    same signal again quits at once. Each signal is answered on the terminal."""
+    worker = own_drain(tmp_path)
+    assert worker.stdout is not None
+    assert worker.stderr is not None
+    worker.send_signal(signal.SIGINT)
+    assert worker.stdout.readline().startswith("stopping")
+    assert "SIGINT: finishing the messages in flight" in worker.stderr.readline()
+    worker.send_signal(signal.SIGTERM)
+    assert "SIGTERM: still finishing the messages in flight" in worker.stderr.readline()
+    try:
+        out, err = worker.communicate("finish\n", timeout=30)  # the relay answers at last
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "returned: it finished" in out
+
+
+FAILING_WORKER = """
+import asyncio
+from mailer.campaigns import senders
+from mailer.cli import main, schedule_cmd
+from lingering_helper import linger_as_worker, until_a_lingering_process_is_up
+
+async def failing(settings, store, *, stop):
+    await until_a_lingering_process_is_up()
+    raise TimeoutError()  # an error whose text is empty
+
+senders.worker_main = linger_as_worker  # the other worker process: slow to finish
+schedule_cmd.run_worker = failing
+main(["worker", "--processes", "2"])
 """
 
 
-def test_a_ctrl_c_after_this_worker_failed_says_why_it_stopped(tmp_path: Path) -> None:
-    """The worker's own loop failed and the others are finishing: one Ctrl-C quits, and
-    the error is not lost behind it (nor is that Ctrl-C called a second one)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+def test_a_ctrl_c_after_the_worker_failed_says_why_it_stopped(tmp_path: Path) -> None:
+    """`mailer worker --processes 2` whose own loop fails while the other process still
+    finishes: one Ctrl-C quits, says the error first (it was lost), and is not called a
+    second one."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path]),
+        "MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'mailer.db'}",
+        "MAILER_SECRET_KEY": SECRET,
+        "MAILER_VAR_DIR": str(tmp_path / "var"),
+        READY: str(tmp_path / "lingering"),
+    }
     waiter = subprocess.Popen(
-        [sys.executable, "-c", FAILED_WORKER],
+        [sys.executable, "-c", FAILING_WORKER],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -225,27 +271,54 @@ def test_a_ctrl_c_after_this_worker_failed_says_why_it_stopped(tmp_path: Path) -
         assert line, seen
         seen += line
     waiter.send_signal(signal.SIGINT)
-    out, err = waiter.communicate(timeout=30)
+    try:
+        _, err = waiter.communicate(timeout=30)
+    finally:
+        waiter.kill()
     assert waiter.returncode == 128 + signal.SIGINT.value, err
-    assert "This worker stopped on an error: the database went away" in err
+    assert "This worker stopped on an error: TimeoutError" in err
     assert "SIGINT: quitting at once; the other worker process(es) finish" in err
-    assert "again" not in err
-    assert "joined" not in out
+    assert "again:" not in err
 
 
-def test_a_ctrl_c_after_the_run_failed_says_why_it_stopped(tmp_path: Path) -> None:
-    """The coordinator's run failed while a helper still finishes: one Ctrl-C quits, and
-    says the error first (it was lost), without calling that Ctrl-C a second one."""
-    url = f"sqlite:///{tmp_path / 'mailer.db'}"
-    store = Store.open(url)
+FAILING_SEND = """
+import sys
+from campaign_support import make_settings
+from mailer.campaigns import senders
+from mailer.cli import send_cmd
+from mailer.store import Store
+from lingering_helper import linger_as_helper, until_a_lingering_process_is_up
+from pathlib import Path
+
+async def failing(*args, **kwargs):
+    await until_a_lingering_process_is_up()
+    raise RuntimeError("the relay went away")
+
+senders.helper_main = linger_as_helper  # the helper process: slow to finish
+send_cmd._run = failing
+settings = make_settings(Path(sys.argv[1]), 25)
+store = Store.open(settings.database_url, migrate=False)
+send_cmd.run_with_signals(store, settings, int(sys.argv[2]), total=3, processes=2)
+"""
+
+
+def test_a_ctrl_c_after_the_send_failed_says_why_it_stopped(tmp_path: Path) -> None:
+    """`mailer send --processes 2` whose run fails while the helper still finishes: one
+    Ctrl-C quits, pauses the campaign, and says the error first (it was lost)."""
+    settings = make_settings(tmp_path, 25)
+    store = Store.open(settings.database_url)
     seed_list(store, tmp_path, 3)
     event = load_event(EVENT)
     plan = lifecycle.plan_send(store, event=event, list_name="members", new=False)
     campaign = lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner="me")
     store.close()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path]),
+        READY: str(tmp_path / "lingering"),
+    }
     waiter = subprocess.Popen(
-        [sys.executable, "-c", WAITER, url, str(campaign.id), "failed"],
+        [sys.executable, "-c", FAILING_SEND, str(tmp_path), str(campaign.id)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -259,9 +332,11 @@ def test_a_ctrl_c_after_the_run_failed_says_why_it_stopped(tmp_path: Path) -> No
         assert line, seen
         seen += line
     waiter.send_signal(signal.SIGINT)
-    out, err = waiter.communicate(timeout=30)
+    try:
+        _, err = waiter.communicate(timeout=30)
+    finally:
+        waiter.kill()
     assert waiter.returncode == 128 + signal.SIGINT.value, err
     assert "The send stopped on an error: the relay went away" in err
-    assert "SIGINT: quitting at once; campaign 1 paused" in err
-    assert "again" not in err
-    assert "joined" not in out
+    assert f"SIGINT: quitting at once; campaign {campaign.id} paused" in err
+    assert "again:" not in err

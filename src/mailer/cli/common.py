@@ -177,3 +177,15 @@ def join_or_quit(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def failure_reason(failure: BaseException | None) -> BaseException | None:
+    """What to say a run stopped on: an error (its text, else its kind), or None for an
+    interruption (a Ctrl-C or an exit caught on its way out is not an error)."""
+    return failure if isinstance(failure, Exception) else None
+
+
+def describe_failure(failure: BaseException) -> str:
+    from mailer.errors import one_line_reason
+
+    return one_line_reason(failure) or type(failure).__name__

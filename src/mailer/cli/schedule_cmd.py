@@ -151,7 +151,7 @@ def worker(ctx: typer.Context, processes: Processes = None) -> None:
             _join_workers(
                 children,
                 timeout=settings.smtp_timeout + 30,
-                quit_now=functools.partial(_quit_workers, failure=failure),
+                quit_now=functools.partial(_quit_workers, failure=common.failure_reason(failure)),
             )
             raise
         children.stop()
@@ -183,8 +183,6 @@ def _quit_workers(
     themselves once this one has gone; what this one still had in flight is in its
     journal, settled when its campaigns are next taken up (after their leases), as after
     a crash."""
-    from mailer.errors import one_line_reason
-
     then = (
         "what this process had in flight is settled when its campaigns are next taken up"
         if own_in_flight
@@ -193,7 +191,8 @@ def _quit_workers(
     )
     if failure is not None:
         common.err_console.print(
-            f"This worker stopped on an error: {one_line_reason(failure)}", markup=False
+            f"This worker stopped on an error: {common.describe_failure(failure)}",
+            markup=False,
         )
     again = "" if failure is not None else " again"
     common.err_console.print(f"{sig.name}{again}: quitting at once; {then}.", markup=False)
@@ -207,11 +206,26 @@ async def _work_with(settings: Settings, store: Store, children: Children) -> No
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    first: list[signal.Signals] = []
+
     def stopping(sig: signal.Signals) -> None:
-        if stop.is_set():  # a second Ctrl-C while this worker finishes: as `mailer send`
+        if not first:
+            first.append(sig)
+            common.err_console.print(
+                f"{sig.name}: finishing the messages in flight, then stopping "
+                f"({sig.name} again quits at once).",
+                markup=False,
+            )
+            stop.set()
+            children.stop()
+        elif sig is first[0]:  # the same again (Ctrl-C twice): as `mailer send`
             _quit_workers(sig, own_in_flight=True)
-        stop.set()
-        children.stop()
+        else:  # another signal, as a wrapper forwarding the terminal's: still finishing
+            common.err_console.print(
+                f"{sig.name}: still finishing the messages in flight "
+                f"({first[0].name} again quits at once).",
+                markup=False,
+            )
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping, sig)

@@ -411,7 +411,11 @@ def run_with_signals(
         # with a Ctrl-C meanwhile (the organiser's first: not "again").
         children.stop()
         _join_or_quit(
-            children, store, campaign_id, timeout=settings.smtp_timeout + 30, failure=failure
+            children,
+            store,
+            campaign_id,
+            timeout=settings.smtp_timeout + 30,
+            failure=common.failure_reason(failure),
         )
         raise
     children.stop()
@@ -490,7 +494,7 @@ def _quit_at_once(
 
     if failure is not None:
         common.err_console.print(
-            f"The send stopped on an error: {one_line_reason(failure)}", markup=False
+            f"The send stopped on an error: {common.describe_failure(failure)}", markup=False
         )
 
     try:
