@@ -46,33 +46,65 @@ print("joined: the helper ended", flush=True)
 """
 
 
-def test_a_second_ctrl_c_while_helpers_finish_quits_at_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'mailer.db'}"
+def run_script(
+    script: str, *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """`script` in a Python of its own (signals, spawn and os._exit need one), with the
+    tests' helpers importable; its stdin, stdout and stderr are pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path]),
+            **(env or {}),
+        },
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def until_it_waits(process: subprocess.Popen[str]) -> str:
+    """What it said on stderr up to saying that it waits (and that Ctrl-C quits)."""
+    assert process.stderr is not None
+    seen = ""
+    while "Ctrl-C quits at once" not in seen:
+        line = process.stderr.readline()
+        assert line, seen
+        seen += line
+    return seen
+
+
+def interrupted(process: subprocess.Popen[str], text: str | None = None) -> tuple[str, str]:
+    """Ctrl-C, then all it says until it ends (`text` on its stdin first, if any)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.communicate(text, timeout=30)
+    finally:
+        process.kill()  # still there only if the signal was not heard
+
+
+def started_campaign(url: str, tmp_path: Path) -> int:
+    """A campaign of three, started (sending) by "me"."""
     store = Store.open(url)
     seed_list(store, tmp_path, 3)
     event = load_event(EVENT)
     plan = lifecycle.plan_send(store, event=event, list_name="members", new=False)
     campaign = lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner="me")
     store.close()
+    return campaign.id
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
-    waiter = subprocess.Popen(
-        [sys.executable, "-c", WAITER, url, str(campaign.id)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert waiter.stderr is not None
-    seen = ""
-    while "Ctrl-C quits at once" not in seen:  # it says what it waits for
-        line = waiter.stderr.readline()
-        assert line, seen
-        seen += line
+
+def test_a_second_ctrl_c_while_helpers_finish_quits_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mailer.db'}"
+    campaign_id = started_campaign(url, tmp_path)
+
+    waiter = run_script(WAITER, url, str(campaign_id), cwd=tmp_path)
+    seen = until_it_waits(waiter)  # it says what it waits for
     assert "Waiting for the other sender process(es)" in seen
-    waiter.send_signal(signal.SIGINT)
-    out, err = waiter.communicate(timeout=30)
+    out, err = interrupted(waiter)
     assert waiter.returncode == 128 + signal.SIGINT.value, err
     assert "SIGINT again: quitting at once; campaign 1 paused" in err
     assert "Traceback" not in err
@@ -81,7 +113,7 @@ def test_a_second_ctrl_c_while_helpers_finish_quits_at_once(tmp_path: Path) -> N
 
     store = Store.open(url, migrate=False)
     try:
-        assert store.campaign_status(campaign.id) is CampaignStatus.PAUSED
+        assert store.campaign_status(campaign_id) is CampaignStatus.PAUSED
     finally:
         store.close()
 
@@ -119,24 +151,10 @@ print("joined: the other worker ended", flush=True)
 
 
 def test_a_second_ctrl_c_while_other_workers_finish_quits_at_once(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
-    waiter = subprocess.Popen(
-        [sys.executable, "-c", WORKER_WAITER],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert waiter.stderr is not None
-    seen = ""
-    while "Ctrl-C quits at once" not in seen:
-        line = waiter.stderr.readline()
-        assert line, seen
-        seen += line
+    waiter = run_script(WORKER_WAITER, cwd=tmp_path)
+    seen = until_it_waits(waiter)
     assert "Waiting for the other worker process(es)" in seen
-    waiter.send_signal(signal.SIGINT)
-    out, err = waiter.communicate(timeout=30)
+    out, err = interrupted(waiter)
     assert waiter.returncode == 128 + signal.SIGINT.value, err
     assert "SIGINT again: quitting at once; the other worker process(es) finish" in err
     assert "Traceback" not in err
@@ -163,50 +181,29 @@ print("returned: it finished", flush=True)
 """
 
 
+def own_drain(tmp_path: Path) -> subprocess.Popen[str]:
+    """OWN_DRAIN started, its signal handlers in place."""
+    worker = run_script(OWN_DRAIN, cwd=tmp_path)
+    assert worker.stdout is not None
+    assert worker.stdout.readline().startswith("ready"), worker.stderr
+    return worker
+
+
 def test_a_second_ctrl_c_while_the_worker_finishes_its_own_quits_at_once(
     tmp_path: Path,
 ) -> None:
     """The first Ctrl-C lets the worker finish what it has in flight; a second one, before
     it has, quits at once (it was ignored: the worker went on for up to the relay's
     timeout, saying nothing)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
-    worker = subprocess.Popen(
-        [sys.executable, "-c", OWN_DRAIN],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = own_drain(tmp_path)
     assert worker.stdout is not None
-    assert worker.stdout.readline().startswith("ready"), worker.stderr
     worker.send_signal(signal.SIGINT)
     assert worker.stdout.readline().startswith("stopping")  # the first one: finishing
-    worker.send_signal(signal.SIGINT)
-    try:
-        out, err = worker.communicate(timeout=30)
-    finally:
-        worker.kill()  # still there only if the second Ctrl-C was not heard
+    out, err = interrupted(worker)  # the second
     assert worker.returncode == 128 + signal.SIGINT.value, err
     assert "SIGINT again: quitting at once; what this process had in flight" in err
     assert "Traceback" not in err
     assert "returned" not in out
-
-
-def own_drain(tmp_path: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
-    worker = subprocess.Popen(
-        [sys.executable, "-c", OWN_DRAIN],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert worker.stdout is not None
-    assert worker.stdout.readline().startswith("ready"), worker.stderr
-    return worker
 
 
 def test_another_signal_while_the_worker_finishes_does_not_quit(tmp_path: Path) -> None:
@@ -249,32 +246,14 @@ def test_a_ctrl_c_after_the_worker_failed_says_why_it_stopped(tmp_path: Path) ->
     finishes: one Ctrl-C quits, says the error first (it was lost), and is not called a
     second one."""
     env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path]),
         "MAILER_DATABASE_URL": f"sqlite:///{tmp_path / 'mailer.db'}",
         "MAILER_SECRET_KEY": SECRET,
         "MAILER_VAR_DIR": str(tmp_path / "var"),
         READY: str(tmp_path / "lingering"),
     }
-    waiter = subprocess.Popen(
-        [sys.executable, "-c", FAILING_WORKER],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert waiter.stderr is not None
-    seen = ""
-    while "Ctrl-C quits at once" not in seen:
-        line = waiter.stderr.readline()
-        assert line, seen
-        seen += line
-    waiter.send_signal(signal.SIGINT)
-    try:
-        _, err = waiter.communicate(timeout=30)
-    finally:
-        waiter.kill()
+    waiter = run_script(FAILING_WORKER, cwd=tmp_path, env=env)
+    until_it_waits(waiter)
+    _, err = interrupted(waiter)
     assert waiter.returncode == 128 + signal.SIGINT.value, err
     assert "This worker stopped on an error: TimeoutError" in err
     assert "SIGINT: quitting at once; the other worker process(es) finish" in err
@@ -305,38 +284,12 @@ send_cmd.run_with_signals(store, settings, int(sys.argv[2]), total=3, processes=
 def test_a_ctrl_c_after_the_send_failed_says_why_it_stopped(tmp_path: Path) -> None:
     """`mailer send --processes 2` whose run fails while the helper still finishes: one
     Ctrl-C quits, pauses the campaign, and says the error first (it was lost)."""
-    settings = make_settings(tmp_path, 25)
-    store = Store.open(settings.database_url)
-    seed_list(store, tmp_path, 3)
-    event = load_event(EVENT)
-    plan = lifecycle.plan_send(store, event=event, list_name="members", new=False)
-    campaign = lifecycle.start_send(store, plan, event=event, event_path=EVENT, owner="me")
-    store.close()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path]),
-        READY: str(tmp_path / "lingering"),
-    }
-    waiter = subprocess.Popen(
-        [sys.executable, "-c", FAILING_SEND, str(tmp_path), str(campaign.id)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert waiter.stderr is not None
-    seen = ""
-    while "Ctrl-C quits at once" not in seen:
-        line = waiter.stderr.readline()
-        assert line, seen
-        seen += line
-    waiter.send_signal(signal.SIGINT)
-    try:
-        _, err = waiter.communicate(timeout=30)
-    finally:
-        waiter.kill()
+    campaign_id = started_campaign(make_settings(tmp_path, 25).database_url, tmp_path)
+    env = {READY: str(tmp_path / "lingering")}
+    waiter = run_script(FAILING_SEND, str(tmp_path), str(campaign_id), cwd=tmp_path, env=env)
+    until_it_waits(waiter)
+    _, err = interrupted(waiter)
     assert waiter.returncode == 128 + signal.SIGINT.value, err
     assert "The send stopped on an error: the relay went away" in err
-    assert f"SIGINT: quitting at once; campaign {campaign.id} paused" in err
+    assert f"SIGINT: quitting at once; campaign {campaign_id} paused" in err
     assert "again:" not in err
