@@ -13,16 +13,21 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy import func, select
+
 from campaign_support import new_campaign, seed_list, send
 from mailer.config import RelaySettings
 from mailer.delivery.memory import MemoryTransport
+from mailer.errors import TransportError
 from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
 from mailer.sending.engine import StopReason
 from mailer.sending.policy import CircuitBreaker
 from mailer.sending.ratelimit import RateLimiter
-from mailer.sending.relays import RelayPool, RelayState, relay_limiter
+from mailer.sending.relays import RelayPool, RelayState, relay_budget, relay_limiter
 from mailer.sending.shared_rate import SharedRateLimiter
 from mailer.store import Store
+from mailer.store.schema import rate_counts
 from smtp_server import SmtpTestServer
 from test_relays import ledger_relays, relay, relay_settings
 from virtual_time import VirtualTime, busiest_second, inline
@@ -182,3 +187,48 @@ async def test_a_relays_cap_counts_what_the_ledger_says_it_took(
         assert await campaign(daily_limit=cap) == {"relay-a": 0, "relay-b": 40}
     assert len(relay_a.recipients) == cap
     assert len(relay_b.recipients) == 3 * 40 - cap
+
+
+class _Stopped(Exception):
+    """What the engine's body callback raises when the run stopped meanwhile."""
+
+
+def _counted(store: Store, budget: str) -> int:
+    with store.engine.connect() as connection:
+        granted = connection.execute(
+            select(func.sum(rate_counts.c.granted)).where(rate_counts.c.budget == budget)
+        ).scalar()
+    return int(granted or 0)
+
+
+async def test_a_relays_slot_for_a_message_that_never_reached_it_goes_back_to_its_cap(
+    store: Store,
+) -> None:
+    """Relay "a" (daily cap 100, picked first by weight) takes a slot for each message
+    before sending it. A message held back as the body was about to go (the run had
+    stopped), and one "a" refused before any body (it went to "b" instead), never reached
+    "a": their slots go back to its cap, which counts only the message it took. (A
+    trial's relay capped at 200 took 197: three stops had each kept a held-back slot.)"""
+    now = [START]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += max(seconds, 0.0)
+
+    a, b = _relay("a", daily_limit=100, weight=1000), _relay("b", daily_limit=100)
+    refusing = "refused@example.org"
+    to_a = MemoryTransport({refusing: TransportError("421 closing: too busy")})
+    to_b = MemoryTransport()
+    pool = _pool(store, [(a, to_a), (b, to_b)], clock=lambda: now[0], sleep=sleep)
+
+    def stopped() -> None:
+        raise _Stopped
+
+    taken = await pool.send(_message(0, 0))
+    with pytest.raises(_Stopped):
+        await pool.send(_message(0, 1), on_body=stopped)
+    moved = await pool.send(OutgoingMessage("from@example.org", refusing, "<0.2@x>", b"x\r\n"))
+    assert (taken.relay, moved.relay) == ("a", "b")
+    assert [m.message_id for m in to_a.messages] == ["<0.0@x>"]
+    await pool.aclose()
+    assert _counted(store, relay_budget("a")) == 1
+    assert _counted(store, relay_budget("b")) == 1

@@ -46,7 +46,7 @@ from mailer.models import DeliveryStatus, Outcome, OutgoingMessage
 from mailer.sending.policy import CircuitBreaker
 from mailer.sending.ports import RateBudget
 from mailer.sending.ratelimit import Limit, RateLimiter, Wait
-from mailer.sending.shared_rate import RateCapped, SharedRateLimiter
+from mailer.sending.shared_rate import RateCapped, SharedRateLimiter, Slot
 
 log = logging.getLogger("mailer.relays")
 
@@ -127,31 +127,40 @@ class RelayPool:
 
             def body() -> None:
                 nonlocal reached
-                reached = True
                 if on_body is not None:
-                    on_body()
+                    on_body()  # raises when the run stopped meanwhile: the body stays here
+                reached = True
 
-            if relay.limiter is not None:
+            slot = None
+            if isinstance(relay.limiter, SharedRateLimiter):
                 try:
-                    await relay.limiter.acquire()
+                    slot = await relay.limiter.take()
                 except RateCapped:
                     # Its daily cap was reached meanwhile (by another sender, or this one's
                     # other tasks): nothing was sent; it is left out, not counted as tried.
                     capped.add(relay.name)
                     continue
+            elif relay.limiter is not None:
+                await relay.limiter.acquire()
             tried.add(relay.name)
             try:
                 outcome = await relay.transport.send(message, on_body=body)
             except TransportError as exc:
                 if reached:  # not raised after the body today; never move such a message
                     raise
+                self._unused(relay, slot)
                 if not relay.is_open(self._clock()):
                     # Once: the sends that waited with this one share its refusal
                     # (SmtpTransport), and each would double the cooldown again.
                     self._open(relay, str(exc))
                 refused = exc
                 continue
+            except BaseException:  # held back (the run stopped), cancelled: never sent here
+                if not reached:
+                    self._unused(relay, slot)
+                raise
             if not reached and _relay_failure(outcome):
+                self._unused(relay, slot)
                 relay.streak += 1
                 if relay.streak >= _STREAK_TO_OPEN:
                     self._open(relay, outcome.reply)
@@ -165,6 +174,14 @@ class RelayPool:
             return failed
         assert refused is not None  # _choose returns None only once a relay was tried
         raise refused
+
+    @staticmethod
+    def _unused(relay: RelayState, slot: Slot | None) -> None:
+        """The relay's slot for a message that did not reach it (its daily cap would
+        count it: a trial's relay capped at 200 took 197 after stops that held messages
+        back)."""
+        if isinstance(relay.limiter, SharedRateLimiter):
+            relay.limiter.give_back(slot)
 
     async def aclose(self) -> None:
         """Close every relay's connections, and hand back the slots of their shared budgets
