@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from campaign_support import (
     EVENT,
@@ -40,13 +43,16 @@ from mailer.cli.send_cmd import print_result
 from mailer.clock import utcnow
 from mailer.config import Settings
 from mailer.delivery.base import Transport
+from mailer.delivery.memory import MemoryTransport
 from mailer.message.event import load_event
 from mailer.models import CampaignStatus, DeliveryStatus, Outcome, OutgoingMessage
 from mailer.sending.engine import Stop, StopReason
 from mailer.sending.helping import HelpResult, help_campaign, pause_everyone
+from mailer.sending.recovery import is_dead_local_process
 from mailer.sending.relays import transport_for
 from mailer.sending.run import RunResult, cooldown, run_campaign
 from mailer.store import Store
+from mailer.store.schema import deliveries
 from mailer.store.signer import load_signer
 from smtp_server import SmtpTestServer
 
@@ -136,7 +142,138 @@ def test_resume_and_send_now_send_with_helper_processes(
     assert len(senders) == 2, senders  # the command's process and one helper
     assert received == Counter(addresses)
     assert f"{len(addresses)} sent" in out
+    assert f"; {len(addresses)} sent in this run" in out  # the helper's too
     assert store.get_campaign(campaign_id).status is CampaignStatus.FINISHED
+
+
+def test_a_helper_killed_mid_send_is_taken_over_at_once(
+    database_url: str, store: Store, tmp_path: Path
+) -> None:
+    """kill -9 of the helper of `mailer send --processes 2` while it sends: until the
+    command collects it, it is a zombie, which kill(pid, 0) still finds, so its batch
+    waited for its lease (30 s by default) and the command ended with its rows unsent
+    (an organiser's trial). Now the command says the helper ended and takes the batch
+    over at once: the lease here is 600 s, so waiting for it would time out. Every
+    recipient is received once, but for rows unknown (at the relay when it died: at most
+    its 2 connections), and the command says how many were sent."""
+    addresses = seed_list(store, tmp_path, 120)
+    with SmtpTestServer() as server:
+        server.delays["END"] = 0.05  # 2 connections each: about 80 messages/s together
+        env = cli_environment(
+            tmp_path,
+            server.port,
+            MAILER_DATABASE_URL=database_url,
+            MAILER_RATE_LIMIT="1000",
+            MAILER_CONCURRENCY="2",
+            MAILER_BATCH_SIZE="10",
+            MAILER_LEASE_SECONDS="600",
+            MAILER_POLL_INTERVAL="0.2",
+        )
+        command = mailer_command("send", str(EVENT), "--list", "members", "--yes")
+        process = subprocess.Popen(
+            [*command, "--processes", "2"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            helpers: list[int] = []
+
+            def a_helper_holds_a_batch() -> bool:
+                pids = {int(h.owner.rpartition(":")[2]) for h in store.batch_holders(1)}
+                helpers[:] = sorted(pids - {process.pid})
+                return bool(helpers) or process.poll() is not None
+
+            _wait_until(a_helper_holds_a_batch, 60, "a helper process to claim a batch")
+            assert helpers, "the command ended before its helper took part"
+            os.kill(helpers[0], signal.SIGKILL)
+            out, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        received = Counter(server.recipients)
+    with store.engine.connect() as connection:
+        selected = connection.execute(
+            select(deliveries.c.email, deliveries.c.status).where(deliveries.c.campaign_id == 1)
+        )
+        rows = {str(email): str(status) for email, status in selected}
+    unknown = {email for email, status in rows.items() if status == "unknown"}
+    assert set(rows.values()) <= {"sent", "unknown"}, rows
+    assert len(unknown) <= 2
+    assert {a for a in addresses if received[a] != 1} <= unknown
+    assert max(received.values()) == 1
+    assert store.get_campaign(1).status is CampaignStatus.FINISHED
+    assert process.returncode == (1 if unknown else 0), (out, err)
+    assert f"{len(addresses) - len(unknown)} sent" in out
+    assert f"A helper sender process (pid {helpers[0]}) ended (killed by SIGKILL)" in err
+
+
+async def test_the_coordinators_result_counts_the_helpers_messages(
+    store: Store, database_url: str, tmp_path: Path
+) -> None:
+    """A coordinator (as a `mailer worker` runs it) and a helper on another machine share
+    40 recipients: the coordinator's result, its last progress call and so the worker's
+    "finished" log line count all 40 sent in its run, not only its own (a trial's two
+    workers logged sent=1000 of 2000 for a campaign that had sent 2000)."""
+    seed_list(store, tmp_path, 40)
+    settings = make_settings(tmp_path, 2525, database_url=database_url, concurrency=2, batch_size=4)
+    campaign_id = new_campaign(store)
+    signer = load_signer(settings)
+    sending = asyncio.Event()
+
+    def accept(_message: OutgoingMessage) -> Outcome:
+        sending.set()
+        return Outcome(DeliveryStatus.SENT, 250, "2.0.0 ok")
+
+    first, second = MemoryTransport(accept, delay=0.02), MemoryTransport(delay=0.02)
+    shown: list[int] = []
+    coordinator = asyncio.create_task(
+        run_campaign(
+            settings=settings,
+            store=store,
+            transport=first,
+            signer=signer,
+            campaign_id=campaign_id,
+            owner="host-a:1",
+            on_progress=lambda progress: shown.append(progress.counts.sent),
+        )
+    )
+    await sending.wait()  # the audience is frozen: there is work to share
+    await help_campaign(
+        settings=settings,
+        store=store,
+        transport=second,
+        signer=signer,
+        campaign_id=campaign_id,
+        owner="host-b:2",
+    )
+    result = await coordinator
+    assert second.sent, "the helper sent nothing: nothing to count"
+    assert len(first.sent) + len(second.sent) == 40
+    assert result.progress.counts.sent == result.counts.sent == 40
+    assert result.progress.sent_this_run == 40
+    assert shown[-1] == 40
+
+
+def test_a_sender_killed_and_not_yet_collected_counts_as_dead() -> None:
+    """A process of this machine killed with kill -9 whose parent has not collected it (a
+    zombie) is dead to the others, who take its batches over at once; a live one is not,
+    nor a process of another machine, whose lease decides."""
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        me = socket.gethostname()
+        assert not is_dead_local_process(f"{me}:{child.pid}")
+        os.kill(child.pid, signal.SIGKILL)
+        _wait_until(lambda: is_dead_local_process(f"{me}:{child.pid}"), 10, "the zombie")
+        assert not is_dead_local_process(f"elsewhere.example.org:{child.pid}")
+    finally:
+        child.kill()
+        child.wait()
+    assert is_dead_local_process(f"{me}:{child.pid}")  # collected: no such process
 
 
 def test_resume_refuses_zero_processes_in_one_line(tmp_path: Path) -> None:

@@ -77,6 +77,20 @@ class Children:
             process.join(max(0.0, deadline - time.monotonic()))
         return not any(process.is_alive() for process in self.processes)
 
+    async def watch(self, report: Callable[[int, str], None], *, every: float = 1.0) -> None:
+        """Until cancelled: `report(pid, how)` once for each process that ends meanwhile
+        (killed, out of memory, failed). Asking collects it, so it is not left a zombie
+        that looks alive to the others (they take its batches over at once)."""
+        told: set[int] = set()
+        while True:
+            await asyncio.sleep(every)
+            for process in self.processes:
+                code = process.exitcode  # None while it runs
+                if code is None or process.pid is None or process.pid in told:
+                    continue
+                told.add(process.pid)
+                report(process.pid, describe_exit(code))
+
     def join(self, timeout: float) -> None:
         """Wait up to `timeout` seconds in all, then kill any still running (stuck past
         the relay's timeout)."""
@@ -85,6 +99,15 @@ class Children:
             if process.is_alive():
                 process.kill()
                 process.join(5)
+
+
+def describe_exit(code: int) -> str:
+    """multiprocessing's exit code in words: a negative one is the signal that ended it."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
 
 
 async def _stop_on_signal_or_orphan(stop: asyncio.Event, parent: int) -> None:

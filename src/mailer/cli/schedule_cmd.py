@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import signal
 import sys
@@ -227,9 +228,21 @@ async def _work_with(settings: Settings, store: Store, children: Children) -> No
                 markup=False,
             )
 
+    def ended(pid: int, how: str) -> None:
+        from mailer.logs import fields
+
+        if not stop.is_set():  # its campaigns' batches are taken over at once
+            logging.getLogger("mailer.worker").warning(
+                fields(event="worker-process-ended", pid=pid, how=how)
+            )
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping, sig)
-    await run_worker(settings, store, stop=stop)
+    watcher = asyncio.create_task(children.watch(ended))
+    try:
+        await run_worker(settings, store, stop=stop)
+    finally:
+        watcher.cancel()
 
 
 async def run_worker(

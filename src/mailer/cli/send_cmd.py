@@ -423,7 +423,9 @@ def run_with_signals(
     if not children.processes:
         return result
     # The helpers have finished what they had in flight: count it.
-    return replace(result, counts=store.delivery_counts(campaign_id))
+    counts = store.delivery_counts(campaign_id)
+    result.progress.count_everyone(counts)
+    return replace(result, counts=counts)
 
 
 async def _run(
@@ -458,8 +460,17 @@ async def _run(
     def quit_now(sig: signal.Signals) -> None:
         _quit_at_once(store, campaign_id, sig)
 
+    def helper_ended(pid: int, how: str) -> None:
+        if not stop_requested.is_set():
+            common.err_console.print(
+                f"\nA helper sender process (pid {pid}) ended ({how}); the others take over "
+                "its recipients, settling what it had in flight from its journal.",
+                markup=False,
+            )
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig.name)
+    watcher = asyncio.create_task(children.watch(helper_ended))
     try:
         with ProgressDisplay(total, label=f"campaign {campaign_id}") as display:
             return await send_campaign_via_smtp(
@@ -476,6 +487,7 @@ async def _run(
                 shared_progress=bool(children.processes),
             )
     finally:
+        watcher.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 

@@ -129,6 +129,14 @@ class Progress:
     counts: DeliveryCounts
     started: float = field(default_factory=time.monotonic)
     sent_this_run: int = 0
+    sent_before: int = 0
+    """The campaign's rows already sent when the run began."""
+
+    def count_everyone(self, counts: DeliveryCounts) -> None:
+        """The campaign's counts from the store, which hold every sender's outcomes (the
+        helpers', a worker's on another machine): "sent in this run" counts theirs too."""
+        self.counts = counts
+        self.sent_this_run = max(self.sent_this_run, counts.sent - self.sent_before)
 
     @property
     def rate(self) -> float:
@@ -202,7 +210,6 @@ class Dispatcher:
         self._reap = reap
         self._claimed_in_pass = 0  # rows claimed by the current (or last) pass
         self._counts_read_at = 0.0
-        self._sent_before = 0
         least = max(1, options.concurrency)
         self._chunks = ChunkSizer(least=least, most=8 * least, window=options.mark_ahead)
 
@@ -230,8 +237,7 @@ class Dispatcher:
 
     async def run(self) -> tuple[Stop, Progress]:
         counts = await asyncio.to_thread(self.store.delivery_counts, self.campaign_id)
-        progress = Progress(counts=counts)
-        self._sent_before = counts.sent
+        progress = Progress(counts=counts, sent_before=counts.sent)
         helpers = [
             asyncio.create_task(self._heartbeat()),
             asyncio.create_task(self._watch_status()),
@@ -605,9 +611,9 @@ class Dispatcher:
         if not self.options.shared_progress or time.monotonic() - self._counts_read_at < 1.0:
             return
         self._counts_read_at = time.monotonic()
-        counts = await asyncio.to_thread(self.store.delivery_counts, self.campaign_id)
-        progress.counts = counts
-        progress.sent_this_run = max(progress.sent_this_run, counts.sent - self._sent_before)
+        progress.count_everyone(
+            await asyncio.to_thread(self.store.delivery_counts, self.campaign_id)
+        )
 
     async def _flush_periodically(self, progress: Progress) -> None:
         while True:

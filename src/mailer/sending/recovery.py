@@ -67,7 +67,21 @@ def is_dead_local_process(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _exited(int(pid))
+
+
+def _exited(pid: int) -> bool:
+    """A process that has ended but that its parent has not collected yet (a zombie):
+    kill(pid, 0) still finds it. A helper of `mailer send --processes N` killed with
+    kill -9 stays one while the sender that started it runs, so its batches waited for
+    their lease (30 s) instead of being taken over at once. Linux's /proc says so; where
+    there is none, the lease decides, as for another machine's sender."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold ")"
+    return bool(fields) and fields[0] in {"Z", "X"}
 
 
 def reap_batches(

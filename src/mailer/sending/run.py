@@ -501,6 +501,11 @@ async def run_campaign(
             journal.close()
             raise
     counts = store.delivery_counts(campaign_id)
+    # Every sender's, the helpers' last ones included (read at most once a second while
+    # sending): the final progress, report and log say what the campaign's run did.
+    progress.count_everyone(counts)
+    if on_progress is not None:
+        on_progress(progress)
     status, message = final_state(stop, counts, campaign_id, store, relays=bool(settings.relays))
     if reason is not StopReason.LEASE_LOST:
         final: CampaignStatus | None = status
