@@ -5,6 +5,9 @@ settings that go into each message), and the digest moves with any of them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import logging
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 
 from campaign_support import EVENT, REPO_ROOT, make_settings, new_campaign, seed_list, send
 from mailer.campaigns.lifecycle import start_or_resume
+from mailer.campaigns.scheduler import Scheduler
 from mailer.config import Settings
 from mailer.delivery.memory import MemoryTransport
 from mailer.errors import CampaignError
@@ -149,8 +153,15 @@ async def test_a_helper_sends_only_the_messages_the_campaign_started_with(
         return
     key = store.get_campaign(campaign_id).schedule_key
     assert key is not None
-    with pytest.raises(CampaignError, match="would differ from the campaign's"):
+    with pytest.raises(CampaignError, match="would differ from the campaign's") as refused:
         await helping
+    # It says which part differs, and only that one.
+    named = {
+        "event edited": f"the event file ({event_path}) changed",
+        "other sender": "the sender's settings (MAILER_FROM_ADDRESS, MAILER_FROM_NAME",
+    }
+    assert named[change] in str(refused.value)
+    assert [part for part in named.values() if part in str(refused.value)] == [named[change]]
     assert transport.messages == []
     # The refused helper changed nothing of the campaign: not even its calendar key.
     assert store.get_campaign(campaign_id).schedule_key == key
@@ -187,3 +198,73 @@ async def test_a_worker_taking_over_with_other_messages_pauses_the_campaign(
     assert campaign.status is CampaignStatus.PAUSED
     assert campaign.last_error is not None
     assert "started with other messages" in campaign.last_error
+
+
+@pytest.mark.parametrize("same", [True, False])
+async def test_a_campaign_recorded_with_the_earlier_whole_digest_is_still_checked(
+    store: Store, tmp_path: Path, same: bool
+) -> None:
+    """A campaign started before the fingerprint named its parts holds one SHA-256 of all
+    of them (an upgrade while it sends): a helper with the same messages still helps, one
+    with others is still refused, in the general words."""
+    templates = copy_templates(tmp_path)
+    event_path = templates / "events" / EVENT.name
+    settings = make_settings(tmp_path, 9, templates_dir=templates)
+    campaign_id = await start_as_coordinator(store, settings, event_path, tmp_path)
+    builder = invitation_builder(settings, load_event(event_path), campaign_id=1, list_name="m")
+    sender = sorted(dataclasses.asdict(settings.sender_identity).items())
+    whole = [
+        builder.event.model_dump_json(exclude={"path"}),
+        *builder.renderer.layout_sources,
+        repr(sender),
+        settings.base_url,
+        settings.bounce_address or "",
+    ]
+    store.record_message_fingerprint(
+        campaign_id, hashlib.sha256("\0".join(whole).encode()).hexdigest()
+    )
+    if not same:
+        event_path.write_text(event_path.read_text().replace("Calthorpe Arms", "Conway Hall"))
+    transport = MemoryTransport()
+    helping = help_campaign(
+        settings=settings,
+        store=store,
+        transport=transport,
+        signer=load_signer(settings, store=store),
+        campaign_id=campaign_id,
+        owner="helper",
+    )
+    if same:
+        assert await helping is not None
+        assert len(transport.sent) == 4
+        return
+    with pytest.raises(CampaignError, match="its event file, layout or settings changed"):
+        await helping
+    assert transport.messages == []
+
+
+async def test_a_worker_refused_as_a_helper_says_why_once_with_what_to_check(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker configured otherwise (another MAILER_FROM_NAME) is refused as a helper of a
+    campaign another sender runs: its log names the part that differs and what to check,
+    once, not again at every poll (a trial's worker logged it every two seconds)."""
+    templates = copy_templates(tmp_path)
+    event_path = templates / "events" / EVENT.name
+    settings = make_settings(tmp_path, 9, templates_dir=templates)
+    campaign_id = await start_as_coordinator(store, settings, event_path, tmp_path)
+    other = make_settings(tmp_path, 9, templates_dir=templates, from_name="Someone Else")
+    worker = Scheduler(
+        settings=other,
+        store=store,
+        signer=load_signer(other, store=store),
+        transport_factory=lambda _settings: MemoryTransport(),
+        owner="worker-b",
+    )
+    with caplog.at_level(logging.INFO, logger="mailer.worker"):
+        for _ in range(3):  # three polls
+            await worker._help(campaign_id)
+    refusals = [r.getMessage() for r in caplog.records if "event=help-failed" in r.getMessage()]
+    assert len(refusals) == 1, refusals
+    assert "MAILER_FROM_NAME" in refusals[0]
+    assert f"hint='Check {event_path}" in refusals[0]

@@ -60,6 +60,7 @@ class Scheduler:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._refusal: str | None = None
+        self._help_refused: dict[int, str] = {}  # campaign -> why this worker may not help
         # One limiter for every campaign this worker sends: the relay's limit is global.
         self._limiter = make_limiter(settings, store)
 
@@ -152,9 +153,17 @@ class Scheduler:
                 limiter=self._limiter,
             )
         except MailerError as exc:
-            log.error(fields(campaign=campaign_id, event="help-failed", error=str(exc)))
+            # Once, with what to do, until the reason changes: a helper refused for its
+            # messages is asked again at every poll, and said so every two seconds.
+            if self._help_refused.get(campaign_id) != str(exc):
+                self._help_refused[campaign_id] = str(exc)
+                log.error(
+                    fields(campaign=campaign_id, event="help-failed", error=str(exc), hint=exc.hint)
+                )
         except Exception:  # a bug or a lost database must not vanish with the task
             log.exception(fields(campaign=campaign_id, event="crashed"))
+        else:
+            self._help_refused.pop(campaign_id, None)
         finally:
             await transport.aclose()
             self._forget(campaign_id)

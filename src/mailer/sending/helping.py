@@ -49,7 +49,6 @@ from mailer.sending.run import (
     invitation_builder,
     journal_error,
     make_limiter,
-    message_fingerprint,
     refuse_changed_messages,
     relay_retry,
     retry_note,
@@ -124,7 +123,7 @@ async def help_campaign(
             sequence=calendar_sequence(store, campaign, event, record=False),
             signer=signer,
         )
-        refuse_changed_messages(campaign, message_fingerprint(settings, builder))
+        refuse_changed_messages(campaign, settings, builder)
     except BaseException:
         journal.close(remove=True)
         raise

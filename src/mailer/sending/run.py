@@ -179,35 +179,80 @@ def invitation_builder(
     )
 
 
+# What every message of a campaign is made from, each part digested on its own (12 hex
+# digits, after a tag saying so: 63 characters, within the column's 64), so that a sender
+# that disagrees can say which part differs; and what an organiser then checks.
+_FINGERPRINT_TAG = "p1:"
+_PART_DIGITS = 12
+_PARTS = (
+    "the event file ({event_path})",
+    "the layout's templates",
+    "the sender's settings (MAILER_FROM_ADDRESS, MAILER_FROM_NAME, MAILER_REPLY_TO, "
+    "MAILER_UNSUBSCRIBE_MAILTO, MAILER_POSTAL_ADDRESS, MAILER_FEEDBACK_ID_SENDER)",
+    "MAILER_BASE_URL",
+    "MAILER_BOUNCE_ADDRESS",
+)
+
+
+def _message_parts(settings: Settings, builder: InvitationBuilder) -> list[str]:
+    sender = dataclasses.asdict(settings.sender_identity)
+    return [
+        builder.event.model_dump_json(exclude={"path"}),
+        "\0".join(builder.renderer.layout_sources),
+        repr(sorted(sender.items())),
+        settings.base_url,
+        settings.bounce_address or "",
+    ]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def message_fingerprint(settings: Settings, builder: InvitationBuilder) -> str:
     """A digest of what every message of the campaign is made from: the event as loaded
     (its place on disk aside), its layout's files, and the settings that go into each
     message. Senders of one campaign must agree on it (issue 15): a helper whose event
     file was edited since the run started, or a machine with another MAILER_FROM or base
     URL, would mail part of the list something the organiser never confirmed."""
-    sender = dataclasses.asdict(settings.sender_identity)
-    parts = [
-        builder.event.model_dump_json(exclude={"path"}),
-        *builder.renderer.layout_sources,
-        repr(sorted(sender.items())),
-        settings.base_url,
-        settings.bounce_address or "",
-    ]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+    digests = (_digest(part)[:_PART_DIGITS] for part in _message_parts(settings, builder))
+    return _FINGERPRINT_TAG + "".join(digests)
 
 
-def refuse_changed_messages(campaign: CampaignRecord, fingerprint: str) -> None:
-    """CampaignError when this sender's messages (`fingerprint`, see message_fingerprint)
-    would not be the ones the campaign started with: an event file edited since, another
-    layout, or a machine with another sender, base URL or bounce address would mail part
-    of the list something the organiser never confirmed. A helper then sends nothing (the
-    others go on); a worker taking over pauses the campaign with this reason."""
-    if campaign.message_fingerprint is None or campaign.message_fingerprint == fingerprint:
+def refuse_changed_messages(
+    campaign: CampaignRecord, settings: Settings, builder: InvitationBuilder
+) -> None:
+    """CampaignError when this sender's messages (see message_fingerprint) would not be
+    the ones the campaign started with: an event file edited since, another layout, or a
+    machine with another sender, base URL or bounce address would mail part of the list
+    something the organiser never confirmed. A helper then sends nothing (the others go
+    on); a worker taking over pauses the campaign with this reason. The error names the
+    parts that differ (a trial's helper only said that something did)."""
+    recorded = campaign.message_fingerprint
+    if recorded is None:
         return
+    parts = _message_parts(settings, builder)
+    if recorded.startswith(_FINGERPRINT_TAG):
+        mine = message_fingerprint(settings, builder)
+        if recorded == mine:
+            return
+        size, tag = _PART_DIGITS, len(_FINGERPRINT_TAG)
+        differ = [
+            what.format(event_path=campaign.event_path)
+            for i, what in enumerate(_PARTS)
+            if recorded[tag + i * size : tag + (i + 1) * size]
+            != mine[tag + i * size : tag + (i + 1) * size]
+        ]
+    else:  # recorded before the digest named its parts: one digest of all of them
+        legacy = [parts[0], *builder.renderer.layout_sources, *parts[2:]]
+        if recorded == _digest("\0".join(legacy)):
+            return
+        differ = []
+    what = " and ".join(differ) if differ else "its event file, layout or settings"
     raise CampaignError(
         f"campaign {campaign.id}: this sender's messages would differ from the campaign's "
-        "(it started with other messages: its event file, layout or settings changed "
-        "since); this sender sends nothing",
+        f"(it started with other messages: {what} changed since, or differ on this "
+        "machine); this sender sends nothing",
         campaign_id=campaign.id,
         hint=f"Check {campaign.event_path} (edited since?) and that MAILER_FROM_ADDRESS, "
         "MAILER_FROM_NAME, MAILER_BASE_URL, MAILER_BOUNCE_ADDRESS and the templates are the "
@@ -436,15 +481,14 @@ async def run_campaign(
             sequence=calendar_sequence(store, campaign, event),
             signer=signer,
         )
-        fingerprint = message_fingerprint(settings, builder)
         if not confirmed and campaign.snapshot_at is not None:
             # A worker taking over a campaign already under way (its sender died): only
             # with the messages it started with, or part of the list would get another
             # one nobody confirmed. Paused with the reason; `campaign resume` (which the
             # organiser confirms) goes on with the file as it is now.
-            refuse_changed_messages(campaign, fingerprint)
+            refuse_changed_messages(campaign, settings, builder)
         # Before the snapshot, which helpers wait for: they check theirs against it.
-        store.record_message_fingerprint(campaign_id, fingerprint)
+        store.record_message_fingerprint(campaign_id, message_fingerprint(settings, builder))
         store.snapshot_audience(
             campaign_id,
             campaign.list_id,
