@@ -246,3 +246,17 @@ def test_config_show_creates_nothing(tmp_path: Path) -> None:
     assert "why: the current folder" in shown.stdout
     assert "signs with a key the store generates on first use" in shown.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_malformed_mailer_toml_is_named_with_its_line(tmp_path: Path) -> None:
+    """A TOML mistake names the file and where (a trial's organiser got only "cannot read
+    the configuration: Expected ']]' ..."), as the command's one-line error, exit 2."""
+    (tmp_path / "mailer.toml").write_text('from_name = "CWO"\n[[relays]\nhost = "a"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith(f"{tmp_path.resolve() / 'mailer.toml'}: not valid TOML: ")
+    assert "line 2" in str(info.value)
+    result = run_cli(tmp_path, "config", "show")
+    assert result.returncode == 2, result
+    assert "mailer.toml: not valid TOML" in result.stderr
+    assert "Traceback" not in result.stderr

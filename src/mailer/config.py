@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -598,6 +599,11 @@ def load_settings(**overrides: Any) -> Settings:
             f"{setting}: {message}{detail}",
             setting=setting,
             hint="Fix it in the environment, .env or mailer.toml; `mailer config show` lists all.",
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:  # a ValueError: which file, where, what
+        raise ConfigError(
+            f"{home.config_file}: not valid TOML: {exc}",
+            hint="Fix that line (https://toml.io); `mailer config show` reads it again.",
         ) from exc
     except ValueError as exc:
         if 'field "relays"' in str(exc):  # MAILER_RELAYS in the environment is not JSON
