@@ -28,8 +28,9 @@ the time it was asked for: it comes back with its first slots already due (a Pos
 round trip of 25 ms at 200/s: five), and those went out at once, on top of the slots the
 other senders were sending on time: 201-206 grants in a second where the setting and
 bucket allow 201 (bench/README). So a booking asks to start no earlier than it will
-arrive (the median of the last few round trips), and the slots of a booking that still
-comes back late by more than the bucket are dropped (the caps get them back), not sent
+arrive (the lower median of the last few round trips), a booking ahead is made at least
+that long before the slots run out, and the slots of a booking that still comes back a
+whole interval late (beyond the bucket) are dropped (the caps get them back), not sent
 together. Only a booking's arrival is checked: a slot a busy sender comes for late is
 still used (dropping those cut the rate of a sender slower than the schedule).
 """
@@ -60,8 +61,7 @@ GLOBAL_BUDGET = "global"
 # them there cost the shared schedule 40% (a review, 50/s, one relay at 8/s).
 _STALL = 1.0
 
-# Store round trips kept to guess the next one (their median: one slow call does not
-# hold every booking back).
+# Store round trips kept to guess the next one (see _lead).
 _ROUND_TRIPS = 8
 
 # Messages a second no sender or relay comes near (the settings' way to say "no rate", a
@@ -135,6 +135,7 @@ class SharedRateLimiter:
         # About `lookahead` seconds of slots per booking: few round trips at high rates,
         # one slot at a time at low ones.
         self._grant = max(1, min(max_grant, math.ceil(per_second * lookahead)))
+        self._max_grant = max(1, max_grant)
         self._slots: deque[Slot] = deque()
         self._last_end = 0.0  # where the last booking ended (to hand unused slots back)
         self._last_first = 0.0  # and where it began: only its slots can go back to the schedule
@@ -192,7 +193,7 @@ class SharedRateLimiter:
                 await self._settle_ahead()  # a store error it met surfaces now
             slot = self._slots.popleft()
             if (
-                len(self._slots) <= self._low_water
+                len(self._slots) <= self._book_ahead_at()
                 and self._ahead is None
                 and self._clock() >= self._ahead_after
             ):
@@ -299,12 +300,37 @@ class SharedRateLimiter:
         if not self._take(now, booking):
             self._ahead_after = max(booking[2], self._clock() + self._interval / 2)
 
+    def _lead(self) -> float:
+        """The store's usual round trip: the lower median of the last few (one slow call,
+        such as a process's first, does not hold the next bookings back), at most the
+        horizon."""
+        if not self._round_trips:
+            return 0.0
+        return min(statistics.median_low(self._round_trips), self._horizon)
+
+    def _book_ahead_at(self) -> int:
+        """Slots left when the next booking is made ahead: half a booking, or as many as
+        the store's round trip lasts, so that it arrives before they run out (else it
+        starts after a gap, which a lone sender's rate lost: 140/s of 200 with 100 ms
+        store calls, a review)."""
+        if self._low_water < 0:
+            return -1
+        covered = math.ceil(self._lead() * self.per_second) + 1
+        return min(self._grant_now(), max(self._low_water, covered))
+
+    def _grant_now(self) -> int:
+        """Slots a booking asks for: about `lookahead` seconds' worth, or twice the store's
+        round trip's worth when that is longer, so that one booking in flight keeps up."""
+        wanted = math.ceil(2 * self._lead() * self.per_second)
+        return max(self._grant, min(self._max_grant, wanted))
+
     async def _ask(self) -> tuple[float, tuple[float, int, float, str | None]]:
         """A booking, and the time it was asked for: the time of asking plus the store's
-        usual round trip, so that slots starting there have not passed when they arrive
-        (a schedule booked further ahead starts where it ends, as before)."""
+        usual round trip, so that slots starting there have not passed when they arrive.
+        A booking ahead is made that long before the slots run out (_book_ahead_at), so
+        it still starts where the schedule ends."""
         asked = self._clock()
-        now = asked + (statistics.median(self._round_trips) if self._round_trips else 0.0)
+        now = asked + self._lead()
         booking = await self._offload(functools.partial(self._request, now))
         self._round_trips.append(self._clock() - asked)
         return now, booking
@@ -313,7 +339,7 @@ class SharedRateLimiter:
         return self._store.take_rate_slots(
             self.budget,
             now=now,
-            count=self._grant,
+            count=self._grant_now(),
             interval=self._interval,
             burst=self.burst,
             horizon=self._horizon,
@@ -330,7 +356,9 @@ class SharedRateLimiter:
         minute = int(now // 60)
         slots = [Slot(first + i * self._interval, minute) for i in range(granted)]
         if self._stall < math.inf:  # a budget that paces: when a slot is used matters
-            gone = self._clock() - self.burst * self._interval
+            # Passed by more than half an interval (beyond the bucket): the one kept goes
+            # at least half an interval before the next, never two at once.
+            gone = self._clock() - (self.burst - 0.5) * self._interval
             passed = next((i for i, slot in enumerate(slots) if slot.at >= gone), granted)
             if passed:
                 self._unused[minute] += passed
