@@ -7,11 +7,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from sqlalchemy import func, select
+
 from campaign_support import make_settings, new_campaign, seed_list, send
-from mailer.models import DeliveryStatus
+from mailer.models import CampaignStatus, DeliveryStatus
 from mailer.sending.engine import StopReason
 from mailer.store import Store
+from mailer.store.schema import rate_counts
 from scripted_relay import Relay, Start
+from smtp_server import SmtpTestServer
 
 
 async def second_envelope_behind_the_first_dot(relay: Relay) -> None:
@@ -79,3 +83,34 @@ async def test_a_message_waiting_when_the_stop_came_counts_no_attempt_whatever_f
     # Whichever of the two workers took the session first: that message got the 421.
     rows = sorted((row.status, row.attempts) for row in store.iter_report(campaign_id))
     assert rows == [(DeliveryStatus.DEFERRED, 1)] + [(DeliveryStatus.QUEUED, 0)] * 4
+
+
+async def test_a_message_held_back_at_a_stop_gives_its_slot_back_to_the_daily_cap(
+    store: Store, tmp_path: Path
+) -> None:
+    """One connection, a relay that takes 0.3 s over each message, MAILER_DAILY_LIMIT set
+    (the shared budget counts every slot): a pause comes while the next message, its rate
+    slot taken, waits for the connection. It is held back, and its slot goes back to the
+    daily cap, which counts only the messages that went (it cost the day's cap one a
+    stop)."""
+    seed_list(store, tmp_path, 20)
+    with SmtpTestServer() as server:
+        server.delays["END"] = 0.3
+        settings = make_settings(tmp_path, server.port, concurrency=1, daily_limit=1000)
+        campaign_id = new_campaign(store)
+        run = asyncio.create_task(send(settings, store, campaign_id))
+        while len(server.messages) < 2:  # noqa: ASYNC110 - the recording is a plain list
+            await asyncio.sleep(0.02)
+        assert store.set_campaign_status(
+            campaign_id, CampaignStatus.PAUSED, only_from=[CampaignStatus.SENDING]
+        )
+        result = await asyncio.wait_for(run, 60)
+        went = len(server.messages)
+    assert result.reason is StopReason.HALTED
+    counts = store.delivery_counts(campaign_id)
+    assert counts.sent == went < 20
+    with store.engine.connect() as connection:
+        counted = connection.execute(
+            select(func.sum(rate_counts.c.granted)).where(rate_counts.c.budget == "global")
+        ).scalar()
+    assert counted == went

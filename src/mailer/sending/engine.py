@@ -43,7 +43,7 @@ from mailer.sending.journal import Journal
 from mailer.sending.policy import CircuitBreaker, RetryPolicy
 from mailer.sending.ports import Ledger
 from mailer.sending.ratelimit import Limit, RateLimiter
-from mailer.sending.shared_rate import RateCapped, SharedRateLimiter
+from mailer.sending.shared_rate import RateCapped, SharedRateLimiter, Slot
 from mailer.tokens import TokenSigner, rsvp_url, unsubscribe_url, verp_address
 
 log = logging.getLogger("mailer.worker")
@@ -408,11 +408,14 @@ class Dispatcher:
             # Hours until the cap allows more: stop rather than hold the lease asleep.
             until = datetime.now(UTC) + timedelta(seconds=wait.seconds)
             self._halt(Stop(StopReason.CAPPED, until=until, limit=wait.limit))
-        if self._halted() or not await self._wait_for_turn():
+        turn = None if self._halted() else await self._wait_for_turn()
+        if turn is None or not turn.go:
+            self._unused(turn)
             await self._give_back(delivery)
             return
         sent = await self._send_one(delivery)
-        if sent is None:
+        if sent is None:  # held back: nothing reached the relay
+            self._unused(turn)
             await self._give_back(delivery)
             return
         outcome, message_id = sent
@@ -452,16 +455,17 @@ class Dispatcher:
         log.error(fields(campaign=self.campaign_id, event="error", doing=doing, error=reason))
         self._halt(Stop(StopReason.ERROR, f"{doing}: {reason}"))
 
-    async def _wait_for_turn(self) -> bool:
-        """Wait for the rate limiter; False if a stop came first (nothing is booked then).
+    async def _wait_for_turn(self) -> _Turn | None:
+        """Wait for the rate limiter: the slot, and whether to go on with it (not if a stop
+        came meanwhile); None if a stop came first (nothing is booked then).
 
         The wait can last minutes (a cap nearly reached, many workers queued), so it races
         the stop request; when a grant is free now, no race is set up at all."""
         try:
             if self.limiter.ready():
-                await self.limiter.acquire()
-                return not self._halted()
-            grant = asyncio.ensure_future(self.limiter.acquire())
+                slot = await self._take_slot()
+                return _Turn(slot, go=not self._halted())
+            grant = asyncio.ensure_future(self._take_slot())
             stop = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait({grant, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
@@ -469,13 +473,26 @@ class Dispatcher:
                 grant.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await grant
-                return False
-            grant.result()
+                return None
+            slot = grant.result()
         except RateCapped as capped:  # the shared budget's cap: hours away
             until = datetime.now(UTC) + timedelta(seconds=capped.wait.seconds)
             self._halt(Stop(StopReason.CAPPED, until=until, limit=capped.wait.limit))
-            return False
-        return not self._halted()
+            return None
+        return _Turn(slot, go=not self._halted())
+
+    async def _take_slot(self) -> Slot | None:
+        if isinstance(self.limiter, SharedRateLimiter):
+            return await self.limiter.take()
+        await self.limiter.acquire()
+        return None
+
+    def _unused(self, turn: _Turn | None) -> None:
+        """The rate slot of a message that did not go (a stop came, it was held back): the
+        hourly and daily caps get it back (they counted it: a stop with messages waiting
+        cost the day's cap one each)."""
+        if turn is not None and isinstance(self.limiter, SharedRateLimiter):
+            self.limiter.give_back(turn.slot)
 
     async def _give_back(self, delivery: DueDelivery) -> None:
         """Taken off the queue but never sent: back to its previous state, untouched."""
@@ -698,6 +715,12 @@ class Dispatcher:
             if status is not CampaignStatus.SENDING:
                 self._halt(Stop(StopReason.HALTED))
                 return
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    slot: Slot | None
+    go: bool
 
 
 class _LeaseStale(Exception):
