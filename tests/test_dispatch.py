@@ -12,12 +12,21 @@ import pytest
 from sqlalchemy import select
 
 from campaign_support import make_settings, new_campaign, seed_list, send
+from mailer.delivery.memory import MemoryTransport
 from mailer.errors import CampaignError
-from mailer.models import CampaignStatus, DeliveryStatus, SubscriberStatus, UnsubscribeSource
+from mailer.models import (
+    CampaignStatus,
+    DeliveryStatus,
+    Outcome,
+    OutgoingMessage,
+    SubscriberStatus,
+    UnsubscribeSource,
+)
 from mailer.sending.engine import StopReason
-from mailer.sending.run import RunResult
+from mailer.sending.run import RunResult, run_campaign
 from mailer.store import Store
 from mailer.store.schema import deliveries, suppressions
+from mailer.store.signer import load_signer
 from smtp_server import SmtpTestServer, TlsFiles
 
 
@@ -354,6 +363,44 @@ async def test_daily_cap_counts_earlier_sends_and_stops_instead_of_sleeping(
     assert len(smtp_server.messages) == 5
 
 
+async def test_a_worker_stopping_mid_send_hands_the_campaign_on_and_says_so(
+    store: Store, tmp_path: Path
+) -> None:
+    """A worker asked to stop (interrupted_status SENDING) leaves the campaign sending for
+    another worker, and its note says so rather than "resume sends the rest" only (a
+    trial's second worker had already taken over when the first said that)."""
+    seed_list(store, tmp_path, 60)
+    settings = make_settings(tmp_path, 2525, concurrency=2)
+    campaign_id = new_campaign(store)
+    sending = asyncio.Event()
+
+    def accept(_message: OutgoingMessage) -> Outcome:
+        sending.set()
+        return Outcome(DeliveryStatus.SENT, 250, "2.0.0 ok")
+
+    stop = asyncio.Event()
+    run = asyncio.create_task(
+        run_campaign(
+            settings=settings,
+            store=store,
+            transport=MemoryTransport(accept, delay=0.05),
+            signer=load_signer(settings),
+            campaign_id=campaign_id,
+            stop_requested=stop,
+            interrupted_status=CampaignStatus.SENDING,
+        )
+    )
+    await asyncio.wait_for(sending.wait(), 30)
+    stop.set()
+    result = await asyncio.wait_for(run, 30)
+    assert result.reason is StopReason.INTERRUPTED
+    assert result.campaign.status is CampaignStatus.SENDING
+    assert result.message == (
+        "stopped on request (this worker is stopping); another running `mailer worker` goes "
+        f"on with it, or `mailer campaign resume {campaign_id}`."
+    )
+
+
 async def test_pause_while_sending_stops_the_sender_and_resume_finishes(
     store: Store, smtp_server: SmtpTestServer, tmp_path: Path
 ) -> None:
@@ -371,6 +418,10 @@ async def test_pause_while_sending_stops_the_sender_and_resume_finishes(
     result = await sending
     assert result.reason is StopReason.HALTED
     assert result.campaign.status is CampaignStatus.PAUSED
+    assert result.message == (  # which of pause or cancel, and what goes on
+        f"stopped: the campaign was paused meanwhile; `mailer campaign resume {campaign_id}` "
+        "sends the rest."
+    )
     assert result.campaign.lease_owner is None
     assert 10 <= len(smtp_server.messages) < 60
     assert store.delivery_counts(campaign_id).sending == 0

@@ -299,6 +299,7 @@ async def test_a_cancel_reaches_the_coordinator_and_a_helper_alike(
     result = await coordinator
     assert helped is not None
     assert result.campaign.status is CampaignStatus.CANCELLED
+    assert result.message == "stopped: the campaign was cancelled meanwhile."
     assert started["a"]
     assert started["b"]
     late = [t for times in started.values() for t in times if t > cancelled_at[0] + 1.0]

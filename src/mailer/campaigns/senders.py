@@ -78,15 +78,17 @@ class Children:
         return not any(process.is_alive() for process in self.processes)
 
     async def watch(self, report: Callable[[int, str], None], *, every: float = 1.0) -> None:
-        """Until cancelled: `report(pid, how)` once for each process that ends meanwhile
-        (killed, out of memory, failed). Asking collects it, so it is not left a zombie
-        that looks alive to the others (they take its batches over at once)."""
+        """Until cancelled: `report(pid, how)` once for each process that dies meanwhile
+        (killed, out of memory). Asking collects every one that ended, so none is left a
+        zombie that looks alive to the others (they take its batches over at once). One
+        that ended by itself (exit 0: its campaign paused or ended, or it logged why it
+        stopped) is not reported."""
         told: set[int] = set()
         while True:
             await asyncio.sleep(every)
             for process in self.processes:
                 code = process.exitcode  # None while it runs
-                if code is None or process.pid is None or process.pid in told:
+                if not code or process.pid is None or process.pid in told:
                     continue
                 told.add(process.pid)
                 report(process.pid, describe_exit(code))

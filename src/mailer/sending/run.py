@@ -555,6 +555,11 @@ async def run_campaign(
         final: CampaignStatus | None = status
         if reason is StopReason.INTERRUPTED:
             final = interrupted_status
+            if final is CampaignStatus.SENDING:  # a worker stopping: not paused
+                message = (
+                    "stopped on request (this worker is stopping); another running `mailer "
+                    f"worker` goes on with it, or `mailer campaign resume {campaign_id}`."
+                )
         elif reason is StopReason.HALTED:
             final = None  # keep the organiser's paused / cancelled
         retry_after = relay_retry(settings, reason, campaign.relay_pauses)
@@ -645,6 +650,14 @@ def final_state(
     if reason is StopReason.LEASE_LOST:
         return CampaignStatus.SENDING, "another worker took the campaign over (lease expired)."
     if reason is StopReason.HALTED:
+        now = store.campaign_status(campaign_id)  # an organiser's pause or cancel
+        if now is CampaignStatus.CANCELLED:
+            return CampaignStatus.PAUSED, "stopped: the campaign was cancelled meanwhile."
+        if now is CampaignStatus.PAUSED:
+            return (
+                CampaignStatus.PAUSED,
+                f"stopped: the campaign was paused meanwhile; `{resume}` sends the rest.",
+            )
         return CampaignStatus.PAUSED, "stopped: the campaign was paused or cancelled meanwhile."
     if reason is StopReason.CAPPED:
         which = stop.limit.value if stop.limit else "sending"
