@@ -45,3 +45,7 @@ def linger_as_worker(_settings: object, parent: int) -> None:
 def linger_as_helper(_settings: object, _campaign_id: int, parent: int) -> None:
     """`mailer send --processes N`'s helper (helper_main's signature), lingering."""
     linger(parent)
+
+
+def end_at_once(parent: int) -> None:
+    """A helper that ends by itself at once, with exit status 0."""

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import lingering_helper
 from campaign_support import (
     EVENT,
     cli_environment,
@@ -39,6 +40,7 @@ from campaign_support import (
 )
 from mailer.campaigns import lifecycle
 from mailer.campaigns.scheduler import Scheduler
+from mailer.campaigns.senders import Children
 from mailer.cli.send_cmd import print_result
 from mailer.clock import utcnow
 from mailer.config import Settings
@@ -274,6 +276,36 @@ def test_a_sender_killed_and_not_yet_collected_counts_as_dead() -> None:
         child.kill()
         child.wait()
     assert is_dead_local_process(f"{me}:{child.pid}")  # collected: no such process
+
+
+async def test_watching_the_helpers_reports_one_killed_not_one_that_ended_by_itself() -> None:
+    """Children.watch collects the helpers that end and reports those that died (here,
+    SIGKILL), not one that ended by itself with exit status 0 (it paused the campaign for
+    its relay, or logged why it stopped): saying that the others take over its
+    recipients would be wrong then (a review)."""
+    children = Children()
+    children.start(lingering_helper.end_at_once, count=1)
+    children.start(lingering_helper.linger, count=1)
+    quiet, killed = children.processes
+    reported: list[tuple[int, str]] = []
+    watching = asyncio.create_task(
+        children.watch(lambda pid, how: reported.append((pid, how)), every=0.05)
+    )
+    try:
+        await asyncio.to_thread(quiet.join, 60)
+        assert quiet.exitcode == 0
+        assert killed.pid is not None
+        os.kill(killed.pid, signal.SIGKILL)
+        for _ in range(600):
+            if reported:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # a few more rounds: the quiet one would show by now
+    finally:
+        watching.cancel()
+        children.stop()
+        children.join(10)
+    assert reported == [(killed.pid, "killed by SIGKILL")]
 
 
 def test_resume_refuses_zero_processes_in_one_line(tmp_path: Path) -> None:
