@@ -138,7 +138,10 @@ def test_relays_as_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     ]
     assert settings.sending_concurrency == 5
     summary = summarise_send(settings, load_event(EVENT), list_name="members", audience=3)
-    assert summary.relay == "a (none, 67%); b (none, 33%)"
+    assert summary.relay == "a (127.0.0.1:2525, none, 67%); b (127.0.0.1:2526, none, 33%)"
+    unnamed = load_settings(relays=[{"host": "smtp.example.org", "port": 587}])
+    shown = summarise_send(unnamed, load_event(EVENT), list_name="members", audience=3)
+    assert shown.relay == "smtp.example.org:587 (none, 100%)"  # its name is HOST:PORT
 
 
 @pytest.mark.parametrize(

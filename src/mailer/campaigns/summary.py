@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailer.config import Settings
+from mailer.config import RelaySettings, Settings
 from mailer.errors import MailerError
 from mailer.message.event import Event
 
@@ -70,7 +70,8 @@ def summarise_send(
     if settings.relays:  # MAILER_RELAYS: each with its share
         total = sum(r.weight for r in settings.relays)
         relay = "; ".join(
-            f"{r.name} ({r.security.value}, {r.weight / total:.0%})" for r in settings.relays
+            f"{r.name} ({_address(r)}{r.security.value}, {r.weight / total:.0%})"
+            for r in settings.relays
         )
     return SendSummary(
         from_line=from_line,
@@ -82,3 +83,10 @@ def summarise_send(
         audience=audience,
         relay=relay,
     )
+
+
+def _address(relay: RelaySettings) -> str:
+    """Where a named relay is, for the confirmation (its name alone says nothing of it);
+    nothing when the name is already HOST:PORT."""
+    address = f"{relay.host}:{relay.port}"
+    return "" if relay.name == address else f"{address}, "
