@@ -29,9 +29,9 @@ round trip of 25 ms at 200/s: five), and those went out at once, on top of the s
 other senders were sending on time: 201-206 grants in a second where the setting and
 bucket allow 201 (bench/README). So a booking asks to start no earlier than it will
 arrive (the lower median of the last few round trips), a booking ahead is made at least
-that long before the slots run out, and the slots of a booking that still comes back a
-whole interval late (beyond the bucket) are dropped (the caps get them back), not sent
-together. Only a booking's arrival is checked: a slot a busy sender comes for late is
+that long before the slots run out, and the slots of a booking that still comes back
+more than half an interval late (beyond the bucket) are dropped (the caps get them back),
+not sent together. Only a booking's arrival is checked: a slot a busy sender comes for late is
 still used (dropping those cut the rate of a sender slower than the schedule).
 """
 
@@ -348,8 +348,9 @@ class SharedRateLimiter:
         )
 
     def _take(self, now: float, booking: tuple[float, int, float, str | None]) -> bool:
-        """Add a booking's slots, less those that had passed by more than the bucket when
-        it arrived (the caps get them back); False if it granted none."""
+        """Add a booking's slots, less those that had passed by more than half an interval
+        (beyond the bucket) when it arrived (the caps get them back); False if it granted
+        none."""
         first, granted, _, cap = booking
         if not granted:
             return False
