@@ -463,9 +463,9 @@ class Dispatcher:
         the stop request; when a grant is free now, no race is set up at all."""
         try:
             if self.limiter.ready():
-                slot = await self._take_slot()
+                slot = await self.limiter.take()
                 return _Turn(slot, go=not self._halted())
-            grant = asyncio.ensure_future(self._take_slot())
+            grant = asyncio.ensure_future(self.limiter.take())
             stop = asyncio.ensure_future(self._stop.wait())
             await asyncio.wait({grant, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
@@ -481,17 +481,11 @@ class Dispatcher:
             return None
         return _Turn(slot, go=not self._halted())
 
-    async def _take_slot(self) -> Slot | None:
-        if isinstance(self.limiter, SharedRateLimiter):
-            return await self.limiter.take()
-        await self.limiter.acquire()
-        return None
-
     def _unused(self, turn: _Turn | None) -> None:
         """The rate slot of a message that did not go (a stop came, it was held back): the
         hourly and daily caps get it back (they counted it: a stop with messages waiting
         cost the day's cap one each)."""
-        if turn is not None and isinstance(self.limiter, SharedRateLimiter):
+        if turn is not None:
             self.limiter.give_back(turn.slot)
 
     async def _give_back(self, delivery: DueDelivery) -> None:

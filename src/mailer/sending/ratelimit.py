@@ -108,6 +108,15 @@ class RateLimiter:
             granted = self._clock()
             self._book(at if granted - at <= self._stall else granted)
 
+    async def take(self) -> None:
+        """acquire(), with SharedRateLimiter's face: this process's own limiter keeps no
+        slot to hand back (see give_back)."""
+        await self.acquire()
+
+    def give_back(self, slot: object) -> None:
+        """Nothing to return: a grant here is gone with the process; only a shared budget
+        (SharedRateLimiter) counts slots for caps that outlive it."""
+
     def ready(self) -> bool:
         """True if an `acquire()` made now would be granted without waiting."""
         return not self._turn.locked() and self._earliest(self._clock())[0] <= self._clock()

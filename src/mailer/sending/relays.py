@@ -132,7 +132,7 @@ class RelayPool:
                 reached = True
 
             slot = None
-            if isinstance(relay.limiter, SharedRateLimiter):
+            if relay.limiter is not None:
                 try:
                     slot = await relay.limiter.take()
                 except RateCapped:
@@ -140,8 +140,6 @@ class RelayPool:
                     # other tasks): nothing was sent; it is left out, not counted as tried.
                     capped.add(relay.name)
                     continue
-            elif relay.limiter is not None:
-                await relay.limiter.acquire()
             tried.add(relay.name)
             try:
                 outcome = await relay.transport.send(message, on_body=body)
@@ -180,7 +178,7 @@ class RelayPool:
         """The relay's slot for a message that did not reach it (its daily cap would
         count it: a trial's relay capped at 200 took 197 after stops that held messages
         back)."""
-        if isinstance(relay.limiter, SharedRateLimiter):
+        if relay.limiter is not None:
             relay.limiter.give_back(slot)
 
     async def aclose(self) -> None:
