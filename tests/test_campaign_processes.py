@@ -73,6 +73,24 @@ def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> Non
         time.sleep(0.02)
 
 
+def _start_mailer(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """`mailer ARGS` in the background, with no terminal on stdin; the caller waits."""
+    return subprocess.Popen(
+        mailer_command(*args),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _sender_pids(store: Store, campaign_id: int) -> set[int]:
+    """The processes holding batches of the campaign (owners are host:pid)."""
+    return {int(h.owner.rpartition(":")[2]) for h in store.batch_holders(campaign_id)}
+
+
 # -- resume and send-now with --processes ---------------------------------------------
 
 
@@ -113,22 +131,14 @@ def test_resume_and_send_now_send_with_helper_processes(
             MAILER_BATCH_SIZE="4",
             MAILER_POLL_INTERVAL="0.2",
         )
-        command_line = ["campaign", command, str(campaign_id), "--yes", "--processes", "2"]
-        process = subprocess.Popen(
-            mailer_command(*command_line),
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        process = _start_mailer(
+            env, tmp_path, "campaign", command, str(campaign_id), "--yes", "--processes", "2"
         )
         try:
             senders: set[int] = set()
 
             def both_take_part() -> bool:
-                holders = store.batch_holders(campaign_id)
-                senders.update(int(h.owner.rpartition(":")[2]) for h in holders)
+                senders.update(_sender_pids(store, campaign_id))
                 return len(senders) >= 2 or process.poll() is not None
 
             _wait_until(both_take_part, 60, "a helper process to claim a batch")
@@ -171,22 +181,14 @@ def test_a_helper_killed_mid_send_is_taken_over_at_once(
             MAILER_LEASE_SECONDS="600",
             MAILER_POLL_INTERVAL="0.2",
         )
-        command = mailer_command("send", str(EVENT), "--list", "members", "--yes")
-        process = subprocess.Popen(
-            [*command, "--processes", "2"],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        process = _start_mailer(
+            env, tmp_path, "send", str(EVENT), "--list", "members", "--yes", "--processes", "2"
         )
         try:
             helpers: list[int] = []
 
             def a_helper_holds_a_batch() -> bool:
-                pids = {int(h.owner.rpartition(":")[2]) for h in store.batch_holders(1)}
-                helpers[:] = sorted(pids - {process.pid})
+                helpers[:] = sorted(_sender_pids(store, 1) - {process.pid})
                 return bool(helpers) or process.poll() is not None
 
             _wait_until(a_helper_holds_a_batch, 60, "a helper process to claim a batch")

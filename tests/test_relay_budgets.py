@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 from campaign_support import new_campaign, seed_list, send
 from mailer.config import RelaySettings
@@ -27,9 +26,9 @@ from mailer.sending.ratelimit import RateLimiter
 from mailer.sending.relays import RelayPool, RelayState, relay_budget, relay_limiter
 from mailer.sending.shared_rate import SharedRateLimiter
 from mailer.store import Store
-from mailer.store.schema import rate_counts
 from smtp_server import SmtpTestServer
 from test_relays import ledger_relays, relay, relay_settings
+from test_shared_rate import counted
 from virtual_time import VirtualTime, busiest_second, inline
 
 START = 1_900_000_000.0  # epoch seconds: the budgets' clock, here virtual
@@ -193,14 +192,6 @@ class _Stopped(Exception):
     """What the engine's body callback raises when the run stopped meanwhile."""
 
 
-def _counted(store: Store, budget: str) -> int:
-    with store.engine.connect() as connection:
-        granted = connection.execute(
-            select(func.sum(rate_counts.c.granted)).where(rate_counts.c.budget == budget)
-        ).scalar()
-    return int(granted or 0)
-
-
 async def test_a_relays_slot_for_a_message_that_never_reached_it_goes_back_to_its_cap(
     store: Store,
 ) -> None:
@@ -230,5 +221,5 @@ async def test_a_relays_slot_for_a_message_that_never_reached_it_goes_back_to_it
     assert (taken.relay, moved.relay) == ("a", "b")
     assert [m.message_id for m in to_a.messages] == ["<0.0@x>"]
     await pool.aclose()
-    assert _counted(store, relay_budget("a")) == 1
-    assert _counted(store, relay_budget("b")) == 1
+    assert counted(store, relay_budget("a")) == 1
+    assert counted(store, relay_budget("b")) == 1

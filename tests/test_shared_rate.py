@@ -203,10 +203,13 @@ async def test_a_slow_booking_does_not_stall_the_sender(store: Store) -> None:
     assert counted(store) == len(grants) + 1  # the grant that found the end is used too
 
 
-def counted(store: Store) -> int:
-    """Slots the caps count, over every minute."""
+def counted(store: Store, budget: str | None = None) -> int:
+    """Slots the caps count, over every minute: of one budget, or of all."""
+    granted = select(func.sum(rate_counts.c.granted))
+    if budget is not None:
+        granted = granted.where(rate_counts.c.budget == budget)
     with store.engine.connect() as connection:
-        return int(connection.execute(select(func.sum(rate_counts.c.granted))).scalar() or 0)
+        return int(connection.execute(granted).scalar() or 0)
 
 
 async def test_a_budget_that_paces_and_counts_nothing_books_nothing(store: Store) -> None:

@@ -7,15 +7,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from campaign_support import make_settings, new_campaign, seed_list, send
 from mailer.models import CampaignStatus, DeliveryStatus
 from mailer.sending.engine import StopReason
+from mailer.sending.shared_rate import GLOBAL_BUDGET
 from mailer.store import Store
-from mailer.store.schema import rate_counts
 from scripted_relay import Relay, Start
 from smtp_server import SmtpTestServer
+from test_shared_rate import counted
 
 
 async def second_envelope_behind_the_first_dot(relay: Relay) -> None:
@@ -109,8 +108,4 @@ async def test_a_message_held_back_at_a_stop_gives_its_slot_back_to_the_daily_ca
     assert result.reason is StopReason.HALTED
     counts = store.delivery_counts(campaign_id)
     assert counts.sent == went < 20
-    with store.engine.connect() as connection:
-        counted = connection.execute(
-            select(func.sum(rate_counts.c.granted)).where(rate_counts.c.budget == "global")
-        ).scalar()
-    assert counted == went
+    assert counted(store, GLOBAL_BUDGET) == went
